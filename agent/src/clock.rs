@@ -1,0 +1,72 @@
+//! Kernel timestamps (`bpf_ktime_get_ns`, CLOCK_MONOTONIC) to wall time.
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+/// Offset between CLOCK_REALTIME and CLOCK_MONOTONIC, taken at one moment.
+/// Re-taken every sweep so NTP steps reach the records within a sweep.
+#[derive(Clone, Copy, Debug)]
+pub struct Clock {
+    /// Realtime minus monotonic, in ns.
+    offset_ns: i128,
+}
+
+fn clock_ns(id: libc::clockid_t) -> i128 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: valid pointer to a timespec; both clocks always exist on Linux.
+    let rc = unsafe { libc::clock_gettime(id, &mut ts) };
+    debug_assert_eq!(rc, 0);
+    i128::from(ts.tv_sec) * 1_000_000_000 + i128::from(ts.tv_nsec)
+}
+
+/// CLOCK_MONOTONIC now, in ns: the clock `bpf_ktime_get_ns` reads.
+pub fn monotonic_ns() -> u64 {
+    u64::try_from(clock_ns(libc::CLOCK_MONOTONIC)).unwrap_or(0)
+}
+
+impl Clock {
+    /// Samples both clocks now.
+    pub fn sample() -> Self {
+        let mono = clock_ns(libc::CLOCK_MONOTONIC);
+        let real = clock_ns(libc::CLOCK_REALTIME);
+        Self::from_offset(real - mono)
+    }
+
+    /// A clock with a fixed offset (tests).
+    pub const fn from_offset(offset_ns: i128) -> Self {
+        Self { offset_ns }
+    }
+
+    /// Wall time of a monotonic kernel timestamp.
+    pub fn wall(&self, ktime_ns: u64) -> SystemTime {
+        let ns = (i128::from(ktime_ns) + self.offset_ns).max(0);
+        UNIX_EPOCH + Duration::from_nanos(u64::try_from(ns).unwrap_or(u64::MAX))
+    }
+}
+
+/// RFC 3339 UTC with nanoseconds, as ECS dates are written.
+pub fn rfc3339(t: SystemTime) -> String {
+    humantime::format_rfc3339_nanos(t).to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn converts_with_offset() {
+        let c = Clock::from_offset(1_700_000_000_000_000_000);
+        assert_eq!(rfc3339(c.wall(5)), "2023-11-14T22:13:20.000000005Z");
+    }
+
+    #[test]
+    fn sample_matches_system_time() {
+        let c = Clock::sample();
+        let wall = c.wall(monotonic_ns());
+        let now = SystemTime::now();
+        let diff = now.duration_since(wall).unwrap_or_else(|e| e.duration());
+        assert!(diff < Duration::from_secs(1), "{diff:?}");
+    }
+}

@@ -1,0 +1,369 @@
+//! Agent configuration: TOML with unknown keys refused, explicit defaults,
+//! and validation in [`Config::try_new`] so an invalid config cannot exist.
+
+use std::{
+    path::{Path, PathBuf},
+    time::Duration,
+};
+
+use serde::Deserialize;
+
+/// Where state lives when neither the config nor the CLI says otherwise.
+pub const DEFAULT_STATE_DIR: &str = "/var/lib/lbwitness";
+
+/// How to attach XDP.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum XdpMode {
+    /// Native (driver) mode, falling back to generic when the driver has none.
+    #[default]
+    Auto,
+    /// Native (driver) mode only.
+    Native,
+    /// Generic (skb) mode.
+    Generic,
+}
+
+/// A config error, naming the file and the key.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// TOML syntax error, unknown key or wrong type.
+    #[error("config file {path}: {message}")]
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// toml's message: it names the key and the line.
+        message: String,
+    },
+    /// A value outside its allowed range.
+    #[error("config{}: `{key}` {problem}", .path.as_ref().map(|p| format!(" file {}", p.display())).unwrap_or_default())]
+    Invalid {
+        /// The file, when the value came from one.
+        path: Option<PathBuf>,
+        /// Dotted key, e.g. `flows.idle_timeout_secs`.
+        key: &'static str,
+        /// What is wrong and what is allowed.
+        problem: String,
+    },
+}
+
+/// The config file as written. Every field has a default.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConfigFile {
+    /// Directory for the agent's state and default output.
+    pub state_dir: Option<PathBuf>,
+    /// NDJSON output path, `-` for stdout. Default: `<state_dir>/records.ndjson`.
+    pub output: Option<PathBuf>,
+    /// Capture settings.
+    #[serde(default)]
+    pub capture: CaptureFile,
+    /// Flow export settings.
+    #[serde(default)]
+    pub flows: FlowsFile,
+}
+
+/// `[capture]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CaptureFile {
+    /// Interfaces to attach to.
+    #[serde(default)]
+    pub interfaces: Vec<String>,
+    /// XDP attach mode.
+    pub xdp_mode: Option<XdpMode>,
+    /// Flow map capacity (entries).
+    pub flow_table_entries: Option<u32>,
+    /// Ring buffer size in bytes (a power of two, at least one page).
+    pub ring_buffer_bytes: Option<u32>,
+}
+
+/// `[flows]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FlowsFile {
+    /// IPFIX active timeout: a long flow is reported at least this often.
+    pub active_timeout_secs: Option<u64>,
+    /// IPFIX idle timeout: a flow with no packet for this long ends.
+    pub idle_timeout_secs: Option<u64>,
+    /// Idle timeout for a TCP flow that has seen FIN or RST.
+    pub closed_timeout_secs: Option<u64>,
+    /// How often the flow map is swept, in milliseconds.
+    pub sweep_interval_ms: Option<u64>,
+    /// Emit a record for each lifecycle event (flow start, SYN, FIN, RST).
+    pub lifecycle_records: Option<bool>,
+}
+
+/// Settings the command line can override.
+#[derive(Debug, Default)]
+pub struct Overrides {
+    /// `--iface`, replacing the config's interfaces when non-empty.
+    pub interfaces: Vec<String>,
+    /// `--xdp-mode`.
+    pub xdp_mode: Option<XdpMode>,
+    /// `--output`.
+    pub output: Option<PathBuf>,
+    /// `--state-dir`.
+    pub state_dir: Option<PathBuf>,
+}
+
+/// Where records go.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Output {
+    /// Standard output.
+    Stdout,
+    /// An NDJSON file, appended to.
+    File(PathBuf),
+}
+
+/// Flow export timing, validated.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FlowTimeouts {
+    /// See [`FlowsFile::active_timeout_secs`].
+    pub active: Duration,
+    /// See [`FlowsFile::idle_timeout_secs`].
+    pub idle: Duration,
+    /// See [`FlowsFile::closed_timeout_secs`].
+    pub closed: Duration,
+}
+
+/// A validated configuration.
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// State directory.
+    pub state_dir: PathBuf,
+    /// Record output.
+    pub output: Output,
+    /// Interfaces to attach to (at least one).
+    pub interfaces: Vec<String>,
+    /// XDP mode.
+    pub xdp_mode: XdpMode,
+    /// Flow map capacity.
+    pub flow_table_entries: u32,
+    /// Ring buffer bytes.
+    pub ring_buffer_bytes: u32,
+    /// Flow timeouts.
+    pub timeouts: FlowTimeouts,
+    /// Sweep period.
+    pub sweep_interval: Duration,
+    /// Whether lifecycle events become records.
+    pub lifecycle_records: bool,
+}
+
+impl Config {
+    /// Reads and validates a config file, then applies CLI overrides.
+    pub fn load(path: Option<&Path>, overrides: Overrides) -> Result<Self, ConfigError> {
+        let file = match path {
+            Some(path) => {
+                let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+                    path: path.to_owned(),
+                    source,
+                })?;
+                toml::from_str(&text).map_err(|e| ConfigError::Parse {
+                    path: path.to_owned(),
+                    message: e.to_string().trim_end().to_owned(),
+                })?
+            }
+            None => ConfigFile::default(),
+        };
+        Self::try_new(file, overrides, path)
+    }
+
+    /// Validates `file` with `overrides` applied; `path` names the file in errors.
+    pub fn try_new(
+        file: ConfigFile,
+        overrides: Overrides,
+        path: Option<&Path>,
+    ) -> Result<Self, ConfigError> {
+        let invalid = |key, problem: String| ConfigError::Invalid {
+            path: path.map(Path::to_owned),
+            key,
+            problem,
+        };
+        let state_dir = overrides
+            .state_dir
+            .or(file.state_dir)
+            .unwrap_or_else(|| PathBuf::from(DEFAULT_STATE_DIR));
+        let output = match overrides.output.or(file.output) {
+            Some(p) if p.as_os_str() == "-" => Output::Stdout,
+            Some(p) if p.as_os_str().is_empty() => {
+                return Err(invalid("output", "must not be empty".into()));
+            }
+            Some(p) => Output::File(p),
+            None => Output::File(state_dir.join("records.ndjson")),
+        };
+        let interfaces = if overrides.interfaces.is_empty() {
+            file.capture.interfaces
+        } else {
+            overrides.interfaces
+        };
+        if interfaces.is_empty() {
+            return Err(invalid(
+                "capture.interfaces",
+                "is empty: name at least one interface (or pass --iface)".into(),
+            ));
+        }
+        for name in &interfaces {
+            if name.is_empty() || name.len() > 15 || name.contains(['/', ' ', '\0']) {
+                return Err(invalid(
+                    "capture.interfaces",
+                    format!("has `{name}`, which is not a valid interface name"),
+                ));
+            }
+        }
+        let mut seen = std::collections::BTreeSet::new();
+        if let Some(dup) = interfaces.iter().find(|i| !seen.insert(*i)) {
+            return Err(invalid(
+                "capture.interfaces",
+                format!("names `{dup}` twice"),
+            ));
+        }
+
+        let flow_table_entries = file.capture.flow_table_entries.unwrap_or(131_072);
+        if !(1024..=16 * 1024 * 1024).contains(&flow_table_entries) {
+            return Err(invalid(
+                "capture.flow_table_entries",
+                format!("is {flow_table_entries}; allowed 1024 to 16777216"),
+            ));
+        }
+        let ring_buffer_bytes = file.capture.ring_buffer_bytes.unwrap_or(256 * 1024);
+        if !ring_buffer_bytes.is_power_of_two() || !(4096..=1 << 30).contains(&ring_buffer_bytes) {
+            return Err(invalid(
+                "capture.ring_buffer_bytes",
+                format!("is {ring_buffer_bytes}; must be a power of two from 4096 to 1073741824"),
+            ));
+        }
+
+        let secs = |v: Option<u64>, default: u64, key: &'static str| {
+            let v = v.unwrap_or(default);
+            if !(1..=86_400).contains(&v) {
+                return Err(invalid(key, format!("is {v}; allowed 1 to 86400 seconds")));
+            }
+            Ok(Duration::from_secs(v))
+        };
+        let active = secs(file.flows.active_timeout_secs, 60, "flows.active_timeout_secs")?;
+        let idle = secs(file.flows.idle_timeout_secs, 15, "flows.idle_timeout_secs")?;
+        let closed = secs(file.flows.closed_timeout_secs, 2, "flows.closed_timeout_secs")?;
+        if closed > idle {
+            return Err(invalid(
+                "flows.closed_timeout_secs",
+                format!(
+                    "is {}s, longer than flows.idle_timeout_secs ({}s)",
+                    closed.as_secs(),
+                    idle.as_secs()
+                ),
+            ));
+        }
+        let sweep_ms = file.flows.sweep_interval_ms.unwrap_or(1000);
+        if !(50..=60_000).contains(&sweep_ms) {
+            return Err(invalid(
+                "flows.sweep_interval_ms",
+                format!("is {sweep_ms}; allowed 50 to 60000"),
+            ));
+        }
+        Ok(Self {
+            state_dir,
+            output,
+            interfaces,
+            xdp_mode: overrides
+                .xdp_mode
+                .or(file.capture.xdp_mode)
+                .unwrap_or_default(),
+            flow_table_entries,
+            ring_buffer_bytes,
+            timeouts: FlowTimeouts {
+                active,
+                idle,
+                closed,
+            },
+            sweep_interval: Duration::from_millis(sweep_ms),
+            lifecycle_records: file.flows.lifecycle_records.unwrap_or(true),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<Config, ConfigError> {
+        let file: ConfigFile = toml::from_str(text).map_err(|e| ConfigError::Parse {
+            path: "t.toml".into(),
+            message: e.to_string(),
+        })?;
+        Config::try_new(file, Overrides::default(), Some(Path::new("t.toml")))
+    }
+
+    #[test]
+    fn defaults_apply() {
+        let c = parse("[capture]\ninterfaces = [\"veth0\"]\n").unwrap();
+        assert_eq!(c.timeouts.active, Duration::from_secs(60));
+        assert_eq!(c.timeouts.idle, Duration::from_secs(15));
+        assert_eq!(c.xdp_mode, XdpMode::Auto);
+        assert_eq!(
+            c.output,
+            Output::File(PathBuf::from("/var/lib/lbwitness/records.ndjson"))
+        );
+    }
+
+    #[test]
+    fn unknown_key_is_named() {
+        let err = parse("[capture]\ninterfaces = [\"a\"]\nbogus = 1\n").unwrap_err();
+        let text = err.to_string();
+        assert!(text.contains("bogus") && text.contains("t.toml"), "{text}");
+    }
+
+    #[test]
+    fn invalid_values_name_key_and_file() {
+        const IF: &str = "[capture]\ninterfaces = [\"a\"]\n";
+        for (extra, key) in [
+            ("[flows]\nidle_timeout_secs = 0", "flows.idle_timeout_secs"),
+            ("[flows]\nactive_timeout_secs = 999999", "flows.active_timeout_secs"),
+            ("ring_buffer_bytes = 5000", "capture.ring_buffer_bytes"),
+            ("flow_table_entries = 1", "capture.flow_table_entries"),
+            ("[flows]\nclosed_timeout_secs = 20", "flows.closed_timeout_secs"),
+            ("[flows]\nsweep_interval_ms = 1", "flows.sweep_interval_ms"),
+        ] {
+            let err = parse(&format!("{IF}{extra}\n")).unwrap_err().to_string();
+            assert!(err.contains(key) && err.contains("t.toml"), "{err}");
+        }
+    }
+
+    #[test]
+    fn interfaces_required_and_unique() {
+        assert!(parse("").unwrap_err().to_string().contains("capture.interfaces"));
+        let err = parse("[capture]\ninterfaces=[\"a\",\"a\"]").unwrap_err();
+        assert!(err.to_string().contains("twice"));
+        let err = parse("[capture]\ninterfaces=[\"a/b\"]").unwrap_err();
+        assert!(err.to_string().contains("not a valid interface name"));
+    }
+
+    #[test]
+    fn cli_overrides_file() {
+        let file: ConfigFile =
+            toml::from_str("output = \"/x\"\n[capture]\ninterfaces=[\"a\"]\nxdp_mode=\"native\"")
+                .unwrap();
+        let c = Config::try_new(
+            file,
+            Overrides {
+                interfaces: vec!["b".into()],
+                xdp_mode: Some(XdpMode::Generic),
+                output: Some("-".into()),
+                state_dir: None,
+            },
+            None,
+        )
+        .unwrap();
+        assert_eq!(c.interfaces, vec!["b".to_string()]);
+        assert_eq!(c.xdp_mode, XdpMode::Generic);
+        assert_eq!(c.output, Output::Stdout);
+    }
+}

@@ -1,0 +1,256 @@
+//! The flow task: lifecycle events in, flow and counters records out. It
+//! sweeps the kernel flow map on a timer and applies the decisions of the
+//! pure [`table::FlowTable`].
+
+pub mod table;
+
+use std::{
+    collections::{BTreeMap, HashSet},
+    os::fd::AsFd,
+    sync::Arc,
+    time::{Duration, SystemTime},
+};
+
+use agent_common::{
+    counter::{Counter, CounterClass},
+    flow::{FlowEvent, FlowKey, FlowStats, reason},
+};
+use aya::maps::{HashMap as BpfHashMap, IterableMap as _, MapData, PerCpuArray};
+use tokio::sync::mpsc;
+
+use self::table::{FlowTable, ReportReason, Verdict};
+use crate::{
+    capture::sys::lookup_and_delete,
+    clock::{Clock, monotonic_ns},
+    config::FlowTimeouts,
+    enrich::Enricher,
+    record::{CounterValue, Record},
+    telemetry::Telemetry,
+};
+
+/// The kernel maps the flow task owns.
+pub struct FlowMaps {
+    /// `FLOWS`.
+    pub flows: BpfHashMap<MapData, FlowKey, FlowStats>,
+    /// `COUNTERS`.
+    pub counters: PerCpuArray<MapData, u64>,
+}
+
+/// Settings of the flow task.
+#[derive(Clone, Copy, Debug)]
+pub struct FlowSettings {
+    /// Export timeouts.
+    pub timeouts: FlowTimeouts,
+    /// Sweep period.
+    pub sweep_interval: Duration,
+    /// Whether lifecycle events become records.
+    pub lifecycle_records: bool,
+}
+
+/// Counter totals at the previous counters record.
+#[derive(Default)]
+struct Reported {
+    kernel: [u64; Counter::COUNT as usize],
+    agent: BTreeMap<&'static str, u64>,
+}
+
+/// The flow task's state.
+pub struct FlowTask {
+    maps: FlowMaps,
+    table: FlowTable,
+    enricher: Enricher,
+    settings: FlowSettings,
+    telemetry: Arc<Telemetry>,
+    reported: Reported,
+    out: mpsc::Sender<Record>,
+}
+
+/// The writer is gone; nothing more can be delivered.
+#[derive(Debug, thiserror::Error)]
+#[error("the record writer stopped")]
+pub struct WriterGone;
+
+impl FlowTask {
+    /// A task over `maps` that sends records to `out`.
+    pub fn new(
+        maps: FlowMaps,
+        enricher: Enricher,
+        settings: FlowSettings,
+        telemetry: Arc<Telemetry>,
+        out: mpsc::Sender<Record>,
+    ) -> Self {
+        Self {
+            maps,
+            table: FlowTable::new(settings.timeouts),
+            enricher,
+            settings,
+            telemetry,
+            reported: Reported::default(),
+            out,
+        }
+    }
+
+    /// Runs until `events` closes (the capture task has drained the ring
+    /// after detach), then reports every open flow and the final counters.
+    pub async fn run(mut self, mut events: mpsc::Receiver<Vec<FlowEvent>>) -> Result<(), WriterGone> {
+        let mut tick = tokio::time::interval(self.settings.sweep_interval);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                batch = events.recv() => match batch {
+                    Some(batch) => self.on_events(&batch).await?,
+                    None => break,
+                },
+                _ = tick.tick() => self.sweep().await?,
+            }
+        }
+        self.flush_all().await?;
+        self.report_counters(true).await
+    }
+
+    async fn emit(&self, record: Record) -> Result<(), WriterGone> {
+        self.out.send(record).await.map_err(|_| WriterGone)
+    }
+
+    async fn on_events(&mut self, batch: &[FlowEvent]) -> Result<(), WriterGone> {
+        let clock = Clock::sample();
+        for ev in batch {
+            if ev.reasons & reason::NEW != 0 && self.table.started(ev.key, ev.header.ktime_ns) {
+                self.telemetry.flows_evicted.inc();
+            }
+            if self.settings.lifecycle_records {
+                self.emit(self.enricher.lifecycle_record(&clock, ev)).await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// One pass over the kernel map: report what timed out, detect
+    /// evictions, report counters that moved.
+    async fn sweep(&mut self) -> Result<(), WriterGone> {
+        let clock = Clock::sample();
+        let now = monotonic_ns();
+        let mut present = HashSet::new();
+        let mut to_end = Vec::new();
+        let mut reports = Vec::new();
+        for entry in self.maps.flows.iter() {
+            let Ok((key, stats)) = entry else {
+                // The map changed under the iterator; the next sweep sees it.
+                continue;
+            };
+            present.insert(key);
+            match self.table.classify(&key, &stats, now) {
+                Verdict::Keep => {}
+                Verdict::Report => {
+                    reports.push(self.table.report(key, &stats, ReportReason::ActiveTimeout));
+                }
+                Verdict::End(why) => to_end.push((key, why)),
+            }
+        }
+        for (key, why) in to_end {
+            if let Some(report) = self.end_flow(key, why) {
+                reports.push(report);
+            }
+        }
+        // Known flows the iteration did not meet: look again (iteration over
+        // a changing hash map can skip keys) before declaring them evicted.
+        let absent: Vec<FlowKey> = self.table.absent(&present).collect();
+        for key in absent {
+            if self.maps.flows.get(&key, 0).is_err() {
+                self.table.evicted(&key);
+                self.telemetry.flows_evicted.inc();
+            }
+        }
+        for report in &reports {
+            self.emit(self.enricher.flow_record(&clock, report)).await?;
+        }
+        self.report_counters(false).await
+    }
+
+    /// Removes a flow from the kernel map with its final counts and reports
+    /// it. `None` when the kernel evicted it first.
+    fn end_flow(&mut self, key: FlowKey, why: ReportReason) -> Option<table::FlowReport> {
+        match lookup_and_delete::<FlowKey, FlowStats>(self.maps.flows.map().fd().as_fd(), &key) {
+            Ok(Some(stats)) => Some(self.table.report(key, &stats, why)),
+            Ok(None) => {
+                self.table.evicted(&key);
+                self.telemetry.flows_evicted.inc();
+                None
+            }
+            Err(err) => {
+                self.telemetry.map_errors.inc();
+                tracing::warn!(%err, "removing an ended flow from the kernel map failed");
+                None
+            }
+        }
+    }
+
+    /// Reports every flow left in the map (at shutdown, after detach).
+    async fn flush_all(&mut self) -> Result<(), WriterGone> {
+        let clock = Clock::sample();
+        let keys: Vec<FlowKey> = self.maps.flows.keys().filter_map(Result::ok).collect();
+        let mut reports = Vec::with_capacity(keys.len());
+        for key in keys {
+            if let Some(report) = self.end_flow(key, ReportReason::Shutdown) {
+                reports.push(report);
+            }
+        }
+        for report in &reports {
+            self.emit(self.enricher.flow_record(&clock, report)).await?;
+        }
+        Ok(())
+    }
+
+    /// Emits a counters record when any counter moved since the last one, or
+    /// always when `force` (the final record at shutdown).
+    async fn report_counters(&mut self, force: bool) -> Result<(), WriterGone> {
+        let mut kernel = BTreeMap::new();
+        let mut agent = BTreeMap::new();
+        let mut moved = false;
+        let mut lost = false;
+        for counter in Counter::ALL {
+            let total = match self.maps.counters.get(&(counter as u32), 0) {
+                Ok(per_cpu) => per_cpu.iter().sum::<u64>(),
+                Err(err) => {
+                    self.telemetry.map_errors.inc();
+                    tracing::warn!(%err, counter = counter.name(), "reading a kernel counter failed");
+                    continue;
+                }
+            };
+            let delta = total.saturating_sub(self.reported.kernel[counter as usize]);
+            // Informational counts (ARP, fragments) ride along with the next
+            // record; losses and malformed packets get one within a sweep.
+            moved |= delta > 0 && counter.class() != CounterClass::Info;
+            lost |= delta > 0 && counter.class() == CounterClass::Loss;
+            kernel.insert(counter.name(), CounterValue { delta, total });
+        }
+        for (name, total, is_loss) in self.telemetry.snapshot() {
+            let before = self.reported.agent.get(name).copied().unwrap_or(0);
+            let delta = total.saturating_sub(before);
+            // Event counts move all the time; only losses warrant a record.
+            moved |= delta > 0 && is_loss;
+            lost |= delta > 0 && is_loss;
+            agent.insert(name, CounterValue { delta, total });
+        }
+        if !moved && !force {
+            return Ok(());
+        }
+        // Deltas are relative to the previous record, so the baseline moves
+        // only when a record goes out.
+        for counter in Counter::ALL {
+            if let Some(v) = kernel.get(counter.name()) {
+                self.reported.kernel[counter as usize] = v.total;
+            }
+        }
+        for (name, v) in &agent {
+            self.reported.agent.insert(name, v.total);
+        }
+        if lost {
+            tracing::warn!("capture loss since the previous counters record");
+        }
+        let record = self
+            .enricher
+            .counters_record(SystemTime::now(), kernel, agent, lost);
+        self.emit(record).await
+    }
+}

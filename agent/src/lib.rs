@@ -1,0 +1,17 @@
+//! lbwitness: an eBPF/XDP capture agent for load-balancer hosts.
+//!
+//! The modules follow the data path: [`capture`] (load, attach, ring
+//! buffer) → [`decode`] → [`flows`] (sweep and export) → [`enrich`] (ECS
+//! records) → [`sink`]. [`run`] wires them together.
+
+pub mod capture;
+pub mod clock;
+pub mod config;
+pub mod decode;
+pub mod enrich;
+pub mod flows;
+pub mod preflight;
+pub mod record;
+pub mod run;
+pub mod sink;
+pub mod telemetry;

@@ -1,0 +1,88 @@
+//! The `lbwitness` command line.
+
+use std::{path::PathBuf, process::ExitCode};
+
+use clap::{Parser, Subcommand};
+use lbwitness::config::{Config, Overrides, XdpMode};
+
+#[derive(Parser)]
+#[command(version, about = "eBPF/XDP capture agent for load-balancer hosts")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Capture on interfaces and write ECS flow records as NDJSON.
+    Run {
+        /// Interface to attach to (repeatable). Overrides the config's list.
+        #[arg(long = "iface", value_name = "IF")]
+        interfaces: Vec<String>,
+        /// XDP attach mode.
+        #[arg(long, value_enum)]
+        xdp_mode: Option<XdpMode>,
+        /// NDJSON output path; `-` for standard output.
+        /// Default: <state dir>/records.ndjson.
+        #[arg(long, value_name = "PATH")]
+        output: Option<PathBuf>,
+        /// TOML config file.
+        #[arg(long, value_name = "FILE")]
+        config: Option<PathBuf>,
+        /// State directory (default /var/lib/lbwitness).
+        #[arg(long, value_name = "DIR")]
+        state_dir: Option<PathBuf>,
+    },
+}
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| "info".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Run {
+            interfaces,
+            xdp_mode,
+            output,
+            config,
+            state_dir,
+        } => {
+            let overrides = Overrides {
+                interfaces,
+                xdp_mode,
+                output,
+                state_dir,
+            };
+            let config = match Config::load(config.as_deref(), overrides) {
+                Ok(c) => c,
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    return ExitCode::from(2);
+                }
+            };
+            let runtime = match tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()
+            {
+                Ok(rt) => rt,
+                Err(e) => {
+                    eprintln!("error: cannot start the async runtime: {e}");
+                    return ExitCode::FAILURE;
+                }
+            };
+            match runtime.block_on(lbwitness::run::run(config)) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("error: {e:#}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+    }
+}
