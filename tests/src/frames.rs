@@ -207,6 +207,21 @@ pub enum ExtHeader {
 }
 
 impl ExtHeader {
+    /// A well-formed segment routing header (routing type 4, RFC 8754)
+    /// listing `segments` (in header order: the final one first).
+    pub fn srh(segments: &[Ipv6Addr], segments_left: u8) -> Self {
+        // Last entry, flags, tag (2 bytes), then the addresses.
+        let mut data = vec![segments.len().saturating_sub(1) as u8, 0, 0, 0];
+        for segment in segments {
+            data.extend_from_slice(&segment.octets());
+        }
+        Self::Routing {
+            routing_type: 4,
+            segments_left,
+            data,
+        }
+    }
+
     /// The protocol number that announces this header.
     pub fn header_type(&self) -> u8 {
         match self {
@@ -550,11 +565,11 @@ impl Frame {
     // ---- IP, both versions ----
 
     /// Replaces the IP version nibble.
-    pub fn ip_version(mut self, version: u8) -> Self {
+    pub fn ip_version_nibble(mut self, version: u8) -> Self {
         match &mut self.l3 {
             L3::Ipv4(ip) => ip.version_override = Some(version),
             L3::Ipv6(ip) => ip.version_override = Some(version),
-            L3::Other { .. } => panic!("ip_version: not an IP frame"),
+            L3::Other { .. } => panic!("ip_version_nibble: not an IP frame"),
         }
         self
     }
@@ -666,7 +681,9 @@ impl Frame {
         self.ext(ExtHeader::HopByHop(Vec::new()))
     }
 
-    /// Appends a routing header with no addresses.
+    /// Appends a routing header with no addresses. tshark flags type 4 (a
+    /// segment routing header needs one) as malformed; see
+    /// [`ExtHeader::srh`] for a valid one.
     pub fn routing(self, routing_type: u8, segments_left: u8) -> Self {
         self.ext(ExtHeader::Routing {
             routing_type,
@@ -883,7 +900,8 @@ impl Frame {
         let total_len = ip
             .total_len_override
             .unwrap_or((header_len + segment.len()) as u16);
-        let flags = u16::from(ip.reserved_flag) << 15 | u16::from(ip.df) << 14 | u16::from(ip.mf) << 13;
+        let flags =
+            u16::from(ip.reserved_flag) << 15 | u16::from(ip.df) << 14 | u16::from(ip.mf) << 13;
         let start = out.len();
         let version = ip.version_override.unwrap_or(4);
         let ihl = ip.ihl_override.unwrap_or((header_len / 4) as u8);
@@ -1314,7 +1332,10 @@ mod tests {
         assert!(l4_checksum_ok(&b, 14, 38, false, proto::UDP));
         assert_eq!(b.len(), 14 + 43);
 
-        let frag = Frame::ipv4(A4, B4).frag_offset(185).other(proto::TCP).payload_len(16);
+        let frag = Frame::ipv4(A4, B4)
+            .frag_offset(185)
+            .other(proto::TCP)
+            .payload_len(16);
         let ip = &frag.build()[14..];
         assert_eq!(be16(ip, 6), 185);
         assert_eq!(ip[9], proto::TCP);
@@ -1328,7 +1349,7 @@ mod tests {
         let frame = Frame::new()
             .ipv4_total_len(9000)
             .ipv4_ihl(4)
-            .ip_version(5)
+            .ip_version_nibble(5)
             .ip_protocol(99)
             .ipv4_checksum(0xdead);
         let ip = &frame.build()[14..];
@@ -1367,7 +1388,11 @@ mod tests {
         let mut next = ip[6];
         while matches!(next, 0 | 43 | 60 | 44) {
             types.push(next);
-            let len = if next == 44 { 8 } else { (usize::from(ip[at + 1]) + 1) * 8 };
+            let len = if next == 44 {
+                8
+            } else {
+                (usize::from(ip[at + 1]) + 1) * 8
+            };
             next = ip[at];
             at += len;
         }
@@ -1384,13 +1409,19 @@ mod tests {
         assert!(!frame.is_non_first_fragment());
         assert!(l4_checksum_ok(&b, 14, 14 + at, true, proto::TCP));
 
-        let frag = Frame::ipv6(A6, B6).fragment(100, false).other(proto::UDP).payload_len(8);
+        let frag = Frame::ipv6(A6, B6)
+            .fragment(100, false)
+            .other(proto::UDP)
+            .payload_len(8);
         let b = frag.build();
         assert_eq!(be16(&b, 14 + 40 + 2), 100 << 3);
         assert!(frag.is_non_first_fragment());
         assert_eq!(frag.ip_len(), Some(40 + 16));
 
-        let bad = Frame::ipv6(A6, B6).udp(1, 2).ipv6_payload_len(1000).ip_version(4);
+        let bad = Frame::ipv6(A6, B6)
+            .udp(1, 2)
+            .ipv6_payload_len(1000)
+            .ip_version_nibble(4);
         let b = bad.build();
         assert_eq!(be16(&b, 18), 1000);
         assert_eq!(b[14] >> 4, 4);
@@ -1405,18 +1436,29 @@ mod tests {
             assert_eq!(bytes.len(), (usize::from(bytes[1]) + 1) * 8);
             assert_eq!(bytes[0], 6);
         }
-        assert_eq!(ExtHeader::HopByHop(vec![]).bytes(17), [17, 0, 1, 4, 0, 0, 0, 0]);
+        assert_eq!(
+            ExtHeader::HopByHop(vec![]).bytes(17),
+            [17, 0, 1, 4, 0, 0, 0, 0]
+        );
         let raw = ExtHeader::Raw {
             header_type: 60,
             bytes: vec![0xff, 200, 1, 2],
         };
         assert_eq!(raw.bytes(6), [6, 200, 1, 2]);
+        let srh = ExtHeader::srh(&[B6, A6], 1).bytes(58);
+        assert_eq!(srh.len(), 8 + 32);
+        assert_eq!(&srh[..8], &[58, 4, 4, 1, 1, 0, 0, 0]);
+        assert_eq!(&srh[8..24], &B6.octets());
     }
 
     #[test]
     fn tcp_fields_options_ns_and_checksums() {
         for v6 in [false, true] {
-            let base = if v6 { Frame::ipv6(A6, B6) } else { Frame::ipv4(A4, B4) };
+            let base = if v6 {
+                Frame::ipv6(A6, B6)
+            } else {
+                Frame::ipv4(A4, B4)
+            };
             let frame = base
                 .tcp(40000, 80)
                 .tcp_flags(tcp_flags::NS | tcp_flags::SYN | tcp_flags::ACK | tcp_flags::CWR)
@@ -1435,7 +1477,10 @@ mod tests {
             assert!(l4_checksum_ok(&b, 14, l4, v6, proto::TCP));
             assert_eq!(frame.tcp_flag_bits(), 0x192);
         }
-        let bad = Frame::new().tcp(1, 2).tcp_data_offset(3).l4_checksum(0x1111);
+        let bad = Frame::new()
+            .tcp(1, 2)
+            .tcp_data_offset(3)
+            .l4_checksum(0x1111);
         let b = bad.build();
         assert_eq!(b[34 + 12] >> 4, 3);
         assert_eq!(be16(&b, 34 + 16), 0x1111);
@@ -1444,7 +1489,13 @@ mod tests {
     #[test]
     fn udp_and_icmp_checksums() {
         for v6 in [false, true] {
-            let base = || if v6 { Frame::ipv6(A6, B6) } else { Frame::ipv4(A4, B4) };
+            let base = || {
+                if v6 {
+                    Frame::ipv6(A6, B6)
+                } else {
+                    Frame::ipv4(A4, B4)
+                }
+            };
             let udp = base().udp(5353, 53).payload_len(33);
             let b = udp.build();
             let l4 = udp.l4_offset().unwrap();
@@ -1475,7 +1526,9 @@ mod tests {
 
     #[test]
     fn other_protocols_and_non_ip() {
-        let gre = Frame::ipv4(A4, B4).other(proto::GRE).payload(vec![0, 0, 0x08, 0]);
+        let gre = Frame::ipv4(A4, B4)
+            .other(proto::GRE)
+            .payload(vec![0, 0, 0x08, 0]);
         let b = gre.build();
         assert_eq!(b[14 + 9], proto::GRE);
         assert_eq!(&b[34..], &[0, 0, 8, 0]);
@@ -1525,7 +1578,11 @@ mod tests {
             })
         );
         assert_eq!(
-            Frame::ip(A4.into(), B4.into()).icmpv4(3, 1).flow_tuple().unwrap().dst_port,
+            Frame::ip(A4.into(), B4.into())
+                .icmpv4(3, 1)
+                .flow_tuple()
+                .unwrap()
+                .dst_port,
             1
         );
     }

@@ -16,6 +16,8 @@
 //! Every external command goes through [`run`] (or [`run_ok`]), so a failure
 //! always names the command line, its exit status and its stderr.
 
+#![warn(missing_docs)]
+
 pub mod flow;
 pub mod frames;
 pub mod inject;

@@ -439,7 +439,14 @@ fn configure(ns: Option<&NetNs>, side: &mut VethSide, end: &VethEnd) {
         side.ipv4 = Some(addr);
     }
     if let Some((addr, len)) = end.ipv6 {
-        ip(&["addr", "add", &format!("{addr}/{len}"), "dev", &name, "nodad"]);
+        ip(&[
+            "addr",
+            "add",
+            &format!("{addr}/{len}"),
+            "dev",
+            &name,
+            "nodad",
+        ]);
         side.ipv6 = Some(addr);
     }
     let (ifindex, mac) = link_info(ns_name, &name).unwrap_or_else(|e| panic!("{e:#}"));
@@ -502,7 +509,10 @@ struct IfreqData {
 
 /// Runs one `SIOCETHTOOL` command with an `ethtool_value` on `iface`.
 fn ethtool_value(iface: &str, cmd: u32, data: u32) -> anyhow::Result<u32> {
-    anyhow::ensure!(iface.len() <= IFNAMSIZ_MAX, "interface name {iface:?} too long");
+    anyhow::ensure!(
+        iface.len() <= IFNAMSIZ_MAX,
+        "interface name {iface:?} too long"
+    );
     // SAFETY: plain socket(2) call; the result is checked.
     let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
     if fd < 0 {
@@ -720,7 +730,10 @@ mod tests {
         assert!(a.len() <= IFNAMSIZ_MAX, "{a}");
         assert_ne!(a, b);
         assert!(unique_ifname("x").starts_with('x'));
-        assert_eq!(parse_mac("02:00:0a:ff:00:01").unwrap(), [2, 0, 10, 255, 0, 1]);
+        assert_eq!(
+            parse_mac("02:00:0a:ff:00:01").unwrap(),
+            [2, 0, 10, 255, 0, 1]
+        );
         assert_eq!(format_mac(&[2, 0, 10, 255, 0, 1]), "02:00:0a:ff:00:01");
         assert!(parse_mac("02:00").is_err());
     }
@@ -735,17 +748,18 @@ mod tests {
         drop(ns);
         assert!(!netns_names().contains(&name));
 
-        let mut leaked = String::new();
+        let mut names = Vec::new();
         let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            let ns = NetNs::new("panic");
-            let pair = VethPair::new(Some(&ns), &NetNs::new("panic2"), VethEnd::new(), VethEnd::new());
-            leaked = format!("{} {}", ns.name(), pair.a.name);
+            let ns_a = NetNs::new("panic");
+            let ns_b = NetNs::new("panic");
+            let _pair = VethPair::new(Some(&ns_a), &ns_b, VethEnd::new(), VethEnd::new());
+            names = vec![ns_a.name().to_owned(), ns_b.name().to_owned()];
             panic!("deliberate");
         }));
         assert!(result.is_err());
-        let (ns_name, _) = leaked.split_once(' ').unwrap();
-        assert!(!netns_names().iter().any(|n| n == ns_name));
-        assert!(!netns_names().iter().any(|n| n.starts_with("lbw-panic2-")));
+        assert_eq!(names.len(), 2);
+        let listed = netns_names();
+        assert!(names.iter().all(|n| !listed.contains(n)), "{listed:?}");
     }
 
     #[test]
@@ -763,8 +777,14 @@ mod tests {
 
         // DAD is off: the IPv6 address is not tentative.
         let addrs = server.ip(&["-6", "addr", "show", "dev", &veth.b.name]);
-        assert!(addrs.contains("2001:db8::2") && !addrs.contains("tentative"), "{addrs}");
-        let dad = server.exec(&["cat", &format!("/proc/sys/net/ipv6/conf/{}/accept_dad", veth.b.name)]);
+        assert!(
+            addrs.contains("2001:db8::2") && !addrs.contains("tentative"),
+            "{addrs}"
+        );
+        let dad = server.exec(&[
+            "cat",
+            &format!("/proc/sys/net/ipv6/conf/{}/accept_dad", veth.b.name),
+        ]);
         assert_eq!(dad.trim(), "0");
 
         for server_addr in [
@@ -820,7 +840,12 @@ mod tests {
     fn veth_with_an_end_in_the_root_namespace_is_deleted() {
         require_root();
         let ns = NetNs::new("root");
-        let pair = VethPair::new(None, &ns, VethEnd::new(), VethEnd::new().mac([2, 0, 0, 0, 0x42, 1]));
+        let pair = VethPair::new(
+            None,
+            &ns,
+            VethEnd::new(),
+            VethEnd::new().mac([2, 0, 0, 0, 0x42, 1]),
+        );
         assert_eq!(pair.b.mac, [2, 0, 0, 0, 0x42, 1]);
         assert_eq!(pair.b.mac_string(), "02:00:00:00:42:01");
         let name = pair.a.name.clone();
@@ -860,23 +885,43 @@ mod tests {
             let mut guard = ns.spawn(&["sleep", "1000"]);
             pid = guard.id();
             assert!(guard.try_wait().is_none());
-            // The child runs in the namespace: its netns link differs from ours.
+            // The child runs in the namespace once `ip` has exec'ed it: its
+            // netns link then differs from ours.
+            let deadline = Instant::now() + Duration::from_secs(5);
+            while std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap() != "sleep\n" {
+                assert!(
+                    Instant::now() < deadline,
+                    "ip netns exec never exec'ed sleep"
+                );
+                std::thread::sleep(Duration::from_millis(5));
+            }
             let theirs = std::fs::read_link(format!("/proc/{pid}/ns/net")).unwrap();
             let ours = std::fs::read_link("/proc/self/ns/net").unwrap();
             assert_ne!(theirs, ours);
         }
         // Reaped: the pid no longer names our child.
-        assert!(!std::fs::read_to_string(format!("/proc/{pid}/stat"))
-            .map(|s| s.contains("(sleep)"))
-            .unwrap_or(false));
+        assert!(
+            !std::fs::read_to_string(format!("/proc/{pid}/stat"))
+                .map(|s| s.contains("(sleep)"))
+                .unwrap_or(false)
+        );
 
         // A child ignoring SIGTERM is killed after the grace period.
-        let stubborn = ChildGuard::spawn(Command::new("sh").args([
-            "-c",
-            "trap '' TERM; while :; do sleep 0.05; done",
-        ]))
+        let mut stubborn = ChildGuard::spawn(
+            Command::new("sh")
+                .args([
+                    "-c",
+                    "trap '' TERM; echo ready; while :; do sleep 0.05; done",
+                ])
+                .stdout(Stdio::piped()),
+        )
         .unwrap()
         .with_grace(Duration::from_millis(300));
+        // Signal only once the trap is in place.
+        let mut ready = String::new();
+        let stdout = stubborn.child_mut().stdout.take().unwrap();
+        io::BufRead::read_line(&mut io::BufReader::new(stdout), &mut ready).unwrap();
+        assert_eq!(ready, "ready\n");
         let start = Instant::now();
         let status = stubborn.stop();
         assert!(start.elapsed() >= Duration::from_millis(300));

@@ -50,7 +50,11 @@ pub fn write_pcap<F: AsRef<[u8]>>(path: &Path, frames: &[F]) -> anyhow::Result<(
 /// Returns the link type and the records.
 pub fn read_pcap(path: &Path) -> anyhow::Result<(u32, Vec<Record>)> {
     let bytes = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
-    ensure!(bytes.len() >= 24, "{}: shorter than a pcap header", path.display());
+    ensure!(
+        bytes.len() >= 24,
+        "{}: shorter than a pcap header",
+        path.display()
+    );
     let magic = u32::from_le_bytes(bytes[0..4].try_into()?);
     let big_endian = match magic {
         0xa1b2_c3d4 | 0xa1b2_3c4d => false,

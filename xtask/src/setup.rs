@@ -1,0 +1,123 @@
+//! Installs what is missing, from the package registries only: nightly's
+//! rust-src (rustup), bpf-linker (crates.io, built against nightly's own
+//! LLVM) and Debian packages for tests and the demo.
+
+use std::{path::Path, process::Command};
+
+use anyhow::{Context as _, Result, bail};
+
+use crate::util::{output, run};
+
+/// The bpf-linker release known to work with this nightly.
+const BPF_LINKER_VERSION: &str = "0.13.0";
+
+/// Debian packages the tests and the demo use, with the command each provides.
+const DEBIAN_PACKAGES: &[(&str, &str)] = &[
+    ("tshark", "tshark"),
+    ("ethtool", "ethtool"),
+    ("iproute2", "ip"),
+    ("iputils-ping", "ping"),
+];
+
+/// Everything: build tools and test tools.
+pub fn all() -> Result<()> {
+    build_tools()?;
+    debian_packages()
+}
+
+/// rust-src for nightly and bpf-linker.
+pub fn build_tools() -> Result<()> {
+    rust_src()?;
+    bpf_linker()
+}
+
+fn rust_src() -> Result<()> {
+    let installed = output(Command::new("rustup").args([
+        "component",
+        "list",
+        "--installed",
+        "--toolchain",
+        "nightly",
+    ]))
+    .context(
+        "the nightly toolchain is needed to build the eBPF programs; \
+         install it with `rustup toolchain install nightly`",
+    )?;
+    if !installed.lines().any(|l| l.starts_with("rust-src")) {
+        eprintln!("xtask: installing rust-src for nightly");
+        run(Command::new("rustup").args(["component", "add", "rust-src", "--toolchain", "nightly"]))?;
+    }
+    Ok(())
+}
+
+/// The LLVM shared library nightly ships, e.g. (22, "LLVM-22-rust-1.97.0-nightly").
+fn nightly_llvm(sysroot: &Path) -> Result<(u32, String)> {
+    let lib = sysroot.join("lib");
+    for entry in std::fs::read_dir(&lib).with_context(|| format!("reading {}", lib.display()))? {
+        let name = entry?.file_name().to_string_lossy().into_owned();
+        // libLLVM-22-rust-1.97.0-nightly.so
+        if let Some(stem) = name.strip_prefix("lib").and_then(|n| n.strip_suffix(".so"))
+            && let Some(rest) = stem.strip_prefix("LLVM-")
+            && let Some((major, _)) = rest.split_once("-rust-")
+            && let Ok(major) = major.parse()
+        {
+            return Ok((major, stem.to_owned()));
+        }
+    }
+    bail!("no libLLVM-*-rust-*.so in {}: is the nightly toolchain complete?", lib.display())
+}
+
+fn bpf_linker() -> Result<()> {
+    if Command::new("bpf-linker")
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success())
+    {
+        return Ok(());
+    }
+    let sysroot = output(Command::new("rustc").args(["+nightly", "--print", "sysroot"]))?;
+    let sysroot = Path::new(sysroot.trim());
+    let (major, lib) = nightly_llvm(sysroot)?;
+    let libdir = sysroot.join("lib");
+    eprintln!("xtask: building bpf-linker {BPF_LINKER_VERSION} against nightly's LLVM {major} ({lib})");
+    // Link against the LLVM that nightly ships instead of a system LLVM, and
+    // find it at run time through an rpath.
+    let rustflags = format!(
+        "-C link-arg=-L{dir} -C link-arg=-l{lib} -C link-arg=-Wl,-rpath,{dir}",
+        dir = libdir.display()
+    );
+    run(Command::new("cargo")
+        .args([
+            "install",
+            "--locked",
+            "bpf-linker",
+            "--version",
+            BPF_LINKER_VERSION,
+            "--no-default-features",
+            "--features",
+            &format!("llvm-{major},no-llvm-linking"),
+        ])
+        .env("RUSTFLAGS", rustflags))
+}
+
+fn debian_packages() -> Result<()> {
+    let missing: Vec<&str> = DEBIAN_PACKAGES
+        .iter()
+        .filter(|(_, cmd)| {
+            !Command::new("sh")
+                .args(["-c", &format!("command -v {cmd}")])
+                .output()
+                .is_ok_and(|o| o.status.success())
+        })
+        .map(|(pkg, _)| *pkg)
+        .collect();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    eprintln!("xtask: installing Debian packages: {}", missing.join(" "));
+    run(Command::new("apt-get").args(["update", "-q"]))?;
+    run(Command::new("apt-get")
+        .args(["install", "-y", "-q", "--no-install-recommends"])
+        .args(&missing)
+        .env("DEBIAN_FRONTEND", "noninteractive"))
+}
