@@ -62,7 +62,10 @@ pub mod reason {
 /// is zero. For ICMP and ICMPv6, `src_port` holds the type and `dst_port` the
 /// code (the Community ID convention); for other protocols without ports both
 /// are zero.
-#[repr(C)]
+///
+/// Aligned to 8 so the XDP program can fill the address fields with 64-bit
+/// stores (the verifier refuses misaligned stack access).
+#[repr(C, align(8))]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
 pub struct FlowKey {
     /// Source address, network byte order.
@@ -90,6 +93,7 @@ pub struct FlowKey {
 }
 
 const _: () = assert!(core::mem::size_of::<FlowKey>() == 48);
+const _: () = assert!(core::mem::align_of::<FlowKey>() == 8);
 
 impl FlowKey {
     /// Source address as an [`core::net::IpAddr`].

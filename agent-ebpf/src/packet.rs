@@ -30,26 +30,29 @@ impl Packet {
         (self.end - self.start).saturating_sub(offset)
     }
 
-    /// Pointer to `N` bytes at `offset`, or `None` if they are not all in the
-    /// frame.
+    /// A `T` read from `offset`, or `None` if it is not all in the frame.
+    ///
+    /// The load is a plain typed load: one BPF instruction instead of one
+    /// per byte. Header fields sit at 2-byte aligned offsets from the
+    /// Ethernet header, and wider loads may be unaligned; the verifier allows
+    /// unaligned packet loads on architectures with efficient unaligned
+    /// access (x86-64, arm64), as every C XDP program relies on.
     #[inline(always)]
-    pub fn bytes<const N: usize>(&self, offset: usize) -> Option<*const [u8; N]> {
+    pub fn load<T: Copy>(&self, offset: usize) -> Option<T> {
         if offset > MAX_OFFSET {
             return None;
         }
         let at = self.start + offset;
-        if at + N > self.end {
+        if at + size_of::<T>() > self.end {
             return None;
         }
-        Some(at as *const [u8; N])
+        // SAFETY: the bytes are inside the frame (checked above).
+        Some(unsafe { (at as *const T).read() })
     }
 
-    /// A big-endian `u16` at `offset`, returned in host order.
+    /// A big-endian `u16` at `offset`, in host order.
     #[inline(always)]
-    pub fn be16_at(&self, offset: usize) -> Option<u16> {
-        // SAFETY: `bytes` proved both bytes are inside the frame; the read is
-        // unaligned-safe.
-        self.bytes::<2>(offset)
-            .map(|p| u16::from_be_bytes(unsafe { core::ptr::read_unaligned(p) }))
+    pub fn be16(&self, offset: usize) -> Option<u16> {
+        self.load::<u16>(offset).map(u16::from_be)
     }
 }

@@ -4,7 +4,10 @@
 //! malformed or truncated header ends parsing with the [`Counter`] that names
 //! the reason, so it is counted and never becomes a record with wrong fields.
 
-use core::intrinsics::{AtomicOrdering, atomic_xadd};
+use core::{
+    intrinsics::{AtomicOrdering, atomic_xadd},
+    mem::MaybeUninit,
+};
 
 use agent_common::{
     counter::Counter,
@@ -13,7 +16,7 @@ use agent_common::{
 };
 use aya_ebpf::{
     bindings::{BPF_NOEXIST, xdp_action},
-    helpers::bpf_ktime_get_ns,
+    helpers::{bpf_ktime_get_coarse_ns, bpf_ktime_get_ns},
     macros::xdp,
     programs::XdpContext,
 };
@@ -65,22 +68,111 @@ struct L3 {
     len: u32,
 }
 
+/// The flow key, written field by field in place. Building it as one value
+/// (or zeroing it first) makes LLVM emit byte-by-byte memset and memcpy
+/// loops, which cost more than all the parsing; raw field writes compile to
+/// a handful of stores.
+struct KeyBuf(MaybeUninit<FlowKey>);
+
+impl KeyBuf {
+    #[inline(always)]
+    fn ptr(&mut self) -> *mut FlowKey {
+        self.0.as_mut_ptr()
+    }
+
+    #[inline(always)]
+    fn set_vlan(&mut self, depth: u8, outer: u16, inner: u16) {
+        let k = self.ptr();
+        // SAFETY: writes to fields of our own stack value.
+        unsafe {
+            (&raw mut (*k).vlan_depth).write(depth);
+            (&raw mut (*k).vlan_outer).write(outer);
+            (&raw mut (*k).vlan_inner).write(inner);
+        }
+    }
+
+    #[inline(always)]
+    fn set_v4(&mut self, protocol: u8, src: u32, dst: u32) {
+        let k = self.ptr();
+        // SAFETY: as above; the address fields are at 8-aligned offsets of an
+        // 8-aligned struct, so u32 and u64 stores are aligned.
+        unsafe {
+            (&raw mut (*k).ip_version).write(IP_V4);
+            (&raw mut (*k).protocol).write(protocol);
+            let s = (&raw mut (*k).src_addr).cast::<u32>();
+            s.write(src);
+            s.add(1).write(0);
+            s.cast::<u64>().add(1).write(0);
+            let d = (&raw mut (*k).dst_addr).cast::<u32>();
+            d.write(dst);
+            d.add(1).write(0);
+            d.cast::<u64>().add(1).write(0);
+        }
+    }
+
+    #[inline(always)]
+    fn set_v6_addrs(&mut self, src: [u64; 2], dst: [u64; 2]) {
+        let k = self.ptr();
+        // SAFETY: as in `set_v4`.
+        unsafe {
+            (&raw mut (*k).ip_version).write(IP_V6);
+            let s = (&raw mut (*k).src_addr).cast::<u64>();
+            s.write(src[0]);
+            s.add(1).write(src[1]);
+            let d = (&raw mut (*k).dst_addr).cast::<u64>();
+            d.write(dst[0]);
+            d.add(1).write(dst[1]);
+        }
+    }
+
+    #[inline(always)]
+    fn set_protocol(&mut self, protocol: u8) {
+        // SAFETY: as above.
+        unsafe { (&raw mut (*self.ptr()).protocol).write(protocol) };
+    }
+
+    #[inline(always)]
+    fn protocol(&mut self) -> u8 {
+        // SAFETY: set by the L3 parser before any L4 parsing.
+        unsafe { (&raw const (*self.ptr()).protocol).read() }
+    }
+
+    #[inline(always)]
+    fn set_ports(&mut self, src: u16, dst: u16) {
+        let k = self.ptr();
+        // SAFETY: as above.
+        unsafe {
+            (&raw mut (*k).src_port).write(src);
+            (&raw mut (*k).dst_port).write(dst);
+        }
+    }
+
+    /// The finished key. Every field has been written: VLAN by
+    /// `parse_ethernet`, addresses, version and protocol by the IP parser,
+    /// ports by `parse_l4`, the rest here.
+    #[inline(always)]
+    fn finish(&mut self, ifindex: u32) -> &FlowKey {
+        let k = self.ptr();
+        // SAFETY: the remaining fields are written here; see above for the rest.
+        unsafe {
+            (&raw mut (*k).ifindex).write(ifindex);
+            (&raw mut (*k)._pad).write(0);
+            self.0.assume_init_ref()
+        }
+    }
+}
+
 #[inline(always)]
 fn try_capture(ctx: &XdpContext) -> Result<(), Counter> {
     let pkt = Packet::new(ctx);
-    let mut key = FlowKey {
-        ifindex: ctx.ingress_ifindex() as u32,
-        ..FlowKey::default()
-    };
-
-    let l3 = parse_ethernet(&pkt, &mut key)?;
-    let l3 = match l3 {
+    let mut key = KeyBuf(MaybeUninit::uninit());
+    let l3 = match parse_ethernet(&pkt, &mut key)? {
         (ETH_P_IP, off) => parse_ipv4(&pkt, off, &mut key)?,
         (ETH_P_IPV6, off) => parse_ipv6(&pkt, off, &mut key)?,
         _ => return Err(Counter::NonIp),
     };
     let flags = parse_l4(&pkt, &l3, &mut key)?;
-    account(&key, l3.len, flags);
+    account(key.finish(ctx.ingress_ifindex() as u32), l3.len, flags);
     Ok(())
 }
 
@@ -92,42 +184,45 @@ fn is_vlan(ethertype: u16) -> bool {
 /// Parses Ethernet and up to two VLAN tags. Returns the EtherType of the
 /// payload and its offset.
 #[inline(always)]
-fn parse_ethernet(pkt: &Packet, key: &mut FlowKey) -> Result<(u16, usize), Counter> {
-    let mut type_off = ETH_TYPE_OFFSET;
-    let mut ethertype = pkt.be16_at(type_off).ok_or(Counter::MalformedEthernet)?;
-    if is_vlan(ethertype) {
-        key.vlan_outer = pkt.be16_at(type_off + 2).ok_or(Counter::MalformedVlan)? & 0x0fff;
-        type_off += VLAN_TAG_LEN;
-        ethertype = pkt.be16_at(type_off).ok_or(Counter::MalformedVlan)?;
-        key.vlan_depth = 1;
-        if is_vlan(ethertype) {
-            key.vlan_inner = pkt.be16_at(type_off + 2).ok_or(Counter::MalformedVlan)? & 0x0fff;
-            type_off += VLAN_TAG_LEN;
-            ethertype = pkt.be16_at(type_off).ok_or(Counter::MalformedVlan)?;
-            key.vlan_depth = 2;
-            if is_vlan(ethertype) {
-                return Err(Counter::VlanTooDeep);
-            }
-        }
+fn parse_ethernet(pkt: &Packet, key: &mut KeyBuf) -> Result<(u16, usize), Counter> {
+    let ethertype = pkt
+        .be16(ETH_TYPE_OFFSET)
+        .ok_or(Counter::MalformedEthernet)?;
+    if !is_vlan(ethertype) {
+        key.set_vlan(0, 0, 0);
+        return Ok((ethertype, ETH_TYPE_OFFSET + 2));
     }
-    Ok((ethertype, type_off + 2))
+    let off = ETH_TYPE_OFFSET + VLAN_TAG_LEN;
+    let outer = pkt.be16(off - 2).ok_or(Counter::MalformedVlan)? & 0x0fff;
+    let ethertype = pkt.be16(off).ok_or(Counter::MalformedVlan)?;
+    if !is_vlan(ethertype) {
+        key.set_vlan(1, outer, 0);
+        return Ok((ethertype, off + 2));
+    }
+    let off = off + VLAN_TAG_LEN;
+    let inner = pkt.be16(off - 2).ok_or(Counter::MalformedVlan)? & 0x0fff;
+    let ethertype = pkt.be16(off).ok_or(Counter::MalformedVlan)?;
+    if is_vlan(ethertype) {
+        return Err(Counter::VlanTooDeep);
+    }
+    key.set_vlan(2, outer, inner);
+    Ok((ethertype, off + 2))
 }
 
 #[inline(always)]
-fn parse_ipv4(pkt: &Packet, off: usize, key: &mut FlowKey) -> Result<L3, Counter> {
-    let hdr = pkt
-        .bytes::<IPV4_MIN_HLEN>(off)
+fn parse_ipv4(pkt: &Packet, off: usize, key: &mut KeyBuf) -> Result<L3, Counter> {
+    // Bounds-check the whole fixed header once; fields below cannot fail.
+    pkt.load::<[u32; IPV4_MIN_HLEN / 4]>(off)
         .ok_or(Counter::MalformedIpv4)?;
-    // SAFETY: `bytes` proved the 20 bytes are inside the frame.
-    let hdr = unsafe { &*hdr };
-    if hdr[0] >> 4 != 4 {
+    let vihl: u8 = pkt.load(off).ok_or(Counter::MalformedIpv4)?;
+    if vihl >> 4 != 4 {
         return Err(Counter::MalformedIpv4);
     }
-    let ihl = usize::from(hdr[0] & 0x0f) * 4;
+    let ihl = usize::from(vihl & 0x0f) * 4;
     if ihl < IPV4_MIN_HLEN {
         return Err(Counter::MalformedIpv4);
     }
-    let total = u16::from_be_bytes([hdr[2], hdr[3]]);
+    let total = pkt.be16(off + 2).ok_or(Counter::MalformedIpv4)?;
     let total_len = usize::from(total);
     // The frame may carry Ethernet padding after the datagram, never less.
     if total_len < ihl || total_len > pkt.remaining(off) {
@@ -135,13 +230,13 @@ fn parse_ipv4(pkt: &Packet, off: usize, key: &mut FlowKey) -> Result<L3, Counter
     }
     // Fragment offset (low 13 bits of bytes 6..8): only the first fragment
     // carries the transport header.
-    if u16::from_be_bytes([hdr[6], hdr[7]]) & 0x1fff != 0 {
+    if pkt.be16(off + 6).ok_or(Counter::MalformedIpv4)? & 0x1fff != 0 {
         return Err(Counter::NonFirstFragment);
     }
-    key.ip_version = IP_V4;
-    key.protocol = hdr[9];
-    key.src_addr[..4].copy_from_slice(&hdr[12..16]);
-    key.dst_addr[..4].copy_from_slice(&hdr[16..20]);
+    let protocol: u8 = pkt.load(off + 9).ok_or(Counter::MalformedIpv4)?;
+    let src: u32 = pkt.load(off + 12).ok_or(Counter::MalformedIpv4)?;
+    let dst: u32 = pkt.load(off + 16).ok_or(Counter::MalformedIpv4)?;
+    key.set_v4(protocol, src, dst);
     Ok(L3 {
         l4: off + ihl,
         ip_end: off + total_len,
@@ -150,41 +245,35 @@ fn parse_ipv4(pkt: &Packet, off: usize, key: &mut FlowKey) -> Result<L3, Counter
 }
 
 #[inline(always)]
-fn parse_ipv6(pkt: &Packet, off: usize, key: &mut FlowKey) -> Result<L3, Counter> {
-    let hdr = pkt.bytes::<IPV6_HLEN>(off).ok_or(Counter::MalformedIpv6)?;
-    // SAFETY: `bytes` proved the 40 bytes are inside the frame.
-    let hdr = unsafe { &*hdr };
-    if hdr[0] >> 4 != 6 {
+fn parse_ipv6(pkt: &Packet, off: usize, key: &mut KeyBuf) -> Result<L3, Counter> {
+    let words: [u64; IPV6_HLEN / 8] = pkt.load(off).ok_or(Counter::MalformedIpv6)?;
+    let first: u32 = pkt.load(off).ok_or(Counter::MalformedIpv6)?;
+    if u32::from_be(first) >> 28 != 6 {
         return Err(Counter::MalformedIpv6);
     }
-    let payload = u16::from_be_bytes([hdr[4], hdr[5]]);
+    let payload = pkt.be16(off + 4).ok_or(Counter::MalformedIpv6)?;
     let ip_end = off + IPV6_HLEN + usize::from(payload);
     if IPV6_HLEN + usize::from(payload) > pkt.remaining(off) {
         return Err(Counter::MalformedIpv6);
     }
-    key.src_addr.copy_from_slice(&hdr[8..24]);
-    key.dst_addr.copy_from_slice(&hdr[24..40]);
+    key.set_v6_addrs([words[1], words[2]], [words[3], words[4]]);
 
-    let mut next = hdr[6];
+    let mut next: u8 = pkt.load(off + 6).ok_or(Counter::MalformedIpv6)?;
     let mut l4 = off + IPV6_HLEN;
     let mut done = false;
     for _ in 0..IPV6_MAX_EXT {
         match next {
             IPPROTO_HOPOPTS | IPPROTO_ROUTING | IPPROTO_DSTOPTS => {
-                let ext = pkt.bytes::<2>(l4).ok_or(Counter::MalformedIpv6Ext)?;
-                // SAFETY: `bytes` proved both bytes are inside the frame.
-                let ext = unsafe { *ext };
+                let ext: [u8; 2] = pkt.load(l4).ok_or(Counter::MalformedIpv6Ext)?;
                 next = ext[0];
                 l4 += (usize::from(ext[1]) + 1) * 8;
             }
             IPPROTO_FRAGMENT => {
-                let ext = pkt.bytes::<8>(l4).ok_or(Counter::MalformedIpv6Ext)?;
-                // SAFETY: as above, 8 bytes.
-                let ext = unsafe { *ext };
-                if u16::from_be_bytes([ext[2], ext[3]]) >> 3 != 0 {
+                let ext: [u16; 2] = pkt.load(l4).ok_or(Counter::MalformedIpv6Ext)?;
+                if u16::from_be(ext[1]) >> 3 != 0 {
                     return Err(Counter::NonFirstFragment);
                 }
-                next = ext[0];
+                next = ext[0].to_ne_bytes()[0];
                 l4 += 8;
             }
             _ => {
@@ -199,8 +288,7 @@ fn parse_ipv6(pkt: &Packet, off: usize, key: &mut FlowKey) -> Result<L3, Counter
     if !done {
         return Err(Counter::Ipv6ExtTooDeep);
     }
-    key.ip_version = IP_V6;
-    key.protocol = next;
+    key.set_protocol(next);
     Ok(L3 {
         l4,
         ip_end,
@@ -211,60 +299,59 @@ fn parse_ipv6(pkt: &Packet, off: usize, key: &mut FlowKey) -> Result<L3, Counter
 /// Fills ports (or ICMP type and code) and returns the TCP flags (0 for
 /// other protocols).
 #[inline(always)]
-fn parse_l4(pkt: &Packet, l3: &L3, key: &mut FlowKey) -> Result<u16, Counter> {
+fn parse_l4(pkt: &Packet, l3: &L3, key: &mut KeyBuf) -> Result<u16, Counter> {
     let avail = l3.ip_end - l3.l4;
-    match key.protocol {
+    match key.protocol() {
         proto::TCP => {
-            let hdr = pkt
-                .bytes::<TCP_MIN_HLEN>(l3.l4)
-                .ok_or(Counter::MalformedTcp)?;
-            // SAFETY: `bytes` proved the 20 bytes are inside the frame.
-            let hdr = unsafe { &*hdr };
-            let doff = usize::from(hdr[12] >> 4) * 4;
+            // Ports, then data offset and flags (bytes 12..14).
+            let hdr: [u16; 7] = pkt.load(l3.l4).ok_or(Counter::MalformedTcp)?;
+            let off_flags = u16::from_be(hdr[6]);
+            let doff = usize::from(off_flags >> 12) * 4;
             if doff < TCP_MIN_HLEN || doff > avail {
                 return Err(Counter::MalformedTcp);
             }
-            key.src_port = u16::from_be_bytes([hdr[0], hdr[1]]);
-            key.dst_port = u16::from_be_bytes([hdr[2], hdr[3]]);
-            Ok(u16::from_be_bytes([hdr[12], hdr[13]]) & tcp_flag::MASK)
+            key.set_ports(u16::from_be(hdr[0]), u16::from_be(hdr[1]));
+            Ok(off_flags & tcp_flag::MASK)
         }
         proto::UDP => {
-            let hdr = pkt.bytes::<UDP_HLEN>(l3.l4).ok_or(Counter::MalformedUdp)?;
+            let ports: [u16; 2] = pkt.load(l3.l4).ok_or(Counter::MalformedUdp)?;
             if avail < UDP_HLEN {
                 return Err(Counter::MalformedUdp);
             }
-            // SAFETY: `bytes` proved the 8 bytes are inside the frame.
-            let hdr = unsafe { &*hdr };
-            key.src_port = u16::from_be_bytes([hdr[0], hdr[1]]);
-            key.dst_port = u16::from_be_bytes([hdr[2], hdr[3]]);
+            key.set_ports(u16::from_be(ports[0]), u16::from_be(ports[1]));
             Ok(0)
         }
         proto::ICMP | proto::ICMPV6 => {
-            let need = if key.protocol == proto::ICMP {
+            let need = if key.protocol() == proto::ICMP {
                 ICMP_HLEN
             } else {
                 ICMPV6_HLEN
             };
-            let hdr = pkt.bytes::<ICMPV6_HLEN>(l3.l4).ok_or(Counter::MalformedIcmp)?;
+            let hdr: [u8; 2] = pkt.load(l3.l4).ok_or(Counter::MalformedIcmp)?;
             if avail < need {
                 return Err(Counter::MalformedIcmp);
             }
-            // SAFETY: `bytes` proved the 4 bytes are inside the frame.
-            let hdr = unsafe { &*hdr };
-            key.src_port = u16::from(hdr[0]);
-            key.dst_port = u16::from(hdr[1]);
+            key.set_ports(u16::from(hdr[0]), u16::from(hdr[1]));
             Ok(0)
         }
         // Other transports are flows of their own, without ports.
-        _ => Ok(0),
+        _ => {
+            key.set_ports(0, 0);
+            Ok(0)
+        }
     }
 }
 
 /// Adds the packet to its flow and sends a lifecycle event when it starts a
 /// flow or carries SYN, FIN or RST.
+///
+/// Clocks: `bpf_ktime_get_ns` costs about 30 ns per call under KVM (a TSC
+/// read), as much as the map lookup. The per-packet path therefore stamps
+/// `last_seen` with `bpf_ktime_get_coarse_ns` (Linux 5.11+, one jiffy of
+/// resolution: 4 ms at HZ=250), while flow creation and lifecycle events,
+/// which are rare, take the exact clock.
 #[inline(always)]
 fn account(key: &FlowKey, len: u32, flags: u16) {
-    let now = unsafe { bpf_ktime_get_ns() };
     let mut reasons = 0;
     if flags & tcp_flag::SYN != 0 {
         reasons |= reason::SYN;
@@ -277,8 +364,9 @@ fn account(key: &FlowKey, len: u32, flags: u16) {
     }
 
     if let Some(stats) = FLOWS.get_ptr_mut(key) {
-        update(stats, len, flags, now);
+        update(stats, len, flags);
     } else {
+        let now = unsafe { bpf_ktime_get_ns() };
         let stats = FlowStats {
             first_seen_ns: now,
             last_seen_ns: now,
@@ -288,22 +376,24 @@ fn account(key: &FlowKey, len: u32, flags: u16) {
             _pad: 0,
         };
         if FLOWS.insert(key, &stats, u64::from(BPF_NOEXIST)).is_ok() {
-            reasons |= reason::NEW;
+            send_event(key, reasons | reason::NEW, flags, len, now);
+            return;
         } else if let Some(stats) = FLOWS.get_ptr_mut(key) {
             // Another CPU inserted the flow between our lookup and insert.
-            update(stats, len, flags, now);
+            update(stats, len, flags);
         } else {
             count(Counter::FlowInsertFailed);
         }
     }
 
     if reasons != 0 {
-        send_event(key, reasons, flags, len, now);
+        send_event(key, reasons, flags, len, unsafe { bpf_ktime_get_ns() });
     }
 }
 
 #[inline(always)]
-fn update(stats: *mut FlowStats, len: u32, flags: u16, now: u64) {
+fn update(stats: *mut FlowStats, len: u32, flags: u16) {
+    let now = unsafe { bpf_ktime_get_coarse_ns() };
     // SAFETY: a map value pointer from the kernel, valid and 8-byte aligned
     // for the duration of the program; other CPUs update it concurrently,
     // hence atomic adds for the counters.
@@ -315,7 +405,11 @@ fn update(stats: *mut FlowStats, len: u32, flags: u16, now: u64) {
             &raw mut (*stats).bytes,
             u64::from(len),
         );
-        (*stats).last_seen_ns = now;
+        // Only forward (the coarse clock may trail the exact first_seen by
+        // up to a jiffy), and only once per jiffy: fewer cache-line writes.
+        if now > (*stats).last_seen_ns {
+            (*stats).last_seen_ns = now;
+        }
         // Flags change a few times per flow, so test before writing. RSS keeps
         // a flow on one CPU, so a racing writer is rare; an atomic OR would
         // need BPF ISA v3 (cpu=v3), which aya-build does not select.

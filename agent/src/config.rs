@@ -249,9 +249,17 @@ impl Config {
             }
             Ok(Duration::from_secs(v))
         };
-        let active = secs(file.flows.active_timeout_secs, 60, "flows.active_timeout_secs")?;
+        let active = secs(
+            file.flows.active_timeout_secs,
+            60,
+            "flows.active_timeout_secs",
+        )?;
         let idle = secs(file.flows.idle_timeout_secs, 15, "flows.idle_timeout_secs")?;
-        let closed = secs(file.flows.closed_timeout_secs, 2, "flows.closed_timeout_secs")?;
+        let closed = secs(
+            file.flows.closed_timeout_secs,
+            2,
+            "flows.closed_timeout_secs",
+        )?;
         if closed > idle {
             return Err(invalid(
                 "flows.closed_timeout_secs",
@@ -326,10 +334,16 @@ mod tests {
         const IF: &str = "[capture]\ninterfaces = [\"a\"]\n";
         for (extra, key) in [
             ("[flows]\nidle_timeout_secs = 0", "flows.idle_timeout_secs"),
-            ("[flows]\nactive_timeout_secs = 999999", "flows.active_timeout_secs"),
+            (
+                "[flows]\nactive_timeout_secs = 999999",
+                "flows.active_timeout_secs",
+            ),
             ("ring_buffer_bytes = 5000", "capture.ring_buffer_bytes"),
             ("flow_table_entries = 1", "capture.flow_table_entries"),
-            ("[flows]\nclosed_timeout_secs = 20", "flows.closed_timeout_secs"),
+            (
+                "[flows]\nclosed_timeout_secs = 20",
+                "flows.closed_timeout_secs",
+            ),
             ("[flows]\nsweep_interval_ms = 1", "flows.sweep_interval_ms"),
         ] {
             let err = parse(&format!("{IF}{extra}\n")).unwrap_err().to_string();
@@ -339,7 +353,12 @@ mod tests {
 
     #[test]
     fn interfaces_required_and_unique() {
-        assert!(parse("").unwrap_err().to_string().contains("capture.interfaces"));
+        assert!(
+            parse("")
+                .unwrap_err()
+                .to_string()
+                .contains("capture.interfaces")
+        );
         let err = parse("[capture]\ninterfaces=[\"a\",\"a\"]").unwrap_err();
         assert!(err.to_string().contains("twice"));
         let err = parse("[capture]\ninterfaces=[\"a/b\"]").unwrap_err();

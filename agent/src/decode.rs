@@ -48,7 +48,8 @@ pub fn decode(buf: &[u8]) -> Result<Event, DecodeError> {
     // SAFETY: length checked above; `EventHeader` is plain old data and
     // `read_unaligned` tolerates any alignment.
     let header: EventHeader = unsafe { std::ptr::read_unaligned(buf.as_ptr().cast()) };
-    let kind = EventKind::from_u32(header.kind).ok_or(DecodeError::UnknownKind { kind: header.kind })?;
+    let kind =
+        EventKind::from_u32(header.kind).ok_or(DecodeError::UnknownKind { kind: header.kind })?;
     match kind {
         EventKind::Flow => {
             let expected = size_of::<FlowEvent>();
@@ -77,7 +78,10 @@ mod tests {
     fn bytes_of(ev: &FlowEvent) -> Vec<u8> {
         // SAFETY: FlowEvent is repr(C) plain old data without implicit padding.
         unsafe {
-            std::slice::from_raw_parts((ev as *const FlowEvent).cast::<u8>(), size_of::<FlowEvent>())
+            std::slice::from_raw_parts(
+                (ev as *const FlowEvent).cast::<u8>(),
+                size_of::<FlowEvent>(),
+            )
         }
         .to_vec()
     }
@@ -128,7 +132,10 @@ mod tests {
         );
         let mut ev = sample();
         ev.header.len = 8;
-        assert!(matches!(decode(&bytes_of(&ev)), Err(DecodeError::BadLength { .. })));
+        assert!(matches!(
+            decode(&bytes_of(&ev)),
+            Err(DecodeError::BadLength { .. })
+        ));
     }
 
     #[test]

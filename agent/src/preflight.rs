@@ -163,6 +163,9 @@ mod tests {
     fn unknown_interface_lists_alternatives() {
         let err = resolve_interfaces(&["lbw-no-such0".into()]).unwrap_err();
         let text = err.to_string();
-        assert!(text.contains("lbw-no-such0") && text.contains("lo"), "{text}");
+        assert!(
+            text.contains("lbw-no-such0") && text.contains("lo"),
+            "{text}"
+        );
     }
 }

@@ -58,7 +58,14 @@ fn test(args: &[String]) -> Result<()> {
     setup::all()?;
     util::require_root("the tests load eBPF programs and create network namespaces")?;
     util::cargo(&["fmt", "--all", "--check"])?;
-    util::cargo(&["clippy", "--release", "--all-targets", "--", "-D", "warnings"])?;
+    util::cargo(&[
+        "clippy",
+        "--release",
+        "--all-targets",
+        "--",
+        "-D",
+        "warnings",
+    ])?;
     util::build_release()?;
     let mut cmd = vec!["test", "--release", "--workspace"];
     cmd.extend(args.iter().map(String::as_str));

@@ -45,7 +45,13 @@ fn rust_src() -> Result<()> {
     )?;
     if !installed.lines().any(|l| l.starts_with("rust-src")) {
         eprintln!("xtask: installing rust-src for nightly");
-        run(Command::new("rustup").args(["component", "add", "rust-src", "--toolchain", "nightly"]))?;
+        run(Command::new("rustup").args([
+            "component",
+            "add",
+            "rust-src",
+            "--toolchain",
+            "nightly",
+        ]))?;
     }
     Ok(())
 }
@@ -64,7 +70,10 @@ fn nightly_llvm(sysroot: &Path) -> Result<(u32, String)> {
             return Ok((major, stem.to_owned()));
         }
     }
-    bail!("no libLLVM-*-rust-*.so in {}: is the nightly toolchain complete?", lib.display())
+    bail!(
+        "no libLLVM-*-rust-*.so in {}: is the nightly toolchain complete?",
+        lib.display()
+    )
 }
 
 fn bpf_linker() -> Result<()> {
@@ -79,7 +88,9 @@ fn bpf_linker() -> Result<()> {
     let sysroot = Path::new(sysroot.trim());
     let (major, lib) = nightly_llvm(sysroot)?;
     let libdir = sysroot.join("lib");
-    eprintln!("xtask: building bpf-linker {BPF_LINKER_VERSION} against nightly's LLVM {major} ({lib})");
+    eprintln!(
+        "xtask: building bpf-linker {BPF_LINKER_VERSION} against nightly's LLVM {major} ({lib})"
+    );
     // Link against the LLVM that nightly ships instead of a system LLVM, and
     // find it at run time through an rpath.
     let rustflags = format!(

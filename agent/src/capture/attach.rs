@@ -62,9 +62,7 @@ pub enum AttachError {
         iface: String,
     },
     /// The driver has no native XDP and native mode was required.
-    #[error(
-        "interface `{iface}` does not support native XDP; use --xdp-mode generic or auto"
-    )]
+    #[error("interface `{iface}` does not support native XDP; use --xdp-mode generic or auto")]
     NativeUnsupported {
         /// The interface.
         iface: String,
@@ -101,38 +99,50 @@ fn try_mode(prog: &mut Xdp, iface: &str, mode: AttachedMode) -> Result<XdpLinkId
         AttachedMode::Native => AyaMode::Driver,
         AttachedMode::Generic => AyaMode::Skb,
     };
-    prog.attach(iface, aya_mode).map_err(|source| match (&source, errno(&source)) {
-        (ProgramError::UnknownInterface { .. }, _) => AttachError::UnknownInterface {
-            iface: iface.to_owned(),
-        },
-        // EBUSY: a program or link holds this mode; EEXIST: a program holds
-        // the other mode (native and generic cannot coexist).
-        (_, Some(libc::EBUSY | libc::EEXIST)) => AttachError::Busy {
-            iface: iface.to_owned(),
-        },
-        (_, Some(libc::EOPNOTSUPP)) if mode == AttachedMode::Native => {
-            AttachError::NativeUnsupported {
+    prog.attach(iface, aya_mode)
+        .map_err(|source| match (&source, errno(&source)) {
+            (ProgramError::UnknownInterface { .. }, _) => AttachError::UnknownInterface {
                 iface: iface.to_owned(),
+            },
+            // EBUSY: a program or link holds this mode; EEXIST: a program holds
+            // the other mode (native and generic cannot coexist).
+            (_, Some(libc::EBUSY | libc::EEXIST)) => AttachError::Busy {
+                iface: iface.to_owned(),
+            },
+            (_, Some(libc::EOPNOTSUPP)) if mode == AttachedMode::Native => {
+                AttachError::NativeUnsupported {
+                    iface: iface.to_owned(),
+                }
             }
-        }
-        (_, Some(libc::EPERM | libc::EACCES)) => AttachError::Permission {
-            iface: iface.to_owned(),
-            source,
-        },
-        _ => AttachError::Other {
-            iface: iface.to_owned(),
-            mode: mode.as_str(),
-            source,
-        },
-    })
+            (_, Some(libc::EPERM | libc::EACCES)) => AttachError::Permission {
+                iface: iface.to_owned(),
+                source,
+            },
+            _ => AttachError::Other {
+                iface: iface.to_owned(),
+                mode: mode.as_str(),
+                source,
+            },
+        })
 }
 
 /// Attaches `prog` to `iface`. `auto` tries native first and falls back to
 /// generic only when the driver lacks native XDP.
-pub fn attach(prog: &mut Xdp, iface: &str, ifindex: u32, mode: XdpMode) -> Result<Attachment, AttachError> {
+pub fn attach(
+    prog: &mut Xdp,
+    iface: &str,
+    ifindex: u32,
+    mode: XdpMode,
+) -> Result<Attachment, AttachError> {
     let (link, mode) = match mode {
-        XdpMode::Native => (try_mode(prog, iface, AttachedMode::Native)?, AttachedMode::Native),
-        XdpMode::Generic => (try_mode(prog, iface, AttachedMode::Generic)?, AttachedMode::Generic),
+        XdpMode::Native => (
+            try_mode(prog, iface, AttachedMode::Native)?,
+            AttachedMode::Native,
+        ),
+        XdpMode::Generic => (
+            try_mode(prog, iface, AttachedMode::Generic)?,
+            AttachedMode::Generic,
+        ),
         XdpMode::Auto => match try_mode(prog, iface, AttachedMode::Native) {
             Ok(link) => (link, AttachedMode::Native),
             Err(AttachError::NativeUnsupported { .. } | AttachError::Other { .. }) => (

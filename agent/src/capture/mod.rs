@@ -8,7 +8,8 @@ use agent_common::names;
 use aya::{Ebpf, EbpfLoader, programs::Xdp};
 
 /// The kernel programs, built by build.rs and embedded in the binary.
-pub static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/agent-ebpf"));
+pub static EBPF_OBJECT: &[u8] =
+    aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/agent-ebpf"));
 
 /// Failure to load the kernel programs.
 #[derive(Debug, thiserror::Error)]

@@ -125,10 +125,15 @@ impl Enricher {
             bytes: None,
             packets: None,
         });
-        let vlan = |depth: u8, id: u16| (key.vlan_depth >= depth).then(|| Vlan { id: id.to_string() });
+        let vlan =
+            |depth: u8, id: u16| (key.vlan_depth >= depth).then(|| Vlan { id: id.to_string() });
         rec.network = Some(Network {
             transport: transport_name(key.protocol),
-            ip_type: if key.ip_version == IP_V4 { "ipv4" } else { "ipv6" },
+            ip_type: if key.ip_version == IP_V4 {
+                "ipv4"
+            } else {
+                "ipv6"
+            },
             iana_number: key.protocol.to_string(),
             bytes: counts.map(|c| c.1),
             packets: counts.map(|c| c.0),
@@ -295,13 +300,21 @@ mod tests {
         assert_eq!(v["network"]["packets"], 4);
         assert_eq!(v["network"]["vlan"]["id"], "100");
         assert_eq!(v["network"]["inner"]["vlan"]["id"], "200");
-        assert!(v["network"]["community_id"].as_str().unwrap().starts_with("1:"));
+        assert!(
+            v["network"]["community_id"]
+                .as_str()
+                .unwrap()
+                .starts_with("1:")
+        );
         assert_eq!(v["event"]["duration"], 2_000);
         assert_eq!(v["event"]["type"], serde_json::json!(["connection", "end"]));
         assert_eq!(v["event"]["reason"], "idle-timeout");
         assert_eq!(v["observer"]["ingress"]["interface"]["name"], "veth0");
         assert_eq!(v["observer"]["hostname"], "lb1");
-        assert_eq!(v["lbwitness"]["tcp_flags"], serde_json::json!(["ACK", "SYN"]));
+        assert_eq!(
+            v["lbwitness"]["tcp_flags"],
+            serde_json::json!(["ACK", "SYN"])
+        );
         assert_eq!(v["@timestamp"], v["event"]["end"]);
     }
 
@@ -324,7 +337,8 @@ mod tests {
             tcp_flags: 0,
             reason: ReportReason::Shutdown,
         };
-        let v = serde_json::to_value(enricher().flow_record(&Clock::from_offset(0), &report)).unwrap();
+        let v =
+            serde_json::to_value(enricher().flow_record(&Clock::from_offset(0), &report)).unwrap();
         assert!(v["source"].get("port").is_none());
         assert!(v["network"].get("vlan").is_none());
         assert_eq!(v["network"]["transport"], "ipv6-icmp");
@@ -334,7 +348,10 @@ mod tests {
 
     #[test]
     fn flag_names() {
-        assert_eq!(tcp_flag_names(tcp_flag::SYN | tcp_flag::FIN), vec!["SYN", "FIN"]);
+        assert_eq!(
+            tcp_flag_names(tcp_flag::SYN | tcp_flag::FIN),
+            vec!["SYN", "FIN"]
+        );
         assert!(tcp_flag_names(0).is_empty());
     }
 }

@@ -92,7 +92,10 @@ impl FlowTask {
 
     /// Runs until `events` closes (the capture task has drained the ring
     /// after detach), then reports every open flow and the final counters.
-    pub async fn run(mut self, mut events: mpsc::Receiver<Vec<FlowEvent>>) -> Result<(), WriterGone> {
+    pub async fn run(
+        mut self,
+        mut events: mpsc::Receiver<Vec<FlowEvent>>,
+    ) -> Result<(), WriterGone> {
         let mut tick = tokio::time::interval(self.settings.sweep_interval);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
@@ -119,7 +122,8 @@ impl FlowTask {
                 self.telemetry.flows_evicted.inc();
             }
             if self.settings.lifecycle_records {
-                self.emit(self.enricher.lifecycle_record(&clock, ev)).await?;
+                self.emit(self.enricher.lifecycle_record(&clock, ev))
+                    .await?;
             }
         }
         Ok(())

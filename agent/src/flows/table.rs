@@ -151,7 +151,8 @@ impl FlowTable {
             return Verdict::End(ReportReason::IdleTimeout);
         }
         let since = known.reported_until_ns.unwrap_or(stats.first_seen_ns);
-        if stats.packets > known.packets && now_ns.saturating_sub(since) >= nanos(self.timeouts.active)
+        if stats.packets > known.packets
+            && now_ns.saturating_sub(since) >= nanos(self.timeouts.active)
         {
             return Verdict::Report;
         }
@@ -193,7 +194,10 @@ impl FlowTable {
     }
 
     /// Known flows not in `present` (the keys one sweep found in the map).
-    pub fn absent<'a>(&'a self, present: &'a std::collections::HashSet<FlowKey>) -> impl Iterator<Item = FlowKey> + 'a {
+    pub fn absent<'a>(
+        &'a self,
+        present: &'a std::collections::HashSet<FlowKey>,
+    ) -> impl Iterator<Item = FlowKey> + 'a {
         self.known.keys().filter(|k| !present.contains(k)).copied()
     }
 
@@ -256,7 +260,10 @@ mod tests {
             Verdict::End(ReportReason::IdleTimeout)
         );
         let r = t.report(k, &s, ReportReason::IdleTimeout);
-        assert_eq!((r.start_ns, r.end_ns, r.packets, r.bytes), (10 * S, 11 * S, 5, 500));
+        assert_eq!(
+            (r.start_ns, r.end_ns, r.packets, r.bytes),
+            (10 * S, 11 * S, 5, 500)
+        );
         assert!(t.is_empty());
     }
 
@@ -266,7 +273,10 @@ mod tests {
         let k = key(1);
         let s = stats(0, S, 3, 180, tcp_flag::FIN | tcp_flag::ACK);
         assert_eq!(t.classify(&k, &s, 2 * S), Verdict::Keep);
-        assert_eq!(t.classify(&k, &s, 3 * S), Verdict::End(ReportReason::EndOfFlow));
+        assert_eq!(
+            t.classify(&k, &s, 3 * S),
+            Verdict::End(ReportReason::EndOfFlow)
+        );
     }
 
     #[test]

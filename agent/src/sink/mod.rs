@@ -22,7 +22,10 @@ const BATCH: usize = 512;
 ///
 /// `event.sequence` is assigned here, in the single place records are
 /// ordered, so the numbers have no holes.
-pub async fn run<S: Sink>(mut sink: S, mut records: mpsc::Receiver<Record>) -> std::io::Result<u64> {
+pub async fn run<S: Sink>(
+    mut sink: S,
+    mut records: mpsc::Receiver<Record>,
+) -> std::io::Result<u64> {
     let mut sequence = 0u64;
     let mut buf = Vec::with_capacity(64 * 1024);
     let mut batch = Vec::with_capacity(BATCH);
