@@ -18,6 +18,7 @@
 
 #![warn(missing_docs)]
 
+pub mod agent;
 pub mod flow;
 pub mod frames;
 pub mod inject;

@@ -22,7 +22,28 @@ const DEBIAN_PACKAGES: &[(&str, &str)] = &[
 /// Everything: build tools and test tools.
 pub fn all() -> Result<()> {
     build_tools()?;
-    debian_packages()
+    debian_packages()?;
+    python_packages()
+}
+
+/// The Community ID reference implementation, an oracle for the tests.
+fn python_packages() -> Result<()> {
+    let present = Command::new("python3")
+        .args(["-c", "import communityid"])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if present {
+        return Ok(());
+    }
+    eprintln!("xtask: installing the communityid Python package");
+    run(Command::new("python3").args([
+        "-m",
+        "pip",
+        "install",
+        "--quiet",
+        "--disable-pip-version-check",
+        "communityid",
+    ]))
 }
 
 /// rust-src for nightly and bpf-linker.

@@ -1,0 +1,150 @@
+//! Running the real `lbwitness` binary in a test namespace and reading its
+//! NDJSON output.
+
+use std::{
+    path::{Path, PathBuf},
+    process::{ExitStatus, Stdio},
+    time::{Duration, Instant},
+};
+
+use serde_json::Value;
+
+use crate::{
+    netns::{ChildGuard, NetNs},
+    temp_path,
+};
+
+/// The agent binary: `$LBWITNESS_BIN`, else the workspace's release build
+/// (`cargo xtask test` builds it first).
+pub fn binary() -> PathBuf {
+    std::env::var_os("LBWITNESS_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/release/lbwitness")
+        })
+}
+
+/// A running agent.
+pub struct Agent {
+    child: ChildGuard,
+    /// Its NDJSON output file.
+    pub output: PathBuf,
+    /// Its stderr (logs), captured to a file.
+    pub log: PathBuf,
+}
+
+/// How the agent exited.
+pub struct Exit {
+    /// Exit status.
+    pub status: ExitStatus,
+    /// Time from the stop signal to exit.
+    pub took: Duration,
+}
+
+impl Agent {
+    /// Starts `lbwitness run --iface IFACE --output FILE [extra...]` in `ns`
+    /// and waits until it reports it is running (attached).
+    ///
+    /// # Panics
+    /// If it exits or is not running within 20 s; the message carries its log.
+    pub fn start(ns: &NetNs, iface: &str, extra: &[&str]) -> Self {
+        let output = temp_path("records.ndjson");
+        let log = temp_path("agent.log");
+        let mut cmd = ns.command(binary());
+        cmd.args(["run", "--iface", iface, "--output"])
+            .arg(&output)
+            .args(extra)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).expect("create agent log"));
+        let child = ChildGuard::spawn(&mut cmd).unwrap_or_else(|e| panic!("{e:#}"));
+        let mut agent = Self { child, output, log };
+        agent.wait_running();
+        agent
+    }
+
+    fn wait_running(&mut self) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let text = std::fs::read_to_string(&self.log).unwrap_or_default();
+            if text.contains("lbwitness running") {
+                return;
+            }
+            if let Some(status) = self.child.try_wait() {
+                panic!("the agent exited ({status}) before running:\n{text}");
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the agent did not start in 20 s:\n{text}"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// The agent's process id.
+    pub fn pid(&mut self) -> u32 {
+        self.child.id()
+    }
+
+    /// Sends `signal` and waits (up to 10 s) for the exit.
+    pub fn stop_with(&mut self, signal: libc::c_int) -> Exit {
+        let start = Instant::now();
+        let status = self.child.stop_with(signal);
+        Exit {
+            status,
+            took: start.elapsed(),
+        }
+    }
+
+    /// The log so far.
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Every record written so far.
+    pub fn records(&self) -> Vec<Value> {
+        read_records(&self.output)
+    }
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        if std::env::var_os("LBW_KEEP_OUTPUT").is_none() {
+            let _ = std::fs::remove_file(&self.output);
+            let _ = std::fs::remove_file(&self.log);
+        }
+    }
+}
+
+/// Parses an NDJSON file; every line must be a JSON object.
+///
+/// # Panics
+/// On a line that is not JSON: the agent must never write one.
+pub fn read_records(path: &Path) -> Vec<Value> {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    text.lines()
+        .enumerate()
+        .map(|(i, line)| {
+            serde_json::from_str(line)
+                .unwrap_or_else(|e| panic!("{}:{}: not JSON ({e}): {line}", path.display(), i + 1))
+        })
+        .collect()
+}
+
+/// Runs the agent to completion with `args` in `ns` (for start-up errors)
+/// and returns its exit status and stderr.
+pub fn run_to_exit(ns: &NetNs, args: &[&str]) -> (ExitStatus, String) {
+    let mut cmd = ns.command(binary());
+    cmd.args(args).stdin(Stdio::null());
+    let out = cmd.output().expect("run the agent");
+    (
+        out.status,
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// Whether `iface` in `ns` has an XDP program attached (any mode).
+pub fn has_xdp(ns: &NetNs, iface: &str) -> bool {
+    let text = ns.ip(&["-d", "link", "show", "dev", iface]);
+    text.contains("prog/xdp") || text.contains(" xdp")
+}
