@@ -86,6 +86,12 @@ impl Agent {
         self.child.id()
     }
 
+    /// Its exit status if it has already exited (reaping it), else `None`:
+    /// `None` means it is still running.
+    pub fn try_wait(&mut self) -> Option<ExitStatus> {
+        self.child.try_wait()
+    }
+
     /// Sends `signal` and waits (up to 10 s) for the exit.
     pub fn stop_with(&mut self, signal: libc::c_int) -> Exit {
         let start = Instant::now();
