@@ -3,7 +3,13 @@
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 /// Offset between CLOCK_REALTIME and CLOCK_MONOTONIC, taken at one moment.
-/// Re-taken every sweep so NTP steps reach the records within a sweep.
+///
+/// One offset is kept and reused, so a kernel time always renders to the same
+/// wall time (adjacent flow reports share a boundary). [`Clock::refresh`]
+/// adopts a new sample only when the clocks really stepped apart.
+/// Smallest change of offset taken as a clock step, in ns (1 ms).
+pub const STEP_NS: u64 = 1_000_000;
+
 #[derive(Clone, Copy, Debug)]
 pub struct Clock {
     /// Realtime minus monotonic, in ns.
@@ -34,6 +40,18 @@ impl Clock {
         Self::from_offset(real - mono)
     }
 
+    /// Re-samples, and adopts the sample only if the offset moved by more
+    /// than [`STEP_NS`]. NTP slewing moves both clocks together; only a step
+    /// (settimeofday, an NTP jump) changes the offset. Sampling noise (the
+    /// two reads are not simultaneous) is a few ns and must not leak into
+    /// records.
+    pub fn refresh(&mut self) {
+        let fresh = Self::sample();
+        if (fresh.offset_ns - self.offset_ns).abs() > i128::from(STEP_NS) {
+            *self = fresh;
+        }
+    }
+
     /// A clock with a fixed offset (tests).
     pub const fn from_offset(offset_ns: i128) -> Self {
         Self { offset_ns }
@@ -59,6 +77,24 @@ mod tests {
     fn converts_with_offset() {
         let c = Clock::from_offset(1_700_000_000_000_000_000);
         assert_eq!(rfc3339(c.wall(5)), "2023-11-14T22:13:20.000000005Z");
+    }
+
+    #[test]
+    fn refresh_ignores_sampling_noise_and_follows_steps() {
+        let sampled = Clock::sample();
+        let mut c = Clock::from_offset(sampled.offset_ns + 500);
+        c.refresh();
+        assert_eq!(
+            c.offset_ns,
+            sampled.offset_ns + 500,
+            "noise must not move it"
+        );
+        let mut c = Clock::from_offset(sampled.offset_ns - 5_000_000_000);
+        c.refresh();
+        assert!(
+            (c.offset_ns - sampled.offset_ns).abs() < 1_000_000,
+            "a step is followed"
+        );
     }
 
     #[test]

@@ -62,6 +62,7 @@ pub struct FlowTask {
     settings: FlowSettings,
     telemetry: Arc<Telemetry>,
     reported: Reported,
+    clock: Clock,
     out: mpsc::Sender<Record>,
 }
 
@@ -86,6 +87,7 @@ impl FlowTask {
             settings,
             telemetry,
             reported: Reported::default(),
+            clock: Clock::sample(),
             out,
         }
     }
@@ -116,13 +118,13 @@ impl FlowTask {
     }
 
     async fn on_events(&mut self, batch: &[FlowEvent]) -> Result<(), WriterGone> {
-        let clock = Clock::sample();
+        self.clock.refresh();
         for ev in batch {
             if ev.reasons & reason::NEW != 0 && self.table.started(ev.key, ev.header.ktime_ns) {
                 self.telemetry.flows_evicted.inc();
             }
             if self.settings.lifecycle_records {
-                self.emit(self.enricher.lifecycle_record(&clock, ev))
+                self.emit(self.enricher.lifecycle_record(&self.clock, ev))
                     .await?;
             }
         }
@@ -132,7 +134,7 @@ impl FlowTask {
     /// One pass over the kernel map: report what timed out, detect
     /// evictions, report counters that moved.
     async fn sweep(&mut self) -> Result<(), WriterGone> {
-        let clock = Clock::sample();
+        self.clock.refresh();
         let now = monotonic_ns();
         let mut present = HashSet::new();
         let mut to_end = Vec::new();
@@ -166,7 +168,8 @@ impl FlowTask {
             }
         }
         for report in &reports {
-            self.emit(self.enricher.flow_record(&clock, report)).await?;
+            self.emit(self.enricher.flow_record(&self.clock, report))
+                .await?;
         }
         self.report_counters(false).await
     }
@@ -191,7 +194,7 @@ impl FlowTask {
 
     /// Reports every flow left in the map (at shutdown, after detach).
     async fn flush_all(&mut self) -> Result<(), WriterGone> {
-        let clock = Clock::sample();
+        self.clock.refresh();
         let keys: Vec<FlowKey> = self.maps.flows.keys().filter_map(Result::ok).collect();
         let mut reports = Vec::with_capacity(keys.len());
         for key in keys {
@@ -200,7 +203,8 @@ impl FlowTask {
             }
         }
         for report in &reports {
-            self.emit(self.enricher.flow_record(&clock, report)).await?;
+            self.emit(self.enricher.flow_record(&self.clock, report))
+                .await?;
         }
         Ok(())
     }
