@@ -67,7 +67,9 @@ fn test(args: &[String]) -> Result<()> {
         "warnings",
     ])?;
     util::build_release()?;
-    let mut cmd = vec!["test", "--release", "--workspace"];
+    // Not --workspace: that would include agent-ebpf, which only builds for
+    // the BPF target (default-members leaves it out).
+    let mut cmd = vec!["test", "--release"];
     cmd.extend(args.iter().map(String::as_str));
     util::cargo(&cmd)
 }
