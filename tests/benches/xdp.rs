@@ -38,7 +38,7 @@ fn main() {
         "the XDP benchmark needs root: run `cargo xtask bench` as root"
     );
 
-    let noop = sys::load_noop_xdp().expect("load the no-op XDP program");
+    let noop = sys::load_pass_xdp("lbw_noop").expect("load the no-op XDP program");
     // Room for every new flow, so the new-flow case measures inserts rather
     // than LRU eviction; a big ring so events are not dropped.
     let mut ebpf = capture::load(NEW_FLOWS + 65_536, 64 << 20).expect("load the capture program");

@@ -388,63 +388,6 @@ fn xdp_prog(ns: &NetNs, iface: &str) -> Option<XdpProg> {
     })
 }
 
-/// `union bpf_attr` for `BPF_PROG_LOAD`, up to `expected_attach_type`.
-#[repr(C)]
-#[derive(Default)]
-struct ProgLoadAttr {
-    prog_type: u32,
-    insn_cnt: u32,
-    insns: u64,
-    license: u64,
-    log_level: u32,
-    log_size: u32,
-    log_buf: u64,
-    kern_version: u32,
-    prog_flags: u32,
-    prog_name: [u8; 16],
-    prog_ifindex: u32,
-    expected_attach_type: u32,
-}
-
-/// Loads a two-instruction XDP program, `return XDP_PASS`, named `name`:
-/// a program that is not lbwitness's.
-fn load_foreign_program(name: &str) -> io::Result<OwnedFd> {
-    const BPF_PROG_LOAD: libc::c_long = 5;
-    const BPF_PROG_TYPE_XDP: u32 = 6;
-    const XDP_PASS: i32 = 2;
-    // struct bpf_insn: code, dst/src registers, offset, immediate.
-    let mut mov_r0 = [0xb7, 0, 0, 0, 0, 0, 0, 0]; // BPF_ALU64 | BPF_MOV | BPF_K
-    mov_r0[4..].copy_from_slice(&XDP_PASS.to_ne_bytes());
-    let exit = [0x95, 0, 0, 0, 0, 0, 0, 0]; // BPF_JMP | BPF_EXIT
-    let insns: [[u8; 8]; 2] = [mov_r0, exit];
-    let license = c"GPL";
-    let mut prog_name = [0u8; 16];
-    prog_name[..name.len()].copy_from_slice(name.as_bytes());
-    let attr = ProgLoadAttr {
-        prog_type: BPF_PROG_TYPE_XDP,
-        insn_cnt: insns.len() as u32,
-        insns: insns.as_ptr() as u64,
-        license: license.as_ptr() as u64,
-        prog_name,
-        ..ProgLoadAttr::default()
-    };
-    // SAFETY: bpf(2) reads `attr` and the instructions and licence it points
-    // to, which all outlive the call.
-    let fd = unsafe {
-        libc::syscall(
-            libc::SYS_bpf,
-            BPF_PROG_LOAD,
-            &raw const attr,
-            size_of::<ProgLoadAttr>(),
-        )
-    };
-    if fd < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    // SAFETY: a fresh descriptor the kernel just returned.
-    Ok(unsafe { OwnedFd::from_raw_fd(fd as i32) })
-}
-
 /// Attaches `prog` to `ifindex` in `ns` in generic (skb) mode with a plain
 /// `RTM_SETLINK IFLA_XDP` request: the legacy attachment `ip link set dev IF
 /// xdpgeneric ...` makes, which stays after `prog` is closed.
@@ -711,7 +654,7 @@ fn second_agent_is_refused_and_the_first_keeps_recording() {
 #[test]
 fn foreign_xdp_program_is_never_replaced() {
     let lab = Lab::new("foreign");
-    let prog = load_foreign_program("lbw_foreign")
+    let prog = lbwitness::capture::sys::load_pass_xdp("lbw_foreign")
         .unwrap_or_else(|e| panic!("loading a trivial XDP program with bpf(2): {e}"));
     attach_generic_netlink(&lab.lb, lab.veth.b.ifindex, &prog)
         .unwrap_or_else(|e| panic!("attaching it to {} in generic mode: {e}", lab.iface()));

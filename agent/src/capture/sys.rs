@@ -123,23 +123,25 @@ struct ProgLoadAttr {
     prog_name: [u8; 16],
 }
 
-/// Loads `r0 = XDP_PASS; exit`: the cheapest possible XDP program, the
-/// baseline the capture program's cost is measured against.
-pub fn load_noop_xdp() -> io::Result<OwnedFd> {
+/// Loads `r0 = XDP_PASS; exit` named `name` (at most 15 bytes): the
+/// cheapest possible XDP program. The benchmark's baseline, and the tests'
+/// stand-in for a program lbwitness does not own.
+pub fn load_pass_xdp(name: &str) -> io::Result<OwnedFd> {
     // mov64 r0, 2 (XDP_PASS); exit
     let insns: [u64; 2] = [
         u64::from_le_bytes([0xb7, 0x00, 0, 0, 2, 0, 0, 0]),
         u64::from_le_bytes([0x95, 0, 0, 0, 0, 0, 0, 0]),
     ];
     let license = c"GPL";
-    let mut name = [0u8; 16];
-    name[..10].copy_from_slice(b"lbw_noop\0\0");
+    let mut prog_name = [0u8; 16];
+    let len = name.len().min(15);
+    prog_name[..len].copy_from_slice(&name.as_bytes()[..len]);
     let mut attr = ProgLoadAttr {
         prog_type: BPF_PROG_TYPE_XDP,
         insn_cnt: insns.len() as u32,
         insns: insns.as_ptr() as u64,
         license: license.as_ptr() as u64,
-        prog_name: name,
+        prog_name,
         ..ProgLoadAttr::default()
     };
     let fd = bpf(BPF_PROG_LOAD, &mut attr)?;
