@@ -56,3 +56,36 @@ impl Packet {
         self.load::<u16>(offset).map(u16::from_be)
     }
 }
+
+/// The fixed IPv4 header (RFC 791). Multi-byte fields in network order.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct Ipv4Hdr {
+    pub version_ihl: u8,
+    pub tos: u8,
+    pub total_len: u16,
+    pub id: u16,
+    pub frag_off: u16,
+    pub ttl: u8,
+    pub protocol: u8,
+    pub check: u16,
+    pub src: u32,
+    pub dst: u32,
+}
+
+const _: () = assert!(size_of::<Ipv4Hdr>() == 20);
+
+/// The fixed IPv6 header (RFC 8200). Multi-byte fields in network order;
+/// addresses as two native words each, copied verbatim into the flow key.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct Ipv6Hdr {
+    pub version_tc_flow: u32,
+    pub payload_len: u16,
+    pub next_header: u8,
+    pub hop_limit: u8,
+    pub src: [u64; 2],
+    pub dst: [u64; 2],
+}
+
+const _: () = assert!(size_of::<Ipv6Hdr>() == 40);

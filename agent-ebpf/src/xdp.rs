@@ -23,7 +23,7 @@ use aya_ebpf::{
 
 use crate::{
     maps::{EVENTS, FLOWS, count},
-    packet::Packet,
+    packet::{Ipv4Hdr, Ipv6Hdr, Packet},
 };
 
 const ETH_P_IP: u16 = 0x0800;
@@ -66,6 +66,8 @@ struct L3 {
     ip_end: usize,
     /// Accounted bytes: IPv4 total length, or IPv6 payload length + 40.
     len: u32,
+    /// Transport protocol (after any IPv6 extension headers).
+    protocol: u8,
 }
 
 /// The flow key, written field by field in place. Building it as one value
@@ -92,13 +94,12 @@ impl KeyBuf {
     }
 
     #[inline(always)]
-    fn set_v4(&mut self, protocol: u8, src: u32, dst: u32) {
+    fn set_v4(&mut self, src: u32, dst: u32) {
         let k = self.ptr();
         // SAFETY: as above; the address fields are at 8-aligned offsets of an
         // 8-aligned struct, so u32 and u64 stores are aligned.
         unsafe {
             (&raw mut (*k).ip_version).write(IP_V4);
-            (&raw mut (*k).protocol).write(protocol);
             let s = (&raw mut (*k).src_addr).cast::<u32>();
             s.write(src);
             s.add(1).write(0);
@@ -126,18 +127,6 @@ impl KeyBuf {
     }
 
     #[inline(always)]
-    fn set_protocol(&mut self, protocol: u8) {
-        // SAFETY: as above.
-        unsafe { (&raw mut (*self.ptr()).protocol).write(protocol) };
-    }
-
-    #[inline(always)]
-    fn protocol(&mut self) -> u8 {
-        // SAFETY: set by the L3 parser before any L4 parsing.
-        unsafe { (&raw const (*self.ptr()).protocol).read() }
-    }
-
-    #[inline(always)]
     fn set_ports(&mut self, src: u16, dst: u16) {
         let k = self.ptr();
         // SAFETY: as above.
@@ -148,14 +137,15 @@ impl KeyBuf {
     }
 
     /// The finished key. Every field has been written: VLAN by
-    /// `parse_ethernet`, addresses, version and protocol by the IP parser,
-    /// ports by `parse_l4`, the rest here.
+    /// `parse_ethernet`, addresses and version by the IP parser, ports by
+    /// `parse_l4`, the rest here.
     #[inline(always)]
-    fn finish(&mut self, ifindex: u32) -> &FlowKey {
+    fn finish(&mut self, ifindex: u32, protocol: u8) -> &FlowKey {
         let k = self.ptr();
         // SAFETY: the remaining fields are written here; see above for the rest.
         unsafe {
             (&raw mut (*k).ifindex).write(ifindex);
+            (&raw mut (*k).protocol).write(protocol);
             (&raw mut (*k)._pad).write(0);
             self.0.assume_init_ref()
         }
@@ -172,7 +162,11 @@ fn try_capture(ctx: &XdpContext) -> Result<(), Counter> {
         _ => return Err(Counter::NonIp),
     };
     let flags = parse_l4(&pkt, &l3, &mut key)?;
-    account(key.finish(ctx.ingress_ifindex() as u32), l3.len, flags);
+    account(
+        key.finish(ctx.ingress_ifindex() as u32, l3.protocol),
+        l3.len,
+        flags,
+    );
     Ok(())
 }
 
@@ -211,54 +205,48 @@ fn parse_ethernet(pkt: &Packet, key: &mut KeyBuf) -> Result<(u16, usize), Counte
 
 #[inline(always)]
 fn parse_ipv4(pkt: &Packet, off: usize, key: &mut KeyBuf) -> Result<L3, Counter> {
-    // Bounds-check the whole fixed header once; fields below cannot fail.
-    pkt.load::<[u32; IPV4_MIN_HLEN / 4]>(off)
-        .ok_or(Counter::MalformedIpv4)?;
-    let vihl: u8 = pkt.load(off).ok_or(Counter::MalformedIpv4)?;
-    if vihl >> 4 != 4 {
+    let hdr: Ipv4Hdr = pkt.load(off).ok_or(Counter::MalformedIpv4)?;
+    if hdr.version_ihl >> 4 != 4 {
         return Err(Counter::MalformedIpv4);
     }
-    let ihl = usize::from(vihl & 0x0f) * 4;
+    let ihl = usize::from(hdr.version_ihl & 0x0f) * 4;
     if ihl < IPV4_MIN_HLEN {
         return Err(Counter::MalformedIpv4);
     }
-    let total = pkt.be16(off + 2).ok_or(Counter::MalformedIpv4)?;
+    let total = u16::from_be(hdr.total_len);
     let total_len = usize::from(total);
     // The frame may carry Ethernet padding after the datagram, never less.
     if total_len < ihl || total_len > pkt.remaining(off) {
         return Err(Counter::MalformedIpv4Length);
     }
-    // Fragment offset (low 13 bits of bytes 6..8): only the first fragment
-    // carries the transport header.
-    if pkt.be16(off + 6).ok_or(Counter::MalformedIpv4)? & 0x1fff != 0 {
+    // Fragment offset (low 13 bits): only the first fragment carries the
+    // transport header.
+    if u16::from_be(hdr.frag_off) & 0x1fff != 0 {
         return Err(Counter::NonFirstFragment);
     }
-    let protocol: u8 = pkt.load(off + 9).ok_or(Counter::MalformedIpv4)?;
-    let src: u32 = pkt.load(off + 12).ok_or(Counter::MalformedIpv4)?;
-    let dst: u32 = pkt.load(off + 16).ok_or(Counter::MalformedIpv4)?;
-    key.set_v4(protocol, src, dst);
+    key.set_v4(hdr.src, hdr.dst);
     Ok(L3 {
         l4: off + ihl,
         ip_end: off + total_len,
         len: u32::from(total),
+        protocol: hdr.protocol,
     })
 }
 
 #[inline(always)]
 fn parse_ipv6(pkt: &Packet, off: usize, key: &mut KeyBuf) -> Result<L3, Counter> {
-    let words: [u64; IPV6_HLEN / 8] = pkt.load(off).ok_or(Counter::MalformedIpv6)?;
-    let first: u32 = pkt.load(off).ok_or(Counter::MalformedIpv6)?;
-    if u32::from_be(first) >> 28 != 6 {
+    let hdr: Ipv6Hdr = pkt.load(off).ok_or(Counter::MalformedIpv6)?;
+    if u32::from_be(hdr.version_tc_flow) >> 28 != 6 {
         return Err(Counter::MalformedIpv6);
     }
-    let payload = pkt.be16(off + 4).ok_or(Counter::MalformedIpv6)?;
+    let payload = u16::from_be(hdr.payload_len);
     let ip_end = off + IPV6_HLEN + usize::from(payload);
     if IPV6_HLEN + usize::from(payload) > pkt.remaining(off) {
         return Err(Counter::MalformedIpv6);
     }
-    key.set_v6_addrs([words[1], words[2]], [words[3], words[4]]);
+    key.set_v6_addrs(hdr.src, hdr.dst);
 
-    let mut next: u8 = pkt.load(off + 6).ok_or(Counter::MalformedIpv6)?;
+    let mut next = hdr.next_header;
     let mut l4 = off + IPV6_HLEN;
     let mut done = false;
     for _ in 0..IPV6_MAX_EXT {
@@ -288,11 +276,11 @@ fn parse_ipv6(pkt: &Packet, off: usize, key: &mut KeyBuf) -> Result<L3, Counter>
     if !done {
         return Err(Counter::Ipv6ExtTooDeep);
     }
-    key.set_protocol(next);
     Ok(L3 {
         l4,
         ip_end,
         len: u32::from(payload) + IPV6_HLEN as u32,
+        protocol: next,
     })
 }
 
@@ -301,7 +289,7 @@ fn parse_ipv6(pkt: &Packet, off: usize, key: &mut KeyBuf) -> Result<L3, Counter>
 #[inline(always)]
 fn parse_l4(pkt: &Packet, l3: &L3, key: &mut KeyBuf) -> Result<u16, Counter> {
     let avail = l3.ip_end - l3.l4;
-    match key.protocol() {
+    match l3.protocol {
         proto::TCP => {
             // Ports, then data offset and flags (bytes 12..14).
             let hdr: [u16; 7] = pkt.load(l3.l4).ok_or(Counter::MalformedTcp)?;
@@ -322,7 +310,7 @@ fn parse_l4(pkt: &Packet, l3: &L3, key: &mut KeyBuf) -> Result<u16, Counter> {
             Ok(0)
         }
         proto::ICMP | proto::ICMPV6 => {
-            let need = if key.protocol() == proto::ICMP {
+            let need = if l3.protocol == proto::ICMP {
                 ICMP_HLEN
             } else {
                 ICMPV6_HLEN
