@@ -1,7 +1,7 @@
 //! Start-up checks that turn the usual failures into one clear sentence
 //! before anything is loaded or attached.
 
-use std::{collections::HashMap, ffi::CString, path::Path};
+use std::{ffi::CString, path::Path};
 
 /// Capability bit numbers (linux/capability.h).
 const CAP_NET_ADMIN: u32 = 12;
@@ -77,9 +77,9 @@ pub fn check_capabilities() -> Result<(), PreflightError> {
     }
 }
 
-/// Resolves interface names to indexes.
-pub fn resolve_interfaces(names: &[String]) -> Result<HashMap<u32, String>, PreflightError> {
-    let mut out = HashMap::new();
+/// Resolves interface names to `(index, name)`, in the order given.
+pub fn resolve_interfaces(names: &[String]) -> Result<Vec<(u32, String)>, PreflightError> {
+    let mut out = Vec::with_capacity(names.len());
     for name in names {
         let index = CString::new(name.as_str())
             .map(|c| {
@@ -101,7 +101,7 @@ pub fn resolve_interfaces(names: &[String]) -> Result<HashMap<u32, String>, Pref
                 available: available.join(", "),
             });
         }
-        out.insert(index, name.clone());
+        out.push((index, name.clone()));
     }
     Ok(out)
 }

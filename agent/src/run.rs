@@ -64,13 +64,9 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let mut attachments = Vec::new();
     {
         let prog = capture::xdp_program(&mut ebpf)?;
-        for name in &config.interfaces {
-            let ifindex = interfaces
-                .iter()
-                .find_map(|(i, n)| (n == name).then_some(*i))
-                .ok_or_else(|| anyhow!("interface `{name}` vanished during start-up"))?;
+        for (ifindex, name) in &interfaces {
             // On error, dropping `ebpf` detaches what was attached so far.
-            let a = attach(prog, name, ifindex, config.xdp_mode)?;
+            let a = attach(prog, name, *ifindex, config.xdp_mode)?;
             info!(iface = %a.iface, ifindex = a.ifindex, mode = a.mode.as_str(), "attached XDP");
             attachments.push(a);
         }
@@ -94,7 +90,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let mut writer = tokio::spawn(sink::run(sink, record_rx));
     let flow_task = FlowTask::new(
         maps,
-        Enricher::new(hostname(), interfaces),
+        Enricher::new(hostname(), interfaces.into_iter().collect()),
         FlowSettings {
             timeouts: config.timeouts,
             sweep_interval: config.sweep_interval,

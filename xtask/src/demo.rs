@@ -169,11 +169,7 @@ fn print_records(stdout: impl Read) {
             Some(p) => format!("{}:{}", s(&e["ip"]), p),
             None => s(&e["ip"]),
         };
-        let mut text = format!(
-            "#{:<5} {:<16}",
-            ev["sequence"],
-            s(&ev["action"]).trim_matches('"')
-        );
+        let mut text = format!("#{:<5} {:<16}", ev["sequence"], s(&ev["action"]));
         if let Some(net) = r.get("network") {
             text += &format!(
                 " {:<9} {} -> {}",

@@ -43,7 +43,7 @@ pub fn cargo(args: &[&str]) -> Result<()> {
         .current_dir(workspace_root()))
 }
 
-/// Builds the agent binary and returns its path.
+/// Builds the agent binary (see [`agent_binary`] for its path).
 pub fn build_release() -> Result<()> {
     cargo(&["build", "--release", "-p", "lbwitness"])
 }
