@@ -4,6 +4,7 @@
 //! buffer) → [`decode`] → [`flows`] (sweep and export) → [`enrich`] (ECS
 //! records) → [`sink`]. [`run`] wires them together.
 
+pub mod audit;
 pub mod capture;
 pub mod clock;
 pub mod config;
@@ -15,3 +16,5 @@ pub mod record;
 pub mod run;
 pub mod sink;
 pub mod telemetry;
+pub mod verify;
+pub mod watch;

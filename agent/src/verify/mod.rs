@@ -1,0 +1,1 @@
+//! `lbwitness verify`.
