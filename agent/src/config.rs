@@ -69,6 +69,24 @@ pub struct ConfigFile {
     /// Flow export settings.
     #[serde(default)]
     pub flows: FlowsFile,
+    /// Audit trail settings.
+    #[serde(default)]
+    pub audit: AuditFile,
+}
+
+/// `[audit]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuditFile {
+    /// Ed25519 private key (PKCS#8 PEM, mode 0600) that signs checkpoints.
+    /// Default `<state_dir>/signing.key`, made on first start when missing.
+    pub signing_key: Option<PathBuf>,
+    /// A checkpoint at least every this many records.
+    pub checkpoint_records: Option<u64>,
+    /// A checkpoint at least this often, also when idle.
+    pub checkpoint_interval_secs: Option<u64>,
+    /// Files whose changes are recorded. Default: HAProxy's config.
+    pub watch_files: Option<Vec<PathBuf>>,
 }
 
 /// `[capture]`.
@@ -103,7 +121,7 @@ pub struct FlowsFile {
 }
 
 /// Settings the command line can override.
-#[derive(Debug, Default)]
+#[derive(Clone, Debug, Default)]
 pub struct Overrides {
     /// `--iface`, replacing the config's interfaces when non-empty.
     pub interfaces: Vec<String>,
@@ -156,25 +174,59 @@ pub struct Config {
     pub sweep_interval: Duration,
     /// Whether lifecycle events become records.
     pub lifecycle_records: bool,
+    /// Audit trail settings.
+    pub audit: AuditSettings,
+    /// The config file, when there is one.
+    pub path: Option<PathBuf>,
+    /// Hex SHA-256 of the config file's bytes (of nothing without one).
+    pub sha256: String,
+}
+
+/// The default watched file: the load balancer's config.
+pub const DEFAULT_WATCH_FILES: &[&str] = &["/etc/haproxy/haproxy.cfg"];
+
+/// Audit trail settings, validated.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AuditSettings {
+    /// The checkpoint signing key.
+    pub signing_key: PathBuf,
+    /// Records between checkpoints.
+    pub checkpoint_records: u64,
+    /// Time between checkpoints.
+    pub checkpoint_interval: Duration,
+    /// Watched files.
+    pub watch_files: Vec<PathBuf>,
 }
 
 impl Config {
     /// Reads and validates a config file, then applies CLI overrides.
     pub fn load(path: Option<&Path>, overrides: Overrides) -> Result<Self, ConfigError> {
-        let file = match path {
+        use sha2::Digest as _;
+        let (file, sha256) = match path {
             Some(path) => {
-                let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+                let bytes = std::fs::read(path).map_err(|source| ConfigError::Read {
                     path: path.to_owned(),
                     source,
                 })?;
-                toml::from_str(&text).map_err(|e| ConfigError::Parse {
+                let text = String::from_utf8(bytes).map_err(|_| ConfigError::Parse {
+                    path: path.to_owned(),
+                    message: "not UTF-8 text".into(),
+                })?;
+                let file = toml::from_str(&text).map_err(|e| ConfigError::Parse {
                     path: path.to_owned(),
                     message: e.to_string().trim_end().to_owned(),
-                })?
+                })?;
+                (file, hex::encode(sha2::Sha256::digest(text.as_bytes())))
             }
-            None => ConfigFile::default(),
+            None => (
+                ConfigFile::default(),
+                hex::encode(sha2::Sha256::digest(b"")),
+            ),
         };
-        Self::try_new(file, overrides, path)
+        let mut config = Self::try_new(file, overrides, path)?;
+        config.path = path.map(Path::to_owned);
+        config.sha256 = sha256;
+        Ok(config)
     }
 
     /// Validates `file` with `overrides` applied; `path` names the file in errors.
@@ -277,7 +329,39 @@ impl Config {
                 format!("is {sweep_ms}; allowed 50 to 60000"),
             ));
         }
+        let checkpoint_records = file.audit.checkpoint_records.unwrap_or(10_000);
+        if !(1..=10_000_000).contains(&checkpoint_records) {
+            return Err(invalid(
+                "audit.checkpoint_records",
+                format!("is {checkpoint_records}; allowed 1 to 10000000"),
+            ));
+        }
+        let checkpoint_interval = secs(
+            file.audit.checkpoint_interval_secs,
+            10,
+            "audit.checkpoint_interval_secs",
+        )?;
+        let audit = AuditSettings {
+            signing_key: file
+                .audit
+                .signing_key
+                .unwrap_or_else(|| state_dir.join("signing.key")),
+            checkpoint_records,
+            checkpoint_interval,
+            watch_files: file.audit.watch_files.unwrap_or_else(|| {
+                DEFAULT_WATCH_FILES.iter().map(PathBuf::from).collect()
+            }),
+        };
+        if let Some(bad) = audit.watch_files.iter().find(|p| !p.is_absolute()) {
+            return Err(invalid(
+                "audit.watch_files",
+                format!("has `{}`; use absolute paths", bad.display()),
+            ));
+        }
         Ok(Self {
+            audit,
+            path: None,
+            sha256: String::new(),
             state_dir,
             output,
             interfaces,

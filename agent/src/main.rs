@@ -33,6 +33,17 @@ enum Command {
         #[arg(long, value_name = "DIR")]
         state_dir: Option<PathBuf>,
     },
+    /// Make a checkpoint signing key pair: PATH (private, mode 0600) and
+    /// PATH.pub (public, for `lbwitness verify --key`).
+    Keygen {
+        /// Private key path. Default: /var/lib/lbwitness/signing.key.
+        #[arg(long, value_name = "PATH")]
+        out: Option<PathBuf>,
+        /// Replace an existing key. Keep the old public key: old
+        /// checkpoints still verify only with it.
+        #[arg(long)]
+        force: bool,
+    },
 }
 
 fn main() -> ExitCode {
@@ -44,6 +55,26 @@ fn main() -> ExitCode {
         .init();
     let cli = Cli::parse();
     match cli.command {
+        Command::Keygen { out, force } => {
+            let path = out.unwrap_or_else(|| {
+                PathBuf::from(lbwitness::config::DEFAULT_STATE_DIR).join("signing.key")
+            });
+            match lbwitness::audit::keys::generate(&path, force) {
+                Ok(key) => {
+                    println!(
+                        "private key: {}\npublic key:  {}\nkey id:      {}",
+                        path.display(),
+                        lbwitness::audit::keys::public_path(&path).display(),
+                        lbwitness::audit::keys::key_id(&key.verifying_key())
+                    );
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
         Command::Run {
             interfaces,
             xdp_mode,
@@ -57,7 +88,7 @@ fn main() -> ExitCode {
                 output,
                 state_dir,
             };
-            let config = match Config::load(config.as_deref(), overrides) {
+            let config = match Config::load(config.as_deref(), overrides.clone()) {
                 Ok(c) => c,
                 Err(e) => {
                     eprintln!("error: {e}");
@@ -75,7 +106,7 @@ fn main() -> ExitCode {
                     return ExitCode::FAILURE;
                 }
             };
-            match runtime.block_on(lbwitness::run::run(config)) {
+            match runtime.block_on(lbwitness::run::run(config, overrides)) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
                     eprintln!("error: {e:#}");

@@ -31,6 +31,10 @@ pub struct Agent {
     pub output: PathBuf,
     /// Its stderr (logs), captured to a file.
     pub log: PathBuf,
+    /// Its state directory (agent id, signing key, chain head).
+    pub state_dir: PathBuf,
+    /// Whether dropping it removes output and state (not for restarts).
+    owns_files: bool,
 }
 
 /// How the agent exited.
@@ -47,18 +51,48 @@ impl Agent {
     ///
     /// # Panics
     /// If it exits or is not running within 20 s; the message carries its log.
+    /// Its state directory is a fresh temporary one, unless `extra` names
+    /// one.
     pub fn start(ns: &NetNs, iface: &str, extra: &[&str]) -> Self {
-        let output = temp_path("records.ndjson");
+        let mut agent = Self::start_with(
+            ns,
+            iface,
+            &temp_path("records.ndjson"),
+            &temp_path("state"),
+            extra,
+        );
+        agent.owns_files = true;
+        agent
+    }
+
+    /// Like [`start`](Self::start) with a given output and state directory,
+    /// which outlive the agent (to restart on them).
+    pub fn start_with(
+        ns: &NetNs,
+        iface: &str,
+        output: &Path,
+        state_dir: &Path,
+        extra: &[&str],
+    ) -> Self {
         let log = temp_path("agent.log");
         let mut cmd = ns.command(binary());
         cmd.args(["run", "--iface", iface, "--output"])
-            .arg(&output)
+            .arg(output)
             .args(extra)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(&log).expect("create agent log"));
+        if !extra.contains(&"--state-dir") {
+            cmd.arg("--state-dir").arg(state_dir);
+        }
         let child = ChildGuard::spawn(&mut cmd).unwrap_or_else(|e| panic!("{e:#}"));
-        let mut agent = Self { child, output, log };
+        let mut agent = Self {
+            child,
+            output: output.to_owned(),
+            log,
+            state_dir: state_dir.to_owned(),
+            owns_files: false,
+        };
         agent.wait_running();
         agent
     }
@@ -116,8 +150,11 @@ impl Agent {
 impl Drop for Agent {
     fn drop(&mut self) {
         if std::env::var_os("LBW_KEEP_OUTPUT").is_none() {
-            let _ = std::fs::remove_file(&self.output);
             let _ = std::fs::remove_file(&self.log);
+            if self.owns_files {
+                let _ = std::fs::remove_file(&self.output);
+                let _ = std::fs::remove_dir_all(&self.state_dir);
+            }
         }
     }
 }

@@ -1,5 +1,7 @@
 //! `cargo xtask bench`: the XDP per-packet cost against a no-op program,
-//! measured by the kernel (BPF_PROG_TEST_RUN). See tests/benches/xdp.rs.
+//! measured by the kernel (BPF_PROG_TEST_RUN, tests/benches/xdp.rs), the
+//! audit chain's cost per record (agent/benches/chain.rs) and
+//! `lbwitness verify` throughput (agent/benches/verify.rs).
 
 use anyhow::Result;
 
@@ -9,5 +11,6 @@ use crate::{setup, util};
 pub fn run() -> Result<()> {
     setup::build_tools()?;
     util::require_root("BPF_PROG_TEST_RUN loads eBPF programs")?;
-    util::cargo(&["bench", "-p", "integration-tests", "--bench", "xdp"])
+    util::cargo(&["bench", "-p", "integration-tests", "--bench", "xdp"])?;
+    util::cargo(&["bench", "-p", "lbwitness", "--bench", "chain", "--bench", "verify"])
 }

@@ -17,6 +17,7 @@ const DEBIAN_PACKAGES: &[(&str, &str)] = &[
     ("ethtool", "ethtool"),
     ("iproute2", "ip"),
     ("iputils-ping", "ping"),
+    ("openssl", "openssl"),
 ];
 
 /// Everything: build tools and test tools.

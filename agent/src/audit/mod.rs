@@ -1,4 +1,272 @@
-//! The audit stage: sequence numbers, the hash chain, checkpoints, gap and
-//! self-audit records. The scheme is specified in docs/AUDIT.md.
+//! The audit stage: numbers and chains every record, writes signed
+//! checkpoints, and records the agent's own actions. The scheme is specified
+//! in docs/AUDIT.md.
+//!
+//! ```text
+//! flows ──records──▶ ┐
+//!                    ├─▶ AuditTask ──sealed batches──▶ sink writer
+//! run, watch ─ctl──▶ ┘        │                            │
+//!                        head file ◀──── durable sequence ─┘
+//! ```
 
+pub mod chain;
+pub mod checkpoint;
 pub mod jcs;
+pub mod keys;
+pub mod records;
+pub mod state;
+
+use std::time::{Duration, Instant, SystemTime};
+
+use ed25519_dalek::SigningKey;
+use tokio::sync::{mpsc, watch};
+
+use self::{
+    chain::{Chain, Head, SealError},
+    checkpoint::{Cadence, Reason, Signer},
+    records::AuditRecords,
+    state::{HeadFile, Persisted, StateError},
+};
+use crate::record::{Record, audit::Stop};
+
+/// Sealed NDJSON lines for the sink.
+#[derive(Debug)]
+pub struct Batch {
+    /// Complete lines.
+    pub lines: Vec<u8>,
+    /// The sequence of the last line.
+    pub last_sequence: u64,
+}
+
+/// A request to the audit stage from outside the record flow.
+#[derive(Debug)]
+pub enum Control {
+    /// A self-audit record (hook attach or detach, file change).
+    Record(Box<Record>),
+    /// The config was reloaded: record it, and apply what can be applied.
+    Reload {
+        /// The `config-reload` record.
+        record: Box<Record>,
+        /// A new signing key: rotate to it.
+        key: Option<SigningKey>,
+        /// New checkpoint cadence.
+        cadence: Option<(u64, Duration)>,
+    },
+    /// The agent is stopping because of this signal.
+    Stopping(&'static str),
+}
+
+/// Why the audit stage stopped early.
+#[derive(Debug, thiserror::Error)]
+pub enum AuditError {
+    /// A record could not be serialised.
+    #[error(transparent)]
+    Seal(#[from] SealError),
+    /// The head file could not be written: without it a crash could fork
+    /// the chain, so the agent stops.
+    #[error(transparent)]
+    State(#[from] StateError),
+    /// The sink writer is gone.
+    #[error("the record writer stopped")]
+    SinkGone,
+}
+
+/// Where the audit stage ended, for the clean-stop mark.
+#[derive(Debug)]
+pub struct Finished {
+    /// The head file.
+    pub head_file: HeadFile,
+    /// The final head.
+    pub head: Head,
+    /// The final checkpoint's sequence.
+    pub checkpointed: u64,
+}
+
+/// Most records sealed into one batch.
+const BATCH: usize = 512;
+
+/// The audit task's state.
+pub struct AuditTask {
+    chain: Chain,
+    signer: Signer,
+    cadence: Cadence,
+    head_file: HeadFile,
+    records: AuditRecords,
+    durable: watch::Receiver<u64>,
+    out: mpsc::Sender<Batch>,
+    lines: Vec<u8>,
+    scratch: Vec<u8>,
+    /// Records this run sealed.
+    sealed: u64,
+    /// A checkpoint went into `lines`: fsync the head file with it.
+    sync: bool,
+    signal: &'static str,
+}
+
+impl AuditTask {
+    /// A task continuing `chain`; `checkpointed` is the sequence of the last
+    /// checkpoint, `durable` reports what the sink has made durable.
+    #[expect(clippy::too_many_arguments, reason = "plain wiring, called once")]
+    pub fn new(
+        chain: Chain,
+        checkpointed: u64,
+        signer: Signer,
+        (every_records, every): (u64, Duration),
+        head_file: HeadFile,
+        records: AuditRecords,
+        durable: watch::Receiver<u64>,
+        out: mpsc::Sender<Batch>,
+    ) -> Self {
+        Self {
+            chain,
+            signer,
+            cadence: Cadence::new(every_records, every, checkpointed, Instant::now()),
+            head_file,
+            records,
+            durable,
+            out,
+            lines: Vec::with_capacity(256 * 1024),
+            scratch: Vec::with_capacity(4096),
+            sealed: 0,
+            sync: false,
+            signal: "SIGTERM",
+        }
+    }
+
+    /// Seals `prelude` (the restart gap, start and attach records), then
+    /// records and control messages until both channels close, then the
+    /// stop record and a final checkpoint.
+    pub async fn run(
+        mut self,
+        prelude: Vec<Record>,
+        mut records: mpsc::Receiver<Record>,
+        mut control: mpsc::Receiver<Control>,
+    ) -> Result<Finished, AuditError> {
+        for record in prelude {
+            self.push(record)?;
+        }
+        self.flush().await?;
+        let mut batch = Vec::with_capacity(BATCH);
+        let (mut records_open, mut control_open) = (true, true);
+        while records_open || control_open {
+            let deadline = tokio::time::Instant::from_std(self.cadence.deadline());
+            tokio::select! {
+                n = records.recv_many(&mut batch, BATCH), if records_open => {
+                    records_open = n > 0;
+                    for record in batch.drain(..) {
+                        self.push(record)?;
+                    }
+                }
+                msg = control.recv(), if control_open => match msg {
+                    Some(msg) => self.on_control(msg)?,
+                    None => control_open = false,
+                },
+                () = tokio::time::sleep_until(deadline) => self.checkpoint(Reason::Interval, None)?,
+            }
+            self.flush().await?;
+        }
+        let stop = Stop {
+            records: self.sealed + 2,
+            signal: self.signal,
+        };
+        self.push(self.records.stop(SystemTime::now(), stop))?;
+        self.checkpoint(Reason::Stop, None)?;
+        self.flush().await?;
+        Ok(Finished {
+            head_file: self.head_file,
+            head: self.chain.head(),
+            checkpointed: self.cadence.last(),
+        })
+    }
+
+    fn on_control(&mut self, msg: Control) -> Result<(), AuditError> {
+        match msg {
+            Control::Record(record) => self.push(*record),
+            Control::Stopping(signal) => {
+                self.signal = signal;
+                Ok(())
+            }
+            Control::Reload {
+                record,
+                key,
+                cadence,
+            } => {
+                self.push(*record)?;
+                if let Some((records, every)) = cadence {
+                    self.cadence.set(records, every);
+                }
+                match key {
+                    Some(key) if key.verifying_key() != self.signer.public() => self.rotate(key),
+                    _ => Ok(()),
+                }
+            }
+        }
+    }
+
+    /// Announces `key` in a checkpoint signed with the current key, then
+    /// signs with it.
+    fn rotate(&mut self, key: SigningKey) -> Result<(), AuditError> {
+        let next = Signer::new(key);
+        self.checkpoint(Reason::Rotation, Some(&next))?;
+        let previous = std::mem::replace(&mut self.signer, next);
+        tracing::info!(previous = previous.key_id(), key = self.signer.key_id(), "signing key rotated");
+        let record =
+            self.records
+                .key_rotation(SystemTime::now(), previous.key_id(), self.signer.key_id());
+        self.push(record)
+    }
+
+    fn push(&mut self, mut record: Record) -> Result<(), AuditError> {
+        self.chain.seal(&mut record, &mut self.lines)?;
+        self.sealed += 1;
+        if self.cadence.records_due(self.chain.head().sequence) {
+            self.checkpoint(Reason::Records, None)?;
+        }
+        Ok(())
+    }
+
+    fn checkpoint(&mut self, reason: Reason, next: Option<&Signer>) -> Result<(), AuditError> {
+        let base = self.records.checkpoint(SystemTime::now(), reason.as_str());
+        let mut record = checkpoint::sign(
+            &self.chain,
+            base,
+            self.cadence.first_uncovered(),
+            &self.signer,
+            next.map(|n| n.public()).as_ref(),
+            reason == Reason::Stop,
+            &mut self.scratch,
+        )?;
+        let sequence = self.chain.seal(&mut record, &mut self.lines)?;
+        self.sealed += 1;
+        self.cadence.done(sequence, Instant::now());
+        self.sync = true;
+        Ok(())
+    }
+
+    /// Writes the head ahead of the batch, then hands the batch on. When the
+    /// sink is slow, this waits: back-pressure reaches the ring buffer, where
+    /// the kernel counts what it cannot reserve.
+    async fn flush(&mut self) -> Result<(), AuditError> {
+        if self.lines.is_empty() {
+            return Ok(());
+        }
+        let head = self.chain.head();
+        self.head_file.write(
+            &Persisted {
+                head,
+                durable: *self.durable.borrow(),
+                checkpointed: self.cadence.last(),
+                clean: false,
+            },
+            std::mem::take(&mut self.sync),
+        )?;
+        let lines = std::mem::replace(&mut self.lines, Vec::with_capacity(256 * 1024));
+        self.out
+            .send(Batch {
+                lines,
+                last_sequence: head.sequence,
+            })
+            .await
+            .map_err(|_| AuditError::SinkGone)
+    }
+}

@@ -11,8 +11,9 @@ use crate::{
     clock::{Clock, rfc3339},
     flows::table::FlowReport,
     record::{
-        Agent, CounterValue, Endpoint, Event, Extra, Icmp, Ingress, Inner, Interface, Network,
-        Observer, Record, Vlan,
+        CounterValue,
+        audit::Gap, Endpoint, Event, Icmp, Ingress, Inner, Interface, Network, Observer, Record,
+        Vlan,
     },
 };
 
@@ -95,19 +96,7 @@ impl Enricher {
     }
 
     fn base(&self, event: Event, timestamp: String, ifindex: Option<u32>) -> Record {
-        Record {
-            timestamp,
-            event,
-            source: None,
-            destination: None,
-            network: None,
-            observer: self.observer(ifindex),
-            agent: Agent {
-                kind: "lbwitness",
-                version: env!("CARGO_PKG_VERSION"),
-            },
-            lbwitness: Extra::default(),
-        }
+        Record::new(event, timestamp, self.observer(ifindex))
     }
 
     /// Fills source, destination and network from a flow key.
@@ -161,23 +150,16 @@ impl Enricher {
         let start = clock.wall(report.start_ns);
         let end = clock.wall(report.end_ns);
         let end_text = rfc3339(end);
-        let event = Event {
-            kind: "event",
-            category: &["network"],
-            kind_types: if report.reason.is_final() {
-                &["connection", "end"]
-            } else {
-                &["connection", "info"]
-            },
-            action: "flow",
-            reason: Some(report.reason.as_str()),
-            start: Some(rfc3339(start)),
-            end: Some(end_text.clone()),
-            duration: Some(report.end_ns.saturating_sub(report.start_ns)),
-            sequence: 0,
-            module: "lbwitness",
-            dataset: "lbwitness.flow",
+        let types: &'static [&'static str] = if report.reason.is_final() {
+            &["connection", "end"]
+        } else {
+            &["connection", "info"]
         };
+        let mut event = Event::new("lbwitness.flow", "flow", "event", &["network"], types);
+        event.reason = Some(report.reason.as_str());
+        event.start = Some(rfc3339(start));
+        event.end = Some(end_text.clone());
+        event.duration = Some(report.end_ns.saturating_sub(report.start_ns));
         let mut rec = self.base(event, end_text, Some(report.key.ifindex));
         Self::flow_fields(&mut rec, &report.key, Some((report.packets, report.bytes)));
         if report.key.protocol == proto::TCP {
@@ -199,19 +181,8 @@ impl Enricher {
                 ("flow-start", &["connection", "start"])
             };
         let at = rfc3339(clock.wall(ev.header.ktime_ns));
-        let event = Event {
-            kind: "event",
-            category: &["network"],
-            kind_types: types,
-            action,
-            reason: (ev.reasons & reason::NEW != 0).then_some("new-flow"),
-            start: None,
-            end: None,
-            duration: None,
-            sequence: 0,
-            module: "lbwitness",
-            dataset: "lbwitness.lifecycle",
-        };
+        let mut event = Event::new("lbwitness.lifecycle", action, "event", &["network"], types);
+        event.reason = (ev.reasons & reason::NEW != 0).then_some("new-flow");
         let mut rec = self.base(event, at, Some(ev.key.ifindex));
         Self::flow_fields(&mut rec, &ev.key, None);
         if ev.key.protocol == proto::TCP {
@@ -229,22 +200,52 @@ impl Enricher {
         agent: BTreeMap<&'static str, CounterValue>,
         lost: bool,
     ) -> Record {
-        let event = Event {
-            kind: "metric",
-            category: &["network"],
-            kind_types: if lost { &["info", "error"] } else { &["info"] },
-            action: "capture-counters",
-            reason: lost.then_some("capture-loss"),
-            start: None,
-            end: None,
-            duration: None,
-            sequence: 0,
-            module: "lbwitness",
-            dataset: "lbwitness.capture",
-        };
+        let types: &'static [&'static str] = if lost { &["info", "error"] } else { &["info"] };
+        let mut event = Event::new(
+            "lbwitness.capture",
+            "capture-counters",
+            "metric",
+            &["network"],
+            types,
+        );
+        event.reason = lost.then_some("capture-loss");
         let mut rec = self.base(event, rfc3339(now), None);
         rec.lbwitness.kernel = Some(kernel);
         rec.lbwitness.agent_counters = Some(agent);
+        rec
+    }
+}
+
+impl Enricher {
+    /// A gap record: `count` of `reason` lost (or unparsable) between
+    /// `start` and `end`.
+    pub fn gap_record(
+        &self,
+        start: std::time::SystemTime,
+        end: std::time::SystemTime,
+        source: &'static str,
+        reason: &'static str,
+        class: &'static str,
+        count: u64,
+    ) -> Record {
+        let mut event = Event::new("lbwitness.audit", "gap", "event", &["network"], &["info", "error"]);
+        event.reason = Some(reason);
+        event.start = Some(rfc3339(start));
+        event.end = Some(rfc3339(end));
+        event.duration = Some(
+            end.duration_since(start)
+                .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)),
+        );
+        let mut rec = self.base(event, rfc3339(end), None);
+        rec.lbwitness.gap = Some(Gap {
+            class,
+            count,
+            first_sequence: None,
+            last_sequence: None,
+            previous_run: None,
+            reason,
+            source,
+        });
         rec
     }
 }

@@ -48,10 +48,12 @@ pub struct FlowSettings {
 }
 
 /// Counter totals at the previous counters record.
-#[derive(Default)]
 struct Reported {
     kernel: [u64; Counter::COUNT as usize],
     agent: BTreeMap<&'static str, u64>,
+    /// When the previous counters record was made: the start of the
+    /// interval the next gap records cover.
+    at: SystemTime,
 }
 
 /// The flow task's state.
@@ -86,7 +88,11 @@ impl FlowTask {
             enricher,
             settings,
             telemetry,
-            reported: Reported::default(),
+            reported: Reported {
+                kernel: [0; Counter::COUNT as usize],
+                agent: BTreeMap::new(),
+                at: SystemTime::now(),
+            },
             clock: Clock::sample(),
             out,
         }
@@ -210,12 +216,14 @@ impl FlowTask {
     }
 
     /// Emits a counters record when any counter moved since the last one, or
-    /// always when `force` (the final record at shutdown).
+    /// always when `force` (the final record at shutdown), preceded by one
+    /// gap record per loss or malformed-packet reason that moved.
     async fn report_counters(&mut self, force: bool) -> Result<(), WriterGone> {
         let mut kernel = BTreeMap::new();
         let mut agent = BTreeMap::new();
         let mut moved = false;
         let mut lost = false;
+        let mut gaps = Vec::new();
         for counter in Counter::ALL {
             let total = match self.maps.counters.get(&(counter as u32), 0) {
                 Ok(per_cpu) => per_cpu.iter().sum::<u64>(),
@@ -230,6 +238,14 @@ impl FlowTask {
             // record; losses and malformed packets get one within a sweep.
             moved |= delta > 0 && counter.class() != CounterClass::Info;
             lost |= delta > 0 && counter.class() == CounterClass::Loss;
+            let class = match counter.class() {
+                CounterClass::Loss => Some("loss"),
+                CounterClass::Malformed => Some("malformed"),
+                CounterClass::Info => None,
+            };
+            if let Some(class) = class.filter(|_| delta > 0) {
+                gaps.push(("kernel", counter.name(), class, delta));
+            }
             kernel.insert(counter.name(), CounterValue { delta, total });
         }
         for (name, total, is_loss) in self.telemetry.snapshot() {
@@ -238,6 +254,9 @@ impl FlowTask {
             // Event counts move all the time; only losses warrant a record.
             moved |= delta > 0 && is_loss;
             lost |= delta > 0 && is_loss;
+            if delta > 0 && is_loss {
+                gaps.push(("agent", name, "loss", delta));
+            }
             agent.insert(name, CounterValue { delta, total });
         }
         if !moved && !force {
@@ -256,9 +275,15 @@ impl FlowTask {
         if lost {
             tracing::warn!("capture loss since the previous counters record");
         }
-        let record = self
-            .enricher
-            .counters_record(SystemTime::now(), kernel, agent, lost);
+        let now = SystemTime::now();
+        let since = std::mem::replace(&mut self.reported.at, now);
+        for (source, reason, class, count) in gaps {
+            let gap = self
+                .enricher
+                .gap_record(since, now, source, reason, class, count);
+            self.emit(gap).await?;
+        }
+        let record = self.enricher.counters_record(now, kernel, agent, lost);
         self.emit(record).await
     }
 }

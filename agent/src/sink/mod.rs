@@ -2,11 +2,11 @@
 
 pub mod file;
 
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 
-use crate::record::Record;
+use crate::audit::Batch;
 
-/// A destination for serialised NDJSON records.
+/// A destination for sealed NDJSON lines.
 pub trait Sink: Send {
     /// Writes complete NDJSON lines (each ending in `\n`).
     fn write(&mut self, lines: &[u8]) -> impl Future<Output = std::io::Result<()>> + Send;
@@ -14,35 +14,25 @@ pub trait Sink: Send {
     fn flush(&mut self) -> impl Future<Output = std::io::Result<()>> + Send;
 }
 
-/// Most records serialised before a write.
-const BATCH: usize = 512;
-
-/// The writer task: numbers records in output order, serialises them and
-/// writes them until every sender is gone, then flushes.
-///
-/// `event.sequence` is assigned here, in the single place records are
-/// ordered, so the numbers have no holes.
+/// The writer task: writes sealed batches in order until the audit stage is
+/// done, flushing whenever it catches up, and reports the last sequence
+/// made durable on `durable`. Returns that sequence.
 pub async fn run<S: Sink>(
     mut sink: S,
-    mut records: mpsc::Receiver<Record>,
+    mut batches: mpsc::Receiver<Batch>,
+    durable: watch::Sender<u64>,
 ) -> std::io::Result<u64> {
-    let mut sequence = 0u64;
-    let mut buf = Vec::with_capacity(64 * 1024);
-    let mut batch = Vec::with_capacity(BATCH);
-    while records.recv_many(&mut batch, BATCH).await > 0 {
-        buf.clear();
-        for mut record in batch.drain(..) {
-            sequence += 1;
-            record.event.sequence = sequence;
-            serde_json::to_writer(&mut buf, &record).map_err(std::io::Error::other)?;
-            buf.push(b'\n');
-        }
-        sink.write(&buf).await?;
-        // Nothing else waiting: make what we have visible now.
-        if records.is_empty() {
+    let mut written = *durable.borrow();
+    while let Some(batch) = batches.recv().await {
+        sink.write(&batch.lines).await?;
+        written = batch.last_sequence;
+        // Nothing else waiting: make what we have durable now.
+        if batches.is_empty() {
             sink.flush().await?;
+            durable.send_replace(written);
         }
     }
     sink.flush().await?;
-    Ok(sequence)
+    durable.send_replace(written);
+    Ok(written)
 }

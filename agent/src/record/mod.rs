@@ -1,0 +1,466 @@
+//! The record the agent emits: Elastic Common Schema fields as nested JSON.
+//! Everything lbwitness-specific sits under `lbwitness.*` so it never
+//! collides with an ECS field.
+
+pub mod audit;
+
+use std::collections::BTreeMap;
+
+use serde::Serialize;
+
+/// One output record.
+///
+/// Fields of every record struct are declared in the order of their JSON
+/// names (RFC 8785 sorts object members), so serialising one with
+/// [`crate::audit::jcs::to_canonical_vec`] yields its canonical form directly;
+/// `tests::records_serialise_canonically` checks that for every record kind.
+#[derive(Clone, Debug, Serialize)]
+pub struct Record {
+    /// When the event happened (RFC 3339, UTC, ns).
+    #[serde(rename = "@timestamp")]
+    pub timestamp: String,
+    /// `agent.*`.
+    pub agent: Agent,
+    /// `destination.*`, for flow records.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub destination: Option<Endpoint>,
+    /// `event.*`.
+    pub event: Event,
+    /// `file.*`, for file-change records.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub file: Option<audit::File>,
+    /// `lbwitness.*`: fields ECS has no place for.
+    #[serde(skip_serializing_if = "Extra::is_empty")]
+    pub lbwitness: Extra,
+    /// `network.*`, for flow records.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub network: Option<Network>,
+    /// `observer.*`: this host.
+    pub observer: Observer,
+    /// `process.*`: who did it, when known.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub process: Option<audit::Process>,
+    /// `source.*`, for flow records.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub source: Option<Endpoint>,
+    /// `user.*`: as whom, when known.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub user: Option<audit::User>,
+}
+
+impl Record {
+    /// A record with only the fields every record has. The audit stage
+    /// fills `agent.id` and `event.sequence`.
+    pub fn new(event: Event, timestamp: String, observer: Observer) -> Self {
+        Self {
+            timestamp,
+            agent: Agent {
+                id: "",
+                kind: "lbwitness",
+                version: env!("CARGO_PKG_VERSION"),
+            },
+            destination: None,
+            event,
+            file: None,
+            lbwitness: Extra::default(),
+            network: None,
+            observer,
+            process: None,
+            source: None,
+            user: None,
+        }
+    }
+}
+
+/// `event.*`. `event.hash` is not a field: the chain inserts it into the
+/// serialised record (see [`crate::audit::chain`]).
+#[derive(Clone, Debug, Serialize)]
+pub struct Event {
+    /// What happened, e.g. `flow`, `tcp-syn`, `checkpoint`, `gap`.
+    pub action: &'static str,
+    /// ECS categories.
+    pub category: &'static [&'static str],
+    /// `lbwitness.flow`, `lbwitness.lifecycle`, `lbwitness.capture` or
+    /// `lbwitness.audit`.
+    pub dataset: &'static str,
+    /// `end - start` in nanoseconds.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub duration: Option<u64>,
+    /// End of the interval.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub end: Option<String>,
+    /// `event` for most records, `metric` for counters, `state` for
+    /// checkpoints.
+    pub kind: &'static str,
+    /// Always `lbwitness`.
+    pub module: &'static str,
+    /// Why, e.g. `idle-timeout`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<&'static str>,
+    /// Per-agent record number, assigned by the audit stage.
+    pub sequence: u64,
+    /// Start of the interval the record covers.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub start: Option<String>,
+    /// ECS types.
+    #[serde(rename = "type")]
+    pub kind_types: &'static [&'static str],
+}
+
+impl Event {
+    /// An event with the fields every lbwitness event shares; the optional
+    /// ones are empty.
+    pub fn new(
+        dataset: &'static str,
+        action: &'static str,
+        kind: &'static str,
+        category: &'static [&'static str],
+        kind_types: &'static [&'static str],
+    ) -> Self {
+        Self {
+            action,
+            category,
+            dataset,
+            duration: None,
+            end: None,
+            kind,
+            module: "lbwitness",
+            reason: None,
+            sequence: 0,
+            start: None,
+            kind_types,
+        }
+    }
+}
+
+/// `source.*` / `destination.*`.
+#[derive(Clone, Debug, Serialize)]
+pub struct Endpoint {
+    /// Bytes sent by this endpoint (source only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub bytes: Option<u64>,
+    /// Address.
+    pub ip: std::net::IpAddr,
+    /// Packets sent by this endpoint (source only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub packets: Option<u64>,
+    /// Port, for TCP and UDP.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub port: Option<u16>,
+}
+
+/// `network.*`.
+#[derive(Clone, Debug, Serialize)]
+pub struct Network {
+    /// Bytes in the interval.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub bytes: Option<u64>,
+    /// Community ID v1, seed 0.
+    pub community_id: String,
+    /// IANA protocol number, as a string (ECS keyword).
+    pub iana_number: String,
+    /// Inner VLAN tag (802.1ad QinQ).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub inner: Option<Inner>,
+    /// Packets in the interval.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub packets: Option<u64>,
+    /// Lowercase transport name (`tcp`, `udp`, `icmp`, `ipv6-icmp`, ...).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub transport: Option<&'static str>,
+    /// `ipv4` or `ipv6`.
+    #[serde(rename = "type")]
+    pub ip_type: &'static str,
+    /// Outer VLAN tag.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub vlan: Option<Vlan>,
+}
+
+/// `network.vlan`.
+#[derive(Clone, Debug, Serialize)]
+pub struct Vlan {
+    /// VLAN id as a string (ECS keyword).
+    pub id: String,
+}
+
+/// `network.inner`.
+#[derive(Clone, Debug, Serialize)]
+pub struct Inner {
+    /// `network.inner.vlan`.
+    pub vlan: Vlan,
+}
+
+/// `observer.*`.
+#[derive(Clone, Debug, Serialize)]
+pub struct Observer {
+    /// This host's name.
+    pub hostname: String,
+    /// The interface the packets arrived on.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ingress: Option<Ingress>,
+    /// Always `lbwitness`.
+    pub product: &'static str,
+    /// Always `sensor`.
+    #[serde(rename = "type")]
+    pub kind: &'static str,
+}
+
+/// `observer.ingress`.
+#[derive(Clone, Debug, Serialize)]
+pub struct Ingress {
+    /// `observer.ingress.interface`.
+    pub interface: Interface,
+}
+
+/// `observer.ingress.interface`.
+#[derive(Clone, Debug, Serialize)]
+pub struct Interface {
+    /// Interface index, as a string (ECS keyword).
+    pub id: String,
+    /// Interface name.
+    pub name: String,
+}
+
+/// `agent.*`.
+#[derive(Clone, Debug, Serialize)]
+pub struct Agent {
+    /// The agent's stable id (`<state_dir>/agent.id`), set by the audit stage.
+    pub id: &'static str,
+    /// Always `lbwitness`.
+    #[serde(rename = "type")]
+    pub kind: &'static str,
+    /// The agent's version.
+    pub version: &'static str,
+}
+
+/// `lbwitness.*`.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct Extra {
+    /// Agent counters, same shape as `kernel`.
+    #[serde(skip_serializing_if = "Option::is_none", rename = "agent")]
+    pub agent_counters: Option<BTreeMap<&'static str, CounterValue>>,
+    /// A checkpoint.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub checkpoint: Option<audit::Checkpoint>,
+    /// A config reload.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub config: Option<audit::ConfigReload>,
+    /// A watched file's previous state.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub file: Option<audit::FileExtra>,
+    /// Declared loss.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub gap: Option<audit::Gap>,
+    /// A hook attached or detached.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub hook: Option<audit::Hook>,
+    /// ICMP type and code.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub icmp: Option<Icmp>,
+    /// Kernel counters: name to change since the previous counters record and
+    /// running total.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub kernel: Option<BTreeMap<&'static str, CounterValue>>,
+    /// A key rotation.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub key: Option<audit::KeyRotation>,
+    /// An agent start.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub start: Option<audit::Start>,
+    /// An agent stop.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub stop: Option<audit::Stop>,
+    /// TCP flags seen, e.g. `["SYN", "ACK"]`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tcp_flags: Option<Vec<&'static str>>,
+}
+
+impl Extra {
+    fn is_empty(&self) -> bool {
+        self.agent_counters.is_none()
+            && self.checkpoint.is_none()
+            && self.config.is_none()
+            && self.file.is_none()
+            && self.gap.is_none()
+            && self.hook.is_none()
+            && self.icmp.is_none()
+            && self.kernel.is_none()
+            && self.key.is_none()
+            && self.start.is_none()
+            && self.stop.is_none()
+            && self.tcp_flags.is_none()
+    }
+}
+
+/// `lbwitness.icmp`.
+#[derive(Clone, Copy, Debug, Serialize)]
+pub struct Icmp {
+    /// ICMP code.
+    pub code: u8,
+    /// ICMP type.
+    #[serde(rename = "type")]
+    pub icmp_type: u8,
+}
+
+/// One counter in a counters record.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+pub struct CounterValue {
+    /// Change since the previous counters record.
+    pub delta: u64,
+    /// Total since the agent started.
+    pub total: u64,
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::{Duration, SystemTime};
+
+    use agent_common::flow::{FlowKey, IP_V4, proto, tcp_flag};
+
+    use super::{audit::*, *};
+    use crate::{
+        audit::{chain::Head, jcs, records::AuditRecords, state::PreviousRun as Prev},
+        clock::Clock,
+        enrich::Enricher,
+        flows::table::{FlowReport, ReportReason},
+        watch::{ChangeKind, Evidence, FileChange, FileState, Writer},
+    };
+
+    /// One record of every kind, with every optional field set somewhere.
+    fn every_kind() -> Vec<Record> {
+        let e = Enricher::new("lb1".into(), [(3, "veth0".to_string())].into());
+        let clock = Clock::from_offset(1_700_000_000_000_000_000);
+        let mut key = FlowKey {
+            ifindex: 3,
+            src_port: 40000,
+            dst_port: 80,
+            ip_version: IP_V4,
+            protocol: proto::TCP,
+            vlan_depth: 2,
+            vlan_outer: 100,
+            vlan_inner: 200,
+            ..FlowKey::default()
+        };
+        key.src_addr[..4].copy_from_slice(&[192, 0, 2, 1]);
+        let report = FlowReport {
+            key,
+            start_ns: 1,
+            end_ns: 2,
+            packets: 3,
+            bytes: 4,
+            tcp_flags: tcp_flag::SYN,
+            reason: ReportReason::IdleTimeout,
+        };
+        let mut icmp = report;
+        icmp.key.protocol = proto::ICMP;
+        let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000);
+        let a = AuditRecords::new("lb1".into());
+        let state = FileState {
+            sha256: "ab".repeat(32),
+            size: 10,
+            mtime: Some(now),
+        };
+        let change = FileChange {
+            path: "/etc/haproxy/haproxy.cfg".into(),
+            kind: ChangeKind::Modified,
+            previous: Some(state.clone()),
+            current: Some(state),
+            unreadable: None,
+            observed: now,
+            writer: Some(Writer {
+                pid: 42,
+                process_name: Some("vi".into()),
+                executable: Some("/usr/bin/vi".into()),
+                uid: Some(0),
+                user_name: Some("root".into()),
+                evidence: Evidence::Path,
+            }),
+        };
+        let counters = [("x", CounterValue { delta: 1, total: 2 })].into();
+        let mut checkpoint = a.checkpoint(now, "records");
+        checkpoint.lbwitness.checkpoint = Some(Checkpoint {
+            count: 1,
+            is_final: true,
+            first_sequence: 1,
+            head_hash: "00".repeat(32),
+            key_id: "11".repeat(32),
+            last_sequence: 1,
+            next_key: Some(NextKey {
+                key_id: "22".repeat(32),
+                public_key: "33".repeat(32),
+            }),
+            signature: Some("44".repeat(64)),
+        });
+        vec![
+            e.flow_record(&clock, &report),
+            e.flow_record(&clock, &icmp),
+            e.counters_record(now, counters, [("y", CounterValue { delta: 0, total: 0 })].into(), true),
+            e.gap_record(now, now, "kernel", "ringbuf_reserve_failed", "loss", 7),
+            a.restart(
+                now,
+                Head::GENESIS,
+                Prev {
+                    clean: false,
+                    durable: 3,
+                    unconfirmed: Some((4, 9)),
+                },
+            ),
+            a.start(
+                now,
+                Start {
+                    config_sha256: "55".repeat(32),
+                    hooks: vec!["xdp/veth0/native".into()],
+                    interfaces: vec!["veth0".into()],
+                    key_id: "66".repeat(32),
+                    version: "0.1.0",
+                    watched_files: vec![WatchedFile {
+                        path: "/etc/x".into(),
+                        sha256: Some("77".repeat(32)),
+                        size: Some(1),
+                    }],
+                },
+            ),
+            a.stop(now, Stop { records: 9, signal: "SIGTERM" }),
+            a.hook(
+                now,
+                true,
+                Hook {
+                    ifindex: 3,
+                    interface: "veth0".into(),
+                    kind: "xdp",
+                    mode: "native",
+                },
+            ),
+            a.config_reload(
+                now,
+                ConfigReload {
+                    applied: vec!["audit.checkpoint"],
+                    error: Some("bad".into()),
+                    path: "/etc/lbwitness.toml".into(),
+                    previous_sha256: "88".repeat(32),
+                    restart_required: vec!["capture.interfaces"],
+                    sha256: "99".repeat(32),
+                },
+            ),
+            a.key_rotation(now, "aa", "bb"),
+            a.file_change(&change),
+            checkpoint,
+        ]
+    }
+
+    #[test]
+    fn records_serialise_canonically() {
+        for record in every_kind() {
+            let mut written = Vec::new();
+            jcs::to_canonical_vec(&record, &mut written).unwrap();
+            let mut canonical = Vec::new();
+            jcs::parse(&written).unwrap().write_canonical(&mut canonical);
+            assert_eq!(
+                String::from_utf8(written).unwrap(),
+                String::from_utf8(canonical).unwrap(),
+                "{}: struct fields must be declared in JSON-name order",
+                record.event.action
+            );
+        }
+    }
+}

@@ -1,0 +1,309 @@
+//! `lbwitness run`: checks, load, attach, the pipeline tasks, reloads on
+//! SIGHUP, and a clean shutdown on SIGINT or SIGTERM.
+//!
+//! ```text
+//! ring buffer ─▶ capture::ringbuf ─▶ flows (sweeps FLOWS, reads COUNTERS) ─▶ audit ─▶ sink
+//!                                            run (hooks, reloads), watch ──┘
+//! ```
+
+mod reload;
+
+use std::{
+    path::Path,
+    sync::Arc,
+    time::{Duration, SystemTime},
+};
+
+use agent_common::names;
+use anyhow::{Context as _, anyhow};
+use aya::maps::{HashMap as BpfHashMap, PerCpuArray, RingBuf};
+use tokio::{
+    signal::unix::SignalKind,
+    sync::{mpsc, watch},
+    task::JoinHandle,
+};
+use tokio_util::sync::CancellationToken;
+use tracing::info;
+
+use crate::{
+    audit::{
+        AuditTask, Control,
+        chain::Chain,
+        checkpoint::Signer,
+        keys,
+        records::AuditRecords,
+        state::{self, HeadFile, Persisted},
+    },
+    capture::{self, attach::attach},
+    config::{Config, Output, Overrides},
+    record::audit::{Hook, Start, WatchedFile},
+    enrich::Enricher,
+    flows::{FlowMaps, FlowSettings, FlowTask},
+    preflight,
+    sink::{self, file::FileSink},
+    telemetry::Telemetry,
+    watch::Watcher,
+};
+
+/// Channel depths: enough to ride out a burst, small enough to push back.
+const EVENT_BATCHES: usize = 64;
+const RECORDS: usize = 8192;
+const BATCHES: usize = 16;
+const CONTROL: usize = 256;
+/// The whole shutdown, detach to last flush, must fit in this.
+const SHUTDOWN_BUDGET: Duration = Duration::from_millis(4500);
+
+fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_owned())
+        .unwrap_or_else(|_| "unknown".into())
+}
+
+/// Kernels before 5.11 charge BPF memory to RLIMIT_MEMLOCK; lift it. Later
+/// kernels use memory cgroups and ignore it, so failure is only logged.
+fn raise_memlock() {
+    let unlimited = libc::rlimit {
+        rlim_cur: libc::RLIM_INFINITY,
+        rlim_max: libc::RLIM_INFINITY,
+    };
+    // SAFETY: a valid rlimit struct.
+    if unsafe { libc::setrlimit(libc::RLIMIT_MEMLOCK, &unlimited) } != 0 {
+        tracing::debug!("could not raise RLIMIT_MEMLOCK");
+    }
+}
+
+/// Runs the agent until SIGINT or SIGTERM. `overrides` are the command
+/// line's, applied again on every reload.
+pub async fn run(config: Config, overrides: Overrides) -> anyhow::Result<()> {
+    let mut config = config;
+    let interfaces = preflight::resolve_interfaces(&config.interfaces)?;
+    preflight::check_capabilities()?;
+    preflight::check_kernel(Path::new(preflight::VMLINUX_BTF))?;
+
+    // The chain's state, before anything can produce a record.
+    let agent_id: &'static str =
+        Box::leak(state::agent_id(&config.state_dir)?.into_boxed_str());
+    let (key, made) = keys::load_or_generate(&config.audit.signing_key)?;
+    let signer = Signer::new(key);
+    if made {
+        info!(
+            key = %config.audit.signing_key.display(),
+            public = %keys::public_path(&config.audit.signing_key).display(),
+            key_id = signer.key_id(),
+            "made a new checkpoint signing key; give its public half to whoever verifies the trail"
+        );
+    }
+    let tail = match &config.output {
+        Output::File(path) => {
+            let (tail, cut) = state::recover_output(path, agent_id)?;
+            if cut > 0 {
+                tracing::warn!(bytes = cut, output = %path.display(), "cut a partial last line left by a crash");
+            }
+            tail
+        }
+        Output::Stdout => None,
+    };
+    let (head_file, persisted) = HeadFile::open(&config.state_dir)?;
+    let resume = state::resume(persisted, tail);
+    info!(agent_id, sequence = resume.head.sequence, "audit chain resumed");
+    let (watcher, startup) = Watcher::new(
+        config.audit.watch_files.clone(),
+        config.state_dir.join("watch.state"),
+    )?;
+
+    let sink = match &config.output {
+        Output::Stdout => FileSink::stdout(),
+        Output::File(path) => FileSink::open(path)?,
+    };
+    raise_memlock();
+
+    let mut ebpf = capture::load(config.flow_table_entries, config.ring_buffer_bytes)?;
+    let mut attachments = Vec::new();
+    {
+        let prog = capture::xdp_program(&mut ebpf)?;
+        for (ifindex, name) in &interfaces {
+            // On error, dropping `ebpf` detaches what was attached so far.
+            let a = attach(prog, name, *ifindex, config.xdp_mode)?;
+            info!(iface = %a.iface, ifindex = a.ifindex, mode = a.mode.as_str(), "attached XDP");
+            attachments.push(a);
+        }
+    }
+
+    let take = |ebpf: &mut aya::Ebpf, name: &str| {
+        ebpf.take_map(name)
+            .ok_or_else(|| anyhow!("the eBPF object has no map `{name}`: rebuild the agent"))
+    };
+    let ring = RingBuf::try_from(take(&mut ebpf, names::EVENTS_MAP)?)?;
+    let maps = FlowMaps {
+        flows: BpfHashMap::try_from(take(&mut ebpf, names::FLOW_MAP)?)?,
+        counters: PerCpuArray::try_from(take(&mut ebpf, names::COUNTERS_MAP)?)?,
+    };
+
+    // The first records of the run.
+    let host = hostname();
+    let audit_records = AuditRecords::new(host.clone());
+    let now = SystemTime::now();
+    let hook = |a: &capture::attach::Attachment| Hook {
+        ifindex: a.ifindex,
+        interface: a.iface.clone(),
+        kind: "xdp",
+        mode: a.mode.as_str(),
+    };
+    let mut prelude = Vec::new();
+    if let Some(previous) = resume.previous {
+        prelude.push(audit_records.restart(now, resume.head, previous));
+    }
+    prelude.push(audit_records.start(
+        now,
+        Start {
+            config_sha256: config.sha256.clone(),
+            hooks: attachments
+                .iter()
+                .map(|a| format!("xdp/{}/{}", a.iface, a.mode.as_str()))
+                .collect(),
+            interfaces: attachments.iter().map(|a| a.iface.clone()).collect(),
+            key_id: signer.key_id().to_owned(),
+            version: env!("CARGO_PKG_VERSION"),
+            watched_files: startup
+                .current
+                .iter()
+                .map(|(path, state)| WatchedFile {
+                    path: path.display().to_string(),
+                    sha256: state.as_ref().map(|s| s.sha256.clone()),
+                    size: state.as_ref().map(|s| s.size),
+                })
+                .collect(),
+        },
+    ));
+    prelude.extend(attachments.iter().map(|a| audit_records.hook(now, true, hook(a))));
+    prelude.extend(startup.changes.iter().map(|c| audit_records.file_change(c)));
+
+    let telemetry = Arc::new(Telemetry::default());
+    let shutdown = CancellationToken::new();
+    let (event_tx, event_rx) = mpsc::channel(EVENT_BATCHES);
+    let (record_tx, record_rx) = mpsc::channel(RECORDS);
+    let (control_tx, control_rx) = mpsc::channel(CONTROL);
+    let (batch_tx, batch_rx) = mpsc::channel(BATCHES);
+    let (durable_tx, durable_rx) = watch::channel(resume.head.sequence);
+    let (change_tx, mut change_rx) = mpsc::channel(64);
+
+    let mut writer = tokio::spawn(sink::run(sink, batch_rx, durable_tx));
+    let audit = AuditTask::new(
+        Chain::new(agent_id, resume.head),
+        resume.checkpointed,
+        signer,
+        (
+            config.audit.checkpoint_records,
+            config.audit.checkpoint_interval,
+        ),
+        head_file,
+        audit_records.clone(),
+        durable_rx,
+        batch_tx,
+    );
+    let mut audit = tokio::spawn(audit.run(prelude, record_rx, control_rx));
+    let flow_task = FlowTask::new(
+        maps,
+        Enricher::new(host, interfaces.into_iter().collect()),
+        FlowSettings {
+            timeouts: config.timeouts,
+            sweep_interval: config.sweep_interval,
+            lifecycle_records: config.lifecycle_records,
+        },
+        telemetry.clone(),
+        record_tx,
+    );
+    let mut flows = tokio::spawn(flow_task.run(event_rx));
+    let mut reader: JoinHandle<std::io::Result<()>> = tokio::spawn(capture::ringbuf::run(
+        ring,
+        event_tx,
+        telemetry.clone(),
+        shutdown.clone(),
+    ));
+    let watch_stop = CancellationToken::new();
+    let mut watching = tokio::spawn(watcher.run(change_tx, watch_stop.clone()));
+    info!(
+        interfaces = ?config.interfaces,
+        output = ?config.output,
+        "lbwitness running"
+    );
+
+    let mut sigterm = tokio::signal::unix::signal(SignalKind::terminate())?;
+    let mut sigint = tokio::signal::unix::signal(SignalKind::interrupt())?;
+    let mut sighup = tokio::signal::unix::signal(SignalKind::hangup())?;
+    let mut watch_open = true;
+    let (signal, early) = loop {
+        tokio::select! {
+            _ = sigterm.recv() => { info!("SIGTERM: stopping"); break ("SIGTERM", None) }
+            _ = sigint.recv() => { info!("SIGINT: stopping"); break ("SIGINT", None) }
+            _ = sighup.recv() => {
+                let msg = reload::reload(&mut config, &overrides, &audit_records);
+                if control_tx.send(msg).await.is_err() {
+                    break ("", Some("the audit stage stopped".to_owned()));
+                }
+            }
+            change = change_rx.recv(), if watch_open => match change {
+                Some(change) => {
+                    info!(path = %change.path.display(), change = change.kind.as_str(), "watched file changed");
+                    let record = Box::new(audit_records.file_change(&change));
+                    if control_tx.send(Control::Record(record)).await.is_err() {
+                        break ("", Some("the audit stage stopped".to_owned()));
+                    }
+                }
+                None => watch_open = false,
+            },
+            r = &mut watching, if watch_open => {
+                // File watching is not capture: losing it is recorded, not fatal.
+                tracing::error!(result = ?r, "watching files stopped");
+                watch_open = false;
+            }
+            r = &mut writer => break ("", Some(format!("the record writer stopped: {r:?}"))),
+            r = &mut audit => break ("", Some(format!("the audit stage stopped: {r:?}"))),
+            r = &mut flows => break ("", Some(format!("the flow task stopped: {r:?}"))),
+            r = &mut reader => break ("", Some(format!("the ring-buffer reader stopped: {r:?}"))),
+        }
+    };
+    watch_stop.cancel();
+
+    // Detach first, so what the maps hold afterwards is final.
+    {
+        let prog = capture::xdp_program(&mut ebpf)?;
+        for a in attachments {
+            let record = audit_records.hook(SystemTime::now(), false, hook(&a));
+            prog.detach(a.link)
+                .with_context(|| format!("detaching XDP from {}", a.iface))?;
+            info!(iface = %a.iface, "detached XDP");
+            // The audit stage may be gone already (early stop); then there
+            // is nobody to record this.
+            let _ = control_tx.send(Control::Record(Box::new(record))).await;
+        }
+    }
+    if let Some(why) = early {
+        return Err(anyhow!(why));
+    }
+    let _ = control_tx.send(Control::Stopping(signal)).await;
+    drop(control_tx);
+    shutdown.cancel();
+    let drained = tokio::time::timeout(SHUTDOWN_BUDGET, async {
+        reader.await.context("ring-buffer reader panicked")??;
+        flows.await.context("flow task panicked")??;
+        let finished = audit.await.context("audit stage panicked")??;
+        let written = writer.await.context("record writer panicked")??;
+        // Everything is durable: mark the stop clean.
+        let mut head_file = finished.head_file;
+        head_file.write(
+            &Persisted {
+                head: finished.head,
+                durable: written,
+                checkpointed: finished.checkpointed,
+                clean: written == finished.head.sequence,
+            },
+            true,
+        )?;
+        Ok::<u64, anyhow::Error>(written)
+    })
+    .await
+    .context("shutdown took longer than its budget; some records may be unwritten")??;
+    info!(sequence = drained, "stopped cleanly");
+    Ok(())
+}

@@ -1,0 +1,352 @@
+//! The audit trail of the real agent on real traffic.
+//!
+//! * Killed twice: the agent runs on a test veth with UDP traffic flowing,
+//!   is SIGKILLed mid-stream, restarted on the same output and state, killed
+//!   again, restarted and stopped cleanly. `lbwitness verify` finds the whole
+//!   output intact with both crashes declared, and an independent check
+//!   written here from docs/AUDIT.md (serde_json for canonical JSON, the
+//!   `openssl` command for Ed25519) agrees. One flipped byte makes verify
+//!   fail.
+//! * Ring-buffer flood: BPF_PROG_TEST_RUN runs the agent's own attached XDP
+//!   program N times on a SYN frame against a one-page ring buffer; the SYN
+//!   records in the trail plus the `ringbuf_reserve_failed` losses declared
+//!   in gap records add up to exactly N.
+//!
+//! Needs root: `cargo test --release -p integration-tests --test audit_trail`.
+
+use std::{
+    collections::BTreeMap,
+    net::{SocketAddr, UdpSocket},
+    os::fd::AsFd as _,
+    path::{Path, PathBuf},
+    process::Command,
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
+    time::Duration,
+};
+
+use integration_tests::{
+    agent::{Agent, binary, read_records},
+    frames::{Frame, tcp_flags},
+    netns::{DEFAULT_B_V4, NetNs, VethPair, in_netns, require_root},
+    run_output, temp_path,
+};
+use serde_json::Value;
+use sha2::{Digest as _, Sha256};
+
+/// Two namespaces joined by a veth pair; the agent runs on the lb end.
+struct Lab {
+    veth: VethPair,
+    client: NetNs,
+    lb: NetNs,
+}
+
+impl Lab {
+    fn new(tag: &str) -> Self {
+        require_root();
+        let client = NetNs::new(&format!("{tag}-cl"));
+        let lb = NetNs::new(&format!("{tag}-lb"));
+        let veth = VethPair::with_default_addrs(&client, &lb);
+        Self { veth, client, lb }
+    }
+
+    fn iface(&self) -> &str {
+        &self.veth.b.name
+    }
+}
+
+/// Removes a temporary file or directory on drop.
+struct Scratch(PathBuf);
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        if std::env::var_os("LBW_KEEP_OUTPUT").is_none() {
+            let _ = std::fs::remove_file(&self.0);
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+}
+
+/// Sends UDP datagrams from the client to the lb namespace, a new source
+/// port (a new flow) every 20 datagrams, until stopped.
+struct Traffic {
+    stop: Arc<AtomicBool>,
+    thread: Option<std::thread::JoinHandle<u64>>,
+}
+
+impl Traffic {
+    fn start(lab: &Lab) -> Self {
+        // Sockets belong to the namespace they were made in, so the sending
+        // thread needs no namespace of its own.
+        let socks: Vec<UdpSocket> = (0..400)
+            .map(|_| in_netns(&lab.client, || UdpSocket::bind("0.0.0.0:0")).expect("bind a client port"))
+            .collect();
+        let stop = Arc::new(AtomicBool::new(false));
+        let flag = stop.clone();
+        let thread = std::thread::spawn(move || {
+            let mut sent = 0u64;
+            for sock in socks.iter().cycle() {
+                if flag.load(Ordering::Relaxed) {
+                    break;
+                }
+                for _ in 0..20 {
+                    let _ = sock.send_to(b"lbwitness audit test", SocketAddr::from((DEFAULT_B_V4, 9)));
+                    sent += 1;
+                }
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            sent
+        });
+        Self {
+            stop,
+            thread: Some(thread),
+        }
+    }
+
+    fn stop(mut self) -> u64 {
+        self.stop.store(true, Ordering::Relaxed);
+        self.thread.take().unwrap().join().unwrap()
+    }
+}
+
+fn verify(args: &[&str]) -> (i32, String, String) {
+    let out = run_output(Command::new(binary()).arg("verify").args(args)).expect("run verify");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// Recomputes the chain from docs/AUDIT.md with serde_json as the reader:
+/// its map is sorted and the agent's member names are ASCII, so
+/// `to_vec` is RFC 8785 for these records. Returns the records by sequence.
+fn check_chain_independently(path: &Path) -> BTreeMap<u64, Value> {
+    let text = std::fs::read_to_string(path).unwrap();
+    let mut by_seq = BTreeMap::new();
+    let mut hashes = BTreeMap::new();
+    for line in text.lines() {
+        let mut v: Value = serde_json::from_str(line).unwrap();
+        let seq = v["event"]["sequence"].as_u64().unwrap();
+        let stored = v["event"]["hash"].as_str().unwrap().to_owned();
+        v["event"].as_object_mut().unwrap().remove("hash");
+        assert!(by_seq.insert(seq, (v, stored)).is_none(), "sequence {seq} twice");
+    }
+    let last = *by_seq.keys().last().unwrap();
+    assert_eq!(
+        by_seq.keys().copied().collect::<Vec<_>>(),
+        (1..=last).collect::<Vec<_>>(),
+        "sequences are 1..={last} with no hole"
+    );
+    let mut prev = [0u8; 32];
+    for (seq, (v, stored)) in &by_seq {
+        let h: [u8; 32] = Sha256::new()
+            .chain_update(prev)
+            .chain_update(serde_json::to_vec(v).unwrap())
+            .finalize()
+            .into();
+        assert_eq!(&hex::encode(h), stored, "hash of record {seq}");
+        hashes.insert(*seq, h);
+        prev = h;
+    }
+    by_seq
+        .into_iter()
+        .map(|(seq, (mut v, stored))| {
+            v["event"]["hash"] = Value::String(stored);
+            (seq, v)
+        })
+        .collect()
+}
+
+/// Verifies a checkpoint's signature with the `openssl` command.
+fn openssl_verifies(checkpoint: &Value, public_pem: &Path) -> bool {
+    let mut v = checkpoint.clone();
+    v["event"].as_object_mut().unwrap().remove("hash");
+    let sig = v["lbwitness"]["checkpoint"]
+        .as_object_mut()
+        .unwrap()
+        .remove("signature")
+        .unwrap();
+    let msg = Scratch(temp_path("checkpoint.msg"));
+    let sig_file = Scratch(temp_path("checkpoint.sig"));
+    let mut bytes = b"lbwitness-checkpoint-v1\n".to_vec();
+    bytes.extend(serde_json::to_vec(&v).unwrap());
+    std::fs::write(&msg.0, bytes).unwrap();
+    std::fs::write(&sig_file.0, hex::decode(sig.as_str().unwrap()).unwrap()).unwrap();
+    Command::new("openssl")
+        .args(["pkeyutl", "-verify", "-pubin", "-rawin", "-inkey"])
+        .arg(public_pem)
+        .arg("-in")
+        .arg(&msg.0)
+        .arg("-sigfile")
+        .arg(&sig_file.0)
+        .output()
+        .expect("run openssl")
+        .status
+        .success()
+}
+
+#[test]
+fn killed_twice_mid_stream_the_trail_verifies() {
+    let lab = Lab::new("audk");
+    let output = Scratch(temp_path("trail.ndjson"));
+    let state = Scratch(temp_path("state"));
+    let watched = Scratch(temp_path("haproxy.cfg"));
+    std::fs::write(&watched.0, "global\n  maxconn 100\n").unwrap();
+    let config = Scratch(temp_path("audit.toml"));
+    std::fs::write(
+        &config.0,
+        format!(
+            "[flows]\nidle_timeout_secs = 1\nclosed_timeout_secs = 1\nsweep_interval_ms = 100\n\
+             [audit]\ncheckpoint_interval_secs = 1\ncheckpoint_records = 40\nwatch_files = [\"{}\"]\n",
+            watched.0.display()
+        ),
+    )
+    .unwrap();
+    let args = ["--config", config.0.to_str().unwrap()];
+    for round in 0..3 {
+        let mut agent = Agent::start_with(&lab.lb, lab.iface(), &output.0, &state.0, &args);
+        let traffic = Traffic::start(&lab);
+        std::thread::sleep(Duration::from_millis(1500));
+        if round == 1 {
+            std::fs::write(&watched.0, "global\n  maxconn 200\n").unwrap();
+            std::thread::sleep(Duration::from_millis(500));
+        }
+        if round < 2 {
+            // Mid-stream: traffic still flowing, records in flight.
+            agent.stop_with(libc::SIGKILL);
+            traffic.stop();
+        } else {
+            traffic.stop();
+            std::thread::sleep(Duration::from_millis(300));
+            let exit = agent.stop_with(libc::SIGTERM);
+            assert!(exit.status.success(), "clean stop: {}", agent.log_text());
+        }
+    }
+
+    let public = state.0.join("signing.key.pub");
+    let (code, stdout, stderr) = verify(&["--key", public.to_str().unwrap(), output.0.to_str().unwrap()]);
+    assert_eq!(code, 0, "verify: {stdout}\n{stderr}");
+
+    // The independent check.
+    let records = check_chain_independently(&output.0);
+    let restarts: Vec<&Value> = records
+        .values()
+        .filter(|r| r["event"]["action"] == "gap" && r["lbwitness"]["gap"]["reason"] == "restart")
+        .collect();
+    assert_eq!(restarts.len(), 2, "two restarts declared");
+    for r in &restarts {
+        let prev = &r["lbwitness"]["gap"]["previous_run"];
+        assert_eq!(prev["clean"], false, "the previous run was killed: {r}");
+        let seq = r["event"]["sequence"].as_u64().unwrap();
+        assert_eq!(prev["last_sequence"].as_u64().unwrap(), seq - 1);
+        assert_eq!(prev["last_hash"], records[&(seq - 1)]["event"]["hash"]);
+    }
+    let starts = records.values().filter(|r| r["event"]["action"] == "agent-start").count();
+    assert_eq!(starts, 3);
+    let flows = records
+        .values()
+        .filter(|r| r["event"]["dataset"] == "lbwitness.lifecycle")
+        .count();
+    assert!(flows > 50, "traffic was recorded in every run ({flows} lifecycle records)");
+    let last = records.values().last().unwrap();
+    assert_eq!(last["event"]["action"], "checkpoint");
+    assert_eq!(last["lbwitness"]["checkpoint"]["final"], true);
+    let checkpoints: Vec<&Value> = records
+        .values()
+        .filter(|r| r["event"]["action"] == "checkpoint")
+        .collect();
+    assert!(checkpoints.len() >= 4);
+    for cp in [checkpoints[0], checkpoints[checkpoints.len() / 2], last] {
+        assert!(openssl_verifies(cp, &public), "openssl rejects {cp}");
+    }
+    // Coverage is contiguous across the restarts.
+    let mut expected_first = 1;
+    for cp in &checkpoints {
+        let c = &cp["lbwitness"]["checkpoint"];
+        assert!(c["first_sequence"].as_u64().unwrap() <= expected_first, "{cp}");
+        expected_first = cp["event"]["sequence"].as_u64().unwrap() + 1;
+    }
+    // The config change, with hashes computed by sha256sum.
+    let change = records
+        .values()
+        .find(|r| r["event"]["action"] == "file-change")
+        .expect("a file-change record");
+    let new_hash = hex::encode(Sha256::digest(b"global\n  maxconn 200\n"));
+    let old_hash = hex::encode(Sha256::digest(b"global\n  maxconn 100\n"));
+    assert_eq!(change["file"]["hash"]["sha256"], new_hash.as_str());
+    assert_eq!(change["lbwitness"]["file"]["previous_sha256"], old_hash.as_str());
+
+    // One flipped byte is tampering (exit 3).
+    let text = std::fs::read(&output.0).unwrap();
+    let tampered = Scratch(temp_path("tampered.ndjson"));
+    let mut bytes = text.clone();
+    let at = bytes.len() / 2;
+    bytes[at] = if bytes[at] == b'1' { b'2' } else { b'1' };
+    std::fs::write(&tampered.0, bytes).unwrap();
+    let (code, stdout, _) = verify(&["--key", public.to_str().unwrap(), tampered.0.to_str().unwrap()]);
+    assert_eq!(code, 3, "{stdout}");
+}
+
+/// `ip -j link show`'s XDP program id on `iface`.
+fn xdp_prog_id(ns: &NetNs, iface: &str) -> u32 {
+    let text = ns.ip(&["-j", "link", "show", "dev", iface]);
+    let v: Value = serde_json::from_str(&text).unwrap();
+    v[0]["xdp"]["prog"]["id"]
+        .as_u64()
+        .unwrap_or_else(|| panic!("no XDP program on {iface}: {text}")) as u32
+}
+
+#[test]
+fn ring_buffer_flood_loss_is_declared_exactly() {
+    const N: u32 = 200_000;
+    let lab = Lab::new("audf");
+    let config = Scratch(temp_path("flood.toml"));
+    std::fs::write(&config.0, "[capture]\nring_buffer_bytes = 4096\n[audit]\nwatch_files = []\n").unwrap();
+    let mut agent = Agent::start(&lab.lb, lab.iface(), &["--config", config.0.to_str().unwrap()]);
+    let id = xdp_prog_id(&lab.lb, lab.iface());
+    let prog = aya::programs::loaded_programs()
+        .filter_map(Result::ok)
+        .find(|p| p.id() == id)
+        .expect("the agent's program is loaded");
+    let fd = prog.fd().expect("a descriptor for the agent's program");
+    // A SYN makes one lifecycle event per packet; the run's source port is
+    // unique to this test.
+    let syn = Frame::ipv4([198, 51, 100, 7], [198, 51, 100, 8])
+        .tcp(47_111, 443)
+        .tcp_flags(tcp_flags::SYN)
+        .build();
+    let run = lbwitness::capture::sys::test_run(fd.as_fd(), &syn, N).expect("BPF_PROG_TEST_RUN");
+    assert_eq!(run.retval, 2, "XDP_PASS");
+    std::thread::sleep(Duration::from_millis(1500));
+    let exit = agent.stop_with(libc::SIGTERM);
+    assert!(exit.status.success(), "{}", agent.log_text());
+
+    let records = read_records(&agent.output);
+    let seen = records
+        .iter()
+        .filter(|r| r["event"]["action"] == "tcp-syn" && r["source"]["port"] == 47_111)
+        .count() as u64;
+    let declared: u64 = records
+        .iter()
+        .filter(|r| r["event"]["action"] == "gap" && r["lbwitness"]["gap"]["reason"] == "ringbuf_reserve_failed")
+        .map(|r| r["lbwitness"]["gap"]["count"].as_u64().unwrap())
+        .sum();
+    assert!(declared > 0, "a one-page ring must overflow");
+    assert_eq!(seen + declared, u64::from(N), "seen {seen} + declared {declared}");
+
+    let public = agent.state_dir.join("signing.key.pub");
+    let (code, stdout, stderr) = verify(&[
+        "--json",
+        "--key",
+        public.to_str().unwrap(),
+        agent.output.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 0, "{stdout}\n{stderr}");
+    assert!(
+        stdout.contains(&declared.to_string()),
+        "verify reports the declared loss {declared}: {stdout}"
+    );
+}
