@@ -43,17 +43,12 @@ pub enum SealError {
 pub struct Chain {
     agent_id: &'static str,
     head: Head,
-    body: Vec<u8>,
 }
 
 impl Chain {
     /// A chain for `agent_id` continuing after `head`.
     pub fn new(agent_id: &'static str, head: Head) -> Self {
-        Self {
-            agent_id,
-            head,
-            body: Vec::with_capacity(2048),
-        }
+        Self { agent_id, head }
     }
 
     /// The latest record.
@@ -79,33 +74,30 @@ impl Chain {
     /// Numbers `record`, chains it and appends its NDJSON line to `out`.
     /// Returns its sequence.
     pub fn seal(&mut self, record: &mut Record, out: &mut Vec<u8>) -> Result<u64, SealError> {
-        let mut body = std::mem::take(&mut self.body);
-        body.clear();
-        let result = self.seal_body(record, &mut body, out);
-        self.body = body;
-        result
-    }
-
-    fn seal_body(
-        &mut self,
-        record: &mut Record,
-        body: &mut Vec<u8>,
-        out: &mut Vec<u8>,
-    ) -> Result<u64, SealError> {
-        self.body(record, body)?;
-        let slot = hash_slot(body).ok_or(SealError::NoHashSlot)?;
+        const HASH_MEMBER: usize = b"\"hash\":\"\",".len() + 64;
+        let start = out.len();
+        if let Err(e) = self.body(record, out) {
+            out.truncate(start);
+            return Err(e);
+        }
+        let Some(slot) = hash_slot(&out[start..]).map(|s| start + s) else {
+            out.truncate(start);
+            return Err(SealError::NoHashSlot);
+        };
         let hash: Hash = Sha256::new()
             .chain_update(self.head.hash)
-            .chain_update(&body[..])
+            .chain_update(&out[start..])
             .finalize()
             .into();
-        out.reserve(body.len() + 80);
-        out.extend_from_slice(&body[..slot]);
-        out.extend_from_slice(b"\"hash\":\"");
-        push_hex(out, &hash);
-        out.extend_from_slice(b"\",");
-        out.extend_from_slice(&body[slot..]);
-        out.push(b'\n');
+        // Open a gap for the member at its sorted place and fill it.
+        let end = out.len();
+        out.resize(end + HASH_MEMBER + 1, 0);
+        out.copy_within(slot..end, slot + HASH_MEMBER);
+        let member = &mut out[slot..slot + HASH_MEMBER];
+        member[..8].copy_from_slice(b"\"hash\":\"");
+        write_hex(&mut member[8..72], &hash);
+        member[72..].copy_from_slice(b"\",");
+        *out.last_mut().expect("just resized") = b'\n';
         self.head = Head {
             sequence: record.event.sequence,
             hash,
@@ -121,28 +113,24 @@ impl Chain {
 /// no object named `event` or member named `kind`, and string contents can't
 /// contain an unescaped `"`, so the first matches are the right ones.
 fn hash_slot(body: &[u8]) -> Option<usize> {
-    let event = find(body, b"\"event\":{")?;
-    let kind = find(&body[event..], b"\"kind\":")?;
+    let event = memchr::memmem::find(body, b"\"event\":{")?;
+    let kind = memchr::memmem::find(&body[event..], b"\"kind\":")?;
     Some(event + kind)
 }
 
-fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
-    haystack.windows(needle.len()).position(|w| w == needle)
-}
-
-/// Appends lowercase hex of `bytes`.
-pub fn push_hex(out: &mut Vec<u8>, bytes: &[u8]) {
+/// Writes lowercase hex of `bytes` into `out` (twice as long).
+fn write_hex(out: &mut [u8], bytes: &[u8]) {
     const DIGITS: &[u8; 16] = b"0123456789abcdef";
-    for b in bytes {
-        out.push(DIGITS[usize::from(b >> 4)]);
-        out.push(DIGITS[usize::from(b & 0xf)]);
+    for (pair, b) in out.chunks_exact_mut(2).zip(bytes) {
+        pair[0] = DIGITS[usize::from(b >> 4)];
+        pair[1] = DIGITS[usize::from(b & 0xf)];
     }
 }
 
 /// Lowercase hex of `bytes`.
 pub fn hex(bytes: &[u8]) -> String {
-    let mut out = Vec::with_capacity(bytes.len() * 2);
-    push_hex(&mut out, bytes);
+    let mut out = vec![0; bytes.len() * 2];
+    write_hex(&mut out, bytes);
     String::from_utf8(out).expect("hex digits are ASCII")
 }
 
