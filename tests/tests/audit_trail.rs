@@ -334,6 +334,7 @@ fn ring_buffer_flood_loss_is_declared_exactly() {
         .filter(|r| r["event"]["action"] == "gap" && r["lbwitness"]["gap"]["reason"] == "ringbuf_reserve_failed")
         .map(|r| r["lbwitness"]["gap"]["count"].as_u64().unwrap())
         .sum();
+    eprintln!("flood: {N} SYN events, {seen} recorded, {declared} declared lost");
     assert!(declared > 0, "a one-page ring must overflow");
     assert_eq!(seen + declared, u64::from(N), "seen {seen} + declared {declared}");
 

@@ -48,7 +48,7 @@ pub enum Control {
         /// The `config-reload` record.
         record: Box<Record>,
         /// A new signing key: rotate to it.
-        key: Option<SigningKey>,
+        key: Option<Box<SigningKey>>,
         /// New checkpoint cadence.
         cadence: Option<(u64, Duration)>,
     },
@@ -196,7 +196,7 @@ impl AuditTask {
                     self.cadence.set(records, every);
                 }
                 match key {
-                    Some(key) if key.verifying_key() != self.signer.public() => self.rotate(key),
+                    Some(key) if key.verifying_key() != self.signer.public() => self.rotate(*key),
                     _ => Ok(()),
                 }
             }

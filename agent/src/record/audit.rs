@@ -126,6 +126,10 @@ pub struct Start {
     pub key_id: String,
     /// The agent's version.
     pub version: &'static str,
+    /// Watched paths that are not watched, not attributed or not readable,
+    /// and why.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub watch_problems: Vec<WatchProblem>,
     /// Watched files and their content now.
     pub watched_files: Vec<WatchedFile>,
 }
@@ -141,6 +145,15 @@ pub struct WatchedFile {
     /// Size in bytes, when the file exists.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub size: Option<u64>,
+}
+
+/// A watched path the agent cannot fully watch.
+#[derive(Clone, Debug, Serialize)]
+pub struct WatchProblem {
+    /// The path.
+    pub path: String,
+    /// What is wrong, e.g. `not watched: ...`.
+    pub problem: String,
 }
 
 /// `lbwitness.stop`.

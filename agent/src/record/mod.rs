@@ -413,6 +413,10 @@ mod tests {
                     interfaces: vec!["veth0".into()],
                     key_id: "66".repeat(32),
                     version: "0.1.0",
+                    watch_problems: vec![WatchProblem {
+                        path: "/etc/y".into(),
+                        problem: "not watched".into(),
+                    }],
                     watched_files: vec![WatchedFile {
                         path: "/etc/x".into(),
                         sha256: Some("77".repeat(32)),

@@ -36,7 +36,7 @@ use crate::{
     },
     capture::{self, attach::attach},
     config::{Config, Output, Overrides},
-    record::audit::{Hook, Start, WatchedFile},
+    record::audit::{Hook, Start, WatchProblem, WatchedFile},
     enrich::Enricher,
     flows::{FlowMaps, FlowSettings, FlowTask},
     preflight,
@@ -70,6 +70,31 @@ fn raise_memlock() {
     if unsafe { libc::setrlimit(libc::RLIMIT_MEMLOCK, &unlimited) } != 0 {
         tracing::debug!("could not raise RLIMIT_MEMLOCK");
     }
+}
+
+/// What the start record says about paths the watcher cannot fully watch.
+fn watch_problems(startup: &crate::watch::Startup) -> Vec<WatchProblem> {
+    let note = |kind: &str, n: &crate::watch::PathNote| WatchProblem {
+        path: n.path.display().to_string(),
+        problem: format!("{kind}: {}", n.reason),
+    };
+    let mut problems: Vec<WatchProblem> = startup
+        .skipped
+        .iter()
+        .map(|n| note("not watched", n))
+        .chain(startup.unattributed.iter().map(|n| note("writers not attributed", n)))
+        .chain(startup.unreadable.iter().map(|n| note("unreadable", n)))
+        .collect();
+    if let Some(problem) = &startup.state_problem {
+        problems.push(WatchProblem {
+            path: String::new(),
+            problem: format!("changes while stopped not checked: {problem}"),
+        });
+    }
+    for p in &problems {
+        tracing::warn!(path = %p.path, problem = %p.problem, "watched files");
+    }
+    problems
 }
 
 /// Runs the agent until SIGINT or SIGTERM. `overrides` are the command
@@ -164,6 +189,7 @@ pub async fn run(config: Config, overrides: Overrides) -> anyhow::Result<()> {
             interfaces: attachments.iter().map(|a| a.iface.clone()).collect(),
             key_id: signer.key_id().to_owned(),
             version: env!("CARGO_PKG_VERSION"),
+            watch_problems: watch_problems(&startup),
             watched_files: startup
                 .current
                 .iter()

@@ -42,7 +42,7 @@ pub fn reload(running: &mut Config, overrides: &Overrides, records: &AuditRecord
 }
 
 type Changes = (
-    Option<ed25519_dalek::SigningKey>,
+    Option<Box<ed25519_dalek::SigningKey>>,
     Option<(u64, std::time::Duration)>,
 );
 
@@ -92,5 +92,5 @@ fn apply(
     running.audit.checkpoint_records = new.audit.checkpoint_records;
     running.audit.checkpoint_interval = new.audit.checkpoint_interval;
     running.sha256 = new.sha256;
-    Ok((Some(key), cadence))
+    Ok((Some(Box::new(key)), cadence))
 }
