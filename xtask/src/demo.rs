@@ -37,6 +37,9 @@ const DEMO_CONFIG: &str = "\
 active_timeout_secs = 10
 idle_timeout_secs = 5
 closed_timeout_secs = 1
+
+[audit]
+checkpoint_interval_secs = 5
 ";
 
 /// Runs the lab until Ctrl-C or `seconds`.
@@ -64,15 +67,22 @@ pub fn run(seconds: Option<u64>) -> Result<()> {
 
     let config = std::env::temp_dir().join(format!("lbwitness-demo-{}.toml", std::process::id()));
     std::fs::write(&config, DEMO_CONFIG)?;
+    // A fresh state directory: a new agent id, key and chain each run.
+    let state = std::env::temp_dir().join(format!("lbwitness-demo-{}-state", std::process::id()));
+    let trail = state.join("trail.ndjson");
     let agent_bin = util::agent_binary();
     let mut agent = lb.command(&agent_bin);
     agent
         .args(["run", "--iface", &veth.b.name, "--output", "-", "--config"])
         .arg(&config)
+        .arg("--state-dir")
+        .arg(&state)
         .stdout(Stdio::piped());
     let mut agent = ChildGuard::spawn(&mut agent).context("starting the agent")?;
     let stdout = agent.child_mut().stdout.take().context("agent stdout")?;
-    let printer = thread::spawn(move || print_records(stdout));
+    std::fs::create_dir_all(&state)?;
+    let copy = std::fs::File::create(&trail)?;
+    let printer = thread::spawn(move || print_records(stdout, copy));
 
     start_servers(&lb);
     let deadline = seconds.map(|s| Instant::now() + Duration::from_secs(s));
@@ -98,7 +108,15 @@ pub fn run(seconds: Option<u64>) -> Result<()> {
     let status = agent.stop_with(libc::SIGTERM);
     let _ = printer.join();
     let _ = std::fs::remove_file(&config);
-    println!("agent exited: {status}; tearing the lab down");
+    println!("agent exited: {status}; verifying the trail it wrote:");
+    let _ = Command::new(&agent_bin)
+        .arg("verify")
+        .arg("--key")
+        .arg(state.join("signing.key.pub"))
+        .arg(&trail)
+        .status();
+    let _ = std::fs::remove_dir_all(&state);
+    println!("tearing the lab down");
     Ok(())
 }
 
@@ -152,9 +170,11 @@ fn client_round(round: u16) {
     }
 }
 
-/// One line per record, as it arrives.
-fn print_records(stdout: impl Read) {
+/// One line per record, as it arrives; every line is also copied to `copy`
+/// for `lbwitness verify` at the end.
+fn print_records(stdout: impl Read, mut copy: std::fs::File) {
     for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+        let _ = writeln!(copy, "{line}");
         let Ok(r) = serde_json::from_str::<Value>(&line) else {
             println!("(unparsable record) {line}");
             continue;
@@ -186,6 +206,18 @@ fn print_records(stdout: impl Read) {
             if let Some(why) = ev.get("reason") {
                 text += &format!("  ({})", s(why));
             }
+        } else if let Some(c) = r["lbwitness"].get("checkpoint") {
+            text += &format!(
+                " {} records {}..{} signed by {}..",
+                c["count"],
+                c["first_sequence"],
+                c["last_sequence"],
+                &s(&c["key_id"])[..12]
+            );
+        } else if let Some(g) = r["lbwitness"].get("gap") {
+            text += &format!(" {} {} lost ({})", g["count"], s(&g["reason"]), s(&g["source"]));
+        } else if let Some(f) = r.get("file") {
+            text += &format!(" {} now {}", s(&f["path"]), s(&f["hash"]["sha256"]));
         } else if let Some(kernel) = r["lbwitness"].get("kernel") {
             let moved: Vec<String> = kernel
                 .as_object()
