@@ -85,17 +85,26 @@ fn main() {
     // The reference point: SHA-256 over a 256-byte record.
     let small = vec![b'x'; 256];
     let _ = per_record("SHA-256 only, 256-byte record (reference)", RECORDS, || {
-        let h = Sha256::new().chain_update([0u8; 32]).chain_update(&small).finalize();
+        let h = Sha256::new()
+            .chain_update([0u8; 32])
+            .chain_update(&small)
+            .finalize();
         black_box(h);
     });
     let mut copies = records.clone();
-    let whole = per_record("chain: serialise + hash + line (agent path)", RECORDS, || {
-        if out.len() > (1 << 20) - 4096 {
-            out.clear();
-        }
-        chain.seal(&mut copies[i % records.len()], &mut out).unwrap();
-        i += 1;
-    });
+    let whole = per_record(
+        "chain: serialise + hash + line (agent path)",
+        RECORDS,
+        || {
+            if out.len() > (1 << 20) - 4096 {
+                out.clear();
+            }
+            chain
+                .seal(&mut copies[i % records.len()], &mut out)
+                .unwrap();
+            i += 1;
+        },
+    );
     // Serialising was the sink's cost before the chain existed; what the
     // chain adds is the hash and placing it in the line.
     println!(

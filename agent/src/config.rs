@@ -348,9 +348,10 @@ impl Config {
                 .unwrap_or_else(|| state_dir.join("signing.key")),
             checkpoint_records,
             checkpoint_interval,
-            watch_files: file.audit.watch_files.unwrap_or_else(|| {
-                DEFAULT_WATCH_FILES.iter().map(PathBuf::from).collect()
-            }),
+            watch_files: file
+                .audit
+                .watch_files
+                .unwrap_or_else(|| DEFAULT_WATCH_FILES.iter().map(PathBuf::from).collect()),
         };
         if let Some(bad) = audit.watch_files.iter().find(|p| !p.is_absolute()) {
             return Err(invalid(

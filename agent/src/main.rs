@@ -44,6 +44,9 @@ enum Command {
         #[arg(long)]
         force: bool,
     },
+    /// Check an audit trail (NDJSON files or directories): exit 0 intact,
+    /// 1 unreadable input or key, 3 tampering, 4 incomplete.
+    Verify(lbwitness::verify::VerifyArgs),
 }
 
 fn main() -> ExitCode {
@@ -55,6 +58,7 @@ fn main() -> ExitCode {
         .init();
     let cli = Cli::parse();
     match cli.command {
+        Command::Verify(args) => lbwitness::verify::run(args),
         Command::Keygen { out, force } => {
             let path = out.unwrap_or_else(|| {
                 PathBuf::from(lbwitness::config::DEFAULT_STATE_DIR).join("signing.key")

@@ -81,7 +81,9 @@ impl Traffic {
         // Sockets belong to the namespace they were made in, so the sending
         // thread needs no namespace of its own.
         let socks: Vec<UdpSocket> = (0..400)
-            .map(|_| in_netns(&lab.client, || UdpSocket::bind("0.0.0.0:0")).expect("bind a client port"))
+            .map(|_| {
+                in_netns(&lab.client, || UdpSocket::bind("0.0.0.0:0")).expect("bind a client port")
+            })
             .collect();
         let stop = Arc::new(AtomicBool::new(false));
         let flag = stop.clone();
@@ -92,7 +94,8 @@ impl Traffic {
                     break;
                 }
                 for _ in 0..20 {
-                    let _ = sock.send_to(b"lbwitness audit test", SocketAddr::from((DEFAULT_B_V4, 9)));
+                    let _ =
+                        sock.send_to(b"lbwitness audit test", SocketAddr::from((DEFAULT_B_V4, 9)));
                     sent += 1;
                 }
                 std::thread::sleep(Duration::from_millis(5));
@@ -132,7 +135,10 @@ fn check_chain_independently(path: &Path) -> BTreeMap<u64, Value> {
         let seq = v["event"]["sequence"].as_u64().unwrap();
         let stored = v["event"]["hash"].as_str().unwrap().to_owned();
         v["event"].as_object_mut().unwrap().remove("hash");
-        assert!(by_seq.insert(seq, (v, stored)).is_none(), "sequence {seq} twice");
+        assert!(
+            by_seq.insert(seq, (v, stored)).is_none(),
+            "sequence {seq} twice"
+        );
     }
     let last = *by_seq.keys().last().unwrap();
     assert_eq!(
@@ -227,7 +233,11 @@ fn killed_twice_mid_stream_the_trail_verifies() {
     }
 
     let public = state.0.join("signing.key.pub");
-    let (code, stdout, stderr) = verify(&["--key", public.to_str().unwrap(), output.0.to_str().unwrap()]);
+    let (code, stdout, stderr) = verify(&[
+        "--key",
+        public.to_str().unwrap(),
+        output.0.to_str().unwrap(),
+    ]);
     assert_eq!(code, 0, "verify: {stdout}\n{stderr}");
 
     // The independent check.
@@ -244,13 +254,19 @@ fn killed_twice_mid_stream_the_trail_verifies() {
         assert_eq!(prev["last_sequence"].as_u64().unwrap(), seq - 1);
         assert_eq!(prev["last_hash"], records[&(seq - 1)]["event"]["hash"]);
     }
-    let starts = records.values().filter(|r| r["event"]["action"] == "agent-start").count();
+    let starts = records
+        .values()
+        .filter(|r| r["event"]["action"] == "agent-start")
+        .count();
     assert_eq!(starts, 3);
     let flows = records
         .values()
         .filter(|r| r["event"]["dataset"] == "lbwitness.lifecycle")
         .count();
-    assert!(flows > 50, "traffic was recorded in every run ({flows} lifecycle records)");
+    assert!(
+        flows > 50,
+        "traffic was recorded in every run ({flows} lifecycle records)"
+    );
     let last = records.values().last().unwrap();
     assert_eq!(last["event"]["action"], "checkpoint");
     assert_eq!(last["lbwitness"]["checkpoint"]["final"], true);
@@ -266,7 +282,10 @@ fn killed_twice_mid_stream_the_trail_verifies() {
     let mut expected_first = 1;
     for cp in &checkpoints {
         let c = &cp["lbwitness"]["checkpoint"];
-        assert!(c["first_sequence"].as_u64().unwrap() <= expected_first, "{cp}");
+        assert!(
+            c["first_sequence"].as_u64().unwrap() <= expected_first,
+            "{cp}"
+        );
         expected_first = cp["event"]["sequence"].as_u64().unwrap() + 1;
     }
     // The config change, with hashes computed by sha256sum.
@@ -277,7 +296,10 @@ fn killed_twice_mid_stream_the_trail_verifies() {
     let new_hash = hex::encode(Sha256::digest(b"global\n  maxconn 200\n"));
     let old_hash = hex::encode(Sha256::digest(b"global\n  maxconn 100\n"));
     assert_eq!(change["file"]["hash"]["sha256"], new_hash.as_str());
-    assert_eq!(change["lbwitness"]["file"]["previous_sha256"], old_hash.as_str());
+    assert_eq!(
+        change["lbwitness"]["file"]["previous_sha256"],
+        old_hash.as_str()
+    );
 
     // One flipped byte is tampering (exit 3).
     let text = std::fs::read(&output.0).unwrap();
@@ -286,7 +308,11 @@ fn killed_twice_mid_stream_the_trail_verifies() {
     let at = bytes.len() / 2;
     bytes[at] = if bytes[at] == b'1' { b'2' } else { b'1' };
     std::fs::write(&tampered.0, bytes).unwrap();
-    let (code, stdout, _) = verify(&["--key", public.to_str().unwrap(), tampered.0.to_str().unwrap()]);
+    let (code, stdout, _) = verify(&[
+        "--key",
+        public.to_str().unwrap(),
+        tampered.0.to_str().unwrap(),
+    ]);
     assert_eq!(code, 3, "{stdout}");
 }
 
@@ -304,8 +330,16 @@ fn ring_buffer_flood_loss_is_declared_exactly() {
     const N: u32 = 200_000;
     let lab = Lab::new("audf");
     let config = Scratch(temp_path("flood.toml"));
-    std::fs::write(&config.0, "[capture]\nring_buffer_bytes = 4096\n[audit]\nwatch_files = []\n").unwrap();
-    let mut agent = Agent::start(&lab.lb, lab.iface(), &["--config", config.0.to_str().unwrap()]);
+    std::fs::write(
+        &config.0,
+        "[capture]\nring_buffer_bytes = 4096\n[audit]\nwatch_files = []\n",
+    )
+    .unwrap();
+    let mut agent = Agent::start(
+        &lab.lb,
+        lab.iface(),
+        &["--config", config.0.to_str().unwrap()],
+    );
     let id = xdp_prog_id(&lab.lb, lab.iface());
     let prog = aya::programs::loaded_programs()
         .filter_map(Result::ok)
@@ -331,12 +365,19 @@ fn ring_buffer_flood_loss_is_declared_exactly() {
         .count() as u64;
     let declared: u64 = records
         .iter()
-        .filter(|r| r["event"]["action"] == "gap" && r["lbwitness"]["gap"]["reason"] == "ringbuf_reserve_failed")
+        .filter(|r| {
+            r["event"]["action"] == "gap"
+                && r["lbwitness"]["gap"]["reason"] == "ringbuf_reserve_failed"
+        })
         .map(|r| r["lbwitness"]["gap"]["count"].as_u64().unwrap())
         .sum();
     eprintln!("flood: {N} SYN events, {seen} recorded, {declared} declared lost");
     assert!(declared > 0, "a one-page ring must overflow");
-    assert_eq!(seen + declared, u64::from(N), "seen {seen} + declared {declared}");
+    assert_eq!(
+        seen + declared,
+        u64::from(N),
+        "seen {seen} + declared {declared}"
+    );
 
     let public = agent.state_dir.join("signing.key.pub");
     let (code, stdout, stderr) = verify(&[

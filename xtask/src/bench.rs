@@ -12,5 +12,13 @@ pub fn run() -> Result<()> {
     setup::build_tools()?;
     util::require_root("BPF_PROG_TEST_RUN loads eBPF programs")?;
     util::cargo(&["bench", "-p", "integration-tests", "--bench", "xdp"])?;
-    util::cargo(&["bench", "-p", "lbwitness", "--bench", "chain", "--bench", "verify"])
+    util::cargo(&[
+        "bench",
+        "-p",
+        "lbwitness",
+        "--bench",
+        "chain",
+        "--bench",
+        "verify",
+    ])
 }

@@ -215,7 +215,12 @@ fn print_records(stdout: impl Read, mut copy: std::fs::File) {
                 &s(&c["key_id"])[..12]
             );
         } else if let Some(g) = r["lbwitness"].get("gap") {
-            text += &format!(" {} {} lost ({})", g["count"], s(&g["reason"]), s(&g["source"]));
+            text += &format!(
+                " {} {} lost ({})",
+                g["count"],
+                s(&g["reason"]),
+                s(&g["source"])
+            );
         } else if let Some(f) = r.get("file") {
             text += &format!(" {} now {}", s(&f["path"]), s(&f["hash"]["sha256"]));
         } else if let Some(kernel) = r["lbwitness"].get("kernel") {

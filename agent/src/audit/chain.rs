@@ -177,7 +177,11 @@ mod tests {
             chain.seal(&mut record(action), &mut out).unwrap();
         }
         let mut prev = [0u8; 32];
-        for (i, line) in out.split(|b| *b == b'\n').filter(|l| !l.is_empty()).enumerate() {
+        for (i, line) in out
+            .split(|b| *b == b'\n')
+            .filter(|l| !l.is_empty())
+            .enumerate()
+        {
             let (seq, h, stored) = spec_hash(&prev, line);
             assert_eq!(seq, i as u64 + 1);
             assert_eq!(hex(&h), stored);

@@ -171,7 +171,13 @@ mod tests {
 
     fn base() -> Record {
         Record::new(
-            Event::new("lbwitness.audit", "checkpoint", "state", &["process"], &["info"]),
+            Event::new(
+                "lbwitness.audit",
+                "checkpoint",
+                "state",
+                &["process"],
+                &["info"],
+            ),
             "2026-11-21T00:00:00.000000000Z".into(),
             Observer {
                 hostname: "lb1".into(),

@@ -11,7 +11,10 @@ use std::{
 
 use ed25519_dalek::{
     SigningKey, VerifyingKey,
-    pkcs8::{DecodePrivateKey as _, EncodePrivateKey as _, EncodePublicKey as _, spki::der::pem::LineEnding},
+    pkcs8::{
+        DecodePrivateKey as _, EncodePrivateKey as _, EncodePublicKey as _,
+        spki::der::pem::LineEnding,
+    },
 };
 use sha2::{Digest as _, Sha256};
 
@@ -39,7 +42,9 @@ pub enum KeyError {
         mode: u32,
     },
     /// The file is not a PKCS#8 Ed25519 private key.
-    #[error("{path}: not a PKCS#8 PEM Ed25519 private key ({reason}); make one with `lbwitness keygen`")]
+    #[error(
+        "{path}: not a PKCS#8 PEM Ed25519 private key ({reason}); make one with `lbwitness keygen`"
+    )]
     Format {
         /// The key file.
         path: PathBuf,
@@ -47,7 +52,9 @@ pub enum KeyError {
         reason: String,
     },
     /// `keygen` would overwrite a key.
-    #[error("{0} exists; pass --force to replace it (the old key's public half is still needed to verify old checkpoints)")]
+    #[error(
+        "{0} exists; pass --force to replace it (the old key's public half is still needed to verify old checkpoints)"
+    )]
     Exists(PathBuf),
     /// No randomness.
     #[error("cannot get random bytes from the kernel: {0}")]
@@ -172,7 +179,10 @@ mod tests {
         assert!(matches!(generate(&path, false), Err(KeyError::Exists(_))));
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o640)).unwrap();
         let err = load(&path).unwrap_err();
-        assert!(matches!(err, KeyError::Exposed { mode: 0o640, .. }), "{err}");
+        assert!(
+            matches!(err, KeyError::Exposed { mode: 0o640, .. }),
+            "{err}"
+        );
         assert!(err.to_string().contains("chmod 600"));
         std::fs::remove_dir_all(&d).unwrap();
     }

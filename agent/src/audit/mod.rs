@@ -209,7 +209,11 @@ impl AuditTask {
         let next = Signer::new(key);
         self.checkpoint(Reason::Rotation, Some(&next))?;
         let previous = std::mem::replace(&mut self.signer, next);
-        tracing::info!(previous = previous.key_id(), key = self.signer.key_id(), "signing key rotated");
+        tracing::info!(
+            previous = previous.key_id(),
+            key = self.signer.key_id(),
+            "signing key rotated"
+        );
         let record =
             self.records
                 .key_rotation(SystemTime::now(), previous.key_id(), self.signer.key_id());

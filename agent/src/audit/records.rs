@@ -81,7 +81,11 @@ impl AuditRecords {
     /// `last` is the head this run continues after.
     pub fn restart(&self, at: SystemTime, last: super::chain::Head, prev: PreviousRun) -> Record {
         let mut r = self.record("gap", "event", &["process"], &["start"], at);
-        r.event.reason = Some(if prev.clean { "restart" } else { "restart-after-crash" });
+        r.event.reason = Some(if prev.clean {
+            "restart"
+        } else {
+            "restart-after-crash"
+        });
         r.lbwitness.gap = Some(Gap {
             class: "restart",
             count: prev.unconfirmed.map_or(0, |(a, b)| b - a + 1),
@@ -108,7 +112,13 @@ impl AuditRecords {
 
     /// `config-reload`.
     pub fn config_reload(&self, at: SystemTime, reload: ConfigReload) -> Record {
-        let mut r = self.record("config-reload", "event", &["configuration"], &["change"], at);
+        let mut r = self.record(
+            "config-reload",
+            "event",
+            &["configuration"],
+            &["change"],
+            at,
+        );
         r.lbwitness.config = Some(reload);
         r
     }
@@ -130,7 +140,13 @@ impl AuditRecords {
             ChangeKind::Deleted => &["deletion"],
             _ => &["change"],
         };
-        let mut r = self.record("file-change", "event", &["file", "configuration"], types, change.observed);
+        let mut r = self.record(
+            "file-change",
+            "event",
+            &["file", "configuration"],
+            types,
+            change.observed,
+        );
         let path: &Path = &change.path;
         r.file = Some(File {
             directory: path

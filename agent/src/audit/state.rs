@@ -30,7 +30,9 @@ pub enum StateError {
         source: std::io::Error,
     },
     /// `agent.id` holds something that is not an id.
-    #[error("{path} does not hold an agent id ({found:?}); restore it from backup — replacing it starts a new chain under a new id")]
+    #[error(
+        "{path} does not hold an agent id ({found:?}); restore it from backup — replacing it starts a new chain under a new id"
+    )]
     BadId {
         /// The file.
         path: PathBuf,
@@ -360,11 +362,13 @@ pub fn resume(state: Option<Persisted>, tail: Option<Tail>) -> Resume {
             // near the end, the head file's is right unless that checkpoint
             // never reached the output; then start coverage from the
             // beginning: an overlap is harmless, a hole is not.
-            let checkpointed = t.checkpointed.unwrap_or(if s.checkpointed <= t.head.sequence {
-                s.checkpointed
-            } else {
-                0
-            });
+            let checkpointed = t
+                .checkpointed
+                .unwrap_or(if s.checkpointed <= t.head.sequence {
+                    s.checkpointed
+                } else {
+                    0
+                });
             Resume {
                 head: t.head,
                 checkpointed,
@@ -433,7 +437,10 @@ mod tests {
         drop(f);
         assert_eq!(HeadFile::open(&d).unwrap().1, Some(s(6)));
         // Tear the newer slot (generation 2 lives in slot 0).
-        let raw = OpenOptions::new().write(true).open(d.join("audit.head")).unwrap();
+        let raw = OpenOptions::new()
+            .write(true)
+            .open(d.join("audit.head"))
+            .unwrap();
         raw.write_all_at(b"garbage", 20).unwrap();
         let (mut f, got) = HeadFile::open(&d).unwrap();
         assert_eq!(got, Some(s(5)));
@@ -520,7 +527,11 @@ mod tests {
                 checkpointed: Some(2)
             })
         );
-        assert!(std::fs::read_to_string(&out).unwrap().ends_with("\"sequence\":3}}\n"));
+        assert!(
+            std::fs::read_to_string(&out)
+                .unwrap()
+                .ends_with("\"sequence\":3}}\n")
+        );
         assert_eq!(recover_output(&out, "someone-else").unwrap().0, None);
         assert_eq!(recover_output(&d.join("absent"), "me").unwrap(), (None, 0));
         std::fs::remove_dir_all(&d).unwrap();

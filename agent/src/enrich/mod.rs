@@ -11,9 +11,8 @@ use crate::{
     clock::{Clock, rfc3339},
     flows::table::FlowReport,
     record::{
-        CounterValue,
-        audit::Gap, Endpoint, Event, Icmp, Ingress, Inner, Interface, Network, Observer, Record,
-        Vlan,
+        CounterValue, Endpoint, Event, Icmp, Ingress, Inner, Interface, Network, Observer, Record,
+        Vlan, audit::Gap,
     },
 };
 
@@ -228,7 +227,13 @@ impl Enricher {
         class: &'static str,
         count: u64,
     ) -> Record {
-        let mut event = Event::new("lbwitness.audit", "gap", "event", &["network"], &["info", "error"]);
+        let mut event = Event::new(
+            "lbwitness.audit",
+            "gap",
+            "event",
+            &["network"],
+            &["info", "error"],
+        );
         event.reason = Some(reason);
         event.start = Some(rfc3339(start));
         event.end = Some(rfc3339(end));

@@ -394,7 +394,12 @@ mod tests {
         vec![
             e.flow_record(&clock, &report),
             e.flow_record(&clock, &icmp),
-            e.counters_record(now, counters, [("y", CounterValue { delta: 0, total: 0 })].into(), true),
+            e.counters_record(
+                now,
+                counters,
+                [("y", CounterValue { delta: 0, total: 0 })].into(),
+                true,
+            ),
             e.gap_record(now, now, "kernel", "ringbuf_reserve_failed", "loss", 7),
             a.restart(
                 now,
@@ -424,7 +429,13 @@ mod tests {
                     }],
                 },
             ),
-            a.stop(now, Stop { records: 9, signal: "SIGTERM" }),
+            a.stop(
+                now,
+                Stop {
+                    records: 9,
+                    signal: "SIGTERM",
+                },
+            ),
             a.hook(
                 now,
                 true,
@@ -458,7 +469,9 @@ mod tests {
             let mut written = Vec::new();
             jcs::to_canonical_vec(&record, &mut written).unwrap();
             let mut canonical = Vec::new();
-            jcs::parse(&written).unwrap().write_canonical(&mut canonical);
+            jcs::parse(&written)
+                .unwrap()
+                .write_canonical(&mut canonical);
             assert_eq!(
                 String::from_utf8(written).unwrap(),
                 String::from_utf8(canonical).unwrap(),

@@ -36,10 +36,10 @@ use crate::{
     },
     capture::{self, attach::attach},
     config::{Config, Output, Overrides},
-    record::audit::{Hook, Start, WatchProblem, WatchedFile},
     enrich::Enricher,
     flows::{FlowMaps, FlowSettings, FlowTask},
     preflight,
+    record::audit::{Hook, Start, WatchProblem, WatchedFile},
     sink::{self, file::FileSink},
     telemetry::Telemetry,
     watch::Watcher,
@@ -82,7 +82,12 @@ fn watch_problems(startup: &crate::watch::Startup) -> Vec<WatchProblem> {
         .skipped
         .iter()
         .map(|n| note("not watched", n))
-        .chain(startup.unattributed.iter().map(|n| note("writers not attributed", n)))
+        .chain(
+            startup
+                .unattributed
+                .iter()
+                .map(|n| note("writers not attributed", n)),
+        )
         .chain(startup.unreadable.iter().map(|n| note("unreadable", n)))
         .collect();
     if let Some(problem) = &startup.state_problem {
@@ -106,8 +111,7 @@ pub async fn run(config: Config, overrides: Overrides) -> anyhow::Result<()> {
     preflight::check_kernel(Path::new(preflight::VMLINUX_BTF))?;
 
     // The chain's state, before anything can produce a record.
-    let agent_id: &'static str =
-        Box::leak(state::agent_id(&config.state_dir)?.into_boxed_str());
+    let agent_id: &'static str = Box::leak(state::agent_id(&config.state_dir)?.into_boxed_str());
     let (key, made) = keys::load_or_generate(&config.audit.signing_key)?;
     let signer = Signer::new(key);
     if made {
@@ -130,7 +134,11 @@ pub async fn run(config: Config, overrides: Overrides) -> anyhow::Result<()> {
     };
     let (head_file, persisted) = HeadFile::open(&config.state_dir)?;
     let resume = state::resume(persisted, tail);
-    info!(agent_id, sequence = resume.head.sequence, "audit chain resumed");
+    info!(
+        agent_id,
+        sequence = resume.head.sequence,
+        "audit chain resumed"
+    );
     let (watcher, startup) = Watcher::new(
         config.audit.watch_files.clone(),
         config.state_dir.join("watch.state"),
@@ -178,30 +186,36 @@ pub async fn run(config: Config, overrides: Overrides) -> anyhow::Result<()> {
     if let Some(previous) = resume.previous {
         prelude.push(audit_records.restart(now, resume.head, previous));
     }
-    prelude.push(audit_records.start(
-        now,
-        Start {
-            config_sha256: config.sha256.clone(),
-            hooks: attachments
-                .iter()
-                .map(|a| format!("xdp/{}/{}", a.iface, a.mode.as_str()))
-                .collect(),
-            interfaces: attachments.iter().map(|a| a.iface.clone()).collect(),
-            key_id: signer.key_id().to_owned(),
-            version: env!("CARGO_PKG_VERSION"),
-            watch_problems: watch_problems(&startup),
-            watched_files: startup
-                .current
-                .iter()
-                .map(|(path, state)| WatchedFile {
-                    path: path.display().to_string(),
-                    sha256: state.as_ref().map(|s| s.sha256.clone()),
-                    size: state.as_ref().map(|s| s.size),
-                })
-                .collect(),
-        },
-    ));
-    prelude.extend(attachments.iter().map(|a| audit_records.hook(now, true, hook(a))));
+    prelude.push(
+        audit_records.start(
+            now,
+            Start {
+                config_sha256: config.sha256.clone(),
+                hooks: attachments
+                    .iter()
+                    .map(|a| format!("xdp/{}/{}", a.iface, a.mode.as_str()))
+                    .collect(),
+                interfaces: attachments.iter().map(|a| a.iface.clone()).collect(),
+                key_id: signer.key_id().to_owned(),
+                version: env!("CARGO_PKG_VERSION"),
+                watch_problems: watch_problems(&startup),
+                watched_files: startup
+                    .current
+                    .iter()
+                    .map(|(path, state)| WatchedFile {
+                        path: path.display().to_string(),
+                        sha256: state.as_ref().map(|s| s.sha256.clone()),
+                        size: state.as_ref().map(|s| s.size),
+                    })
+                    .collect(),
+            },
+        ),
+    );
+    prelude.extend(
+        attachments
+            .iter()
+            .map(|a| audit_records.hook(now, true, hook(a))),
+    );
     prelude.extend(startup.changes.iter().map(|c| audit_records.file_change(c)));
 
     let telemetry = Arc::new(Telemetry::default());

@@ -51,14 +51,18 @@ fn apply(
     overrides: &Overrides,
     reload: &mut ConfigReload,
 ) -> Result<Changes, String> {
-    let new = Config::load(running.path.as_deref(), overrides.clone()).map_err(|e| e.to_string())?;
+    let new =
+        Config::load(running.path.as_deref(), overrides.clone()).map_err(|e| e.to_string())?;
     reload.sha256 = new.sha256.clone();
     // The key file is read again even when its path did not change: an
     // operator rotates by replacing the file and sending SIGHUP.
     let key = keys::load(&new.audit.signing_key).map_err(|e| e.to_string())?;
     let mut cadence = None;
     if (new.audit.checkpoint_records, new.audit.checkpoint_interval)
-        != (running.audit.checkpoint_records, running.audit.checkpoint_interval)
+        != (
+            running.audit.checkpoint_records,
+            running.audit.checkpoint_interval,
+        )
     {
         cadence = Some((new.audit.checkpoint_records, new.audit.checkpoint_interval));
         reload.applied.push("audit.checkpoint");
@@ -79,9 +83,18 @@ fn apply(
             "capture.ring_buffer_bytes",
             new.ring_buffer_bytes != running.ring_buffer_bytes,
         ),
-        ("flows", new.timeouts != running.timeouts || new.sweep_interval != running.sweep_interval),
-        ("flows.lifecycle_records", new.lifecycle_records != running.lifecycle_records),
-        ("audit.watch_files", new.audit.watch_files != running.audit.watch_files),
+        (
+            "flows",
+            new.timeouts != running.timeouts || new.sweep_interval != running.sweep_interval,
+        ),
+        (
+            "flows.lifecycle_records",
+            new.lifecycle_records != running.lifecycle_records,
+        ),
+        (
+            "audit.watch_files",
+            new.audit.watch_files != running.audit.watch_files,
+        ),
     ];
     reload.restart_required = restart
         .into_iter()

@@ -1,1 +1,109 @@
-//! `lbwitness verify`.
+//! `lbwitness verify`: checks an audit trail against docs/AUDIT.md.
+//!
+//! The core is pure: [`Verifier`] takes lines and returns a [`Report`].
+//! [`run`] is the shell: keys, files, output, exit code.
+//!
+//! ```text
+//! files ─▶ input ─lines─▶ index (parse once, link in-file successors,
+//!                                keep a 56-byte entry per record)
+//!                         ─▶ chain (sort, link the rest, duplicates, missing)
+//!                         ─▶ checkpoints (keys, rotation, coverage)
+//!                         ─▶ report ─▶ human | JSON
+//! ```
+
+mod canonical;
+mod chain;
+mod checkpoints;
+pub mod human;
+mod index;
+pub mod input;
+pub mod keys;
+pub mod line;
+pub mod report;
+#[cfg(test)]
+mod tests;
+
+use std::{io::Write as _, path::PathBuf, process::ExitCode};
+
+pub use self::{
+    index::{FileId, Verifier},
+    report::{Report, Verdict},
+};
+
+/// `lbwitness verify` options.
+#[derive(Clone, Debug, clap::Args)]
+pub struct VerifyArgs {
+    /// A trusted Ed25519 public key (repeatable): a PEM file
+    /// (`-----BEGIN PUBLIC KEY-----`, as `openssl pkey -pubout` writes), or a
+    /// file or argument with 64 hex digits of the raw key.
+    #[arg(long = "key", value_name = "PUBKEY")]
+    pub keys: Vec<String>,
+    /// Print one JSON report instead of the summary.
+    #[arg(long)]
+    pub json: bool,
+    /// The agent is still running: accept an open end, and report records
+    /// after the latest valid checkpoint as pending.
+    #[arg(long)]
+    pub live: bool,
+    /// NDJSON files, or directories to read recursively.
+    #[arg(required = true, value_name = "PATH")]
+    pub paths: Vec<PathBuf>,
+}
+
+/// Runs `lbwitness verify`; the exit code is that of docs/AUDIT.md
+/// (0 intact, 1 unreadable input or key, 3 tampering, 4 incomplete).
+pub fn run(args: VerifyArgs) -> ExitCode {
+    match verify_paths(&args) {
+        Ok(report) => {
+            let mut stdout = std::io::stdout().lock();
+            let written = if args.json {
+                serde_json::to_writer(&mut stdout, &report)
+                    .map_err(std::io::Error::from)
+                    .and_then(|()| stdout.write_all(b"\n"))
+            } else {
+                stdout.write_all(human::render(&report).as_bytes())
+            };
+            if let Err(e) = written.and_then(|()| stdout.flush()) {
+                eprintln!("error: cannot write the report: {e}");
+                return ExitCode::FAILURE;
+            }
+            ExitCode::from(report.exit_code)
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Why verification could not run (exit code 1).
+#[derive(Debug, thiserror::Error)]
+pub enum VerifyError {
+    /// A `--key`.
+    #[error(transparent)]
+    Key(#[from] keys::KeyError),
+    /// An input path.
+    #[error(transparent)]
+    Input(#[from] input::InputError),
+    /// The paths hold no file at all.
+    #[error("no files to read under the given paths")]
+    NoFiles,
+}
+
+/// Reads the keys and every file, and verifies.
+pub fn verify_paths(args: &VerifyArgs) -> Result<Report, VerifyError> {
+    let trusted = args
+        .keys
+        .iter()
+        .map(|k| keys::read_trusted_key(k))
+        .collect::<Result<Vec<_>, _>>()?;
+    let files = input::collect_files(&args.paths)?;
+    if files.is_empty() {
+        return Err(VerifyError::NoFiles);
+    }
+    let mut verifier = Verifier::new(&trusted, args.live);
+    for file in &files {
+        input::feed_file(&mut verifier, file)?;
+    }
+    Ok(verifier.finish())
+}
