@@ -4,7 +4,8 @@
 //!
 //! * Clean shutdown on SIGTERM and on SIGINT: exit 0 within 5 s, XDP
 //!   detached, final flow records with the right 5-tuples and counts, a
-//!   `capture-counters` record last.
+//!   `capture-counters` record, then `agent-stop` and the final signed
+//!   checkpoint.
 //! * SIGKILL: the kernel drops the bpf_link with the process, and a restart
 //!   attaches and records again (three rounds).
 //! * An interface that already has an XDP program (another lbwitness, or a
@@ -326,8 +327,20 @@ fn stop_cleanly(lab: &Lab, agent: &mut Agent, signal: libc::c_int) -> Vec<Value>
         lab.lb.ip(&["-d", "link", "show", "dev", lab.iface()])
     );
     let records = agent.records();
+    // The shutdown tail: final counters, the stop record, the final
+    // signed checkpoint.
+    let tail: Vec<&str> = records.iter().rev().take(3).rev().map(action).collect();
+    assert_eq!(
+        tail,
+        ["capture-counters", "agent-stop", "checkpoint"],
+        "{}",
+        dump(&records)
+    );
     let last = records.last().expect("the agent wrote no record");
-    assert_eq!(action(last), "capture-counters", "last record: {last}");
+    assert_eq!(
+        last["lbwitness"]["checkpoint"]["final"], true,
+        "last record: {last}"
+    );
     for (i, r) in records.iter().enumerate() {
         assert_eq!(
             r["event"]["sequence"].as_u64(),

@@ -24,12 +24,12 @@ use super::chain::hex;
 #[derive(Debug, thiserror::Error)]
 pub enum KeyError {
     /// Reading or writing the file failed.
-    #[error("{path}: {source}")]
+    #[error("signing key {path}: {error}")]
     Io {
         /// The key file.
         path: PathBuf,
         /// Why.
-        source: std::io::Error,
+        error: std::io::Error,
     },
     /// Group or other users may read or write the private key.
     #[error(
@@ -75,9 +75,9 @@ pub fn public_path(private: &Path) -> PathBuf {
 
 /// Makes a new key pair at `path` (mode 0600) and `<path>.pub` (0644).
 pub fn generate(path: &Path, force: bool) -> Result<SigningKey, KeyError> {
-    let io = |source| KeyError::Io {
+    let io = |error| KeyError::Io {
         path: path.to_owned(),
-        source,
+        error,
     };
     let mut seed = [0u8; 32];
     getrandom::fill(&mut seed).map_err(|e| KeyError::Random(e.to_string()))?;
@@ -109,9 +109,9 @@ pub fn generate(path: &Path, force: bool) -> Result<SigningKey, KeyError> {
     file.sync_all().map_err(io)?;
     std::fs::rename(&tmp, path).map_err(io)?;
     let pub_path = public_path(path);
-    std::fs::write(&pub_path, public.as_bytes()).map_err(|source| KeyError::Io {
+    std::fs::write(&pub_path, public.as_bytes()).map_err(|error| KeyError::Io {
         path: pub_path,
-        source,
+        error,
     })?;
     Ok(key)
 }
@@ -119,9 +119,9 @@ pub fn generate(path: &Path, force: bool) -> Result<SigningKey, KeyError> {
 /// Loads the private key at `path`, refusing it when group or other users
 /// can read or write it.
 pub fn load(path: &Path) -> Result<SigningKey, KeyError> {
-    let io = |source| KeyError::Io {
+    let io = |error| KeyError::Io {
         path: path.to_owned(),
-        source,
+        error,
     };
     let meta = std::fs::metadata(path).map_err(io)?;
     let mode = meta.mode() & 0o7777;

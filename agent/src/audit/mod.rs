@@ -150,17 +150,20 @@ impl AuditTask {
         let (mut records_open, mut control_open) = (true, true);
         while records_open || control_open {
             let deadline = tokio::time::Instant::from_std(self.cadence.deadline());
+            // Control first: a hook detached before the final flush is
+            // recorded before the flush's records.
             tokio::select! {
+                biased;
+                msg = control.recv(), if control_open => match msg {
+                    Some(msg) => self.on_control(msg)?,
+                    None => control_open = false,
+                },
                 n = records.recv_many(&mut batch, BATCH), if records_open => {
                     records_open = n > 0;
                     for record in batch.drain(..) {
                         self.push(record)?;
                     }
                 }
-                msg = control.recv(), if control_open => match msg {
-                    Some(msg) => self.on_control(msg)?,
-                    None => control_open = false,
-                },
                 () = tokio::time::sleep_until(deadline) => self.checkpoint(Reason::Interval, None)?,
             }
             self.flush().await?;

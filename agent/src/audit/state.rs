@@ -22,12 +22,20 @@ use super::chain::{Hash, Head};
 #[derive(Debug, thiserror::Error)]
 pub enum StateError {
     /// An I/O error on a state file.
-    #[error("state file {path}: {source}")]
+    #[error("state file {path}: {error}; check the state directory (--state-dir)")]
     Io {
         /// The file.
         path: PathBuf,
         /// Why.
-        source: std::io::Error,
+        error: std::io::Error,
+    },
+    /// The output file could not be read back to continue the chain.
+    #[error("cannot read back the output {path} to continue the chain: {error}")]
+    Output {
+        /// The output file.
+        path: PathBuf,
+        /// Why.
+        error: std::io::Error,
     },
     /// `agent.id` holds something that is not an id.
     #[error(
@@ -45,9 +53,16 @@ pub enum StateError {
 }
 
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> StateError + '_ {
-    move |source| StateError::Io {
+    move |error| StateError::Io {
         path: path.to_owned(),
-        source,
+        error,
+    }
+}
+
+fn output(path: &Path) -> impl FnOnce(std::io::Error) -> StateError + '_ {
+    move |error| StateError::Output {
+        path: path.to_owned(),
+        error,
     }
 }
 
@@ -244,18 +259,19 @@ pub fn recover_output(path: &Path, agent_id: &str) -> Result<(Option<Tail>, u64)
     let file = match OpenOptions::new().read(true).write(true).open(path) {
         Ok(f) => f,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok((None, 0)),
-        Err(e) => return Err(io(path)(e)),
+        Err(e) => return Err(output(path)(e)),
     };
-    let len = file.metadata().map_err(io(path))?.len();
+    let len = file.metadata().map_err(output(path))?.len();
     let start = len.saturating_sub(TAIL_SCAN);
     let mut buf = vec![0u8; (len - start) as usize];
-    let n = read_at_exact(&file, &mut buf, start).map_err(io(path))?;
+    let n = read_at_exact(&file, &mut buf, start).map_err(output(path))?;
     buf.truncate(n);
     let complete = buf.iter().rposition(|b| *b == b'\n').map_or(0, |i| i + 1);
     let cut = buf.len() - complete;
     if cut > 0 {
-        file.set_len(start + complete as u64).map_err(io(path))?;
-        file.sync_all().map_err(io(path))?;
+        file.set_len(start + complete as u64)
+            .map_err(output(path))?;
+        file.sync_all().map_err(output(path))?;
     }
     let mut tail: Option<Tail> = None;
     for line in buf[..complete].rsplit(|b| *b == b'\n') {

@@ -122,6 +122,12 @@ pub async fn run(config: Config, overrides: Overrides) -> anyhow::Result<()> {
             "made a new checkpoint signing key; give its public half to whoever verifies the trail"
         );
     }
+    let sink = match &config.output {
+        Output::Stdout => FileSink::stdout(),
+        Output::File(path) => FileSink::open(path)?,
+    };
+    // The output file, when the agent owns one, says where the chain really
+    // ended; opened first so an unwritable output is named as such.
     let tail = match &config.output {
         Output::File(path) => {
             let (tail, cut) = state::recover_output(path, agent_id)?;
@@ -144,10 +150,6 @@ pub async fn run(config: Config, overrides: Overrides) -> anyhow::Result<()> {
         config.state_dir.join("watch.state"),
     )?;
 
-    let sink = match &config.output {
-        Output::Stdout => FileSink::stdout(),
-        Output::File(path) => FileSink::open(path)?,
-    };
     raise_memlock();
 
     let mut ebpf = capture::load(config.flow_table_entries, config.ring_buffer_bytes)?;

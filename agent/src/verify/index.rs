@@ -167,7 +167,10 @@ pub(crate) fn chain_hash(prev: &[u8; 32], body: &[u8]) -> [u8; 32] {
 /// The verifier's core: feed it every line of every file, in any order,
 /// then [`finish`](Self::finish). No I/O.
 pub struct Verifier {
+    /// Keys trusted for every agent.
     trusted: HashMap<[u8; 32], VerifyingKey>,
+    /// Keys trusted for one agent only (`--key AGENT_ID=PUBKEY`).
+    bound: HashMap<String, Vec<VerifyingKey>>,
     live: bool,
     files: Vec<String>,
     agents: Vec<AgentLog>,
@@ -181,11 +184,18 @@ pub struct Verifier {
 }
 
 impl Verifier {
+    /// Trusts `key` for agent `agent_id` only: a checkpoint of any other
+    /// agent signed with it is untrusted.
+    pub fn trust_for(&mut self, agent_id: &str, key: VerifyingKey) {
+        self.bound.entry(agent_id.to_owned()).or_default().push(key);
+    }
+
     /// A verifier trusting `trusted` keys for every agent; `live` accepts an
     /// open end (the agent is still running).
     pub fn new(trusted: &[VerifyingKey], live: bool) -> Self {
         Self {
             trusted: trusted.iter().map(|k| (key_id_bytes(k), *k)).collect(),
+            bound: HashMap::new(),
             live,
             files: Vec::new(),
             agents: Vec::new(),
@@ -284,6 +294,15 @@ impl Verifier {
     /// The second pass: links, duplicates, missing ranges, checkpoints,
     /// coverage; then the verdicts.
     pub fn finish(mut self) -> Report {
+        let bound = std::mem::take(&mut self.bound);
+        let global = self.trusted.clone();
+        let trusted_for = |agent: &str| {
+            let mut keys = global.clone();
+            for k in bound.get(agent).into_iter().flatten() {
+                keys.insert(key_id_bytes(k), *k);
+            }
+            keys
+        };
         self.agents.sort_by(|a, b| a.id.cmp(&b.id));
         let files = &self.files;
         let name = |f: FileId| files[f as usize].clone();
@@ -294,7 +313,8 @@ impl Verifier {
                 let mut entries = agent.take_entries();
                 let mut report = chain::analyze(&mut agent, &mut entries, &name);
                 agent.drop_bodies();
-                checkpoints::check(&agent, &mut entries, &self.trusted, &name, &mut report);
+                let trusted = trusted_for(&agent.id);
+                checkpoints::check(&agent, &mut entries, &trusted, &name, &mut report);
                 checkpoints::coverage(&entries, self.live, &mut report);
                 report.verdict = report.judge(self.live);
                 report

@@ -35,7 +35,9 @@ pub use self::{
 pub struct VerifyArgs {
     /// A trusted Ed25519 public key (repeatable): a PEM file
     /// (`-----BEGIN PUBLIC KEY-----`, as `openssl pkey -pubout` writes), or a
-    /// file or argument with 64 hex digits of the raw key.
+    /// file or argument with 64 hex digits of the raw key. `AGENT_ID=PUBKEY`
+    /// trusts the key for that agent only; a bare key is trusted for every
+    /// agent.
     #[arg(long = "key", value_name = "PUBKEY")]
     pub keys: Vec<String>,
     /// Print one JSON report instead of the summary.
@@ -92,16 +94,22 @@ pub enum VerifyError {
 
 /// Reads the keys and every file, and verifies.
 pub fn verify_paths(args: &VerifyArgs) -> Result<Report, VerifyError> {
-    let trusted = args
-        .keys
-        .iter()
-        .map(|k| keys::read_trusted_key(k))
-        .collect::<Result<Vec<_>, _>>()?;
+    let mut trusted = Vec::new();
+    let mut bound = Vec::new();
+    for arg in &args.keys {
+        match keys::split_agent(arg) {
+            Some((agent, key)) => bound.push((agent, keys::read_trusted_key(key)?)),
+            None => trusted.push(keys::read_trusted_key(arg)?),
+        }
+    }
     let files = input::collect_files(&args.paths)?;
     if files.is_empty() {
         return Err(VerifyError::NoFiles);
     }
     let mut verifier = Verifier::new(&trusted, args.live);
+    for (agent, key) in bound {
+        verifier.trust_for(agent, key);
+    }
     for file in &files {
         input::feed_file(&mut verifier, file)?;
     }

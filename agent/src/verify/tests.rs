@@ -4,7 +4,7 @@ use ed25519_dalek::{Signer as _, SigningKey, VerifyingKey};
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 
-use super::{Report, Verdict, Verifier, human, input};
+use super::{Report, Verdict, Verifier, human, input, keys};
 use crate::audit::jcs;
 
 /// One agent writing a trail the way docs/AUDIT.md says.
@@ -651,4 +651,45 @@ fn a_gap_record_that_contradicts_itself_is_reported() {
             .contains("declares 1..2 (count 5)")
     );
     assert_eq!(agent.declared_losses.len(), 1);
+}
+
+#[test]
+fn keys_bound_to_an_agent_are_trusted_for_it_only() {
+    let (k1, k2) = (key(1), key(2));
+    let run = |a2_key: &SigningKey| {
+        let mut a = Agent::new("a1", k1.clone());
+        a.flows(3);
+        a.checkpoint(true);
+        let mut b = Agent::new("a2", a2_key.clone());
+        b.flows(3);
+        b.checkpoint(true);
+        let mut v = Verifier::new(&[], false);
+        v.trust_for("a1", k1.verifying_key());
+        v.trust_for("a2", k2.verifying_key());
+        let text: String = a
+            .lines
+            .iter()
+            .chain(&b.lines)
+            .map(|l| format!("{l}\n"))
+            .collect();
+        input::feed(&mut v, "t.ndjson", text.as_bytes()).unwrap();
+        v.finish()
+    };
+    assert_eq!(run(&k2).verdict, Verdict::Intact);
+    // a2's checkpoints signed with a1's key: valid signatures, wrong agent.
+    let r = run(&k1);
+    assert_eq!(r.verdict, Verdict::Tampered, "{}", human::render(&r));
+    let a2 = r.agents.iter().find(|a| a.agent_id == "a2").unwrap();
+    assert_eq!(a2.checkpoints.untrusted.count, 1);
+}
+
+#[test]
+fn agent_key_arguments() {
+    let id = "0c988380-51f7-4f0b-9894-7275e8fd63f0";
+    assert_eq!(
+        keys::split_agent(&format!("{id}=/k.pub")),
+        Some((id, "/k.pub"))
+    );
+    assert_eq!(keys::split_agent("/a=b/k.pub"), None);
+    assert_eq!(keys::split_agent("/k.pub"), None);
 }
