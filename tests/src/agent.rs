@@ -126,6 +126,11 @@ impl Agent {
         self.child.try_wait()
     }
 
+    /// Sends `signal` without waiting (e.g. SIGHUP).
+    pub fn signal(&mut self, signal: libc::c_int) {
+        self.child.signal(signal).expect("signal the agent");
+    }
+
     /// Sends `signal` and waits (up to 10 s) for the exit.
     pub fn stop_with(&mut self, signal: libc::c_int) -> Exit {
         let start = Instant::now();

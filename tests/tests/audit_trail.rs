@@ -392,3 +392,131 @@ fn ring_buffer_flood_loss_is_declared_exactly() {
         "verify reports the declared loss {declared}: {stdout}"
     );
 }
+
+#[test]
+fn sighup_rotates_the_signing_key_in_band() {
+    let lab = Lab::new("audr");
+    let output = Scratch(temp_path("rotate.ndjson"));
+    let state = Scratch(temp_path("state"));
+    let config = Scratch(temp_path("rotate.toml"));
+    std::fs::write(
+        &config.0,
+        "[audit]\ncheckpoint_interval_secs = 1\nwatch_files = []\n",
+    )
+    .unwrap();
+    let mut agent = Agent::start_with(
+        &lab.lb,
+        lab.iface(),
+        &output.0,
+        &state.0,
+        &["--config", config.0.to_str().unwrap()],
+    );
+    let key = state.0.join("signing.key");
+    let old_pub = Scratch(temp_path("old.pub"));
+    std::fs::copy(state.0.join("signing.key.pub"), &old_pub.0).unwrap();
+    std::thread::sleep(Duration::from_millis(1500));
+    // The operator's rotation: a new key in place, then SIGHUP.
+    let out = run_output(
+        Command::new(binary())
+            .args(["keygen", "--force", "--out"])
+            .arg(&key),
+    )
+    .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let new_id = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .find_map(|l| l.strip_prefix("key id:").map(|s| s.trim().to_owned()))
+        .expect("keygen prints the key id");
+    agent.signal(libc::SIGHUP);
+    std::thread::sleep(Duration::from_millis(1500));
+    assert!(
+        agent.stop_with(libc::SIGTERM).status.success(),
+        "{}",
+        agent.log_text()
+    );
+
+    let records = read_records(&output.0);
+    let reload = records
+        .iter()
+        .find(|r| r["event"]["action"] == "config-reload")
+        .expect("a config-reload record");
+    assert_eq!(
+        reload["lbwitness"]["config"]["sha256"],
+        hex::encode(Sha256::digest(std::fs::read(&config.0).unwrap()))
+    );
+    let rotation = records
+        .iter()
+        .find(|r| r["event"]["reason"] == "rotation")
+        .expect("a rotation checkpoint");
+    let old_id = rotation["lbwitness"]["checkpoint"]["key_id"]
+        .as_str()
+        .unwrap();
+    assert_ne!(old_id, new_id);
+    assert_eq!(
+        rotation["lbwitness"]["checkpoint"]["next_key"]["key_id"],
+        new_id.as_str()
+    );
+    assert!(
+        openssl_verifies(rotation, &old_pub.0),
+        "the rotation is signed with the old key"
+    );
+    let after: Vec<&Value> = records
+        .iter()
+        .filter(|r| {
+            r["event"]["action"] == "checkpoint"
+                && r["event"]["sequence"].as_u64() > rotation["event"]["sequence"].as_u64()
+        })
+        .collect();
+    assert!(!after.is_empty());
+    for cp in &after {
+        assert_eq!(
+            cp["lbwitness"]["checkpoint"]["key_id"],
+            new_id.as_str(),
+            "{cp}"
+        );
+    }
+    assert!(
+        records
+            .iter()
+            .any(|r| r["event"]["action"] == "key-rotation")
+    );
+
+    // The old key alone proves the whole trail: the new one is introduced in-band.
+    let path = output.0.to_str().unwrap();
+    let (code, stdout, _) = verify(&["--key", old_pub.0.to_str().unwrap(), path]);
+    assert_eq!(code, 0, "{stdout}");
+    // The new key alone cannot vouch for what came before the rotation.
+    let new_pub = state.0.join("signing.key.pub");
+    let (code, stdout, _) = verify(&["--key", new_pub.to_str().unwrap(), path]);
+    assert_eq!(code, 3, "{stdout}");
+}
+
+#[test]
+fn a_signing_key_others_can_read_is_refused() {
+    let lab = Lab::new("audp");
+    let state = Scratch(temp_path("state"));
+    let key = state.0.join("signing.key");
+    let out = run_output(Command::new(binary()).args(["keygen", "--out"]).arg(&key)).unwrap();
+    assert!(out.status.success());
+    std::fs::set_permissions(&key, std::os::unix::fs::PermissionsExt::from_mode(0o644)).unwrap();
+    let output = Scratch(temp_path("refused.ndjson"));
+    let (status, stderr) = integration_tests::agent::run_to_exit(
+        &lab.lb,
+        &[
+            "run",
+            "--iface",
+            lab.iface(),
+            "--output",
+            output.0.to_str().unwrap(),
+            "--state-dir",
+            state.0.to_str().unwrap(),
+        ],
+    );
+    assert_eq!(status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("chmod 600"), "{stderr}");
+    assert!(!integration_tests::agent::has_xdp(&lab.lb, lab.iface()));
+}
