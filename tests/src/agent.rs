@@ -181,10 +181,21 @@ pub fn read_records(path: &Path) -> Vec<Value> {
 
 /// Runs the agent to completion with `args` in `ns` (for start-up errors)
 /// and returns its exit status and stderr.
+///
+/// A `run` without `--state-dir` gets a temporary one, removed afterwards, so
+/// tests never touch the host's /var/lib/lbwitness.
 pub fn run_to_exit(ns: &NetNs, args: &[&str]) -> (ExitStatus, String) {
     let mut cmd = ns.command(binary());
     cmd.args(args).stdin(Stdio::null());
+    let state = (args.first() == Some(&"run") && !args.contains(&"--state-dir"))
+        .then(|| temp_path("state"));
+    if let Some(state) = &state {
+        cmd.arg("--state-dir").arg(state);
+    }
     let out = cmd.output().expect("run the agent");
+    if let Some(state) = state {
+        let _ = std::fs::remove_dir_all(state);
+    }
     (
         out.status,
         String::from_utf8_lossy(&out.stderr).into_owned(),

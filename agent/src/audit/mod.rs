@@ -164,7 +164,12 @@ impl AuditTask {
                         self.push(record)?;
                     }
                 }
-                () = tokio::time::sleep_until(deadline) => self.checkpoint(Reason::Interval, None)?,
+                () = tokio::time::sleep_until(deadline) => {}
+            }
+            // Checked here, not only in the timer branch: under a steady
+            // stream the record branch is always ready and would starve it.
+            if Instant::now() >= self.cadence.deadline() {
+                self.checkpoint(Reason::Interval, None)?;
             }
             self.flush().await?;
         }
