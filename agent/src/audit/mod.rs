@@ -282,3 +282,6 @@ impl AuditTask {
             .map_err(|_| AuditError::SinkGone)
     }
 }
+
+#[cfg(test)]
+mod tests;
