@@ -22,6 +22,7 @@ pub mod agent;
 pub mod flow;
 pub mod frames;
 pub mod inject;
+pub mod lab;
 pub mod netns;
 pub mod pcap;
 pub mod tshark;

@@ -33,12 +33,10 @@ use std::{
 };
 
 use integration_tests::{
-    agent::{Agent, binary, has_xdp, run_to_exit},
+    agent::{Agent, binary, run_to_exit},
     find_program,
-    netns::{
-        DEFAULT_A_V4, DEFAULT_A_V6, DEFAULT_B_V4, DEFAULT_B_V6, NetNs, VethPair, in_netns,
-        require_root,
-    },
+    lab::Lab,
+    netns::{DEFAULT_A_V4, DEFAULT_A_V6, DEFAULT_B_V4, DEFAULT_B_V6, NetNs, in_netns},
     temp_path,
 };
 use serde_json::Value;
@@ -56,43 +54,6 @@ const XDP_ATTACHED_SKB: u64 = 2;
 
 // ---------------------------------------------------------------------------
 // Setup
-
-/// A client namespace and a load-balancer namespace joined by a veth pair:
-/// client 192.0.2.1 / 2001:db8::1, lb 192.0.2.2 / 2001:db8::2. The agent
-/// always runs in `lb`, on `iface()`.
-struct Lab {
-    // First, so the pair is deleted before its namespaces.
-    veth: VethPair,
-    client: NetNs,
-    lb: NetNs,
-}
-
-impl Lab {
-    fn new(tag: &str) -> Self {
-        require_root();
-        let client = NetNs::new(&format!("{tag}-cl"));
-        let lb = NetNs::new(&format!("{tag}-lb"));
-        let veth = VethPair::with_default_addrs(&client, &lb);
-        Self { veth, client, lb }
-    }
-
-    /// The lb end of the veth, where the agent attaches.
-    fn iface(&self) -> &str {
-        &self.veth.b.name
-    }
-
-    fn start_agent(&self, extra: &[&str]) -> Agent {
-        Agent::start(&self.lb, self.iface(), extra)
-    }
-
-    fn has_xdp(&self) -> bool {
-        has_xdp(&self.lb, self.iface())
-    }
-
-    fn xdp_prog(&self) -> Option<XdpProg> {
-        xdp_prog(&self.lb, self.iface())
-    }
-}
 
 /// A path in the temporary directory, removed on drop (whether or not
 /// anything created it).
@@ -516,7 +477,7 @@ fn assert_refused_in_every_mode(lab: &Lab, holder: &XdpProg) {
             "--xdp-mode {mode}:\n{stderr}"
         );
         assert_eq!(
-            lab.xdp_prog().as_ref(),
+            xdp_prog(&lab.lb, lab.iface()).as_ref(),
             Some(holder),
             "--xdp-mode {mode}: the program already attached was replaced or removed"
         );
@@ -645,7 +606,7 @@ fn sigkill_leaves_nothing_attached_and_a_restart_works() {
 fn second_agent_is_refused_and_the_first_keeps_recording() {
     let lab = Lab::new("busy");
     let mut first = lab.start_agent(&[]);
-    let holder = lab.xdp_prog().expect("the first agent is attached");
+    let holder = xdp_prog(&lab.lb, lab.iface()).expect("the first agent is attached");
     assert_eq!(holder.name, "lbwitness_xdp");
 
     assert_refused_in_every_mode(&lab, &holder);
@@ -673,7 +634,7 @@ fn foreign_xdp_program_is_never_replaced() {
         .unwrap_or_else(|e| panic!("attaching it to {} in generic mode: {e}", lab.iface()));
     // The attachment holds the program; our descriptor is not needed.
     drop(prog);
-    let foreign = lab.xdp_prog().expect("the foreign program is attached");
+    let foreign = xdp_prog(&lab.lb, lab.iface()).expect("the foreign program is attached");
     assert_eq!(foreign.name, "lbw_foreign");
     assert_eq!(foreign.mode, XDP_ATTACHED_SKB);
 
@@ -697,7 +658,7 @@ fn foreign_xdp_program_is_never_replaced() {
     );
     let mut agent = lab.start_agent(&[]);
     assert_eq!(
-        lab.xdp_prog().map(|p| p.name).as_deref(),
+        xdp_prog(&lab.lb, lab.iface()).map(|p| p.name).as_deref(),
         Some("lbwitness_xdp")
     );
     stop_cleanly(&lab, &mut agent, libc::SIGTERM);

@@ -30,32 +30,12 @@ use std::{
 use integration_tests::{
     agent::{Agent, binary, read_records},
     frames::{Frame, tcp_flags},
-    netns::{DEFAULT_B_V4, NetNs, VethPair, in_netns, require_root},
+    lab::Lab,
+    netns::{DEFAULT_B_V4, NetNs, in_netns},
     run_output, temp_path,
 };
 use serde_json::Value;
 use sha2::{Digest as _, Sha256};
-
-/// Two namespaces joined by a veth pair; the agent runs on the lb end.
-struct Lab {
-    veth: VethPair,
-    client: NetNs,
-    lb: NetNs,
-}
-
-impl Lab {
-    fn new(tag: &str) -> Self {
-        require_root();
-        let client = NetNs::new(&format!("{tag}-cl"));
-        let lb = NetNs::new(&format!("{tag}-lb"));
-        let veth = VethPair::with_default_addrs(&client, &lb);
-        Self { veth, client, lb }
-    }
-
-    fn iface(&self) -> &str {
-        &self.veth.b.name
-    }
-}
 
 /// Removes a temporary file or directory on drop.
 struct Scratch(PathBuf);

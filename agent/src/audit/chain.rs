@@ -137,19 +137,8 @@ pub fn hex(bytes: &[u8]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::record::{Event, Observer};
-
     fn record(action: &'static str) -> Record {
-        Record::new(
-            Event::new("lbwitness.audit", action, "event", &["process"], &["info"]),
-            "2026-11-21T00:00:00.000000000Z".into(),
-            Observer {
-                hostname: "lb1".into(),
-                ingress: None,
-                product: "lbwitness",
-                kind: "sensor",
-            },
-        )
+        Record::for_test("lbwitness.audit", action)
     }
 
     /// Recomputes a line's hash the way docs/AUDIT.md says, with

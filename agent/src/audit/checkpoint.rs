@@ -164,28 +164,10 @@ mod tests {
     use ed25519_dalek::{Signature, Verifier as _};
 
     use super::*;
-    use crate::{
-        audit::chain::Head,
-        record::{Event, Observer},
-    };
+    use crate::audit::chain::Head;
 
     fn base() -> Record {
-        Record::new(
-            Event::new(
-                "lbwitness.audit",
-                "checkpoint",
-                "state",
-                &["process"],
-                &["info"],
-            ),
-            "2026-11-21T00:00:00.000000000Z".into(),
-            Observer {
-                hostname: "lb1".into(),
-                ingress: None,
-                product: "lbwitness",
-                kind: "sensor",
-            },
-        )
+        Record::for_test("lbwitness.audit", "checkpoint")
     }
 
     #[test]

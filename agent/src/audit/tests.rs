@@ -8,22 +8,10 @@ use ed25519_dalek::SigningKey;
 use tokio::sync::{mpsc, watch};
 
 use super::*;
-use crate::{
-    record::{Event, Observer},
-    verify::{Verdict, Verifier, input},
-};
+use crate::verify::{Verdict, Verifier, input};
 
 fn record() -> Record {
-    Record::new(
-        Event::new("lbwitness.flow", "flow", "event", &["network"], &["info"]),
-        "2026-11-21T00:00:00.000000000Z".into(),
-        Observer {
-            hostname: "lb1".into(),
-            ingress: None,
-            product: "lbwitness",
-            kind: "sensor",
-        },
-    )
+    Record::for_test("lbwitness.flow", "flow")
 }
 
 fn state_dir(name: &str) -> std::path::PathBuf {

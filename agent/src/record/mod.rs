@@ -49,6 +49,21 @@ pub struct Record {
 }
 
 impl Record {
+    /// A minimal record for tests: `action` in `dataset`, host `lb1`.
+    #[cfg(test)]
+    pub(crate) fn for_test(dataset: &'static str, action: &'static str) -> Self {
+        Self::new(
+            Event::new(dataset, action, "event", &["process"], &["info"]),
+            "2026-11-21T00:00:00.000000000Z".into(),
+            Observer {
+                hostname: "lb1".into(),
+                ingress: None,
+                product: "lbwitness",
+                kind: "sensor",
+            },
+        )
+    }
+
     /// A record with only the fields every record has. The audit stage
     /// fills `agent.id` and `event.sequence`.
     pub fn new(event: Event, timestamp: String, observer: Observer) -> Self {
