@@ -11,7 +11,7 @@ use crate::{
         Event, Observer, Record,
         audit::{
             ConfigReload, File, FileExtra, FileHash, Gap, Hook, KeyRotation, PreviousRun as Prev,
-            Process, Start, Stop, User,
+            Process, Start, Stop, User, WatchStopped,
         },
     },
     watch::{ChangeKind, FileChange},
@@ -129,6 +129,27 @@ impl AuditRecords {
         r.lbwitness.key = Some(KeyRotation {
             key_id: key_id.to_owned(),
             previous_key_id: previous_key_id.to_owned(),
+        });
+        r
+    }
+
+    /// `watch-stopped`: changes to `paths` are no longer recorded.
+    pub fn watch_stopped(
+        &self,
+        at: SystemTime,
+        paths: &[std::path::PathBuf],
+        error: String,
+    ) -> Record {
+        let mut r = self.record(
+            "watch-stopped",
+            "event",
+            &["file", "configuration"],
+            &["end", "error"],
+            at,
+        );
+        r.lbwitness.watch = Some(WatchStopped {
+            error,
+            paths: paths.iter().map(|p| p.display().to_string()).collect(),
         });
         r
     }

@@ -156,6 +156,15 @@ pub struct WatchProblem {
     pub problem: String,
 }
 
+/// `lbwitness.watch`: file watching stopped while the agent runs.
+#[derive(Clone, Debug, Serialize)]
+pub struct WatchStopped {
+    /// Why.
+    pub error: String,
+    /// The paths whose changes are no longer recorded.
+    pub paths: Vec<String>,
+}
+
 /// `lbwitness.stop`.
 #[derive(Clone, Debug, Serialize)]
 pub struct Stop {

@@ -288,6 +288,9 @@ pub struct Extra {
     /// TCP flags seen, e.g. `["SYN", "ACK"]`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub tcp_flags: Option<Vec<&'static str>>,
+    /// File watching stopped.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub watch: Option<audit::WatchStopped>,
 }
 
 impl Extra {
@@ -304,6 +307,7 @@ impl Extra {
             && self.start.is_none()
             && self.stop.is_none()
             && self.tcp_flags.is_none()
+            && self.watch.is_none()
     }
 }
 
@@ -473,6 +477,7 @@ mod tests {
                 },
             ),
             a.key_rotation(now, "aa", "bb"),
+            a.watch_stopped(now, &["/etc/x".into()], "inotify failed".into()),
             a.file_change(&change),
             checkpoint,
         ]

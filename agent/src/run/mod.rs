@@ -274,6 +274,7 @@ pub async fn run(config: Config, overrides: Overrides) -> anyhow::Result<()> {
     let mut sigint = tokio::signal::unix::signal(SignalKind::interrupt())?;
     let mut sighup = tokio::signal::unix::signal(SignalKind::hangup())?;
     let mut watch_open = true;
+    let mut watch_running = true;
     let (signal, early) = loop {
         tokio::select! {
             _ = sigterm.recv() => { info!("SIGTERM: stopping"); break ("SIGTERM", None) }
@@ -294,10 +295,19 @@ pub async fn run(config: Config, overrides: Overrides) -> anyhow::Result<()> {
                 }
                 None => watch_open = false,
             },
-            r = &mut watching, if watch_open => {
+            r = &mut watching, if watch_running => {
                 // File watching is not capture: losing it is recorded, not fatal.
-                tracing::error!(result = ?r, "watching files stopped");
-                watch_open = false;
+                watch_running = false;
+                let error = match r {
+                    Ok(Ok(())) => "the watcher ended".to_owned(),
+                    Ok(Err(e)) => e.to_string(),
+                    Err(e) => format!("the watcher panicked: {e}"),
+                };
+                tracing::error!(%error, "watching files stopped; their changes are no longer recorded");
+                let record = audit_records.watch_stopped(SystemTime::now(), &config.audit.watch_files, error);
+                if control_tx.send(Control::Record(Box::new(record))).await.is_err() {
+                    break ("", Some("the audit stage stopped".to_owned()));
+                }
             }
             r = &mut writer => break ("", Some(format!("the record writer stopped: {r:?}"))),
             r = &mut audit => break ("", Some(format!("the audit stage stopped: {r:?}"))),
