@@ -252,13 +252,22 @@ pub struct Tail {
 /// `checkpoint_records` records; beyond this the head file's value is used.
 const TAIL_SCAN: u64 = 16 << 20;
 
+impl Tail {
+    /// An output with no record of this agent.
+    pub const EMPTY: Self = Self {
+        head: Head::GENESIS,
+        checkpointed: None,
+    };
+}
+
 /// Reads the end of the output file: cuts off a partial last line (a write
 /// torn by a crash; it was never a record) and finds the last complete record
-/// of `agent_id`. Returns the tail and how many bytes were cut.
-pub fn recover_output(path: &Path, agent_id: &str) -> Result<(Option<Tail>, u64), StateError> {
+/// of `agent_id` ([`Tail::EMPTY`] when there is none, or no file). Returns the
+/// tail and how many bytes were cut.
+pub fn recover_output(path: &Path, agent_id: &str) -> Result<(Tail, u64), StateError> {
     let file = match OpenOptions::new().read(true).write(true).open(path) {
         Ok(f) => f,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok((None, 0)),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok((Tail::EMPTY, 0)),
         Err(e) => return Err(output(path)(e)),
     };
     let len = file.metadata().map_err(output(path))?.len();
@@ -297,7 +306,7 @@ pub fn recover_output(path: &Path, agent_id: &str) -> Result<(Option<Tail>, u64)
             break;
         }
     }
-    Ok((tail, cut as u64))
+    Ok((tail.unwrap_or(Tail::EMPTY), cut as u64))
 }
 
 fn read_at_exact(file: &File, buf: &mut [u8], offset: u64) -> std::io::Result<usize> {
@@ -348,7 +357,8 @@ pub struct PreviousRun {
     pub unconfirmed: Option<(u64, u64)>,
 }
 
-/// Decides where to continue from the head file and the output's tail.
+/// Decides where to continue from the head file and the output's tail
+/// (`None`: the output is not a file the agent can read back).
 ///
 /// The output, when this agent owns it, is the truth: records past its last
 /// complete line never reached anyone, so their numbers are given again and
@@ -360,6 +370,11 @@ pub struct PreviousRun {
 pub fn resume(state: Option<Persisted>, tail: Option<Tail>) -> Resume {
     match (state, tail) {
         (None, None) => Resume {
+            head: Head::GENESIS,
+            checkpointed: 0,
+            previous: None,
+        },
+        (None, Some(t)) if t.head.sequence == 0 => Resume {
             head: Head::GENESIS,
             checkpointed: 0,
             previous: None,
@@ -480,6 +495,17 @@ mod tests {
         };
         // First run.
         assert_eq!(resume(None, None).head, Head::GENESIS);
+        assert_eq!(resume(None, Some(Tail::EMPTY)).previous, None);
+        // Killed before anything reached the output: nothing was durable, so
+        // the numbers are given again, from 1.
+        let r = resume(Some(state(4, 0, false)), Some(Tail::EMPTY));
+        assert_eq!(r.head, Head::GENESIS);
+        assert!(r.previous.is_some());
+        // An output emptied after records were durable: never reuse.
+        assert_eq!(
+            resume(Some(state(4, 2, false)), Some(Tail::EMPTY)).head,
+            head(4)
+        );
         // Clean stop, output intact.
         let r = resume(Some(state(10, 10, true)), Some(tail(10, Some(10))));
         assert_eq!((r.head, r.checkpointed), (head(10), 10));
@@ -538,18 +564,21 @@ mod tests {
         assert_eq!(cut, "{\"agent\":{\"id".len() as u64);
         assert_eq!(
             tail,
-            Some(Tail {
+            Tail {
                 head: head(3),
                 checkpointed: Some(2)
-            })
+            }
         );
         assert!(
             std::fs::read_to_string(&out)
                 .unwrap()
                 .ends_with("\"sequence\":3}}\n")
         );
-        assert_eq!(recover_output(&out, "someone-else").unwrap().0, None);
-        assert_eq!(recover_output(&d.join("absent"), "me").unwrap(), (None, 0));
+        assert_eq!(recover_output(&out, "someone-else").unwrap().0, Tail::EMPTY);
+        assert_eq!(
+            recover_output(&d.join("absent"), "me").unwrap(),
+            (Tail::EMPTY, 0)
+        );
         std::fs::remove_dir_all(&d).unwrap();
     }
 }

@@ -134,7 +134,7 @@ pub async fn run(config: Config, overrides: Overrides) -> anyhow::Result<()> {
             if cut > 0 {
                 tracing::warn!(bytes = cut, output = %path.display(), "cut a partial last line left by a crash");
             }
-            tail
+            Some(tail)
         }
         Output::Stdout => None,
     };
