@@ -82,36 +82,22 @@ fn run(
             };
             pending.push(records.stop(SystemTime::UNIX_EPOCH, stop));
         }
+        let mut seal_checkpoint =
+            |chain: &mut Chain, lines: &mut Vec<u8>, last: &mut u64, why, is_final| {
+                let base = records.checkpoint(SystemTime::UNIX_EPOCH, why);
+                let mut cp =
+                    checkpoint::sign(chain, base, *last + 1, signer, None, is_final, &mut scratch)
+                        .unwrap();
+                *last = chain.seal(&mut cp, lines).unwrap();
+            };
         for mut record in pending.drain(..) {
             chain.seal(&mut record, &mut lines).unwrap();
             if chain.head().sequence - checkpointed >= CHECKPOINT_EVERY {
-                let base = records.checkpoint(SystemTime::UNIX_EPOCH, "records");
-                let mut cp = checkpoint::sign(
-                    &chain,
-                    base,
-                    checkpointed + 1,
-                    signer,
-                    None,
-                    false,
-                    &mut scratch,
-                )
-                .unwrap();
-                checkpointed = chain.seal(&mut cp, &mut lines).unwrap();
+                seal_checkpoint(&mut chain, &mut lines, &mut checkpointed, "records", false);
             }
         }
         if last && kill.is_none() {
-            let base = records.checkpoint(SystemTime::UNIX_EPOCH, "stop");
-            let mut cp = checkpoint::sign(
-                &chain,
-                base,
-                checkpointed + 1,
-                signer,
-                None,
-                true,
-                &mut scratch,
-            )
-            .unwrap();
-            checkpointed = chain.seal(&mut cp, &mut lines).unwrap();
+            seal_checkpoint(&mut chain, &mut lines, &mut checkpointed, "stop", true);
         }
         // Written ahead, as the audit stage does before handing a batch on.
         let persisted = Persisted {

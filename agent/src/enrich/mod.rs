@@ -256,17 +256,18 @@ impl Enricher {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use agent_common::flow::IP_V6;
 
     use super::*;
     use crate::flows::table::ReportReason;
 
-    fn enricher() -> Enricher {
+    pub(crate) fn enricher() -> Enricher {
         Enricher::new("lb1".into(), [(3, "veth0".to_string())].into())
     }
 
-    fn v4_key() -> FlowKey {
+    /// TCP 192.0.2.1:40000 -> 192.0.2.2:80 on ifindex 3, QinQ 100/200.
+    pub(crate) fn v4_key() -> FlowKey {
         let mut k = FlowKey {
             ifindex: 3,
             src_port: 40000,

@@ -334,33 +334,22 @@ pub struct CounterValue {
 mod tests {
     use std::time::{Duration, SystemTime};
 
-    use agent_common::flow::{FlowKey, IP_V4, proto, tcp_flag};
+    use agent_common::flow::{proto, tcp_flag};
 
     use super::{audit::*, *};
     use crate::{
         audit::{chain::Head, jcs, records::AuditRecords, state::PreviousRun as Prev},
         clock::Clock,
-        enrich::Enricher,
+        enrich,
         flows::table::{FlowReport, ReportReason},
         watch::{ChangeKind, Evidence, FileChange, FileState, Writer},
     };
 
     /// One record of every kind, with every optional field set somewhere.
     fn every_kind() -> Vec<Record> {
-        let e = Enricher::new("lb1".into(), [(3, "veth0".to_string())].into());
+        let e = enrich::tests::enricher();
         let clock = Clock::from_offset(1_700_000_000_000_000_000);
-        let mut key = FlowKey {
-            ifindex: 3,
-            src_port: 40000,
-            dst_port: 80,
-            ip_version: IP_V4,
-            protocol: proto::TCP,
-            vlan_depth: 2,
-            vlan_outer: 100,
-            vlan_inner: 200,
-            ..FlowKey::default()
-        };
-        key.src_addr[..4].copy_from_slice(&[192, 0, 2, 1]);
+        let key = enrich::tests::v4_key();
         let report = FlowReport {
             key,
             start_ns: 1,
