@@ -130,11 +130,22 @@ fn run(
         .unwrap();
 }
 
-fn scratch_dir(case: u64) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("lbw-crash-{}-{case}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    d
+/// A temporary directory, removed on drop (failing cases included).
+struct ScratchDir(PathBuf);
+
+impl ScratchDir {
+    fn new(case: u64) -> Self {
+        let d = std::env::temp_dir().join(format!("lbw-crash-{}-{case}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
+        std::fs::create_dir_all(&d).unwrap();
+        Self(d)
+    }
+}
+
+impl Drop for ScratchDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
 }
 
 proptest! {
@@ -146,13 +157,14 @@ proptest! {
         last_batches in 1usize..4,
         case in any::<u64>(),
     ) {
-        let dir = scratch_dir(case);
+        let scratch = ScratchDir::new(case);
+        let dir = &scratch.0;
         let output = dir.join("records.ndjson");
         let signer = Signer::new(SigningKey::from_bytes(&[9; 32]));
         for (batches, per_batch, kill_batch, fraction) in &runs {
-            run(&dir, &output, &signer, *batches, *per_batch, Some((kill_batch % (batches + 1), *fraction)));
+            run(dir, &output, &signer, *batches, *per_batch, Some((kill_batch % (batches + 1), *fraction)));
         }
-        run(&dir, &output, &signer, last_batches, 3, None);
+        run(dir, &output, &signer, last_batches, 3, None);
 
         let mut v = Verifier::new(&[signer.public()], false);
         input::feed(&mut v, "records.ndjson", std::fs::File::open(&output).unwrap()).unwrap();
@@ -162,6 +174,5 @@ proptest! {
         prop_assert_eq!(report.agents.len(), 1, "{}", text);
         prop_assert_eq!(report.agents[0].identical_duplicates, 0, "{}", text);
         prop_assert_eq!(report.agents[0].first_sequence, 1);
-        std::fs::remove_dir_all(&dir).unwrap();
     }
 }
