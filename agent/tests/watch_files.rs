@@ -154,6 +154,14 @@ fn check(
     assert_eq!(id(&change.current).as_ref(), current, "current: {change:?}");
 }
 
+/// Checks that `change` took `path` from `last` to what sha256sum says it
+/// holds now, and moves `last` on.
+fn modified(change: &FileChange, path: &Path, last: &mut (String, u64)) {
+    let now = identity(path);
+    check(change, path, ChangeKind::Modified, Some(last), Some(&now));
+    *last = now;
+}
+
 /// Checks that `proc` (by pid) is the writer, as root.
 fn check_writer(change: &FileChange, proc: &Proc, comm: &str, evidence: Evidence) -> Writer {
     let w = change
@@ -226,24 +234,20 @@ async fn every_kind_of_change_is_reported_once_with_its_writer() {
     // In-place append by a shell whose pid we know.
     let p = Proc::sh(&format!("echo '  maxconn 100' >> {}; sleep 0.5", q(&cfg)));
     let c = w.next().await;
-    let now = identity(&cfg);
-    check(&c, &cfg, ChangeKind::Modified, Some(&last), Some(&now));
+    modified(&c, &cfg, &mut last);
     let writer = check_writer(&c, &p, "sh", Evidence::Path);
     let exe = fs::read_link(format!("/proc/{}/exe", p.pid())).unwrap();
     assert_eq!(writer.executable.as_deref(), exe.to_str());
     assert!(c.current.as_ref().unwrap().mtime.is_some());
     p.finish();
-    last = now;
 
     // Truncation.
     let p = Proc::spawn("truncate", &["-s", "0", cfg.to_str().unwrap()]);
     let c = w.next().await;
-    let now = identity(&cfg);
-    assert_eq!(now.1, 0);
-    check(&c, &cfg, ChangeKind::Modified, Some(&last), Some(&now));
+    modified(&c, &cfg, &mut last);
+    assert_eq!(last.1, 0);
     check_writer(&c, &p, "truncate", Evidence::Path);
     p.finish();
-    last = now;
 
     // A writer that keeps the file open (3 s): reported before it closes.
     let started = Instant::now();
@@ -256,11 +260,9 @@ async fn every_kind_of_change_is_reported_once_with_its_writer() {
         started.elapsed() < Duration::from_secs(2),
         "reported only when the writer closed the file"
     );
-    let now = identity(&cfg);
-    check(&c, &cfg, ChangeKind::Modified, Some(&last), Some(&now));
+    modified(&c, &cfg, &mut last);
     check_writer(&c, &p, "sh", Evidence::Path);
     p.finish();
-    last = now;
 
     // Overwrite, then sed -i (temp file renamed over the original).
     let p = Proc::sh(&format!(
@@ -268,29 +270,23 @@ async fn every_kind_of_change_is_reported_once_with_its_writer() {
         q(&cfg)
     ));
     let c = w.next().await;
-    let now = identity(&cfg);
-    check(&c, &cfg, ChangeKind::Modified, Some(&last), Some(&now));
+    modified(&c, &cfg, &mut last);
     check_writer(&c, &p, "sh", Evidence::Path);
     p.finish();
-    last = now;
     let p = Proc::spawn("sed", &["-i", "s/10/20/", cfg.to_str().unwrap()]);
     let c = w.next().await;
-    let now = identity(&cfg);
-    check(&c, &cfg, ChangeKind::Modified, Some(&last), Some(&now));
+    modified(&c, &cfg, &mut last);
     check_writer(&c, &p, "sed", Evidence::Path);
     p.finish();
-    last = now;
 
     // A temp file written by someone else, renamed into place by mv.
     let tmp = dir.path(".haproxy.cfg.tmp");
     fs::write(&tmp, "global\n  maxconn 30\n").unwrap();
     let p = Proc::spawn("mv", &[tmp.to_str().unwrap(), cfg.to_str().unwrap()]);
     let c = w.next().await;
-    let now = identity(&cfg);
-    check(&c, &cfg, ChangeKind::Modified, Some(&last), Some(&now));
+    modified(&c, &cfg, &mut last);
     check_writer(&c, &p, "mv", Evidence::Path);
     p.finish();
-    last = now;
 
     // No content change: touch, and renaming identical content over it.
     Proc::spawn("touch", &[cfg.to_str().unwrap()]).finish();
@@ -375,11 +371,9 @@ async fn every_kind_of_change_is_reported_once_with_its_writer() {
     last = now;
     let p = Proc::sh(&format!("echo '  bind :80' >> {}; sleep 0.3", q(&real)));
     let c = w.next().await;
-    let now = identity(&cfg);
-    check(&c, &cfg, ChangeKind::Modified, Some(&last), Some(&now));
+    modified(&c, &cfg, &mut last);
     check_writer(&c, &p, "sh", Evidence::Path);
     p.finish();
-    last = now;
 
     w.quiet().await;
     w.stop().await;
@@ -438,11 +432,9 @@ async fn descriptor_mode_infers_renames_from_the_directory() {
 
     let p = Proc::sh(&format!("echo '  maxconn 1' >> {}; sleep 0.5", q(&cfg)));
     let c = w.next().await;
-    let now = identity(&cfg);
-    check(&c, &cfg, ChangeKind::Modified, Some(&last), Some(&now));
+    modified(&c, &cfg, &mut last);
     check_writer(&c, &p, "sh", Evidence::Path);
     p.finish();
-    last = now;
 
     // sed writes a temp file in the same directory and renames it: this mode
     // sees only the temp file's writes. Read before the rename, the write is
@@ -450,12 +442,10 @@ async fn descriptor_mode_infers_renames_from_the_directory() {
     // path is already the watched one (path evidence). Either way: sed.
     let p = Proc::spawn("sed", &["-i", "s/1/2/", cfg.to_str().unwrap()]);
     let c = w.next().await;
-    let now = identity(&cfg);
-    check(&c, &cfg, ChangeKind::Modified, Some(&last), Some(&now));
+    modified(&c, &cfg, &mut last);
     let evidence = c.writer.as_ref().map(|w| w.evidence);
     check_writer(&c, &p, "sed", evidence.unwrap());
     p.finish();
-    last = now;
 
     // Every descriptor the kernel opened for the watcher was closed (the
     // state file may be being written right now: it is not one of them).

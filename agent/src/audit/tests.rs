@@ -25,6 +25,16 @@ struct Run {
     actions: Vec<(String, Option<String>)>,
 }
 
+impl Run {
+    /// Checkpoints written for `reason`.
+    fn checkpoints(&self, reason: &str) -> usize {
+        self.actions
+            .iter()
+            .filter(|(a, r)| a == "checkpoint" && r.as_deref() == Some(reason))
+            .count()
+    }
+}
+
 /// Runs a task with `every` and `interval`, feeding it what `feed` sends,
 /// and collects its output; checks the head file against every batch.
 async fn run(
@@ -105,11 +115,7 @@ async fn a_steady_stream_still_gets_interval_checkpoints() {
         },
     )
     .await;
-    let interval = out
-        .actions
-        .iter()
-        .filter(|(a, r)| a == "checkpoint" && r.as_deref() == Some("interval"))
-        .count();
+    let interval = out.checkpoints("interval");
     assert!(
         interval >= 3,
         "{interval} interval checkpoints in 300 ms at 40 ms"
@@ -139,14 +145,12 @@ async fn every_n_records_and_when_idle() {
         },
     )
     .await;
-    let by = |why: &str| {
+    assert!(out.checkpoints("records") >= 2, "{:?}", out.actions);
+    assert!(
+        out.checkpoints("interval") >= 2,
+        "idle checkpoints: {:?}",
         out.actions
-            .iter()
-            .filter(|(a, r)| a == "checkpoint" && r.as_deref() == Some(why))
-            .count()
-    };
-    assert!(by("records") >= 2, "{:?}", out.actions);
-    assert!(by("interval") >= 2, "idle checkpoints: {:?}", out.actions);
+    );
     assert_eq!(verdict(&out.lines, 1), Verdict::Intact);
 }
 
