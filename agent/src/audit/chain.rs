@@ -95,7 +95,7 @@ impl Chain {
         out.copy_within(slot..end, slot + HASH_MEMBER);
         let member = &mut out[slot..slot + HASH_MEMBER];
         member[..8].copy_from_slice(b"\"hash\":\"");
-        write_hex(&mut member[8..72], &hash);
+        hex::encode_to_slice(hash, &mut member[8..72]).expect("64 bytes for 32");
         member[72..].copy_from_slice(b"\",");
         *out.last_mut().expect("just resized") = b'\n';
         self.head = Head {
@@ -116,22 +116,6 @@ fn hash_slot(body: &[u8]) -> Option<usize> {
     let event = memchr::memmem::find(body, b"\"event\":{")?;
     let kind = memchr::memmem::find(&body[event..], b"\"kind\":")?;
     Some(event + kind)
-}
-
-/// Writes lowercase hex of `bytes` into `out` (twice as long).
-fn write_hex(out: &mut [u8], bytes: &[u8]) {
-    const DIGITS: &[u8; 16] = b"0123456789abcdef";
-    for (pair, b) in out.chunks_exact_mut(2).zip(bytes) {
-        pair[0] = DIGITS[usize::from(b >> 4)];
-        pair[1] = DIGITS[usize::from(b & 0xf)];
-    }
-}
-
-/// Lowercase hex of `bytes`.
-pub fn hex(bytes: &[u8]) -> String {
-    let mut out = vec![0; bytes.len() * 2];
-    write_hex(&mut out, bytes);
-    String::from_utf8(out).expect("hex digits are ASCII")
 }
 
 #[cfg(test)]
@@ -173,7 +157,7 @@ mod tests {
         {
             let (seq, h, stored) = spec_hash(&prev, line);
             assert_eq!(seq, i as u64 + 1);
-            assert_eq!(hex(&h), stored);
+            assert_eq!(hex::encode(h), stored);
             let v: serde_json::Value = serde_json::from_slice(line).unwrap();
             assert_eq!(v["agent"]["id"], "agent-1");
             // The line is canonical as written: re-serialising sorted changes nothing.

@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 use ed25519_dalek::{Signer as _, SigningKey, VerifyingKey};
 
 use super::{
-    chain::{Chain, SealError, hex},
+    chain::{Chain, SealError},
     keys::key_id,
 };
 use crate::record::{
@@ -140,12 +140,12 @@ pub fn sign(
         count: (head.sequence + 1).saturating_sub(first_sequence),
         is_final,
         first_sequence,
-        head_hash: hex(&head.hash),
+        head_hash: hex::encode(head.hash),
         key_id: signer.id.clone(),
         last_sequence: head.sequence,
         next_key: next.map(|k| NextKey {
             key_id: key_id(k),
-            public_key: hex(k.as_bytes()),
+            public_key: hex::encode(k.as_bytes()),
         }),
         signature: None,
     });
@@ -154,7 +154,7 @@ pub fn sign(
     chain.body(&mut record, scratch)?;
     let signature = signer.key.sign(scratch);
     if let Some(c) = &mut record.lbwitness.checkpoint {
-        c.signature = Some(hex(&signature.to_bytes()));
+        c.signature = Some(hex::encode(signature.to_bytes()));
     }
     Ok(record)
 }

@@ -18,8 +18,6 @@ use ed25519_dalek::{
 };
 use sha2::{Digest as _, Sha256};
 
-use super::chain::hex;
-
 /// Why a key could not be made or used.
 #[derive(Debug, thiserror::Error)]
 pub enum KeyError {
@@ -63,7 +61,7 @@ pub enum KeyError {
 
 /// Hex SHA-256 of the 32-byte public key: the `key_id` in checkpoints.
 pub fn key_id(key: &VerifyingKey) -> String {
-    hex(&Sha256::digest(key.as_bytes()))
+    hex::encode(Sha256::digest(key.as_bytes()))
 }
 
 /// Where the public half of `private` is written: `<private>.pub`.
@@ -210,7 +208,7 @@ mod tests {
         .unwrap();
         let public = SigningKey::from_bytes(&secret).verifying_key();
         assert_eq!(
-            hex(public.as_bytes()),
+            hex::encode(public.as_bytes()),
             "d75a980182b10ab7d54bfed3c964073a0ee172f3daa62325af021a68f707511a"
         );
         assert_eq!(

@@ -4,7 +4,7 @@
 
 use std::{path::Path, time::SystemTime};
 
-use super::{chain::hex, state::PreviousRun};
+use super::state::PreviousRun;
 use crate::{
     clock::rfc3339,
     record::{
@@ -94,7 +94,7 @@ impl AuditRecords {
             previous_run: Some(Prev {
                 clean: prev.clean,
                 durable_sequence: prev.durable,
-                last_hash: hex(&last.hash),
+                last_hash: hex::encode(last.hash),
                 last_sequence: last.sequence,
             }),
             reason: "restart",

@@ -104,7 +104,8 @@ pub fn agent_id(dir: &Path) -> Result<String, StateError> {
     }
 }
 
-fn is_uuid(s: &str) -> bool {
+/// Whether `s` is an agent id: a UUID in lowercase hex.
+pub fn is_uuid(s: &str) -> bool {
     s.len() == 36
         && s.char_indices().all(|(i, c)| match i {
             8 | 13 | 18 | 23 => c == '-',
@@ -197,7 +198,7 @@ impl HeadFile {
             .open(&path)
             .map_err(io(&path))?;
         let mut buf = vec![0u8; 2 * SLOT as usize];
-        let n = read_up_to(&file, &mut buf).map_err(io(&path))?;
+        let n = read_at_exact(&file, &mut buf, 0).map_err(io(&path))?;
         let best = buf[..n]
             .chunks(SLOT as usize)
             .filter_map(Persisted::decode)
@@ -225,17 +226,6 @@ impl HeadFile {
         }
         Ok(())
     }
-}
-
-fn read_up_to(file: &File, buf: &mut [u8]) -> std::io::Result<usize> {
-    let mut n = 0;
-    while n < buf.len() {
-        match file.read_at(&mut buf[n..], n as u64)? {
-            0 => break,
-            k => n += k,
-        }
-    }
-    Ok(n)
 }
 
 /// The last complete record of this agent found in its output file.

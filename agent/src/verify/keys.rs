@@ -93,13 +93,8 @@ pub use crate::audit::keys::key_id;
 /// Splits `AGENT_ID=PUBKEY` when the part before the first `=` is an agent
 /// id (a lowercase UUID), so paths containing `=` still work as keys.
 pub fn split_agent(arg: &str) -> Option<(&str, &str)> {
-    let (agent, key) = arg.split_once('=')?;
-    let uuid = agent.len() == 36
-        && agent.char_indices().all(|(i, c)| match i {
-            8 | 13 | 18 | 23 => c == '-',
-            _ => c.is_ascii_digit() || ('a'..='f').contains(&c),
-        });
-    uuid.then_some((agent, key))
+    arg.split_once('=')
+        .filter(|(agent, _)| crate::audit::state::is_uuid(agent))
 }
 
 /// [`key_id`] as bytes.
