@@ -82,6 +82,20 @@ pub struct Finished {
     pub checkpointed: u64,
 }
 
+impl Finished {
+    /// Records in the head file that the stop was clean, when the sink has
+    /// made everything up to the final checkpoint durable.
+    pub fn mark_clean(mut self, durable: u64) -> Result<(), StateError> {
+        let state = Persisted {
+            head: self.head,
+            durable,
+            checkpointed: self.checkpointed,
+            clean: durable == self.head.sequence,
+        };
+        self.head_file.write(&state, true)
+    }
+}
+
 /// Most records sealed into one batch.
 const BATCH: usize = 512;
 

@@ -213,9 +213,7 @@ impl Enricher {
         rec.lbwitness.agent_counters = Some(agent);
         rec
     }
-}
 
-impl Enricher {
     /// A gap record: `count` of `reason` lost (or unparsable) between
     /// `start` and `end`.
     pub fn gap_record(

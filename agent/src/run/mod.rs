@@ -32,17 +32,23 @@ use crate::{
         checkpoint::Signer,
         keys,
         records::AuditRecords,
-        state::{self, HeadFile, Persisted},
+        state::{self, HeadFile, Resume},
     },
-    capture::{self, attach::attach},
+    capture::{
+        self,
+        attach::{Attachment, attach},
+    },
     config::{Config, Output, Overrides},
     enrich::Enricher,
     flows::{FlowMaps, FlowSettings, FlowTask},
     preflight,
-    record::audit::{Hook, Start, WatchProblem, WatchedFile},
+    record::{
+        Record,
+        audit::{Hook, Start, WatchProblem, WatchedFile},
+    },
     sink::{self, file::FileSink},
     telemetry::Telemetry,
-    watch::Watcher,
+    watch::{PathNote, Startup, Watcher},
 };
 
 /// Channel depths: enough to ride out a burst, small enough to push back.
@@ -73,8 +79,8 @@ fn raise_memlock() {
 }
 
 /// What the start record says about paths the watcher cannot fully watch.
-fn watch_problems(startup: &crate::watch::Startup) -> Vec<WatchProblem> {
-    let note = |kind: &str, n: &crate::watch::PathNote| WatchProblem {
+fn watch_problems(startup: &Startup) -> Vec<WatchProblem> {
+    let note = |kind: &str, n: &PathNote| WatchProblem {
         path: n.path.display().to_string(),
         problem: format!("{kind}: {}", n.reason),
     };
@@ -100,6 +106,66 @@ fn watch_problems(startup: &crate::watch::Startup) -> Vec<WatchProblem> {
         tracing::warn!(path = %p.path, problem = %p.problem, "watched files");
     }
     problems
+}
+
+/// `lbwitness.hook` of an XDP attachment.
+fn hook(a: &Attachment) -> Hook {
+    Hook {
+        ifindex: a.ifindex,
+        interface: a.iface.clone(),
+        kind: "xdp",
+        mode: a.mode.as_str(),
+    }
+}
+
+/// The first records of a run: the restart gap (after a previous run), the
+/// start record, one `hook-attach` per attachment, and the watched files'
+/// changes made while the agent was not running.
+fn prelude(
+    records: &AuditRecords,
+    resume: &Resume,
+    config: &Config,
+    key_id: &str,
+    attachments: &[Attachment],
+    startup: &Startup,
+) -> Vec<Record> {
+    let now = SystemTime::now();
+    let mut prelude = Vec::new();
+    if let Some(previous) = resume.previous {
+        prelude.push(records.restart(now, resume.head, previous));
+    }
+    let start = Start {
+        config_sha256: config.sha256.clone(),
+        hooks: attachments
+            .iter()
+            .map(|a| format!("xdp/{}/{}", a.iface, a.mode.as_str()))
+            .collect(),
+        interfaces: attachments.iter().map(|a| a.iface.clone()).collect(),
+        key_id: key_id.to_owned(),
+        version: env!("CARGO_PKG_VERSION"),
+        watch_problems: watch_problems(startup),
+        watched_files: startup
+            .current
+            .iter()
+            .map(|(path, state)| WatchedFile {
+                path: path.display().to_string(),
+                sha256: state.as_ref().map(|s| s.sha256.clone()),
+                size: state.as_ref().map(|s| s.size),
+            })
+            .collect(),
+    };
+    prelude.push(records.start(now, start));
+    prelude.extend(attachments.iter().map(|a| records.hook(now, true, hook(a))));
+    prelude.extend(startup.changes.iter().map(|c| records.file_change(c)));
+    prelude
+}
+
+/// Why the main loop ended.
+enum Ending {
+    /// SIGTERM or SIGINT: a clean stop.
+    Signal(&'static str),
+    /// A task stopped on its own: an error.
+    Failed(String),
 }
 
 /// Runs the agent until SIGINT or SIGTERM. `overrides` are the command
@@ -174,51 +240,16 @@ pub async fn run(config: Config, overrides: Overrides) -> anyhow::Result<()> {
         counters: PerCpuArray::try_from(take(&mut ebpf, names::COUNTERS_MAP)?)?,
     };
 
-    // The first records of the run.
     let host = hostname();
     let audit_records = AuditRecords::new(host.clone());
-    let now = SystemTime::now();
-    let hook = |a: &capture::attach::Attachment| Hook {
-        ifindex: a.ifindex,
-        interface: a.iface.clone(),
-        kind: "xdp",
-        mode: a.mode.as_str(),
-    };
-    let mut prelude = Vec::new();
-    if let Some(previous) = resume.previous {
-        prelude.push(audit_records.restart(now, resume.head, previous));
-    }
-    prelude.push(
-        audit_records.start(
-            now,
-            Start {
-                config_sha256: config.sha256.clone(),
-                hooks: attachments
-                    .iter()
-                    .map(|a| format!("xdp/{}/{}", a.iface, a.mode.as_str()))
-                    .collect(),
-                interfaces: attachments.iter().map(|a| a.iface.clone()).collect(),
-                key_id: signer.key_id().to_owned(),
-                version: env!("CARGO_PKG_VERSION"),
-                watch_problems: watch_problems(&startup),
-                watched_files: startup
-                    .current
-                    .iter()
-                    .map(|(path, state)| WatchedFile {
-                        path: path.display().to_string(),
-                        sha256: state.as_ref().map(|s| s.sha256.clone()),
-                        size: state.as_ref().map(|s| s.size),
-                    })
-                    .collect(),
-            },
-        ),
+    let prelude = prelude(
+        &audit_records,
+        &resume,
+        &config,
+        signer.key_id(),
+        &attachments,
+        &startup,
     );
-    prelude.extend(
-        attachments
-            .iter()
-            .map(|a| audit_records.hook(now, true, hook(a))),
-    );
-    prelude.extend(startup.changes.iter().map(|c| audit_records.file_change(c)));
 
     let telemetry = Arc::new(Telemetry::default());
     let shutdown = CancellationToken::new();
@@ -275,14 +306,14 @@ pub async fn run(config: Config, overrides: Overrides) -> anyhow::Result<()> {
     let mut sighup = tokio::signal::unix::signal(SignalKind::hangup())?;
     let mut watch_open = true;
     let mut watch_running = true;
-    let (signal, early) = loop {
+    let ending = loop {
         tokio::select! {
-            _ = sigterm.recv() => { info!("SIGTERM: stopping"); break ("SIGTERM", None) }
-            _ = sigint.recv() => { info!("SIGINT: stopping"); break ("SIGINT", None) }
+            _ = sigterm.recv() => { info!("SIGTERM: stopping"); break Ending::Signal("SIGTERM") }
+            _ = sigint.recv() => { info!("SIGINT: stopping"); break Ending::Signal("SIGINT") }
             _ = sighup.recv() => {
                 let msg = reload::reload(&mut config, &overrides, &audit_records);
                 if control_tx.send(msg).await.is_err() {
-                    break ("", Some("the audit stage stopped".to_owned()));
+                    break Ending::Failed("the audit stage stopped".to_owned());
                 }
             }
             change = change_rx.recv(), if watch_open => match change {
@@ -290,7 +321,7 @@ pub async fn run(config: Config, overrides: Overrides) -> anyhow::Result<()> {
                     info!(path = %change.path.display(), change = change.kind.as_str(), "watched file changed");
                     let record = Box::new(audit_records.file_change(&change));
                     if control_tx.send(Control::Record(record)).await.is_err() {
-                        break ("", Some("the audit stage stopped".to_owned()));
+                        break Ending::Failed("the audit stage stopped".to_owned());
                     }
                 }
                 None => watch_open = false,
@@ -306,13 +337,13 @@ pub async fn run(config: Config, overrides: Overrides) -> anyhow::Result<()> {
                 tracing::error!(%error, "watching files stopped; their changes are no longer recorded");
                 let record = audit_records.watch_stopped(SystemTime::now(), &config.audit.watch_files, error);
                 if control_tx.send(Control::Record(Box::new(record))).await.is_err() {
-                    break ("", Some("the audit stage stopped".to_owned()));
+                    break Ending::Failed("the audit stage stopped".to_owned());
                 }
             }
-            r = &mut writer => break ("", Some(format!("the record writer stopped: {r:?}"))),
-            r = &mut audit => break ("", Some(format!("the audit stage stopped: {r:?}"))),
-            r = &mut flows => break ("", Some(format!("the flow task stopped: {r:?}"))),
-            r = &mut reader => break ("", Some(format!("the ring-buffer reader stopped: {r:?}"))),
+            r = &mut writer => break Ending::Failed(format!("the record writer stopped: {r:?}")),
+            r = &mut audit => break Ending::Failed(format!("the audit stage stopped: {r:?}")),
+            r = &mut flows => break Ending::Failed(format!("the flow task stopped: {r:?}")),
+            r = &mut reader => break Ending::Failed(format!("the ring-buffer reader stopped: {r:?}")),
         }
     };
     watch_stop.cancel();
@@ -330,9 +361,10 @@ pub async fn run(config: Config, overrides: Overrides) -> anyhow::Result<()> {
             let _ = control_tx.send(Control::Record(Box::new(record))).await;
         }
     }
-    if let Some(why) = early {
-        return Err(anyhow!(why));
-    }
+    let signal = match ending {
+        Ending::Signal(signal) => signal,
+        Ending::Failed(why) => return Err(anyhow!(why)),
+    };
     let _ = control_tx.send(Control::Stopping(signal)).await;
     drop(control_tx);
     shutdown.cancel();
@@ -341,17 +373,7 @@ pub async fn run(config: Config, overrides: Overrides) -> anyhow::Result<()> {
         flows.await.context("flow task panicked")??;
         let finished = audit.await.context("audit stage panicked")??;
         let written = writer.await.context("record writer panicked")??;
-        // Everything is durable: mark the stop clean.
-        let mut head_file = finished.head_file;
-        head_file.write(
-            &Persisted {
-                head: finished.head,
-                durable: written,
-                checkpointed: finished.checkpointed,
-                clean: written == finished.head.sequence,
-            },
-            true,
-        )?;
+        finished.mark_clean(written)?;
         Ok::<u64, anyhow::Error>(written)
     })
     .await
