@@ -104,3 +104,35 @@ pub(crate) fn next_id() -> u32 {
 pub fn temp_path(name: &str) -> PathBuf {
     std::env::temp_dir().join(format!("lbw-{}-{}-{name}", std::process::id(), next_id()))
 }
+
+/// A temporary path (from [`temp_path`]) removed on drop, file or
+/// directory, whether or not anything created it. `LBW_KEEP_OUTPUT` keeps it.
+pub struct Scratch(pub PathBuf);
+
+impl Scratch {
+    /// A fresh path; nothing is created.
+    pub fn path(name: &str) -> Self {
+        Self(temp_path(name))
+    }
+
+    /// A fresh file holding `contents`.
+    pub fn file(name: &str, contents: &str) -> Self {
+        let scratch = Self::path(name);
+        std::fs::write(&scratch.0, contents).expect("write a scratch file");
+        scratch
+    }
+
+    /// The path as text.
+    pub fn as_str(&self) -> &str {
+        self.0.to_str().expect("temp paths are UTF-8")
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        if std::env::var_os("LBW_KEEP_OUTPUT").is_none() {
+            let _ = std::fs::remove_file(&self.0);
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+}

@@ -27,17 +27,16 @@ use std::{
         fd::{AsRawFd, FromRawFd, OwnedFd},
         unix::process::ExitStatusExt,
     },
-    path::PathBuf,
     process::Stdio,
     time::{Duration, Instant},
 };
 
 use integration_tests::{
+    Scratch,
     agent::{Agent, binary, run_to_exit},
     find_program,
     lab::Lab,
     netns::{DEFAULT_A_V4, DEFAULT_A_V6, DEFAULT_B_V4, DEFAULT_B_V6, NetNs, in_netns},
-    temp_path,
 };
 use serde_json::Value;
 
@@ -54,32 +53,6 @@ const XDP_ATTACHED_SKB: u64 = 2;
 
 // ---------------------------------------------------------------------------
 // Setup
-
-/// A path in the temporary directory, removed on drop (whether or not
-/// anything created it).
-struct Scratch(PathBuf);
-
-impl Scratch {
-    fn path(name: &str) -> Self {
-        Self(temp_path(name))
-    }
-
-    fn file(name: &str, contents: &str) -> Self {
-        let scratch = Self::path(name);
-        std::fs::write(&scratch.0, contents).expect("write a scratch file");
-        scratch
-    }
-
-    fn as_str(&self) -> &str {
-        self.0.to_str().expect("temp paths are UTF-8")
-    }
-}
-
-impl Drop for Scratch {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.0);
-    }
-}
 
 /// Polls `f` every 50 ms until it returns `Some` or `timeout` passes.
 fn wait_for<T>(timeout: Duration, mut f: impl FnMut() -> Option<T>) -> Option<T> {

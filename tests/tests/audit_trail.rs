@@ -18,7 +18,7 @@ use std::{
     collections::BTreeMap,
     net::{SocketAddr, UdpSocket},
     os::fd::AsFd as _,
-    path::{Path, PathBuf},
+    path::Path,
     process::Command,
     sync::{
         Arc,
@@ -28,26 +28,15 @@ use std::{
 };
 
 use integration_tests::{
+    Scratch,
     agent::{Agent, binary, read_records},
     frames::{Frame, tcp_flags},
     lab::Lab,
     netns::{DEFAULT_B_V4, NetNs, in_netns},
-    run_output, temp_path,
+    run_output,
 };
 use serde_json::Value;
 use sha2::{Digest as _, Sha256};
-
-/// Removes a temporary file or directory on drop.
-struct Scratch(PathBuf);
-
-impl Drop for Scratch {
-    fn drop(&mut self) {
-        if std::env::var_os("LBW_KEEP_OUTPUT").is_none() {
-            let _ = std::fs::remove_file(&self.0);
-            let _ = std::fs::remove_dir_all(&self.0);
-        }
-    }
-}
 
 /// Sends UDP datagrams from the client to the lb namespace, a new source
 /// port (a new flow) every 20 datagrams, until stopped.
@@ -155,8 +144,8 @@ fn openssl_verifies(checkpoint: &Value, public_pem: &Path) -> bool {
         .unwrap()
         .remove("signature")
         .unwrap();
-    let msg = Scratch(temp_path("checkpoint.msg"));
-    let sig_file = Scratch(temp_path("checkpoint.sig"));
+    let msg = Scratch::path("checkpoint.msg");
+    let sig_file = Scratch::path("checkpoint.sig");
     let mut bytes = b"lbwitness-checkpoint-v1\n".to_vec();
     bytes.extend(serde_json::to_vec(&v).unwrap());
     std::fs::write(&msg.0, bytes).unwrap();
@@ -177,11 +166,11 @@ fn openssl_verifies(checkpoint: &Value, public_pem: &Path) -> bool {
 #[test]
 fn killed_twice_mid_stream_the_trail_verifies() {
     let lab = Lab::new("audk");
-    let output = Scratch(temp_path("trail.ndjson"));
-    let state = Scratch(temp_path("state"));
-    let watched = Scratch(temp_path("haproxy.cfg"));
+    let output = Scratch::path("trail.ndjson");
+    let state = Scratch::path("state");
+    let watched = Scratch::path("haproxy.cfg");
     std::fs::write(&watched.0, "global\n  maxconn 100\n").unwrap();
-    let config = Scratch(temp_path("audit.toml"));
+    let config = Scratch::path("audit.toml");
     std::fs::write(
         &config.0,
         format!(
@@ -283,7 +272,7 @@ fn killed_twice_mid_stream_the_trail_verifies() {
 
     // One flipped byte is tampering (exit 3).
     let text = std::fs::read(&output.0).unwrap();
-    let tampered = Scratch(temp_path("tampered.ndjson"));
+    let tampered = Scratch::path("tampered.ndjson");
     let mut bytes = text.clone();
     let at = bytes.len() / 2;
     bytes[at] = if bytes[at] == b'1' { b'2' } else { b'1' };
@@ -309,7 +298,7 @@ fn xdp_prog_id(ns: &NetNs, iface: &str) -> u32 {
 fn ring_buffer_flood_loss_is_declared_exactly() {
     const N: u32 = 200_000;
     let lab = Lab::new("audf");
-    let config = Scratch(temp_path("flood.toml"));
+    let config = Scratch::path("flood.toml");
     std::fs::write(
         &config.0,
         "[capture]\nring_buffer_bytes = 4096\n[audit]\nwatch_files = []\n",
@@ -376,9 +365,9 @@ fn ring_buffer_flood_loss_is_declared_exactly() {
 #[test]
 fn sighup_rotates_the_signing_key_in_band() {
     let lab = Lab::new("audr");
-    let output = Scratch(temp_path("rotate.ndjson"));
-    let state = Scratch(temp_path("state"));
-    let config = Scratch(temp_path("rotate.toml"));
+    let output = Scratch::path("rotate.ndjson");
+    let state = Scratch::path("state");
+    let config = Scratch::path("rotate.toml");
     std::fs::write(
         &config.0,
         "[audit]\ncheckpoint_interval_secs = 1\nwatch_files = []\n",
@@ -392,7 +381,7 @@ fn sighup_rotates_the_signing_key_in_band() {
         &["--config", config.0.to_str().unwrap()],
     );
     let key = state.0.join("signing.key");
-    let old_pub = Scratch(temp_path("old.pub"));
+    let old_pub = Scratch::path("old.pub");
     std::fs::copy(state.0.join("signing.key.pub"), &old_pub.0).unwrap();
     std::thread::sleep(Duration::from_millis(1500));
     // The operator's rotation: a new key in place, then SIGHUP.
@@ -478,12 +467,12 @@ fn sighup_rotates_the_signing_key_in_band() {
 #[test]
 fn a_signing_key_others_can_read_is_refused() {
     let lab = Lab::new("audp");
-    let state = Scratch(temp_path("state"));
+    let state = Scratch::path("state");
     let key = state.0.join("signing.key");
     let out = run_output(Command::new(binary()).args(["keygen", "--out"]).arg(&key)).unwrap();
     assert!(out.status.success());
     std::fs::set_permissions(&key, std::os::unix::fs::PermissionsExt::from_mode(0o644)).unwrap();
-    let output = Scratch(temp_path("refused.ndjson"));
+    let output = Scratch::path("refused.ndjson");
     let (status, stderr) = integration_tests::agent::run_to_exit(
         &lab.lb,
         &[
