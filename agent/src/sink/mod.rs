@@ -1,5 +1,7 @@
-//! Where records go. One trait, one file per collector kind.
+//! Where records go. One trait ([`endpoint::Connector`]) and one file per
+//! collector kind.
 
+pub mod endpoint;
 pub mod file;
 
 use tokio::sync::{mpsc, watch};
