@@ -11,19 +11,38 @@ use crate::util::{output, run};
 /// The bpf-linker release known to work with this nightly.
 const BPF_LINKER_VERSION: &str = "0.13.0";
 
-/// Debian packages the tests and the demo use, with the command each provides.
+/// Debian packages the tests and the demo use, each with a command or a
+/// file that shows it is installed.
 const DEBIAN_PACKAGES: &[(&str, &str)] = &[
     ("tshark", "tshark"),
     ("ethtool", "ethtool"),
     ("iproute2", "ip"),
     ("iputils-ping", "ping"),
     ("openssl", "openssl"),
+    ("nats-server", "nats-server"),
+    ("rsyslog", "rsyslogd"),
+    ("rsyslog-relp", "/usr/lib/x86_64-linux-gnu/rsyslog/imrelp.so"),
+    ("rsyslog-gnutls", "/usr/lib/x86_64-linux-gnu/rsyslog/lmnsd_gtls.so"),
+    ("rsyslog-openssl", "/usr/lib/x86_64-linux-gnu/rsyslog/lmnsd_ossl.so"),
+    // syslog-ng's own libraries; the daemon itself is unpacked apart (below).
+    ("libivykis0", "/usr/lib/x86_64-linux-gnu/libivykis.so.0"),
+    ("libnet1", "/usr/lib/x86_64-linux-gnu/libnet.so.1"),
+    ("libjson-c5", "/usr/lib/x86_64-linux-gnu/libjson-c.so.5"),
+    ("libwrap0", "/usr/lib/x86_64-linux-gnu/libwrap.so.0"),
+    ("libglib2.0-0", "/usr/lib/x86_64-linux-gnu/libglib-2.0.so.0"),
+    ("libpcre3", "/usr/lib/x86_64-linux-gnu/libpcre.so.3"),
 ];
+
+/// Where syslog-ng is unpacked. Debian's syslog-ng and rsyslog packages
+/// conflict (both provide `system-log-daemon`), and the tests need both, so
+/// syslog-ng's package is unpacked here instead of installed.
+pub const SYSLOG_NG_ROOT: &str = "/opt/syslog-ng";
 
 /// Everything: build tools and test tools.
 pub fn all() -> Result<()> {
     build_tools()?;
     debian_packages()?;
+    syslog_ng()?;
     python_packages()
 }
 
@@ -136,9 +155,9 @@ fn bpf_linker() -> Result<()> {
 fn debian_packages() -> Result<()> {
     let missing: Vec<&str> = DEBIAN_PACKAGES
         .iter()
-        .filter(|(_, cmd)| {
+        .filter(|(_, check)| {
             !Command::new("sh")
-                .args(["-c", &format!("command -v {cmd}")])
+                .args(["-c", &format!("command -v {check} || test -e {check}")])
                 .output()
                 .is_ok_and(|o| o.status.success())
         })
@@ -153,4 +172,28 @@ fn debian_packages() -> Result<()> {
         .args(["install", "-y", "-q", "--no-install-recommends"])
         .args(&missing)
         .env("DEBIAN_FRONTEND", "noninteractive"))
+}
+
+/// syslog-ng, unpacked from Debian's package into [`SYSLOG_NG_ROOT`] (see
+/// there for why it is not installed).
+fn syslog_ng() -> Result<()> {
+    let daemon = Path::new(SYSLOG_NG_ROOT).join("usr/sbin/syslog-ng");
+    if daemon.exists() {
+        return Ok(());
+    }
+    eprintln!("xtask: unpacking syslog-ng-core into {SYSLOG_NG_ROOT}");
+    let dir = std::env::temp_dir().join(format!("lbw-syslog-ng-{}", std::process::id()));
+    std::fs::create_dir_all(&dir)?;
+    let unpacked = (|| {
+        run(Command::new("apt-get")
+            .args(["download", "-q", "syslog-ng-core"])
+            .current_dir(&dir))?;
+        let deb = std::fs::read_dir(&dir)?
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .find(|p| p.extension().is_some_and(|x| x == "deb"))
+            .context("apt-get download left no syslog-ng-core .deb")?;
+        run(Command::new("dpkg-deb").arg("-x").arg(&deb).arg(SYSLOG_NG_ROOT))
+    })();
+    let _ = std::fs::remove_dir_all(&dir);
+    unpacked
 }

@@ -242,6 +242,19 @@ fn gaps(
         if let Some((a, b)) = fields.restart.as_ref().and_then(|r| r.declared) {
             ranges.push((a, b));
         }
+        if let Some((a, b)) = fields.declared {
+            // A gap can only declare records numbered before it.
+            if b >= g.seq {
+                report.invalid_gaps.push_with(|| RecordIssue {
+                    sequence: g.seq,
+                    file: name(g.file),
+                    line: u64::from(g.line),
+                    detail: format!("declares {a}..{b}, which is not before the gap record itself"),
+                });
+                continue;
+            }
+            ranges.push((a, b));
+        }
         let loss = losses.entry((&fields.source, &fields.reason)).or_default();
         loss.0 = loss.0.saturating_add(fields.count);
         loss.1 += 1;

@@ -82,7 +82,7 @@ fn render_agent(out: &mut String, a: &AgentReport, live: bool) {
     }
     ranges(
         out,
-        "missing, declared possibly lost by a restart",
+        "missing, declared lost by a gap record (restart or spool)",
         &a.missing_declared,
     );
     ranges(out, "MISSING, UNDECLARED", &a.missing_undeclared);

@@ -79,6 +79,9 @@ pub struct Gap {
     pub count: u64,
     /// `previous_run` and the declared range, for `reason = "restart"`.
     pub restart: Option<Restart>,
+    /// `first_sequence..=last_sequence` of another gap (a spool loss):
+    /// sequences that may be missing, of which `count` are.
+    pub declared: Option<(u64, u64)>,
 }
 
 /// What a restart gap record says about the previous run.
@@ -305,10 +308,26 @@ fn gap(record: &Value<'_>) -> Result<Gap, String> {
     } else {
         None
     };
+    let declared = match (&restart, g.get("first_sequence"), g.get("last_sequence")) {
+        (Some(_), ..) | (None, None, None) => None,
+        (None, ..) => {
+            let first = u64_field(g, GAP, "first_sequence")?;
+            let last = u64_field(g, GAP, "last_sequence")?;
+            // docs/AUDIT.md: the range bounds the lost records; `count` of
+            // them are lost (some inside may have been delivered).
+            if first == 0 || first > last || count > last - first + 1 {
+                return Err(format!(
+                    "{GAP} declares {first}..{last} with count {count}, which does not fit"
+                ));
+            }
+            Some((first, last))
+        }
+    };
     Ok(Gap {
         reason,
         source: str_field(g, GAP, "source")?,
         count,
         restart,
+        declared,
     })
 }

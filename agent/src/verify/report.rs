@@ -19,7 +19,7 @@
 //!     "identical_duplicates": n,        // extra copies equal to another one
 //!     "differing_duplicates": Listed<{"sequence", "copies": [{"file", "line", "hash"}]}>,
 //!     "not_linked": Listed<Record>,     // stored hash ≠ SHA-256(hash(n-1) || body)
-//!     "missing_declared": Ranges,       // inside a restart gap record's range
+//!     "missing_declared": Ranges,       // inside a gap record's declared range
 //!     "missing_undeclared": Ranges,
 //!     "checkpoints": {"total": n, "valid": n,
 //!                     "invalid": Listed<Checkpoint>, "untrusted": Listed<Checkpoint>},
@@ -248,7 +248,7 @@ pub struct AgentReport {
     pub differing_duplicates: Listed<DuplicateIssue>,
     /// Records whose stored hash does not chain from their predecessor.
     pub not_linked: Listed<RecordIssue>,
-    /// Missing sequences a restart gap record declared possibly lost.
+    /// Missing sequences a gap record (restart or spool loss) declared.
     pub missing_declared: Ranges,
     /// Missing sequences nobody declared.
     pub missing_undeclared: Ranges,

@@ -693,3 +693,52 @@ fn agent_key_arguments() {
     assert_eq!(keys::split_agent("/a=b/k.pub"), None);
     assert_eq!(keys::split_agent("/k.pub"), None);
 }
+
+/// Removes the lines of `first..=last` and appends a spool gap declaring
+/// them (`count` of them lost).
+fn spool_loss(a: &mut Agent, first: u64, last: u64, count: u64) {
+    let numbered = |l: &String, s: u64| {
+        l.contains(&format!("\"sequence\":{s},")) || l.contains(&format!("\"sequence\":{s}}}"))
+    };
+    a.lines.retain(|l| !(first..=last).any(|s| numbered(l, s)));
+    assert_eq!(a.lines.len() as u64, a.seq - (last - first + 1));
+    let mut v = a.base("gap");
+    v["lbwitness"] = json!({"gap": {"count": count, "first_sequence": first,
+        "last_sequence": last, "reason": "spool_full", "source": "agent"}});
+    a.append(v);
+}
+
+#[test]
+fn a_spool_loss_declares_its_range() {
+    let mut a = Agent::new("a1", key(1));
+    a.flows(9);
+    a.checkpoint(false);
+    a.flows(4);
+    spool_loss(&mut a, 3, 6, 4);
+    a.checkpoint(true);
+    let r = one(a.lines.clone(), &[a.key.verifying_key()]);
+    assert_eq!(r.verdict, Verdict::Intact, "{}", human::render(&r));
+    let agent = &r.agents[0];
+    assert_eq!(agent.declared_losses[0].reason, "spool_full");
+    assert_eq!(agent.declared_losses[0].count, 4);
+    assert_eq!(
+        serde_json::to_value(&agent.missing_declared).unwrap(),
+        json!([[3, 6]])
+    );
+}
+
+#[test]
+fn a_spool_gap_cannot_declare_itself_or_later_records() {
+    let mut a = Agent::new("a1", key(1));
+    a.flows(5);
+    // Record 6 is the gap: it may not declare 6 or beyond.
+    let mut v = a.base("gap");
+    v["lbwitness"] = json!({"gap": {"count": 2, "first_sequence": 5,
+        "last_sequence": 6, "reason": "spool_full", "source": "agent"}});
+    a.append(v);
+    a.checkpoint(true);
+    a.lines.remove(4);
+    let r = one(a.lines.clone(), &[a.key.verifying_key()]);
+    assert_ne!(r.verdict, Verdict::Intact, "{}", human::render(&r));
+    assert_eq!(r.agents[0].invalid_gaps.count, 1);
+}
