@@ -74,11 +74,30 @@ impl Agent {
         state_dir: &Path,
         extra: &[&str],
     ) -> Self {
+        Self::launch(ns, iface, Some(output), state_dir, extra)
+    }
+
+    /// Starts the agent with a config whose `[[groups]]` say where records
+    /// go (no `--output`), on a state directory that outlives it.
+    pub fn start_delivering(ns: &NetNs, iface: &str, config: &Path, state_dir: &Path) -> Self {
+        let config = config.to_str().expect("a UTF-8 config path");
+        Self::launch(ns, iface, None, state_dir, &["--config", config])
+    }
+
+    fn launch(
+        ns: &NetNs,
+        iface: &str,
+        output: Option<&Path>,
+        state_dir: &Path,
+        extra: &[&str],
+    ) -> Self {
         let log = temp_path("agent.log");
         let mut cmd = ns.command(binary());
-        cmd.args(["run", "--iface", iface, "--output"])
-            .arg(output)
-            .args(extra)
+        cmd.args(["run", "--iface", iface]);
+        if let Some(output) = output {
+            cmd.arg("--output").arg(output);
+        }
+        cmd.args(extra)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(&log).expect("create agent log"));
@@ -88,7 +107,7 @@ impl Agent {
         let child = ChildGuard::spawn(&mut cmd).unwrap_or_else(|e| panic!("{e:#}"));
         let mut agent = Self {
             child,
-            output: output.to_owned(),
+            output: output.map(Path::to_owned).unwrap_or_default(),
             log,
             state_dir: state_dir.to_owned(),
             owns_files: false,

@@ -22,20 +22,47 @@ use ed25519_dalek::SigningKey;
 use tokio::sync::{mpsc, watch};
 
 use self::{
-    chain::{Chain, Head, SealError},
+    chain::{Chain, Hash, Head, SealError},
     checkpoint::{Cadence, Reason, Signer},
     records::AuditRecords,
     state::{HeadFile, Persisted, StateError},
 };
-use crate::record::{Record, audit::Stop};
+use crate::{
+    record::{Record, audit::Stop},
+    route::Router,
+};
 
-/// Sealed NDJSON lines for the sink.
+/// Sealed NDJSON lines for the spool.
 #[derive(Debug)]
 pub struct Batch {
-    /// Complete lines.
+    /// Complete lines, each ending in `\n`.
     pub lines: Vec<u8>,
+    /// One per line, in order.
+    pub records: Vec<Sealed>,
     /// The sequence of the last line.
     pub last_sequence: u64,
+}
+
+/// Where one sealed record is in [`Batch::lines`], and where it goes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Sealed {
+    /// `event.sequence`.
+    pub sequence: u64,
+    /// `event.hash`.
+    pub hash: Hash,
+    /// The collector groups it is routed to (bit i: group i).
+    pub routes: u64,
+    /// The line is `lines[start..end]`, without its newline.
+    pub start: usize,
+    /// See `start`.
+    pub end: usize,
+}
+
+impl Batch {
+    /// The line of `r`, without its newline.
+    pub fn line(&self, r: &Sealed) -> &[u8] {
+        &self.lines[r.start..r.end]
+    }
 }
 
 /// A request to the audit stage from outside the record flow.
@@ -108,7 +135,9 @@ pub struct AuditTask {
     records: AuditRecords,
     durable: watch::Receiver<u64>,
     out: mpsc::Sender<Batch>,
+    router: Router,
     lines: Vec<u8>,
+    sealed_records: Vec<Sealed>,
     scratch: Vec<u8>,
     /// Records this run sealed.
     sealed: u64,
@@ -129,7 +158,7 @@ impl AuditTask {
         head_file: HeadFile,
         records: AuditRecords,
         durable: watch::Receiver<u64>,
-        out: mpsc::Sender<Batch>,
+        (router, out): (Router, mpsc::Sender<Batch>),
     ) -> Self {
         Self {
             chain,
@@ -139,7 +168,9 @@ impl AuditTask {
             records,
             durable,
             out,
+            router,
             lines: Vec::with_capacity(256 * 1024),
+            sealed_records: Vec::with_capacity(BATCH),
             scratch: Vec::with_capacity(4096),
             sealed: 0,
             sync: false,
@@ -242,8 +273,24 @@ impl AuditTask {
         self.push(record)
     }
 
+    /// Routes, numbers and chains `record` into the batch being built.
+    fn seal(&mut self, record: &mut Record) -> Result<u64, AuditError> {
+        let start = self.lines.len();
+        // Routed before sealing: the router reads fields, not the line.
+        let routes = self.router.route(record);
+        let sequence = self.chain.seal(record, &mut self.lines)?;
+        self.sealed_records.push(Sealed {
+            sequence,
+            hash: self.chain.head().hash,
+            routes,
+            start,
+            end: self.lines.len() - 1,
+        });
+        Ok(sequence)
+    }
+
     fn push(&mut self, mut record: Record) -> Result<(), AuditError> {
-        self.chain.seal(&mut record, &mut self.lines)?;
+        self.seal(&mut record)?;
         self.sealed += 1;
         if self.cadence.records_due(self.chain.head().sequence) {
             self.checkpoint(Reason::Records, None)?;
@@ -262,7 +309,7 @@ impl AuditTask {
             reason == Reason::Stop,
             &mut self.scratch,
         )?;
-        let sequence = self.chain.seal(&mut record, &mut self.lines)?;
+        let sequence = self.seal(&mut record)?;
         self.sealed += 1;
         self.cadence.done(sequence, Instant::now());
         self.sync = true;
@@ -287,9 +334,11 @@ impl AuditTask {
             std::mem::take(&mut self.sync),
         )?;
         let lines = std::mem::replace(&mut self.lines, Vec::with_capacity(256 * 1024));
+        let records = std::mem::replace(&mut self.sealed_records, Vec::with_capacity(BATCH));
         self.out
             .send(Batch {
                 lines,
+                records,
                 last_sequence: head.sequence,
             })
             .await

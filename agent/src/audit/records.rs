@@ -19,6 +19,23 @@ use crate::{
 
 const DATASET: &str = "lbwitness.audit";
 
+/// Records the spool lost, for [`AuditRecords::spool_loss`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SpoolLoss {
+    /// `spool_full` or `spool_corrupt`.
+    pub reason: &'static str,
+    /// The first sequence of the range.
+    pub first: u64,
+    /// The last sequence of the range.
+    pub last: u64,
+    /// How many of the range are lost.
+    pub count: u64,
+    /// Chain hash of `first - 1`, when known.
+    pub before_hash: Option<[u8; 32]>,
+    /// Chain hash of `last`, when known.
+    pub last_hash: Option<[u8; 32]>,
+}
+
 /// Makes audit records for this host.
 #[derive(Clone, Debug)]
 pub struct AuditRecords {
@@ -87,9 +104,11 @@ impl AuditRecords {
             "restart-after-crash"
         });
         r.lbwitness.gap = Some(Gap {
+            before_hash: None,
             class: "restart",
             count: prev.unconfirmed.map_or(0, |(a, b)| b - a + 1),
             first_sequence: prev.unconfirmed.map(|(a, _)| a),
+            last_hash: None,
             last_sequence: prev.unconfirmed.map(|(_, b)| b),
             previous_run: Some(Prev {
                 clean: prev.clean,
@@ -98,6 +117,25 @@ impl AuditRecords {
                 last_sequence: last.sequence,
             }),
             reason: "restart",
+            source: "agent",
+        });
+        r
+    }
+
+    /// A spool loss: `count` records of `first..=last` were sealed but lost
+    /// before any collector group had them all (docs/AUDIT.md).
+    pub fn spool_loss(&self, at: SystemTime, loss: &SpoolLoss) -> Record {
+        let mut r = self.record("gap", "event", &["process"], &["info", "error"], at);
+        r.event.reason = Some(loss.reason);
+        r.lbwitness.gap = Some(Gap {
+            before_hash: loss.before_hash.map(hex::encode),
+            class: "loss",
+            count: loss.count,
+            first_sequence: Some(loss.first),
+            last_hash: loss.last_hash.map(hex::encode),
+            last_sequence: Some(loss.last),
+            previous_run: None,
+            reason: loss.reason,
             source: "agent",
         });
         r

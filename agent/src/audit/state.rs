@@ -310,6 +310,16 @@ fn read_at_exact(file: &File, buf: &mut [u8], offset: u64) -> std::io::Result<us
     Ok(n)
 }
 
+/// The chain head a record line ends at (`None`: not a record of
+/// `agent_id`).
+pub fn tail_of_line(line: &[u8], agent_id: &str) -> Option<Tail> {
+    let (sequence, hash, is_checkpoint) = parse_tail_line(line, agent_id)?;
+    Some(Tail {
+        head: Head { sequence, hash },
+        checkpointed: is_checkpoint.then_some(sequence),
+    })
+}
+
 fn parse_tail_line(line: &[u8], agent_id: &str) -> Option<(u64, Hash, bool)> {
     if line.is_empty() {
         return None;

@@ -241,9 +241,11 @@ impl Enricher {
         );
         let mut rec = self.base(event, rfc3339(end), None);
         rec.lbwitness.gap = Some(Gap {
+            before_hash: None,
             class,
             count,
             first_sequence: None,
+            last_hash: None,
             last_sequence: None,
             previous_run: None,
             reason,

@@ -40,15 +40,22 @@ pub struct NextKey {
 /// `lbwitness.gap`: something the agent lost or could not see.
 #[derive(Clone, Debug, Serialize)]
 pub struct Gap {
+    /// Hex chain hash of the record before `first_sequence` (spool losses,
+    /// when known).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub before_hash: Option<String>,
     /// `loss` (data the agent never saw) or `malformed` (packets it could not
     /// parse), `restart` for a restart.
     pub class: &'static str,
     /// How many were lost.
     pub count: u64,
-    /// First sequence that may be missing (unclean restart only).
+    /// First sequence that may be missing (unclean restart, spool loss).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub first_sequence: Option<u64>,
-    /// Last sequence that may be missing (unclean restart only).
+    /// Hex chain hash of `last_sequence` (spool losses, when known).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub last_hash: Option<String>,
+    /// Last sequence that may be missing (unclean restart, spool loss).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub last_sequence: Option<u64>,
     /// The previous run (restart only).

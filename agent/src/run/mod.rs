@@ -2,10 +2,11 @@
 //! SIGHUP, and a clean shutdown on SIGINT or SIGTERM.
 //!
 //! ```text
-//! ring buffer ─▶ capture::ringbuf ─▶ flows (sweeps FLOWS, reads COUNTERS) ─▶ audit ─▶ sink
+//! ring buffer ─▶ capture::ringbuf ─▶ flows (sweeps FLOWS, reads COUNTERS) ─▶ audit ─▶ spooler ─▶ groups ─▶ collectors
 //!                                            run (hooks, reloads), watch ──┘
 //! ```
 
+mod delivery;
 mod reload;
 
 use std::{
@@ -38,7 +39,7 @@ use crate::{
         self,
         attach::{Attachment, attach},
     },
-    config::{Config, Output, Overrides},
+    config::{Config, Overrides},
     enrich::Enricher,
     flows::{FlowMaps, FlowSettings, FlowTask},
     preflight,
@@ -46,7 +47,6 @@ use crate::{
         Record,
         audit::{Hook, Start, WatchProblem, WatchedFile},
     },
-    sink::{self, file::FileSink},
     telemetry::Telemetry,
     watch::{PathNote, Startup, Watcher},
 };
@@ -188,23 +188,11 @@ pub async fn run(config: Config, overrides: Overrides) -> anyhow::Result<()> {
             "made a new checkpoint signing key; give its public half to whoever verifies the trail"
         );
     }
-    let sink = match &config.output {
-        Output::Stdout => FileSink::stdout(),
-        Output::File(path) => FileSink::open(path)?,
-    };
-    // The output file, when the agent owns one, says where the chain really
-    // ended; opened first so an unwritable output is named as such.
-    let tail = match &config.output {
-        Output::File(path) => {
-            let (tail, cut) = state::recover_output(path, agent_id)?;
-            if cut > 0 {
-                tracing::warn!(bytes = cut, output = %path.display(), "cut a partial last line left by a crash");
-            }
-            Some(tail)
-        }
-        Output::Stdout => None,
-    };
+    // The spool says where the chain really ended: records past its last
+    // intact one never reached a collector.
+    let opened = delivery::open(&config, agent_id)?;
     let (head_file, persisted) = HeadFile::open(&config.state_dir)?;
+    let tail = opened.tail;
     let resume = state::resume(persisted, tail);
     info!(
         agent_id,
@@ -242,7 +230,7 @@ pub async fn run(config: Config, overrides: Overrides) -> anyhow::Result<()> {
 
     let host = hostname();
     let audit_records = AuditRecords::new(host.clone());
-    let prelude = prelude(
+    let mut prelude = prelude(
         &audit_records,
         &resume,
         &config,
@@ -250,6 +238,8 @@ pub async fn run(config: Config, overrides: Overrides) -> anyhow::Result<()> {
         &attachments,
         &startup,
     );
+    // What the spool lost while the agent was down, right after the start.
+    prelude.extend(opened.losses.iter().map(|l| audit_records.spool_loss(SystemTime::now(), l)));
 
     let telemetry = Arc::new(Telemetry::default());
     let shutdown = CancellationToken::new();
@@ -260,7 +250,17 @@ pub async fn run(config: Config, overrides: Overrides) -> anyhow::Result<()> {
     let (durable_tx, durable_rx) = watch::channel(resume.head.sequence);
     let (change_tx, mut change_rx) = mpsc::channel(64);
 
-    let mut writer = tokio::spawn(sink::run(sink, batch_rx, durable_tx));
+    let router = config.delivery.router();
+    let mut pipeline = delivery::start(
+        opened.spool,
+        &config,
+        agent_id,
+        resume.head.sequence,
+        audit_records.clone(),
+        batch_rx,
+        durable_tx,
+        control_tx.clone(),
+    )?;
     let audit = AuditTask::new(
         Chain::new(agent_id, resume.head),
         resume.checkpointed,
@@ -271,8 +271,8 @@ pub async fn run(config: Config, overrides: Overrides) -> anyhow::Result<()> {
         ),
         head_file,
         audit_records.clone(),
-        durable_rx,
-        batch_tx,
+        durable_rx.clone(),
+        (router, batch_tx),
     );
     let mut audit = tokio::spawn(audit.run(prelude, record_rx, control_rx));
     let flow_task = FlowTask::new(
@@ -304,6 +304,8 @@ pub async fn run(config: Config, overrides: Overrides) -> anyhow::Result<()> {
     let mut sigterm = tokio::signal::unix::signal(SignalKind::terminate())?;
     let mut sigint = tokio::signal::unix::signal(SignalKind::interrupt())?;
     let mut sighup = tokio::signal::unix::signal(SignalKind::hangup())?;
+    let mut report = tokio::time::interval(delivery::REPORT_EVERY);
+    report.tick().await;
     let mut watch_open = true;
     let mut watch_running = true;
     let ending = loop {
@@ -340,7 +342,9 @@ pub async fn run(config: Config, overrides: Overrides) -> anyhow::Result<()> {
                     break Ending::Failed("the audit stage stopped".to_owned());
                 }
             }
-            r = &mut writer => break Ending::Failed(format!("the record writer stopped: {r:?}")),
+            _ = report.tick() => pipeline.log_stats(),
+            r = &mut pipeline.spooler => break Ending::Failed(format!("the spooler stopped: {r:?}")),
+            r = pipeline.groups.join_next() => break Ending::Failed(format!("a collector group stopped: {r:?}")),
             r = &mut audit => break Ending::Failed(format!("the audit stage stopped: {r:?}")),
             r = &mut flows => break Ending::Failed(format!("the flow task stopped: {r:?}")),
             r = &mut reader => break Ending::Failed(format!("the ring-buffer reader stopped: {r:?}")),
@@ -372,7 +376,7 @@ pub async fn run(config: Config, overrides: Overrides) -> anyhow::Result<()> {
         reader.await.context("ring-buffer reader panicked")??;
         flows.await.context("flow task panicked")??;
         let finished = audit.await.context("audit stage panicked")??;
-        let written = writer.await.context("record writer panicked")??;
+        let written = pipeline.drain(finished.head.sequence, durable_rx).await?;
         finished.mark_clean(written)?;
         Ok::<u64, anyhow::Error>(written)
     })

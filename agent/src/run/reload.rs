@@ -95,6 +95,12 @@ fn apply(
             "audit.watch_files",
             new.audit.watch_files != running.audit.watch_files,
         ),
+        // Groups own durable ack state in the spool; changing them while
+        // records are in flight is done by a restart, which re-reads it.
+        (
+            "spool, groups, routes",
+            format!("{:?}", new.delivery) != format!("{:?}", running.delivery),
+        ),
     ];
     reload.restart_required = restart
         .into_iter()

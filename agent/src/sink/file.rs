@@ -1,70 +1,318 @@
-//! The NDJSON file sink (and standard output).
+//! The file sink: NDJSON appended to one file, or to numbered segments in a
+//! directory that rotate by size, fsynced before a batch counts as
+//! delivered; and standard output.
 
-use std::path::{Path, PathBuf};
+use std::{
+    io::{Read as _, Seek as _, SeekFrom},
+    path::{Path, PathBuf},
+    sync::Arc,
+};
 
+use serde::Deserialize;
 use tokio::io::AsyncWriteExt;
 
-use super::Sink;
+use super::endpoint::{Batch, BoxFuture, Connection, Connector, Guarantee, SinkError};
 
-/// Why the output could not be opened.
-#[derive(Debug, thiserror::Error)]
-#[error("cannot write records to {path}: {source}; choose another --output or fix its permissions")]
-pub struct OpenError {
-    /// The output path.
+/// A `file` endpoint as configured.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileSettings {
+    /// A file to append to; with `rotate_bytes`, a directory of segments.
     pub path: PathBuf,
-    /// Why.
-    pub source: std::io::Error,
+    /// Start a new segment once the current one holds this many bytes.
+    pub rotate_bytes: Option<u64>,
 }
 
-/// Appends NDJSON to a file or standard output.
-pub enum FileSink {
-    /// Standard output.
-    Stdout(tokio::io::Stdout),
-    /// An append-only file, fsynced on every flush.
-    File(tokio::fs::File),
+/// Makes file "connections": opening the file is the health check.
+pub struct FileConnector {
+    settings: FileSettings,
+    name: String,
 }
 
-impl FileSink {
-    /// Standard output.
-    pub fn stdout() -> Self {
-        Self::Stdout(tokio::io::stdout())
+impl FileConnector {
+    /// A connector for `settings`. Nothing is opened yet.
+    pub fn new(settings: FileSettings) -> Arc<dyn Connector> {
+        let name = format!("file://{}", settings.path.display());
+        Arc::new(Self { settings, name })
     }
+}
 
-    /// Opens `path` for appending, creating it and its directory. Checked at
-    /// start-up so an unwritable output fails before anything is attached.
-    pub fn open(path: &Path) -> Result<Self, OpenError> {
-        let err = |source| OpenError {
-            path: path.to_owned(),
-            source,
-        };
-        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir).map_err(err)?;
+/// Cuts a partial last line left by a crash, so the next record starts on a
+/// line of its own. Returns the file's length afterwards.
+fn cut_partial_line(file: &mut std::fs::File) -> std::io::Result<u64> {
+    let len = file.metadata()?.len();
+    if len == 0 {
+        return Ok(0);
+    }
+    // Lines are records of at most a few KiB; look back far enough.
+    let window = len.min(1 << 20);
+    file.seek(SeekFrom::Start(len - window))?;
+    let mut tail = Vec::with_capacity(window as usize);
+    file.by_ref().take(window).read_to_end(&mut tail)?;
+    let keep = match tail.iter().rposition(|b| *b == b'\n') {
+        Some(i) => len - window + i as u64 + 1,
+        None if window == len => 0,
+        None => return Ok(len),
+    };
+    if keep < len {
+        tracing::warn!(bytes = len - keep, "cut a partial last line left by a crash");
+        file.set_len(keep)?;
+        file.sync_all()?;
+    }
+    Ok(keep)
+}
+
+fn open_append(path: &Path) -> std::io::Result<(std::fs::File, u64)> {
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir)?;
+    }
+    let mut file = std::fs::OpenOptions::new()
+        .create(true)
+        .read(true)
+        .append(true)
+        .open(path)?;
+    let len = cut_partial_line(&mut file)?;
+    Ok((file, len))
+}
+
+/// The segment in `dir` starting at `first` sequence.
+fn segment_path(dir: &Path, first: u64) -> PathBuf {
+    dir.join(format!("lbwitness-{first:020}.ndjson"))
+}
+
+/// The newest segment in `dir`, if any.
+fn newest_segment(dir: &Path) -> std::io::Result<Option<PathBuf>> {
+    std::fs::create_dir_all(dir)?;
+    let mut newest: Option<PathBuf> = None;
+    for entry in std::fs::read_dir(dir)? {
+        let path = entry?.path();
+        let is_segment = path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .is_some_and(|n| n.starts_with("lbwitness-") && n.ends_with(".ndjson"));
+        if is_segment && newest.as_ref().is_none_or(|n| path > *n) {
+            newest = Some(path);
         }
-        let file = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(path)
-            .map_err(err)?;
-        Ok(Self::File(tokio::fs::File::from_std(file)))
+    }
+    Ok(newest)
+}
+
+impl Connector for FileConnector {
+    fn endpoint(&self) -> &str {
+        &self.name
+    }
+
+    fn guarantee(&self) -> Guarantee {
+        Guarantee::Acknowledged
+    }
+
+    fn connect(&self) -> BoxFuture<'_, Result<Box<dyn Connection>, SinkError>> {
+        Box::pin(async move {
+            let settings = self.settings.clone();
+            let io = |source| SinkError::Io {
+                endpoint: self.name.clone(),
+                source,
+            };
+            let opened = tokio::task::spawn_blocking(move || match settings.rotate_bytes {
+                None => open_append(&settings.path).map(|f| Some(f)),
+                Some(_) => match newest_segment(&settings.path)? {
+                    Some(p) => open_append(&p).map(Some),
+                    None => Ok(None),
+                },
+            })
+            .await
+            .map_err(|e| io(std::io::Error::other(e)))?
+            .map_err(io)?;
+            let (file, len) = match opened {
+                Some((f, len)) => (Some(tokio::fs::File::from_std(f)), len),
+                None => (None, 0),
+            };
+            Ok(Box::new(FileConnection {
+                name: self.name.clone(),
+                settings: self.settings.clone(),
+                file,
+                len,
+                buf: Vec::new(),
+            }) as Box<dyn Connection>)
+        })
     }
 }
 
-impl Sink for FileSink {
-    async fn write(&mut self, lines: &[u8]) -> std::io::Result<()> {
-        match self {
-            Self::Stdout(out) => out.write_all(lines).await,
-            Self::File(file) => file.write_all(lines).await,
-        }
-    }
+struct FileConnection {
+    name: String,
+    settings: FileSettings,
+    /// None until the first segment of an empty directory is made.
+    file: Option<tokio::fs::File>,
+    len: u64,
+    buf: Vec<u8>,
+}
 
-    async fn flush(&mut self) -> std::io::Result<()> {
-        match self {
-            Self::Stdout(out) => out.flush().await,
-            Self::File(file) => {
-                file.flush().await?;
-                // Records reach the disk before the agent calls them written.
-                file.sync_data().await
+impl FileConnection {
+    async fn write(&mut self, batch: &Batch) -> std::io::Result<()> {
+        if let Some(limit) = self.settings.rotate_bytes
+            && (self.file.is_none() || self.len >= limit)
+        {
+            if let Some(mut old) = self.file.take() {
+                old.sync_all().await?;
             }
+            let path = segment_path(&self.settings.path, batch.first_sequence());
+            let (f, len) = tokio::task::spawn_blocking(move || open_append(&path))
+                .await
+                .map_err(std::io::Error::other)??;
+            // The new name must survive a crash too.
+            std::fs::File::open(&self.settings.path)?.sync_all()?;
+            self.file = Some(tokio::fs::File::from_std(f));
+            self.len = len;
         }
+        let Some(file) = self.file.as_mut() else {
+            return Err(std::io::Error::other("no file open"));
+        };
+        self.buf.clear();
+        for e in &batch.entries {
+            self.buf.extend_from_slice(&e.line);
+            self.buf.push(b'\n');
+        }
+        file.write_all(&self.buf).await?;
+        file.flush().await?;
+        // Delivered means on disk.
+        file.sync_data().await?;
+        self.len += self.buf.len() as u64;
+        Ok(())
+    }
+}
+
+impl Connection for FileConnection {
+    fn send<'a>(&'a mut self, batch: &'a Batch) -> BoxFuture<'a, Result<(), SinkError>> {
+        Box::pin(async move {
+            self.write(batch).await.map_err(|source| SinkError::Io {
+                endpoint: self.name.clone(),
+                source,
+            })
+        })
+    }
+}
+
+/// Standard output: written and flushed, never acknowledged.
+pub struct StdoutConnector;
+
+impl Connector for StdoutConnector {
+    fn endpoint(&self) -> &str {
+        "stdout"
+    }
+
+    fn guarantee(&self) -> Guarantee {
+        Guarantee::Written
+    }
+
+    fn connect(&self) -> BoxFuture<'_, Result<Box<dyn Connection>, SinkError>> {
+        Box::pin(async {
+            Ok(Box::new(StdoutConnection {
+                out: tokio::io::stdout(),
+                buf: Vec::new(),
+            }) as Box<dyn Connection>)
+        })
+    }
+}
+
+struct StdoutConnection {
+    out: tokio::io::Stdout,
+    buf: Vec<u8>,
+}
+
+impl Connection for StdoutConnection {
+    fn send<'a>(&'a mut self, batch: &'a Batch) -> BoxFuture<'a, Result<(), SinkError>> {
+        Box::pin(async move {
+            self.buf.clear();
+            for e in &batch.entries {
+                self.buf.extend_from_slice(&e.line);
+                self.buf.push(b'\n');
+            }
+            let io = |source| SinkError::Io {
+                endpoint: "stdout".into(),
+                source,
+            };
+            self.out.write_all(&self.buf).await.map_err(io)?;
+            self.out.flush().await.map_err(io)
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use bytes::Bytes;
+
+    use super::*;
+    use crate::sink::endpoint::Entry;
+
+    fn batch(seqs: std::ops::RangeInclusive<u64>) -> Batch {
+        Batch {
+            agent_id: "a".into(),
+            entries: seqs
+                .map(|s| Entry {
+                    sequence: s,
+                    line: Bytes::from(format!("{{\"seq\":{s}}}")),
+                })
+                .collect(),
+        }
+    }
+
+    fn dir(name: &str) -> PathBuf {
+        let d = std::env::temp_dir().join(format!("lbw-file-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
+        d
+    }
+
+    #[tokio::test]
+    async fn appends_after_cutting_a_torn_line() {
+        let d = dir("torn");
+        std::fs::create_dir_all(&d).unwrap();
+        let path = d.join("out.ndjson");
+        std::fs::write(&path, "{\"seq\":1}\n{\"seq\":2").unwrap();
+        let c = FileConnector::new(FileSettings {
+            path: path.clone(),
+            rotate_bytes: None,
+        });
+        let mut conn = c.connect().await.unwrap();
+        conn.send(&batch(2..=3)).await.unwrap();
+        assert_eq!(
+            std::fs::read_to_string(&path).unwrap(),
+            "{\"seq\":1}\n{\"seq\":2}\n{\"seq\":3}\n"
+        );
+        std::fs::remove_dir_all(&d).unwrap();
+    }
+
+    #[tokio::test]
+    async fn rotates_segments_by_size() {
+        let d = dir("rotate");
+        let c = FileConnector::new(FileSettings {
+            path: d.clone(),
+            rotate_bytes: Some(25),
+        });
+        let mut conn = c.connect().await.unwrap();
+        for first in [1u64, 3, 5] {
+            conn.send(&batch(first..=first + 1)).await.unwrap();
+        }
+        drop(conn);
+        // A new connection continues the newest segment.
+        let mut conn = c.connect().await.unwrap();
+        conn.send(&batch(7..=7)).await.unwrap();
+        let mut names: Vec<String> = std::fs::read_dir(&d)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        names.sort();
+        assert_eq!(
+            names,
+            [
+                "lbwitness-00000000000000000001.ndjson",
+                "lbwitness-00000000000000000005.ndjson"
+            ]
+        );
+        let all: String = names
+            .iter()
+            .map(|n| std::fs::read_to_string(d.join(n)).unwrap())
+            .collect();
+        assert_eq!(all.lines().count(), 7);
+        std::fs::remove_dir_all(&d).unwrap();
     }
 }

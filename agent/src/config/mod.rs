@@ -43,6 +43,16 @@ pub enum ConfigError {
         /// toml's message: it names the key and the line.
         message: String,
     },
+    /// A delivery setting (spool, groups, routes) is wrong.
+    #[error("config{}: `{key}` {problem}", .path.as_ref().map(|p| format!(" file {}", p.display())).unwrap_or_default())]
+    Delivery {
+        /// The file, when the value came from one.
+        path: Option<PathBuf>,
+        /// Dotted key, e.g. `groups[0].strategy`.
+        key: String,
+        /// What is wrong and what is allowed.
+        problem: String,
+    },
     /// A value outside its allowed range.
     #[error("config{}: `{key}` {problem}", .path.as_ref().map(|p| format!(" file {}", p.display())).unwrap_or_default())]
     Invalid {
@@ -72,6 +82,17 @@ pub struct ConfigFile {
     /// Audit trail settings.
     #[serde(default)]
     pub audit: AuditFile,
+    /// The durable spool.
+    #[serde(default)]
+    pub spool: delivery::SpoolFile,
+    /// Collector groups.
+    #[serde(default)]
+    pub groups: Vec<delivery::GroupFile>,
+    /// Routes from records to groups.
+    #[serde(default)]
+    pub routes: Vec<crate::route::RouteFile>,
+    /// Where unrouted records go.
+    pub routing: Option<crate::route::RoutingFile>,
 }
 
 /// `[audit]`.
@@ -176,6 +197,8 @@ pub struct Config {
     pub lifecycle_records: bool,
     /// Audit trail settings.
     pub audit: AuditSettings,
+    /// Spool, groups and routes.
+    pub delivery: delivery::Delivery,
     /// The config file, when there is one.
     pub path: Option<PathBuf>,
     /// Hex SHA-256 of the config file's bytes (of nothing without one).
@@ -244,6 +267,7 @@ impl Config {
             .state_dir
             .or(file.state_dir)
             .unwrap_or_else(|| PathBuf::from(DEFAULT_STATE_DIR));
+        let explicit_output = overrides.output.is_some() || file.output.is_some();
         let output = match overrides.output.or(file.output) {
             Some(p) if p.as_os_str() == "-" => Output::Stdout,
             Some(p) if p.as_os_str().is_empty() => {
@@ -359,8 +383,31 @@ impl Config {
                 format!("has `{}`; use absolute paths", bad.display()),
             ));
         }
+        let delivery = delivery::delivery(
+            delivery::DeliveryFile {
+                spool: file.spool,
+                groups: file.groups,
+                routes: file.routes,
+                routing: file.routing,
+            },
+            &state_dir,
+            Some(match &output {
+                Output::Stdout => delivery::EndpointSettings::Stdout,
+                Output::File(path) => delivery::EndpointSettings::File(crate::sink::file::FileSettings {
+                    path: path.clone(),
+                    rotate_bytes: None,
+                }),
+            }),
+            explicit_output,
+        )
+        .map_err(|(key, problem)| ConfigError::Delivery {
+            path: path.map(Path::to_owned),
+            key,
+            problem,
+        })?;
         Ok(Self {
             audit,
+            delivery,
             path: None,
             sha256: String::new(),
             state_dir,
