@@ -5,6 +5,7 @@
 //! records) → [`sink`]. [`run`] wires them together.
 
 pub mod audit;
+pub mod balance;
 pub mod capture;
 pub mod clock;
 pub mod config;
@@ -13,6 +14,7 @@ pub mod enrich;
 pub mod flows;
 pub mod preflight;
 pub mod record;
+pub mod route;
 pub mod run;
 pub mod sink;
 pub mod telemetry;
