@@ -15,6 +15,7 @@ pub mod preflight;
 pub mod record;
 pub mod run;
 pub mod sink;
+pub mod spool;
 pub mod telemetry;
 pub mod verify;
 pub mod watch;

@@ -1,0 +1,1 @@
+//! Writer behaviour on a real directory: size bounds, full policies.
