@@ -114,16 +114,25 @@ pub struct Recovery {
     /// The index was missing, unreadable or behind and was rebuilt by
     /// scanning segments from their start.
     pub index_rebuilt: bool,
+    /// The highest sequence known to have been written, intact or not
+    /// (a damaged record cut off the end, even one every group had, still
+    /// used its number).
+    pub highest: Option<u64>,
     /// Notes for the log.
     pub problems: Vec<String>,
 }
 
 impl Recovery {
     /// The highest sequence the spool knows was written: the chain must not
-    /// number below it again, even when the records above `last` were lost.
+    /// number at or below it again, even when the records above `last` were
+    /// lost.
     pub fn highest_sequence(&self) -> Option<u64> {
         let lost = self.losses.iter().map(|l| l.last).max();
-        self.last.as_ref().map(|e| e.sequence).max(lost)
+        self.last
+            .as_ref()
+            .map(|e| e.sequence)
+            .max(lost)
+            .max(self.highest)
     }
 }
 

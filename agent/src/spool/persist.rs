@@ -37,13 +37,12 @@ impl Spool {
             self.acks_dirty = false;
             self.persisted_reported = state.reported;
         }
-        // Oldest first, and only below the segment holding the durable end:
-        // the last durable record stays, so a restart can resume the chain.
-        let durable = self.durable.borrow().segment;
+        // Oldest first, and never from `keep_from` on.
+        let keep = self.keep_from();
         while self
             .segments
             .front()
-            .is_some_and(|s| s.id() < durable && passed(s, &self.acked))
+            .is_some_and(|s| s.id() < keep && passed(s, &self.acked))
         {
             self.delete_front()?;
         }

@@ -180,6 +180,7 @@ pub(super) fn recover(dir: &Path, groups: &[String]) -> Result<Opened, SpoolErro
     let masks: Vec<Vec<u64>> = segments.iter().map(Segment::loss_masks).collect();
     let settled = settle::settle(&pieces, &masks, &acked, &mut reported);
     rec.losses = settled.losses;
+    rec.highest = settled.highest;
     if settled.already > 0 {
         rec.problems.push(format!(
             "{} damaged regions were reported before and are skipped",
@@ -257,6 +258,20 @@ fn examine(
         Some(e) if header_len > 0 && vouches(&file, &path, e, header_len, len)? => {
             start = e.good;
             seg.absorb_entry(e);
+            if e.records > 0 {
+                // The vouched part, by its ends: neighbours for damage found
+                // after it, and where the last record is.
+                pieces.push(Piece::Intact {
+                    sequence: e.first,
+                    at: None,
+                    unroutable: None,
+                });
+                pieces.push(Piece::Intact {
+                    sequence: e.last,
+                    at: Some((k, e.last_frame)),
+                    unroutable: None,
+                });
+            }
         }
         Some(e) if header_len > 0 => {
             rec.index_rebuilt = true;

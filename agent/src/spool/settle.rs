@@ -60,6 +60,8 @@ pub(super) struct Settled {
     pub already: u64,
     /// Where the last intact record is: (segment index, offset).
     pub last: Option<(usize, u64)>,
+    /// The highest sequence known written, lost or not.
+    pub highest: Option<u64>,
 }
 
 /// Decides losses. `masks[s][k]`: group `k`'s bits in segment `s` (all ones
@@ -91,6 +93,7 @@ pub(super) fn settle(
                 unroutable,
             } => {
                 prev = Some(*sequence);
+                settled.highest = settled.highest.max(Some(*sequence));
                 if at.is_some() {
                     settled.last = *at;
                 }
@@ -120,6 +123,7 @@ pub(super) fn settle(
                     }
                 };
                 prev = Some(prev.map_or(last, |p| p.max(last)));
+                settled.highest = settled.highest.max(Some(last.max(*hint)));
                 if !cut && before.contains(key) {
                     settled.already += 1;
                     out.keep();
@@ -135,6 +139,7 @@ pub(super) fn settle(
             Piece::Missing { first, last, count } => {
                 let first = first.unwrap_or(prev.map_or(1, |p| p + 1)).min(*last);
                 prev = Some(*last);
+                settled.highest = settled.highest.max(Some(*last));
                 if acked.iter().any(|&a| a < *last) {
                     out.lose(first, *last, *count, LossReason::Corrupt);
                 } else {
@@ -220,12 +225,15 @@ mod tests {
             (*hint, *cut) = (9, true);
         }
         let mut reported = BTreeSet::new();
-        let s = settle(&[intact(3), tail], &[vec![1]], &[0], &mut reported);
+        let s = settle(&[intact(3), tail.clone()], &[vec![1]], &[0], &mut reported);
         assert_eq!(ranges(&s), vec![(4, 9, 2)]);
         assert!(
             reported.is_empty(),
             "a cut region is gone: nothing to remember"
         );
+        // Acknowledged by everyone: not a loss, but its numbers stay used.
+        let s = settle(&[intact(3), tail], &[vec![1]], &[9], &mut BTreeSet::new());
+        assert_eq!((s.losses.len(), s.highest), (0, Some(9)));
     }
 
     #[test]

@@ -150,12 +150,11 @@ impl Spool {
     }
 
     /// Deletes the oldest segment, reporting what some group it was routed
-    /// to had not acknowledged. Never the segment readers are at the
-    /// durable end of, nor any after it (the one holding the last durable
-    /// record, the active one). False when there is none to drop.
+    /// to had not acknowledged. Never one from [`Spool::keep_from`] on.
+    /// False when there is none to drop.
     pub(super) fn drop_oldest(&mut self, dropped: &mut Losses) -> Result<bool, SpoolError> {
-        let durable = self.durable.borrow().segment;
-        let Some(s) = self.segments.front().filter(|s| s.id() < durable) else {
+        let keep = self.keep_from();
+        let Some(s) = self.segments.front().filter(|s| s.id() < keep) else {
             return Ok(false);
         };
         let path = s.view.path.clone();

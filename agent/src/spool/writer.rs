@@ -247,6 +247,20 @@ impl Spool {
         self.segments.back().expect("an active segment")
     }
 
+    /// Segments from this id on are never deleted: the one readers are at
+    /// the durable end of, and the last one holding a record (a restart
+    /// resumes the chain from it).
+    pub(super) fn keep_from(&self) -> u64 {
+        let durable = self.durable.borrow().segment;
+        let last_record = self
+            .segments
+            .iter()
+            .rev()
+            .find(|s| s.last > 0)
+            .map_or(durable, Segment::id);
+        durable.min(last_record)
+    }
+
     /// Bytes held, including what is buffered for the active segment.
     pub(super) fn held(&self) -> u64 {
         self.segments.iter().map(|s| s.len).sum::<u64>() + self.buf.len() as u64
