@@ -17,6 +17,7 @@ pub mod record;
 pub mod route;
 pub mod run;
 pub mod sink;
+pub mod spool;
 pub mod telemetry;
 pub mod verify;
 pub mod watch;

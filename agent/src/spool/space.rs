@@ -1,0 +1,274 @@
+//! The size bound and the full policies: making room (drop_oldest), a full
+//! disk (ENOSPC), and when a spool that refused records takes them again.
+
+use std::path::Path;
+
+use super::{
+    LossReason, OnFull, SpoolError, SpoolSettings, frame,
+    loss::{Losses, bounds, lost, unacked},
+    recover::read_at,
+    scan::{self, Item},
+    segment,
+    writer::Spool,
+};
+
+/// Why the spool refuses records.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Refusal {
+    /// It reached `max_bytes` (drop_newest).
+    Quota,
+    /// The disk is full.
+    NoSpace,
+}
+
+/// Space that must be free before a spool that refused records takes them
+/// again: 1/32 of `max_bytes`, at least 16 KiB (a few gap records and then
+/// some) and at most 16 MiB, never more than a quarter of the spool.
+/// Without it, a spool at its limit would take one record whenever one
+/// frame's worth was freed, and the gap record declaring what was refused
+/// would race every other record for that space.
+pub fn headroom(max_bytes: u64) -> u64 {
+    (max_bytes / 32)
+        .clamp(16 << 10, 16 << 20)
+        .min(max_bytes / 4)
+}
+
+/// Checks settings.
+pub(super) fn validate(s: &SpoolSettings) -> Result<(), SpoolError> {
+    let bad = |m: String| Err(SpoolError::Settings(m));
+    if s.groups.is_empty() || s.groups.len() > 64 {
+        return bad(format!(
+            "{} collector groups; the spool takes 1 to 64",
+            s.groups.len()
+        ));
+    }
+    for (i, g) in s.groups.iter().enumerate() {
+        if g.is_empty() || g.len() > 255 {
+            return bad(format!("group name {g:?} must be 1 to 255 bytes"));
+        }
+        if s.groups[..i].contains(g) {
+            return bad(format!("group {g:?} is named twice"));
+        }
+    }
+    let header = segment::encode(0, &s.groups).len() as u64;
+    if s.segment_bytes < 4096 || s.segment_bytes < header + frame::OVERHEAD as u64 + 1024 {
+        return bad(format!(
+            "segment_bytes {} is too small: at least 4 KiB and room for a 1 KiB record after the {header}-byte header",
+            s.segment_bytes
+        ));
+    }
+    if s.max_bytes < 2 * s.segment_bytes {
+        return bad(format!(
+            "max_bytes {} must be at least twice segment_bytes ({}): the segment being written is never dropped",
+            s.max_bytes, s.segment_bytes
+        ));
+    }
+    Ok(())
+}
+
+/// Takes an exclusive lock on `dir/lock` for the life of the spool.
+pub(super) fn lock(dir: &Path) -> Result<std::fs::File, SpoolError> {
+    use std::os::fd::AsRawFd as _;
+    let path = dir.join("lock");
+    let f = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(SpoolError::io(&path))?;
+    // SAFETY: flock on a descriptor we own; no memory is passed.
+    if unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+        let e = std::io::Error::last_os_error();
+        return Err(if e.raw_os_error() == Some(libc::EWOULDBLOCK) {
+            SpoolError::Locked(dir.to_owned())
+        } else {
+            SpoolError::io(path)(e)
+        });
+    }
+    Ok(f)
+}
+
+/// ENOSPC or EDQUOT.
+pub(super) fn is_no_space(e: &std::io::Error) -> bool {
+    matches!(e.raw_os_error(), Some(libc::ENOSPC | libc::EDQUOT))
+}
+
+/// Bytes the filesystem holding `dir` has free for us.
+fn disk_free(dir: &Path) -> Result<u64, SpoolError> {
+    use std::os::unix::ffi::OsStrExt as _;
+    let c = std::ffi::CString::new(dir.as_os_str().as_bytes())
+        .map_err(|_| SpoolError::Settings(format!("{} has a NUL byte", dir.display())))?;
+    let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
+    // SAFETY: `c` is a NUL-terminated path and `st` a writable statvfs.
+    if unsafe { libc::statvfs(c.as_ptr(), &mut st) } != 0 {
+        return Err(SpoolError::io(dir)(std::io::Error::last_os_error()));
+    }
+    Ok(st.f_bavail as u64 * st.f_frsize as u64)
+}
+
+impl Spool {
+    /// Whether a spool that refused records may take them again (see
+    /// [`headroom`]); with drop_oldest, it first drops old segments.
+    pub(super) fn space_returned(&mut self, dropped: &mut Losses) -> Result<bool, SpoolError> {
+        let quota = |s: &Spool| s.settings.max_bytes.saturating_sub(s.held()) >= s.headroom;
+        let ok = loop {
+            let disk = self.refusing != Some(Refusal::NoSpace)
+                || disk_free(&self.settings.dir)? >= self.headroom;
+            if quota(self) && disk {
+                break true;
+            }
+            if self.settings.on_full != OnFull::DropOldest || !self.drop_oldest(dropped)? {
+                break false;
+            }
+        };
+        if ok {
+            self.refusing = None;
+        }
+        Ok(ok)
+    }
+
+    /// Makes room for `need` more bytes under `max_bytes`: drop_oldest
+    /// drops old segments; drop_newest (or nothing left to drop) refuses.
+    pub(super) fn make_room(
+        &mut self,
+        need: u64,
+        dropped: &mut Losses,
+    ) -> Result<bool, SpoolError> {
+        while self.held() + need > self.settings.max_bytes {
+            if self.settings.on_full != OnFull::DropOldest || !self.drop_oldest(dropped)? {
+                self.refusing = Some(Refusal::Quota);
+                return Ok(false);
+            }
+        }
+        Ok(true)
+    }
+
+    /// After ENOSPC: with drop_oldest, frees disk by dropping the oldest
+    /// segment (true: try again); otherwise false.
+    pub(super) fn free_disk(&mut self, dropped: &mut Losses) -> Result<bool, SpoolError> {
+        Ok(self.settings.on_full == OnFull::DropOldest && self.drop_oldest(dropped)?)
+    }
+
+    /// Deletes the oldest segment, reporting what some group it was routed
+    /// to had not acknowledged. Never one from [`Spool::keep_from`] on.
+    /// False when there is none to drop.
+    pub(super) fn drop_oldest(&mut self, dropped: &mut Losses) -> Result<bool, SpoolError> {
+        let keep = self.keep_from();
+        let Some(s) = self.segments.front().filter(|s| s.id() < keep) else {
+            return Ok(false);
+        };
+        let path = s.view.path.clone();
+        let file = std::fs::File::open(&path).map_err(SpoolError::io(&path))?;
+        let body = read_at(&file, &path, 0, s.len)?;
+        let routable = s.view.routable();
+        let from = if routable {
+            s.view.header_len as usize
+        } else {
+            frame::resync(&body, 0).unwrap_or(body.len())
+        };
+        let found = scan::scan(&body, from);
+        let masks = s.loss_masks();
+        let next_first = self.segments.get(1).map(|n| n.first).filter(|&f| f > 0);
+        let reported = self
+            .shared
+            .reported
+            .lock()
+            .expect("reported set poisoned")
+            .clone();
+        let mut prev = None;
+        for (i, item) in found.items.iter().enumerate() {
+            match item {
+                Item::Intact { header: h, .. } => {
+                    prev = Some(h.sequence);
+                    // A segment without its header was reported lost at open.
+                    if routable && unacked(h.sequence, h.routes, &masks, &self.acked) {
+                        dropped.lose(h.sequence, h.sequence, 1, LossReason::Full);
+                    } else {
+                        dropped.keep();
+                    }
+                }
+                Item::Damaged(d) => {
+                    let next = found.items[i + 1..]
+                        .iter()
+                        .find_map(|it| match it {
+                            Item::Intact { header, .. } => Some(header.sequence),
+                            Item::Damaged(_) => None,
+                        })
+                        .or(next_first);
+                    let (first, last) = d.header.map_or_else(
+                        || bounds(prev, next, d.frames),
+                        |h| (h.sequence, h.sequence),
+                    );
+                    prev = Some(last);
+                    if !reported.contains(&(s.id(), d.start as u64))
+                        && lost(d.header.as_ref(), last, &masks, &self.acked)
+                    {
+                        dropped.lose(first, last, d.frames, LossReason::Corrupt);
+                    } else {
+                        dropped.keep();
+                    }
+                }
+            }
+        }
+        dropped.keep();
+        self.delete_front()?;
+        Ok(true)
+    }
+
+    /// Removes the oldest segment's file and forgets it.
+    pub(super) fn delete_front(&mut self) -> Result<(), SpoolError> {
+        let s = self.segments.pop_front().expect("a segment to delete");
+        let id = s.id();
+        std::fs::remove_file(&s.view.path).map_err(SpoolError::io(&s.view.path))?;
+        self.shared
+            .segments
+            .write()
+            .expect("segment map poisoned")
+            .remove(&id);
+        self.shared
+            .reported
+            .lock()
+            .expect("reported set poisoned")
+            .retain(|(sid, _)| *sid != id);
+        self.index_dirty = true;
+        Ok(())
+    }
+}
+
+/// Creates segment `id` with its header (not synced).
+pub(super) fn create(
+    dir: &Path,
+    id: u64,
+    groups: &[String],
+) -> Result<(super::writer::Segment, std::fs::File), SpoolError> {
+    use std::io::Write as _;
+    let path = dir.join(segment::file_name(id));
+    let header = segment::encode(id, groups);
+    let mut file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create_new(true)
+        .open(&path)
+        .map_err(SpoolError::io(&path))?;
+    if let Err(e) = file.write_all(&header) {
+        drop(file);
+        let _ = std::fs::remove_file(&path);
+        return Err(SpoolError::io(path)(e));
+    }
+    let seg = super::writer::Segment::new(id, path, header.len() as u64, Some(groups), groups);
+    Ok((seg, file))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn headroom_bounds() {
+        assert_eq!(headroom(64 << 10), 16 << 10);
+        assert_eq!(headroom(1 << 30), 16 << 20);
+        assert_eq!(headroom(64 << 20), 2 << 20);
+        assert_eq!(headroom(1 << 40), 16 << 20);
+        assert_eq!(headroom(8 << 10), 2 << 10);
+    }
+}
