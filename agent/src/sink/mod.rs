@@ -3,6 +3,8 @@
 
 pub mod endpoint;
 pub mod file;
+pub mod syslog;
+pub mod tls;
 
 use tokio::sync::{mpsc, watch};
 
