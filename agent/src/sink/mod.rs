@@ -3,6 +3,7 @@
 
 pub mod endpoint;
 pub mod file;
+pub mod nats;
 
 use tokio::sync::{mpsc, watch};
 
