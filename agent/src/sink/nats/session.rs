@@ -1,0 +1,355 @@
+//! One connection to one NATS server: the handshake and the pipelined
+//! publish of a batch. The thin async shell around [`parse`], [`wire`] and
+//! [`jetstream`].
+
+use bytes::{Buf as _, BytesMut};
+use tokio::{
+    io::{AsyncReadExt as _, AsyncWriteExt as _},
+    net::TcpStream,
+};
+
+use super::{
+    jetstream::{self, Refusal, StreamProblem},
+    parse::{self, Message, ServerOp},
+    servers::ServerAddr,
+    settings::Validated,
+    wire::{self, ServerInfo},
+};
+use crate::sink::endpoint::{Batch, SinkError};
+
+/// Bytes of records encoded ahead of the socket: enough to keep a loopback
+/// connection busy, small enough that a batch is never copied whole.
+const WRITE_AHEAD: usize = 64 * 1024;
+
+/// Spare room for each socket read, in bytes.
+const READ_CHUNK: usize = 16 * 1024;
+
+/// Our only subscription: every reply inbox.
+const SID: u32 = 1;
+
+/// A connected, greeted, authenticated NATS session.
+pub struct Session {
+    stream: TcpStream,
+    rbuf: BytesMut,
+    wbuf: BytesMut,
+    endpoint: String,
+    inbox: String,
+    next_token: u64,
+    greeted: bool,
+    /// The server's latest `INFO`.
+    pub info: ServerInfo,
+    /// Set when an `INFO` update arrives; cleared by whoever learns from it.
+    pub info_changed: bool,
+}
+
+enum Event {
+    Read(std::io::Result<usize>),
+    Wrote(std::io::Result<usize>),
+}
+
+impl Session {
+    /// Connects to `addr`, reads `INFO`, sends `CONNECT`, subscribes to the
+    /// reply inbox and waits for the `PONG` that proves the server took all
+    /// of it; then checks the configured stream.
+    pub async fn open(addr: &ServerAddr, settings: &Validated) -> Result<Self, SinkError> {
+        let endpoint = format!("nats://{addr}");
+        let stream = match TcpStream::connect((addr.host.as_str(), addr.port)).await {
+            Ok(stream) => stream,
+            Err(source) => return Err(SinkError::Connect { endpoint, source }),
+        };
+        // Records are written in large pipelined runs; Nagle only delays
+        // the last segment of each.
+        let _ = stream.set_nodelay(true);
+        let mut random = [0u8; 11];
+        getrandom::fill(&mut random).map_err(|e| SinkError::Io {
+            endpoint: endpoint.clone(),
+            source: std::io::Error::other(format!("no randomness for the reply inbox: {e}")),
+        })?;
+        let mut session = Self {
+            stream,
+            rbuf: BytesMut::with_capacity(READ_CHUNK),
+            wbuf: BytesMut::with_capacity(WRITE_AHEAD),
+            endpoint,
+            inbox: format!("_INBOX.{}", hex::encode(random)),
+            next_token: 0,
+            greeted: false,
+            info: ServerInfo::default(),
+            info_changed: false,
+        };
+        session.handshake(settings).await?;
+        Ok(session)
+    }
+
+    async fn handshake(&mut self, settings: &Validated) -> Result<(), SinkError> {
+        let json = match self.read_op().await? {
+            ServerOp::Info(json) => json,
+            other => {
+                return Err(self.protocol(format!(
+                    "expected the server's INFO greeting, got {other:?}; is this a NATS client port?"
+                )));
+            }
+        };
+        self.info = ServerInfo::parse(&json).map_err(|e| self.protocol(e))?;
+        self.greeted = true;
+        if self.info.tls_required {
+            return Err(self.protocol("the server requires TLS, which the NATS sink does not speak yet; give it a plain listener on a trusted network".into()));
+        }
+        if !self.info.headers {
+            return Err(self.protocol(format!("server {} does not support message headers, which JetStream dedup needs; upgrade to nats-server 2.2 or later", self.info.version)));
+        }
+        let auth = wire::Auth {
+            user: settings.user.as_ref().map(|(u, _)| u.as_str()),
+            pass: settings.user.as_ref().map(|(_, p)| p.as_str()),
+            auth_token: settings.token.as_deref(),
+        };
+        wire::connect(&mut self.wbuf, auth);
+        wire::sub(&mut self.wbuf, &format!("{}.*", self.inbox), SID);
+        wire::ping(&mut self.wbuf);
+        self.flush().await?;
+        while !matches!(self.read_op().await?, ServerOp::Pong) {}
+        if let Some(stream) = &settings.stream {
+            self.check_stream(stream, &settings.subject).await?;
+        }
+        Ok(())
+    }
+
+    /// Asks JetStream for `stream`'s info and checks it captures `subject`.
+    async fn check_stream(&mut self, stream: &str, subject: &str) -> Result<(), SinkError> {
+        let reply = format!("{}.info", self.inbox);
+        let api = format!("$JS.API.STREAM.INFO.{stream}");
+        wire::publish(&mut self.wbuf, &api, &reply, b"");
+        self.flush().await?;
+        let msg = loop {
+            if let ServerOp::Msg(msg) = self.read_op().await?
+                && msg.subject == reply
+            {
+                break msg;
+            }
+        };
+        let detail = match jetstream::check_stream_info(&msg, subject) {
+            Ok(()) => return Ok(()),
+            Err(StreamProblem::DoesNotCapture { subjects }) => format!(
+                "stream `{stream}` captures {subjects:?}, not `{subject}`; add `{subject}` to the stream's subjects or set `subject` to one they match"
+            ),
+            Err(StreamProblem::Refused(Refusal::NoResponders)) => format!(
+                "nobody answered {api}: is JetStream enabled on the server (nats-server -js, or a jetstream {{}} block), and may this user publish to $JS.API.>?"
+            ),
+            Err(StreamProblem::Refused(Refusal::JetStream {
+                err_code: 10059, ..
+            })) => format!(
+                "stream `{stream}` does not exist; create it, e.g. `nats stream add {stream} --subjects '{subject}' --storage file --replicas 3 --dupe-window 2m`"
+            ),
+            Err(StreamProblem::Refused(r)) => format!("stream `{stream}`: {}", describe(&r)),
+        };
+        Err(self.rejected(detail))
+    }
+
+    /// Publishes every record of `batch` to `subject`, pipelined, and
+    /// returns once JetStream acknowledged each one. Returns how many of
+    /// them JetStream already had (duplicates it dropped).
+    pub async fn publish(&mut self, batch: &Batch, subject: &str) -> Result<usize, SinkError> {
+        let agent = &*batch.agent_id;
+        if !wire::header_safe(agent) {
+            return Err(self.rejected(format!(
+                "agent.id {agent:?} contains CR or LF and cannot be a Nats-Msg-Id"
+            )));
+        }
+        for entry in &batch.entries {
+            let size = wire::message_size(agent, entry.sequence, entry.line.len());
+            if size > self.info.max_payload {
+                return Err(self.rejected(format!(
+                    "record {} is {size} bytes with headers, over the server's max_payload of {} bytes; raise max_payload in the server config",
+                    entry.sequence, self.info.max_payload
+                )));
+            }
+        }
+        let count = batch.entries.len();
+        let base = self.next_token;
+        self.next_token += count as u64;
+        let mut acked = vec![false; count];
+        let (mut remaining, mut duplicates, mut next) = (count, 0, 0);
+        loop {
+            while next < count && self.wbuf.len() < WRITE_AHEAD {
+                let entry = &batch.entries[next];
+                let reply = format!("{}.{}", self.inbox, base + next as u64);
+                wire::hpub_record(
+                    &mut self.wbuf,
+                    subject,
+                    &reply,
+                    agent,
+                    entry.sequence,
+                    &entry.line,
+                );
+                next += 1;
+            }
+            while let Some(op) = self.take_op()? {
+                let ServerOp::Msg(msg) = op else { continue };
+                let Some(i) = self.reply_index(&msg, base, count) else {
+                    continue;
+                };
+                match jetstream::pub_ack(&msg) {
+                    Ok(ack) if !acked[i] => {
+                        acked[i] = true;
+                        remaining -= 1;
+                        duplicates += usize::from(ack.duplicate);
+                    }
+                    Ok(_) => {}
+                    Err(refusal) => {
+                        return Err(self.refused(&refusal, batch.entries[i].sequence, subject));
+                    }
+                }
+            }
+            if remaining == 0 {
+                // Only PONGs can be left to write.
+                self.flush().await?;
+                return Ok(duplicates);
+            }
+            self.rbuf.reserve(READ_CHUNK);
+            let event = {
+                let (mut r, mut w) = self.stream.split();
+                tokio::select! {
+                    // Drain replies first so the server never waits on us.
+                    biased;
+                    read = r.read_buf(&mut self.rbuf) => Event::Read(read),
+                    wrote = w.write(&self.wbuf), if !self.wbuf.is_empty() => Event::Wrote(wrote),
+                }
+            };
+            match event {
+                Event::Read(Ok(0)) => return Err(self.closed()),
+                Event::Read(Ok(_)) => {}
+                Event::Wrote(Ok(n)) => self.wbuf.advance(n),
+                Event::Read(Err(e)) | Event::Wrote(Err(e)) => return Err(self.io(e)),
+            }
+        }
+    }
+
+    /// Shuts the socket down politely (NATS has no goodbye).
+    pub async fn close(mut self) {
+        let _ = self.stream.shutdown().await;
+    }
+
+    /// The index in the batch that `msg` answers, if it is one of ours.
+    fn reply_index(&self, msg: &Message, base: u64, count: usize) -> Option<usize> {
+        let token = msg.subject.strip_prefix(&self.inbox)?.strip_prefix('.')?;
+        let token = token.parse::<u64>().ok()?.checked_sub(base)?;
+        usize::try_from(token).ok().filter(|i| *i < count)
+    }
+
+    /// Reads until one operation other than `PING`, `+OK` or an `INFO`
+    /// update arrives, answering and noting those on the way.
+    async fn read_op(&mut self) -> Result<ServerOp, SinkError> {
+        loop {
+            if let Some(op) = self.take_op()? {
+                self.flush().await?;
+                return Ok(op);
+            }
+            self.rbuf.reserve(READ_CHUNK);
+            match self.stream.read_buf(&mut self.rbuf).await {
+                Ok(0) => return Err(self.closed()),
+                Ok(_) => {}
+                Err(e) => return Err(self.io(e)),
+            }
+        }
+    }
+
+    /// Takes the next interesting operation already read, if any. `PING`
+    /// queues a `PONG`, `-ERR` becomes an error.
+    fn take_op(&mut self) -> Result<Option<ServerOp>, SinkError> {
+        loop {
+            let op = parse::next_op(&mut self.rbuf).map_err(|e| self.protocol(e.to_string()))?;
+            match op {
+                Some(ServerOp::Ping) => wire::pong(&mut self.wbuf),
+                Some(ServerOp::Ok) => {}
+                Some(ServerOp::Info(json)) if self.greeted => {
+                    // An update (cluster topology, lame duck): only the
+                    // addresses matter; an unreadable one changes nothing.
+                    if let Ok(info) = ServerInfo::parse(&json) {
+                        self.info.connect_urls = info.connect_urls;
+                        self.info_changed = true;
+                    }
+                }
+                Some(ServerOp::Err(text)) => return Err(self.server_error(&text)),
+                other => return Ok(other),
+            }
+        }
+    }
+
+    async fn flush(&mut self) -> Result<(), SinkError> {
+        if !self.wbuf.is_empty() {
+            let result = self.stream.write_all(&self.wbuf).await;
+            result.map_err(|e| self.io(e))?;
+            self.wbuf.clear();
+        }
+        Ok(())
+    }
+
+    /// Turns `-ERR` text into an error saying what to fix.
+    fn server_error(&self, text: &str) -> SinkError {
+        let lower = text.to_ascii_lowercase();
+        let hint = if lower.contains("authorization") || lower.contains("authentication") {
+            "check `user`/`password` or `token` in the NATS sink settings"
+        } else if lower.contains("permissions violation") {
+            "allow this user to publish to the subject and to $JS.API.>, and to subscribe to _INBOX.>"
+        } else if lower.contains("maximum payload") {
+            "a record is larger than the server's max_payload; raise it in the server config"
+        } else {
+            return self.protocol(format!("the server said -ERR '{text}'"));
+        };
+        self.rejected(format!("the server said -ERR '{text}': {hint}"))
+    }
+
+    fn refused(&self, refusal: &Refusal, sequence: u64, subject: &str) -> SinkError {
+        match refusal {
+            Refusal::NoResponders => self.rejected(format!(
+                "no JetStream stream listens on subject `{subject}`{}; create one, e.g. `nats stream add LBWITNESS --subjects '{subject}' --storage file --replicas 3 --dupe-window 2m`",
+                if self.info.jetstream { "" } else { " (and JetStream is not enabled on this server)" }
+            )),
+            Refusal::Malformed(detail) => {
+                self.protocol(format!("reply to record {sequence}: {detail}"))
+            }
+            other => self.rejected(format!("record {sequence}: {}", describe(other))),
+        }
+    }
+
+    fn closed(&self) -> SinkError {
+        self.io(std::io::Error::new(
+            std::io::ErrorKind::UnexpectedEof,
+            "the server closed the connection",
+        ))
+    }
+
+    fn io(&self, source: std::io::Error) -> SinkError {
+        SinkError::Io {
+            endpoint: self.endpoint.clone(),
+            source,
+        }
+    }
+
+    fn protocol(&self, detail: String) -> SinkError {
+        SinkError::Protocol {
+            endpoint: self.endpoint.clone(),
+            detail,
+        }
+    }
+
+    fn rejected(&self, detail: String) -> SinkError {
+        SinkError::Rejected {
+            endpoint: self.endpoint.clone(),
+            detail,
+        }
+    }
+}
+
+/// A refusal in words.
+fn describe(refusal: &Refusal) -> String {
+    match refusal {
+        Refusal::NoResponders => "nobody answered (status 503)".into(),
+        Refusal::Status(status) => format!("JetStream answered status {status}"),
+        Refusal::JetStream {
+            code,
+            err_code,
+            description,
+        } => format!("JetStream refused it: {description} (code {code}, err_code {err_code})"),
+        Refusal::Malformed(detail) => detail.clone(),
+    }
+}
