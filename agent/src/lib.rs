@@ -10,6 +10,7 @@ pub mod capture;
 pub mod clock;
 pub mod config;
 pub mod decode;
+pub mod deliver;
 pub mod enrich;
 pub mod flows;
 pub mod preflight;

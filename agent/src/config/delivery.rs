@@ -12,7 +12,7 @@ use crate::{
     deliver::{GroupSpec, worker::Timeouts},
     route::{RouteFile, Router, RoutingFile},
     sink::{file::FileSettings, nats::NatsSettings, syslog::SyslogSettings},
-    spool::OnFull,
+    spool::{FsyncPolicy, OnFull},
 };
 
 /// `[spool]` as written.
@@ -27,6 +27,8 @@ pub struct SpoolFile {
     pub segment_bytes: Option<u64>,
     /// What to drop when full. Default `drop_newest`.
     pub on_full: Option<OnFull>,
+    /// `always` (default) or `never` (docs/SPOOL.md).
+    pub fsync: Option<FsyncPolicy>,
 }
 
 /// The kind of collector a group delivers to.
@@ -111,6 +113,8 @@ pub struct SpoolConfig {
     pub segment_bytes: u64,
     /// What to drop when full.
     pub on_full: OnFull,
+    /// When appended records reach the disk.
+    pub fsync: FsyncPolicy,
 }
 
 /// Delivery, validated.
@@ -188,6 +192,7 @@ fn spool(file: SpoolFile, state_dir: &std::path::Path) -> Result<SpoolConfig, Pr
         max_bytes,
         segment_bytes,
         on_full: file.on_full.unwrap_or_default(),
+        fsync: file.fsync.unwrap_or_default(),
     })
 }
 

@@ -1,6 +1,8 @@
 //! Agent configuration: TOML with unknown keys refused, explicit defaults,
 //! and validation in [`Config::try_new`] so an invalid config cannot exist.
 
+pub mod delivery;
+
 use std::{
     path::{Path, PathBuf},
     time::Duration,

@@ -18,7 +18,7 @@ use super::{
     worker::{self, Outcome, Work},
 };
 use crate::{
-    balance::{self, Balancer, Health},
+    balance::{self, BalanceError, Balancer, Health},
     sink::endpoint::{Batch, Connector, Entry},
 };
 
@@ -83,7 +83,11 @@ impl Group {
         acked: u64,
         acks: mpsc::Sender<Ack>,
         outcomes: &mpsc::Sender<Outcome>,
-    ) -> Self {
+    ) -> Result<Self, BalanceError> {
+        let names: Vec<String> = connectors.iter().map(|c| c.endpoint().to_owned()).collect();
+        // The ring is built on endpoint names, so reordering the config
+        // does not move keys.
+        let balancer = Balancer::try_new(spec.strategy, &names, spec.load_factor)?;
         let stats = Arc::new(Stats::new(&spec.name, &connectors));
         let endpoints = connectors
             .into_iter()
@@ -103,8 +107,7 @@ impl Group {
                 }
             })
             .collect::<Vec<_>>();
-        let balancer = Balancer::new(spec.strategy, endpoints.len(), spec.load_factor);
-        Self {
+        Ok(Self {
             index,
             spec,
             agent_id,
@@ -115,7 +118,7 @@ impl Group {
             next_job: 0,
             acks,
             stats,
-        }
+        })
     }
 
     /// Counters for logs and the demo.
@@ -167,6 +170,7 @@ impl Group {
             entries,
             scanned_through,
         } = read;
+        tracing::trace!(group = %self.spec.name, records = entries.len(), scanned_through, "read");
         let parts = self.split(entries);
         let (chunk, moved) = self.ledger.read(scanned_through, parts.len());
         for (prefer, entries) in parts {
@@ -276,6 +280,7 @@ impl Group {
         let now = Instant::now();
         match outcome {
             Outcome::Sent { endpoint, job } => {
+                tracing::trace!(group = %self.spec.name, endpoint, last = job.batch.last_sequence(), "sent");
                 let e = &mut self.endpoints[endpoint];
                 e.outstanding -= 1;
                 e.health.on_success();

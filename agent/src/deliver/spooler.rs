@@ -111,7 +111,20 @@ impl Spooler {
 
     /// Hands queued gap records to the audit stage without waiting: the
     /// audit stage may itself be waiting for this task.
-    fn hand_over_gaps(&mut self, control: &mpsc::Sender<Control>) {
+    fn hand_over_gaps(&mut self, control: &mpsc::WeakSender<Control>) {
+        if self.gaps.is_empty() {
+            return;
+        }
+        // Weak: the audit stage ends when the run's senders are gone, and
+        // this task must not keep it alive.
+        let Some(control) = control.upgrade() else {
+            tracing::error!(
+                "a spool loss happened after the audit stage stopped; \
+                 it is in the log but not in the trail"
+            );
+            self.gaps.clear();
+            return;
+        };
         while let Some(gap) = self.gaps.pop() {
             match control.try_send(Control::Record(Box::new(gap))) {
                 Ok(()) => {}
@@ -138,7 +151,7 @@ impl Spooler {
         mut batches: mpsc::Receiver<Batch>,
         mut acks: mpsc::Receiver<Ack>,
         durable: watch::Sender<u64>,
-        control: mpsc::Sender<Control>,
+        control: mpsc::WeakSender<Control>,
     ) -> Result<u64, SpoolError> {
         let mut persist = tokio::time::interval(PERSIST_ACKS);
         persist.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -157,6 +170,7 @@ impl Spooler {
                             last = batch.last_sequence;
                         }
                         self.spool.sync()?;
+                        tracing::trace!(last, "spooled");
                         self.durable = last;
                         durable.send_replace(last);
                     }

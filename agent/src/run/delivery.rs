@@ -26,7 +26,7 @@ use crate::{
         file::{FileConnector, StdoutConnector},
         nats, syslog,
     },
-    spool::{LossReason, Spool, SpoolError, SpoolSettings},
+    spool::{Spool, SpoolError, SpoolSettings},
 };
 
 /// How often each group's per-endpoint counts are logged.
@@ -56,6 +56,7 @@ pub fn open(config: &Config, agent_id: &str) -> anyhow::Result<Opened> {
         segment_bytes: d.spool.segment_bytes,
         on_full: d.spool.on_full,
         groups: d.group_names(),
+        fsync: d.spool.fsync,
     })
     .with_context(|| format!("opening the spool in {}", d.spool.dir.display()))?;
     for p in &recovery.problems {
@@ -77,13 +78,10 @@ pub fn open(config: &Config, agent_id: &str) -> anyhow::Result<Opened> {
         None => None,
     };
     let last_seq = last.as_ref().map_or(0, |t: &Tail| t.head.sequence);
-    // A corrupt frame after the last intact record may hold records that
-    // were delivered: never number them again.
-    let corrupt_end = recovery
-        .losses
-        .iter()
-        .any(|l| l.reason == LossReason::Corrupt && l.last > last_seq);
-    let tail = if corrupt_end {
+    // A damaged record after the last intact one may have been delivered:
+    // never number it again; the head file (written ahead of every batch)
+    // says where to continue.
+    let tail = if recovery.highest_sequence().unwrap_or(0) > last_seq {
         None
     } else {
         Some(last.unwrap_or(Tail::EMPTY))
@@ -136,7 +134,7 @@ pub fn start(
     records: AuditRecords,
     batches: mpsc::Receiver<Batch>,
     durable: watch::Sender<u64>,
-    control: mpsc::Sender<Control>,
+    control: mpsc::WeakSender<Control>,
 ) -> anyhow::Result<Pipeline> {
     let (ack_tx, ack_rx) = mpsc::channel(1024);
     let (finish, finish_rx) = watch::channel(None);
@@ -162,7 +160,8 @@ pub fn start(
             0,
             ack_tx.clone(),
             &out_tx,
-        );
+        )
+        .with_context(|| format!("collector group {}", g.spec.name))?;
         stats.push(group.stats());
         groups.spawn(group.run(reader, out_rx, finish_rx.clone()));
     }

@@ -259,7 +259,7 @@ pub async fn run(config: Config, overrides: Overrides) -> anyhow::Result<()> {
         audit_records.clone(),
         batch_rx,
         durable_tx,
-        control_tx.clone(),
+        control_tx.downgrade(),
     )?;
     let audit = AuditTask::new(
         Chain::new(agent_id, resume.head),

@@ -152,7 +152,7 @@ impl FileConnection {
         if let Some(limit) = self.settings.rotate_bytes
             && (self.file.is_none() || self.len >= limit)
         {
-            if let Some(mut old) = self.file.take() {
+            if let Some(old) = self.file.take() {
                 old.sync_all().await?;
             }
             let path = segment_path(&self.settings.path, batch.first_sequence());
