@@ -135,11 +135,15 @@ async fn deliver(c: &dyn Connector, batches: &[Batch]) -> Result<(), SinkError> 
     timeout(STEP, conn.close()).await.expect("close hung")
 }
 
-/// Delivers [`RECORDS`] records and checks the stored copy is the same
-/// lines in the same order.
-async fn round_trip(settings: SyslogSettings, wait: impl Fn(usize) -> anyhow::Result<Vec<String>>) {
+/// Delivers [`RECORDS`] records in batches of `batch` and checks that the
+/// stored copy is the same lines in the same order.
+async fn round_trip(
+    settings: SyslogSettings,
+    batch: usize,
+    wait: impl Fn(usize) -> anyhow::Result<Vec<String>>,
+) {
     let c = connector(&settings).expect("connector");
-    let batches = batches(1, RECORDS, BATCH);
+    let batches = batches(1, RECORDS, batch);
     deliver(&*c, &batches)
         .await
         .unwrap_or_else(|e| panic!("{e}"));
@@ -161,7 +165,7 @@ const WAIT: Duration = Duration::from_secs(60);
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tcp_to_rsyslog() {
     let r = Rsyslog::start(&Input::Tcp).unwrap();
-    round_trip(settings(&r.address(), Transport::Tcp, None), |n| {
+    round_trip(settings(&r.address(), Transport::Tcp, None), BATCH, |n| {
         r.wait_for_lines(n, WAIT)
     })
     .await;
@@ -179,7 +183,7 @@ async fn tls_to_rsyslog_gtls_verifying_the_server() {
     });
     let r = Rsyslog::start(&input).unwrap();
     let s = settings(&r.address(), Transport::Tls, Some(tls_to(&pki, false)));
-    round_trip(s, |n| r.wait_for_lines(n, WAIT)).await;
+    round_trip(s, BATCH, |n| r.wait_for_lines(n, WAIT)).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -194,13 +198,14 @@ async fn tls_to_rsyslog_ossl_requiring_a_client_certificate() {
     });
     let r = Rsyslog::start(&input).unwrap();
     let s = settings(&r.address(), Transport::Tls, Some(tls_to(&pki, true)));
-    round_trip(s, |n| r.wait_for_lines(n, WAIT)).await;
+    round_trip(s, BATCH, |n| r.wait_for_lines(n, WAIT)).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn relp_to_rsyslog() {
     let r = Rsyslog::start(&Input::Relp).unwrap();
-    round_trip(settings(&r.address(), Transport::Relp, None), |n| {
+    // Batches larger than the RELP window: the send waits for answers.
+    round_trip(settings(&r.address(), Transport::Relp, None), 2500, |n| {
         r.wait_for_lines(n, WAIT)
     })
     .await;
@@ -218,13 +223,13 @@ async fn relp_over_tls_to_rsyslog() {
     });
     let r = Rsyslog::start(&input).unwrap();
     let s = settings(&r.address(), Transport::Relp, Some(tls_to(&pki, true)));
-    round_trip(s, |n| r.wait_for_lines(n, WAIT)).await;
+    round_trip(s, BATCH, |n| r.wait_for_lines(n, WAIT)).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tcp_to_syslog_ng() {
     let s = SyslogNg::start().unwrap();
-    round_trip(settings(&s.address(), Transport::Tcp, None), |n| {
+    round_trip(settings(&s.address(), Transport::Tcp, None), BATCH, |n| {
         s.wait_for_lines(n, WAIT)
     })
     .await;
@@ -600,20 +605,36 @@ async fn throughput() {
     report("tcp -> discarding reader", started.elapsed());
     assert!(wire > all.iter().map(Batch::bytes).sum::<usize>());
 
-    for (name, input, transport) in [
+    let pki = Pki::new().unwrap();
+    let gtls = Input::Tls(TlsInput {
+        driver: Driver::Gtls,
+        ca: pki.ca.clone(),
+        cert: pki.server.cert.clone(),
+        key: pki.server.key.clone(),
+        require_client_cert: false,
+    });
+    for (name, input, transport, tls) in [
         (
             "tcp -> rsyslog imtcp (until stored)",
             Input::Tcp,
             Transport::Tcp,
+            None,
+        ),
+        (
+            "tls -> rsyslog imtcp gtls (until stored)",
+            gtls,
+            Transport::Tls,
+            Some(tls_to(&pki, false)),
         ),
         (
             "relp -> rsyslog imrelp (until acknowledged)",
             Input::Relp,
             Transport::Relp,
+            None,
         ),
     ] {
         let r = Rsyslog::start(&input).unwrap();
-        let c = connector(&settings(&r.address(), transport, None)).unwrap();
+        let c = connector(&settings(&r.address(), transport, tls)).unwrap();
         let started = Instant::now();
         deliver(&*c, &all).await.unwrap();
         let stored = tokio::task::block_in_place(|| r.wait_for_lines(N as usize, WAIT)).unwrap();

@@ -1,7 +1,7 @@
 //! Syslog over TCP (RFC 6587) and over TLS (RFC 5425): octet-counted frames
 //! `MSG-LEN SP SYSLOG-MSG`, with no reply from the collector.
 
-use std::sync::Arc;
+use std::{io::Write as _, sync::Arc};
 
 use tokio::io::AsyncWriteExt;
 
@@ -19,8 +19,8 @@ pub const WRITE_CHUNK: usize = 64 * 1024;
 /// Appends the octet-counted frame of the message `header` + `line`.
 pub fn frame(header: &[u8], line: &[u8], out: &mut Vec<u8>) {
     let len = header.len() + line.len();
-    out.extend_from_slice(len.to_string().as_bytes());
-    out.push(b' ');
+    // Writing to a Vec cannot fail.
+    let _ = write!(out, "{len} ");
     out.extend_from_slice(header);
     out.extend_from_slice(line);
 }

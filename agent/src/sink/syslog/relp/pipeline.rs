@@ -46,7 +46,7 @@ impl Cx {
     }
 
     pub(super) fn aborted(&self, why: &str, pending: usize) -> SinkError {
-        let message = format!("{why} with {pending} record(s) of the batch unacknowledged");
+        let message = format!("{why} before answering {pending} command(s)");
         io_error(
             &self.endpoint,
             std::io::Error::new(std::io::ErrorKind::ConnectionAborted, message),

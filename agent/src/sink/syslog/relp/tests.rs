@@ -216,7 +216,7 @@ async fn disorder_garbage_and_serverclose_fail_the_send() {
     let err = answered_with(b"0 serverclose 0\n").await;
     assert!(
         matches!(&err, SinkError::Io { source, .. }
-            if source.to_string().contains("serverclose") && source.to_string().contains("2 record(s)")),
+            if source.to_string().contains("serverclose") && source.to_string().contains("answering 2 command(s)")),
         "{err}"
     );
 }
