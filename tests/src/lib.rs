@@ -11,6 +11,8 @@
 //! * [`tshark`]: an oracle from outside the project: capture with dumpcap and
 //!   dissect with tshark into per-flow packet and byte counts.
 //! * [`pcap`]: read and write classic pcap files.
+//! * [`collectors`]: real syslog collectors (rsyslogd, syslog-ng), a test
+//!   PKI and misbehaving collectors, for the sink tests.
 //! * [`flow`]: the flow key and counters shared by [`frames`] and [`tshark`].
 //!
 //! Every external command goes through [`run`] (or [`run_ok`]), so a failure
@@ -19,6 +21,7 @@
 #![warn(missing_docs)]
 
 pub mod agent;
+pub mod collectors;
 pub mod flow;
 pub mod frames;
 pub mod inject;

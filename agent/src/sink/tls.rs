@@ -191,7 +191,11 @@ pub fn explain(err: &rustls::Error, cx: &HandshakeContext<'_>) -> String {
                 if presented.is_empty() {
                     "no subjectAltName".to_owned()
                 } else {
-                    presented.join(", ")
+                    presented
+                        .iter()
+                        .map(|n| bare(n))
+                        .collect::<Vec<_>>()
+                        .join(", ")
                 }
             ),
             CertificateError::NotValidForName => format!(
@@ -227,6 +231,15 @@ pub fn explain(err: &rustls::Error, cx: &HandshakeContext<'_>) -> String {
             _ => format!("the collector aborted the handshake (alert {alert:?}); see its log"),
         },
         other => format!("{other}; check that the collector speaks TLS on this port"),
+    }
+}
+
+/// A presented name without rustls' debug wrapping: `DnsName("a.example")`
+/// is `a.example`.
+fn bare(name: &str) -> &str {
+    match (name.find("(\""), name.strip_suffix("\")")) {
+        (Some(open), Some(inner)) if open + 2 <= inner.len() => &inner[open + 2..],
+        _ => name,
     }
 }
 
@@ -279,11 +292,12 @@ mod tests {
             expected: rustls::pki_types::ServerName::try_from("collector.example")
                 .unwrap()
                 .to_owned(),
-            presented: vec!["other.example".into()],
+            presented: vec!["DnsName(\"other.example\")".into(), "10.0.0.1".into()],
         });
         let text = explain(&err, &cx());
         assert!(
-            text.contains("\"collector.example\"") && text.contains("other.example"),
+            text.contains("\"collector.example\"")
+                && text.contains("(it names other.example, 10.0.0.1)"),
             "{text}"
         );
     }

@@ -1,7 +1,7 @@
 //! Syslog over TCP (RFC 6587) and over TLS (RFC 5425): octet-counted frames
 //! `MSG-LEN SP SYSLOG-MSG`, with no reply from the collector.
 
-use std::sync::Arc;
+use std::{io::Write as _, sync::Arc};
 
 use tokio::io::AsyncWriteExt;
 
@@ -19,8 +19,8 @@ pub const WRITE_CHUNK: usize = 64 * 1024;
 /// Appends the octet-counted frame of the message `header` + `line`.
 pub fn frame(header: &[u8], line: &[u8], out: &mut Vec<u8>) {
     let len = header.len() + line.len();
-    out.extend_from_slice(len.to_string().as_bytes());
-    out.push(b' ');
+    // Writing to a Vec cannot fail.
+    let _ = write!(out, "{len} ");
     out.extend_from_slice(header);
     out.extend_from_slice(line);
 }
@@ -129,16 +129,90 @@ impl Connection for OctetConnection {
 
 #[cfg(test)]
 mod tests {
-    use super::*;
+    use std::time::Duration;
 
-    #[test]
-    fn frames_are_octet_counted() {
-        let mut out = Vec::new();
-        frame(b"<134>1 - - - - - - ", b"{\"a\":1}", &mut out);
-        frame(b"<134>1 - - - - - - ", "é".as_bytes(), &mut out);
-        assert_eq!(
-            out,
-            "26 <134>1 - - - - - - {\"a\":1}21 <134>1 - - - - - - é".as_bytes()
+    use bytes::Bytes;
+    use tokio::io::{AsyncReadExt as _, DuplexStream, duplex};
+
+    use super::*;
+    use crate::sink::{endpoint::Entry, syslog::rfc5424::Facility};
+
+    fn connection() -> (OctetConnection, DuplexStream) {
+        let (client, server) = duplex(1 << 20);
+        let conn = OctetConnection {
+            stream: Box::new(client),
+            endpoint: "syslog+tcp://test:1".into(),
+            header: Arc::new(Header::new(Facility::Local0, "lbwitness", None).unwrap()),
+            tls: None,
+            broken: false,
+        };
+        (conn, server)
+    }
+
+    fn batch(n: u64) -> Batch {
+        Batch {
+            agent_id: "a".into(),
+            entries: (1..=n)
+                .map(|sequence| Entry {
+                    sequence,
+                    line: Bytes::from(format!("{{\"event\":{{\"sequence\":{sequence}}}}}")),
+                })
+                .collect(),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_batch_is_its_frames_back_to_back() {
+        let (mut conn, mut server) = connection();
+        // Enough records to cross several write chunks.
+        let b = batch(5000);
+        let (sent, wire) = tokio::join!(conn.send(&b), async {
+            let mut wire = Vec::new();
+            let mut chunk = vec![0u8; 1 << 16];
+            while !wire.ends_with(b"\"sequence\":5000}}") {
+                let n = server.read(&mut chunk).await.unwrap();
+                wire.extend_from_slice(&chunk[..n]);
+            }
+            wire
+        });
+        sent.unwrap();
+        let mut expected = Vec::new();
+        for entry in &b.entries {
+            let mut head = Vec::new();
+            conn.header.write(&entry.line, &mut head);
+            frame(&head, &entry.line, &mut expected);
+        }
+        assert_eq!(wire, expected);
+    }
+
+    #[tokio::test]
+    async fn a_closed_or_answering_peer_fails_the_next_send() {
+        let (mut conn, server) = connection();
+        drop(server);
+        let err = conn.send(&batch(1)).await.unwrap_err();
+        assert!(err.to_string().contains("closed the connection"), "{err}");
+
+        let (mut conn, mut server) = connection();
+        server
+            .write_all(b"220 smtp.example ESMTP\r\n")
+            .await
+            .unwrap();
+        let err = conn.send(&batch(1)).await.unwrap_err();
+        assert!(
+            matches!(&err, SinkError::Protocol { detail, .. } if detail.contains("220 smtp.example")),
+            "{err}"
         );
+    }
+
+    #[tokio::test]
+    async fn an_unfinished_send_retires_the_connection() {
+        let (mut conn, _server) = connection();
+        // The peer never reads: the send blocks once the pipe is full, and
+        // the caller's timeout drops it half-way through a frame.
+        let unfinished =
+            tokio::time::timeout(Duration::from_millis(20), conn.send(&batch(100_000))).await;
+        assert!(unfinished.is_err());
+        let err = conn.send(&batch(1)).await.unwrap_err();
+        assert!(err.to_string().contains("reconnect"), "{err}");
     }
 }

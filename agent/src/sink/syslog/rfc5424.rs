@@ -5,6 +5,8 @@
 //! NILVALUE `-`; MSG is always the line, byte for byte (MSG-ANY, no BOM:
 //! the line is UTF-8 JSON and collectors store it verbatim either way).
 
+use std::io::Write as _;
+
 use serde::Deserialize;
 
 use super::fields::Fields;
@@ -114,9 +116,8 @@ impl Header {
             fields.action.as_deref() == Some("gap") || fields.kind.as_deref() == Some("alert");
         let severity = if warning { WARNING } else { INFORMATIONAL };
         let pri = u16::from(self.facility) * 8 + u16::from(severity);
-        out.push(b'<');
-        out.extend_from_slice(pri.to_string().as_bytes());
-        out.extend_from_slice(b">1 ");
+        // Writing to a Vec cannot fail.
+        let _ = write!(out, "<{pri}>1 ");
         match fields.timestamp.as_deref().and_then(timestamp) {
             Some((head, fraction, offset)) => {
                 out.extend_from_slice(head);

@@ -8,6 +8,8 @@
 //! ```
 //! With DATALEN 0 there is no SP and no DATA (`3 rsp 0\n`).
 
+use std::io::Write as _;
+
 /// The largest transaction number; the next one is 1 again.
 pub const MAX_TXNR: u32 = 999_999_999;
 /// Digits in TXNR and DATALEN.
@@ -65,7 +67,8 @@ pub fn next_txnr(txnr: u32) -> u32 {
 /// Appends a frame whose data is `parts` concatenated.
 pub fn encode(txnr: u32, command: &str, parts: &[&[u8]], out: &mut Vec<u8>) {
     let len: usize = parts.iter().map(|p| p.len()).sum();
-    out.extend_from_slice(format!("{txnr} {command} {len}").as_bytes());
+    // Writing to a Vec cannot fail.
+    let _ = write!(out, "{txnr} {command} {len}");
     if len > 0 {
         out.push(b' ');
         for part in parts {
