@@ -19,6 +19,7 @@
 #![warn(missing_docs)]
 
 pub mod agent;
+pub mod collectors;
 pub mod flow;
 pub mod frames;
 pub mod inject;
