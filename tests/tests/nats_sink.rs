@@ -300,6 +300,22 @@ fn cluster_failover_loses_nothing() {
     })
     .unwrap_or_else(|e| panic!("{e:#}\n{}", cluster.logs()));
     assert_stored_exactly(&stored, &entries);
+
+    // The restarted node caught up: the stream has all three replicas again.
+    poll(
+        Duration::from_secs(60),
+        "the restarted node to catch up",
+        || {
+            let info = cluster.client().stream_info("AUDIT")?;
+            let replicas = info["cluster"]["replicas"]
+                .as_array()
+                .cloned()
+                .unwrap_or_default();
+            let current = replicas.iter().filter(|r| r["current"] == true).count();
+            Ok((info["cluster"]["leader"].is_string() && current == 2).then_some(()))
+        },
+    )
+    .unwrap_or_else(|e| panic!("{e:#}\n{}", cluster.logs()));
 }
 
 #[tokio::test]
