@@ -1,4 +1,4 @@
-//! Real syslog collectors for sink tests, each an RAII guard that starts
+//! Real collectors for sink and delivery tests, each an RAII guard that starts
 //! the server on a free loopback port in a temporary directory, reads back
 //! what it stored, and stops and cleans up on drop (also on panic).
 //!
@@ -6,12 +6,14 @@
 //!   (gtls or ossl), storing each message's MSG verbatim, one per line.
 //! * [`syslog_ng`]: syslog-ng from `/opt/syslog-ng` with a `syslog()` TCP
 //!   source, storing `$MSG` one per line.
+//! * [`nats`]: nats-server with JetStream, alone or as a 3-node cluster.
 //! * [`certs`]: a test PKI made with the `openssl` command.
 //! * [`bad`]: collectors that misbehave: never read, answer garbage, or
 //!   present a bad certificate.
 
 pub mod bad;
 pub mod certs;
+pub mod nats;
 pub mod rsyslog;
 pub mod syslog_ng;
 

@@ -4,7 +4,8 @@
 //! arrives. A minimal client of its own over tokio TCP (no TLS yet).
 //!
 //! * [`parse`]: the server's operations, incrementally; [`wire`]: ours.
-//! * [`jetstream`]: publish acks, refusals, stream info.
+//! * [`jetstream`]: publish acks, refusals, stream info; [`advice`]: what
+//!   each failure means for the operator.
 //! * [`servers`]: URLs and the order they are tried in, including the
 //!   addresses a cluster advertises (`connect_urls`).
 //! * [`session`]: the handshake (`INFO`, `CONNECT`, `SUB`, `PING`/`PONG`)
@@ -28,6 +29,7 @@
 //! * The stream must exist: the agent does not create it. Set `stream` to
 //!   have `connect()` check that it exists and captures `subject`.
 
+pub mod advice;
 pub mod jetstream;
 pub mod parse;
 pub mod servers;

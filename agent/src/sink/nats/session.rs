@@ -9,7 +9,7 @@ use tokio::{
 };
 
 use super::{
-    jetstream::{self, Refusal, StreamProblem},
+    advice, jetstream,
     parse::{self, Message, ServerOp},
     servers::ServerAddr,
     settings::Validated,
@@ -126,22 +126,8 @@ impl Session {
                 break msg;
             }
         };
-        let detail = match jetstream::check_stream_info(&msg, subject) {
-            Ok(()) => return Ok(()),
-            Err(StreamProblem::DoesNotCapture { subjects }) => format!(
-                "stream `{stream}` captures {subjects:?}, not `{subject}`; add `{subject}` to the stream's subjects or set `subject` to one they match"
-            ),
-            Err(StreamProblem::Refused(Refusal::NoResponders)) => format!(
-                "nobody answered {api}: is JetStream enabled on the server (nats-server -js, or a jetstream {{}} block), and may this user publish to $JS.API.>?"
-            ),
-            Err(StreamProblem::Refused(Refusal::JetStream {
-                err_code: 10059, ..
-            })) => format!(
-                "stream `{stream}` does not exist; create it, e.g. `nats stream add {stream} --subjects '{subject}' --storage file --replicas 3 --dupe-window 2m`"
-            ),
-            Err(StreamProblem::Refused(r)) => format!("stream `{stream}`: {}", describe(&r)),
-        };
-        Err(self.rejected(detail))
+        jetstream::check_stream_info(&msg, subject)
+            .map_err(|problem| advice::stream_problem(&self.endpoint, &problem, stream, subject))
     }
 
     /// Publishes every record of `batch` to `subject`, pipelined, and
@@ -195,7 +181,15 @@ impl Session {
                     }
                     Ok(_) => {}
                     Err(refusal) => {
-                        return Err(self.refused(&refusal, batch.entries[i].sequence, subject));
+                        let sequence = batch.entries[i].sequence;
+                        let enabled = self.info.jetstream;
+                        return Err(advice::refused(
+                            &self.endpoint,
+                            &refusal,
+                            sequence,
+                            subject,
+                            enabled,
+                        ));
                     }
                 }
             }
@@ -268,7 +262,9 @@ impl Session {
                         self.info_changed = true;
                     }
                 }
-                Some(ServerOp::Err(text)) => return Err(self.server_error(&text)),
+                Some(ServerOp::Err(text)) => {
+                    return Err(advice::server_error(&self.endpoint, &text));
+                }
                 other => return Ok(other),
             }
         }
@@ -281,34 +277,6 @@ impl Session {
             self.wbuf.clear();
         }
         Ok(())
-    }
-
-    /// Turns `-ERR` text into an error saying what to fix.
-    fn server_error(&self, text: &str) -> SinkError {
-        let lower = text.to_ascii_lowercase();
-        let hint = if lower.contains("authorization") || lower.contains("authentication") {
-            "check `user`/`password` or `token` in the NATS sink settings"
-        } else if lower.contains("permissions violation") {
-            "allow this user to publish to the subject and to $JS.API.>, and to subscribe to _INBOX.>"
-        } else if lower.contains("maximum payload") {
-            "a record is larger than the server's max_payload; raise it in the server config"
-        } else {
-            return self.protocol(format!("the server said -ERR '{text}'"));
-        };
-        self.rejected(format!("the server said -ERR '{text}': {hint}"))
-    }
-
-    fn refused(&self, refusal: &Refusal, sequence: u64, subject: &str) -> SinkError {
-        match refusal {
-            Refusal::NoResponders => self.rejected(format!(
-                "no JetStream stream listens on subject `{subject}`{}; create one, e.g. `nats stream add LBWITNESS --subjects '{subject}' --storage file --replicas 3 --dupe-window 2m`",
-                if self.info.jetstream { "" } else { " (and JetStream is not enabled on this server)" }
-            )),
-            Refusal::Malformed(detail) => {
-                self.protocol(format!("reply to record {sequence}: {detail}"))
-            }
-            other => self.rejected(format!("record {sequence}: {}", describe(other))),
-        }
     }
 
     fn closed(&self) -> SinkError {
@@ -326,30 +294,10 @@ impl Session {
     }
 
     fn protocol(&self, detail: String) -> SinkError {
-        SinkError::Protocol {
-            endpoint: self.endpoint.clone(),
-            detail,
-        }
+        advice::protocol(&self.endpoint, detail)
     }
 
     fn rejected(&self, detail: String) -> SinkError {
-        SinkError::Rejected {
-            endpoint: self.endpoint.clone(),
-            detail,
-        }
-    }
-}
-
-/// A refusal in words.
-fn describe(refusal: &Refusal) -> String {
-    match refusal {
-        Refusal::NoResponders => "nobody answered (status 503)".into(),
-        Refusal::Status(status) => format!("JetStream answered status {status}"),
-        Refusal::JetStream {
-            code,
-            err_code,
-            description,
-        } => format!("JetStream refused it: {description} (code {code}, err_code {err_code})"),
-        Refusal::Malformed(detail) => detail.clone(),
+        advice::rejected(&self.endpoint, detail)
     }
 }

@@ -1,0 +1,188 @@
+//! What the server said, turned into a [`SinkError`] that tells the
+//! operator what to fix. Pure: no I/O.
+
+use super::jetstream::{Refusal, StreamProblem};
+use crate::sink::endpoint::SinkError;
+
+/// JetStream's error code for "stream not found".
+const STREAM_NOT_FOUND: u32 = 10059;
+
+/// A `-ERR` from the server. Credentials, permissions and size limits are
+/// rejections the operator can fix; anything else is a protocol error.
+pub fn server_error(endpoint: &str, text: &str) -> SinkError {
+    let lower = text.to_ascii_lowercase();
+    let hint = if lower.contains("authorization") || lower.contains("authentication") {
+        "check `user`/`password` or `token` in the NATS sink settings"
+    } else if lower.contains("permissions violation") {
+        "allow this user to publish to the subject and to $JS.API.>, and to subscribe to _INBOX.>"
+    } else if lower.contains("maximum payload") {
+        "a record is larger than the server's max_payload; raise it in the server config"
+    } else {
+        return protocol(endpoint, format!("the server said -ERR '{text}'"));
+    };
+    rejected(endpoint, format!("the server said -ERR '{text}': {hint}"))
+}
+
+/// JetStream did not store record `sequence` published to `subject`.
+pub fn refused(
+    endpoint: &str,
+    refusal: &Refusal,
+    sequence: u64,
+    subject: &str,
+    jetstream_enabled: bool,
+) -> SinkError {
+    match refusal {
+        Refusal::NoResponders => rejected(
+            endpoint,
+            format!(
+                "no JetStream stream listens on subject `{subject}`{}; create one, e.g. `nats stream add LBWITNESS --subjects '{subject}' --storage file --replicas 3 --dupe-window 2m`",
+                if jetstream_enabled {
+                    ""
+                } else {
+                    " (and JetStream is not enabled on this server)"
+                }
+            ),
+        ),
+        Refusal::Malformed(detail) => {
+            protocol(endpoint, format!("reply to record {sequence}: {detail}"))
+        }
+        other => rejected(endpoint, format!("record {sequence}: {}", describe(other))),
+    }
+}
+
+/// The configured `stream` cannot take records published to `subject`.
+pub fn stream_problem(
+    endpoint: &str,
+    problem: &StreamProblem,
+    stream: &str,
+    subject: &str,
+) -> SinkError {
+    let detail = match problem {
+        StreamProblem::DoesNotCapture { subjects } => format!(
+            "stream `{stream}` captures {subjects:?}, not `{subject}`; add `{subject}` to the stream's subjects or set `subject` to one they match"
+        ),
+        StreamProblem::Refused(Refusal::NoResponders) => format!(
+            "nobody answered $JS.API.STREAM.INFO.{stream}: is JetStream enabled on the server (nats-server -js, or a jetstream {{}} block), and may this user publish to $JS.API.>?"
+        ),
+        StreamProblem::Refused(Refusal::JetStream {
+            err_code: STREAM_NOT_FOUND,
+            ..
+        }) => format!(
+            "stream `{stream}` does not exist; create it, e.g. `nats stream add {stream} --subjects '{subject}' --storage file --replicas 3 --dupe-window 2m`"
+        ),
+        StreamProblem::Refused(r) => format!("stream `{stream}`: {}", describe(r)),
+    };
+    rejected(endpoint, detail)
+}
+
+/// A refusal in words.
+fn describe(refusal: &Refusal) -> String {
+    match refusal {
+        Refusal::NoResponders => "nobody answered (status 503)".into(),
+        Refusal::Status(status) => format!("JetStream answered status {status}"),
+        Refusal::JetStream {
+            code,
+            err_code,
+            description,
+        } => format!("JetStream refused it: {description} (code {code}, err_code {err_code})"),
+        Refusal::Malformed(detail) => detail.clone(),
+    }
+}
+
+/// [`SinkError::Protocol`].
+pub fn protocol(endpoint: &str, detail: String) -> SinkError {
+    SinkError::Protocol {
+        endpoint: endpoint.into(),
+        detail,
+    }
+}
+
+/// [`SinkError::Rejected`].
+pub fn rejected(endpoint: &str, detail: String) -> SinkError {
+    SinkError::Rejected {
+        endpoint: endpoint.into(),
+        detail,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const E: &str = "nats://127.0.0.1:4222";
+
+    #[test]
+    fn server_errors() {
+        let auth = server_error(E, "Authorization Violation");
+        assert!(matches!(auth, SinkError::Rejected { .. }));
+        assert_eq!(
+            auth.to_string(),
+            "nats://127.0.0.1:4222: rejected: the server said -ERR 'Authorization Violation': check `user`/`password` or `token` in the NATS sink settings"
+        );
+        let perm = server_error(E, "Permissions Violation for Publish to \"x\"");
+        assert!(perm.to_string().contains("allow this user to publish"));
+        assert!(
+            server_error(E, "Maximum Payload Violation")
+                .to_string()
+                .contains("raise it")
+        );
+        let other = server_error(E, "Stale Connection");
+        assert!(matches!(other, SinkError::Protocol { .. }), "{other}");
+    }
+
+    #[test]
+    fn refusals_name_the_record_and_the_fix() {
+        let none = refused(E, &Refusal::NoResponders, 7, "lbwitness.audit", true).to_string();
+        assert!(
+            none.contains("no JetStream stream listens on subject `lbwitness.audit`; create one"),
+            "{none}"
+        );
+        let off = refused(E, &Refusal::NoResponders, 7, "s", false).to_string();
+        assert!(off.contains("JetStream is not enabled"), "{off}");
+        let full = Refusal::JetStream {
+            code: 503,
+            err_code: 10077,
+            description: "maximum messages exceeded".into(),
+        };
+        let full = refused(E, &full, 9, "s", true);
+        assert_eq!(
+            full.to_string(),
+            "nats://127.0.0.1:4222: rejected: record 9: JetStream refused it: maximum messages exceeded (code 503, err_code 10077)"
+        );
+        let odd = refused(E, &Refusal::Malformed("not JSON".into()), 3, "s", true);
+        assert!(matches!(odd, SinkError::Protocol { .. }));
+        let status = refused(
+            E,
+            &Refusal::Status("408 Request Timeout".into()),
+            3,
+            "s",
+            true,
+        );
+        assert!(status.to_string().contains("status 408 Request Timeout"));
+    }
+
+    #[test]
+    fn stream_problems() {
+        let missing = StreamProblem::Refused(Refusal::JetStream {
+            code: 404,
+            err_code: STREAM_NOT_FOUND,
+            description: "stream not found".into(),
+        });
+        let text = stream_problem(E, &missing, "AUDIT", "lbwitness.audit").to_string();
+        assert!(
+            text.contains("stream `AUDIT` does not exist; create it"),
+            "{text}"
+        );
+        let other = StreamProblem::DoesNotCapture {
+            subjects: vec!["other.>".into()],
+        };
+        let text = stream_problem(E, &other, "AUDIT", "lbwitness.audit").to_string();
+        assert!(
+            text.contains("captures [\"other.>\"], not `lbwitness.audit`"),
+            "{text}"
+        );
+        let off = StreamProblem::Refused(Refusal::NoResponders);
+        let text = stream_problem(E, &off, "AUDIT", "s").to_string();
+        assert!(text.contains("is JetStream enabled"), "{text}");
+    }
+}

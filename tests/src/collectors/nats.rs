@@ -1,0 +1,264 @@
+//! Real NATS JetStream servers for sink tests, and a small blocking client
+//! to ask them what they stored.
+//!
+//! * [`NatsServer`]: one `nats-server -js` on a free loopback port.
+//! * [`NatsCluster`]: three JetStream nodes routed on loopback; kill and
+//!   restart single nodes.
+//! * [`JsClient`]: JetStream API requests over std TCP: create a stream,
+//!   read its info and every stored message. Independent of the agent's
+//!   own client, so what it reads back is the server's word.
+//!
+//! Every server runs from a [`Scratch`] directory (config, store, log) and
+//! is killed on drop, also when a test panics.
+
+mod client;
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use serde_json::json;
+
+pub use self::client::{JsClient, StoredMessage, StreamSpec};
+use crate::{Scratch, netns::ChildGuard};
+
+/// Where Debian installs nats-server.
+pub const NATS_SERVER: &str = "/usr/sbin/nats-server";
+
+/// How long a server may take to start or a cluster to elect leaders.
+const STARTUP: Duration = Duration::from_secs(30);
+
+/// Free loopback ports, distinct from each other: every listener is held
+/// until all are chosen.
+pub fn free_ports(n: usize) -> Vec<u16> {
+    let listeners: Vec<TcpListener> = (0..n)
+        .map(|_| TcpListener::bind("127.0.0.1:0").expect("bind a loopback port"))
+        .collect();
+    listeners
+        .iter()
+        .map(|l| l.local_addr().expect("bound").port())
+        .collect()
+}
+
+/// One nats-server process from a config file, restartable.
+struct Node {
+    name: String,
+    port: u16,
+    config: PathBuf,
+    log: PathBuf,
+    /// `(user, password)` the readiness check logs in with.
+    auth: Option<(String, String)>,
+    child: Option<ChildGuard>,
+}
+
+impl Node {
+    fn spawn(&mut self) -> anyhow::Result<()> {
+        let mut cmd = Command::new(NATS_SERVER);
+        cmd.arg("-c").arg(&self.config).arg("-l").arg(&self.log);
+        cmd.stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        let child = ChildGuard::spawn(&mut cmd)?.with_grace(Duration::from_secs(10));
+        self.child = Some(child);
+        let deadline = Instant::now() + STARTUP;
+        loop {
+            let auth = self.auth.as_ref().map(|(u, p)| (u.as_str(), p.as_str()));
+            if JsClient::connect(self.port, auth).is_ok() {
+                return Ok(());
+            }
+            let exited = self.child.as_mut().and_then(ChildGuard::try_wait);
+            if exited.is_some() || Instant::now() > deadline {
+                bail!(
+                    "{} did not start ({exited:?}); log:\n{}",
+                    self.name,
+                    self.log_tail()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    fn log_tail(&self) -> String {
+        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
+        let lines: Vec<&str> = text.lines().collect();
+        lines[lines.len().saturating_sub(30)..].join("\n")
+    }
+}
+
+/// Writes a node's config: loopback only, JetStream storing under `dir`.
+fn write_config(dir: &Path, name: &str, port: u16, extra: &str) -> anyhow::Result<Node> {
+    let store = dir.join(format!("{name}-store"));
+    let config = dir.join(format!("{name}.conf"));
+    let text = format!(
+        "server_name: {name}\nlisten: \"127.0.0.1:{port}\"\njetstream {{ store_dir: \"{}\" }}\n{extra}",
+        store.display()
+    );
+    std::fs::write(&config, text).with_context(|| format!("write {}", config.display()))?;
+    Ok(Node {
+        name: name.into(),
+        port,
+        config,
+        log: dir.join(format!("{name}.log")),
+        auth: None,
+        child: None,
+    })
+}
+
+/// A single JetStream server on a free loopback port.
+pub struct NatsServer {
+    node: Node,
+    _dir: Scratch,
+}
+
+impl NatsServer {
+    /// Starts `nats-server` with JetStream and a file store.
+    pub fn start() -> anyhow::Result<Self> {
+        Self::start_with(None)
+    }
+
+    /// Starts one that requires `user`/`password`.
+    pub fn start_with_auth(user: &str, password: &str) -> anyhow::Result<Self> {
+        Self::start_with(Some((user.into(), password.into())))
+    }
+
+    fn start_with(auth: Option<(String, String)>) -> anyhow::Result<Self> {
+        let dir = Scratch::path("nats");
+        std::fs::create_dir_all(&dir.0)?;
+        let extra = match &auth {
+            Some((user, password)) => {
+                format!("authorization {{ user: \"{user}\", password: \"{password}\" }}\n")
+            }
+            None => String::new(),
+        };
+        let mut node = write_config(&dir.0, "single", free_ports(1)[0], &extra)?;
+        node.auth = auth;
+        node.spawn()?;
+        Ok(Self { node, _dir: dir })
+    }
+
+    /// Its client port.
+    pub fn port(&self) -> u16 {
+        self.node.port
+    }
+
+    /// `nats://127.0.0.1:<port>`.
+    pub fn url(&self) -> String {
+        format!("nats://127.0.0.1:{}", self.node.port)
+    }
+
+    /// A client connected to it (without credentials).
+    pub fn client(&self) -> JsClient {
+        JsClient::connect(self.node.port, None).expect("connect to the test server")
+    }
+}
+
+/// A JetStream cluster of nodes `n1`, `n2`, ... routed over loopback.
+pub struct NatsCluster {
+    nodes: Vec<Node>,
+    _dir: Scratch,
+}
+
+impl NatsCluster {
+    /// Starts `size` nodes and waits until JetStream's meta leader is
+    /// elected (the JetStream API answers).
+    pub fn start(size: usize) -> anyhow::Result<Self> {
+        let dir = Scratch::path("nats-cluster");
+        std::fs::create_dir_all(&dir.0)?;
+        let ports = free_ports(2 * size);
+        let (clients, routes) = ports.split_at(size);
+        let route_list: Vec<String> = routes
+            .iter()
+            .map(|p| format!("\"nats-route://127.0.0.1:{p}\""))
+            .collect();
+        let mut nodes = Vec::new();
+        for i in 0..size {
+            let cluster = format!(
+                "cluster {{ name: lbw, listen: \"127.0.0.1:{}\", routes: [{}] }}\n",
+                routes[i],
+                route_list.join(", ")
+            );
+            nodes.push(write_config(
+                &dir.0,
+                &format!("n{}", i + 1),
+                clients[i],
+                &cluster,
+            )?);
+        }
+        let mut cluster = Self { nodes, _dir: dir };
+        for node in &mut cluster.nodes {
+            node.spawn()?;
+        }
+        poll(STARTUP, "the JetStream meta leader", || {
+            let info = cluster.client().request_json("$JS.API.INFO", &json!({}))?;
+            Ok(info.get("error").is_none().then_some(()))
+        })?;
+        Ok(cluster)
+    }
+
+    /// Every node's `nats://127.0.0.1:<port>`, in node order.
+    pub fn urls(&self) -> Vec<String> {
+        self.nodes
+            .iter()
+            .map(|n| format!("nats://127.0.0.1:{}", n.port))
+            .collect()
+    }
+
+    /// The index of the node called `name` (`n1` is 0).
+    pub fn index_of(&self, name: &str) -> Option<usize> {
+        self.nodes.iter().position(|n| n.name == name)
+    }
+
+    /// Kills node `i` with SIGKILL, as a crash would.
+    pub fn kill(&mut self, i: usize) {
+        if let Some(mut child) = self.nodes[i].child.take() {
+            child.stop_with(libc::SIGKILL);
+        }
+    }
+
+    /// Starts node `i` again with its store.
+    pub fn restart(&mut self, i: usize) -> anyhow::Result<()> {
+        self.kill(i);
+        self.nodes[i].spawn()
+    }
+
+    /// A client connected to the first running node.
+    pub fn client(&self) -> JsClient {
+        self.nodes
+            .iter()
+            .filter(|n| n.child.is_some())
+            .find_map(|n| JsClient::connect(n.port, None).ok())
+            .expect("a running node accepts clients")
+    }
+
+    /// The logs of every node, for a failing test's message.
+    pub fn logs(&self) -> String {
+        self.nodes
+            .iter()
+            .map(|n| format!("--- {}:\n{}", n.name, n.log_tail()))
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+}
+
+/// Calls `f` until it returns `Some`, up to `limit`; errors count as "not
+/// yet". Fails naming `what` and the last error.
+pub fn poll<T>(
+    limit: Duration,
+    what: &str,
+    mut f: impl FnMut() -> anyhow::Result<Option<T>>,
+) -> anyhow::Result<T> {
+    let deadline = Instant::now() + limit;
+    loop {
+        let last = match f() {
+            Ok(Some(value)) => return Ok(value),
+            Ok(None) => String::from("not yet"),
+            Err(e) => format!("{e:#}"),
+        };
+        if Instant::now() > deadline {
+            bail!("waited {limit:?} for {what}: {last}");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
