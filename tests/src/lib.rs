@@ -22,6 +22,7 @@
 
 pub mod agent;
 pub mod collectors;
+pub mod delivery;
 pub mod flow;
 pub mod frames;
 pub mod inject;
