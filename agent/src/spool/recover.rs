@@ -31,6 +31,8 @@ pub(super) struct Opened {
     pub acked: Vec<u64>,
     /// Damaged regions reported, now or before.
     pub reported: BTreeSet<(u64, u64)>,
+    /// Those reported before (what the ack file held), still live.
+    pub reported_before: Vec<(u64, u64)>,
     /// The report.
     pub recovery: Recovery,
 }
@@ -180,7 +182,7 @@ pub(super) fn recover(dir: &Path, groups: &[String]) -> Result<Opened, SpoolErro
     let masks: Vec<Vec<u64>> = segments.iter().map(Segment::loss_masks).collect();
     let settled = settle::settle(&pieces, &masks, &acked, &mut reported);
     rec.losses = settled.losses;
-    rec.highest = settled.highest;
+    rec.highest = settled.highest.max(Some(state.highest).filter(|&h| h > 0));
     if settled.already > 0 {
         rec.problems.push(format!(
             "{} damaged regions were reported before and are skipped",
@@ -201,11 +203,18 @@ pub(super) fn recover(dir: &Path, groups: &[String]) -> Result<Opened, SpoolErro
     }
     let live: BTreeSet<u64> = segments.iter().map(|s| s.view.id).collect();
     reported.retain(|(id, _)| live.contains(id));
+    let reported_before = state
+        .reported
+        .iter()
+        .copied()
+        .filter(|(id, _)| live.contains(id))
+        .collect();
     Ok(Opened {
         segments,
         last_file,
         acked,
         reported,
+        reported_before,
         recovery: rec,
     })
 }
@@ -390,6 +399,6 @@ fn examine(
         file.sync_data().map_err(SpoolError::io(&path))?;
     }
     seg.len = keep;
-    seg.good = keep;
+    seg.mark_synced();
     Ok((seg, file))
 }

@@ -34,8 +34,8 @@ pub(super) struct Segment {
     pub groups: Option<Vec<String>>,
     /// Bytes in the file.
     pub len: u64,
-    /// Bytes known durable (what the index may vouch for).
-    pub good: u64,
+    /// What is durable, as the index may say it (None: never synced).
+    pub synced: Option<IndexEntry>,
     /// First and last intact sequence (0: none), intact records, union of
     /// route masks, offset of the last intact frame.
     pub first: u64,
@@ -65,7 +65,7 @@ impl Segment {
             }),
             groups: seg_groups.map(<[String]>::to_vec),
             len: header_len,
-            good: header_len,
+            synced: None,
             first: 0,
             last: 0,
             records: 0,
@@ -81,7 +81,8 @@ impl Segment {
     /// Takes what the index says about the segment's durable part.
     pub fn absorb_entry(&mut self, e: &IndexEntry) {
         (self.first, self.last, self.records) = (e.first, e.last, e.records);
-        (self.routes, self.last_frame, self.good) = (e.routes, e.last_frame, e.good);
+        (self.routes, self.last_frame) = (e.routes, e.last_frame);
+        self.synced = Some(*e);
         self.view.first.store(e.first, Ordering::Release);
     }
 
@@ -112,17 +113,22 @@ impl Segment {
         }
     }
 
-    /// The index entry for what is durable.
-    pub fn entry(&self) -> IndexEntry {
-        IndexEntry {
+    /// Everything in the file is durable now.
+    pub fn mark_synced(&mut self) {
+        self.synced = Some(IndexEntry {
             id: self.id(),
             first: self.first,
             last: self.last,
             records: self.records,
-            good: self.good,
+            good: self.len,
             last_frame: self.last_frame,
             routes: self.routes,
-        }
+        });
+    }
+
+    /// Whether everything in the file is durable.
+    pub fn is_synced(&self) -> bool {
+        self.synced.is_some_and(|e| e.good == self.len)
     }
 }
 
@@ -153,6 +159,8 @@ pub struct Spool {
     pub(super) acks_dirty: bool,
     pub(super) persisted_reported: Vec<(u64, u64)>,
     pub(super) last_sequence: u64,
+    /// The highest sequence known written at open (kept in the ack state).
+    pub(super) highest: u64,
     pub(super) durable: watch::Sender<Durable>,
     pub(super) durable_sequence: Option<u64>,
     pub(super) refusing: Option<Refusal>,
@@ -172,6 +180,7 @@ impl Spool {
         std::fs::create_dir_all(&dir).map_err(SpoolError::io(&dir))?;
         let lock = space::lock(&dir)?;
         let opened = recover::recover(&dir, &settings.groups)?;
+        let opened_reported_before = opened.reported_before;
         let mut recovery = opened.recovery;
         let mut segments: VecDeque<Segment> = opened.segments.into();
         let header_len = segment::encode(0, &settings.groups).len() as u64;
@@ -182,10 +191,12 @@ impl Spool {
             Some(f) if reusable => f,
             _ => {
                 let id = segments.back().map_or(1, |s| s.id() + 1);
-                let (seg, file) = space::create(&dir, id, &settings.groups)?;
+                let (mut seg, file) = space::create(&dir, id, &settings.groups)?;
+                file.sync_data().map_err(SpoolError::io(&seg.view.path))?;
                 File::open(&dir)
                     .and_then(|d| d.sync_all())
                     .map_err(SpoolError::io(&dir))?;
+                seg.mark_synced();
                 segments.push_back(seg);
                 file
             }
@@ -226,6 +237,7 @@ impl Spool {
             acks_dirty: false,
             persisted_reported: Vec::new(),
             last_sequence,
+            highest: last_sequence,
             durable: tx,
             durable_sequence,
             refusing: None,
@@ -236,7 +248,27 @@ impl Spool {
             settings,
             _lock: lock,
         };
-        spool.write_index()?;
+        if let Err(e) = spool.write_index() {
+            if !e.is_no_space() {
+                return Err(e);
+            }
+            recovery
+                .problems
+                .push("disk full: the index is written later".into());
+        }
+        // Rewrites the ack state now: it keeps the highest sequence, which
+        // matters when a damaged last record was cut off. What this open
+        // reported is remembered at the next persist_acks, so a crash before
+        // then reports it again rather than never.
+        if let Err(e) = spool.write_acks(opened_reported_before) {
+            if !e.is_no_space() {
+                return Err(e);
+            }
+            spool.acks_dirty = true;
+            recovery
+                .problems
+                .push("disk full: the ack state is written later".into());
+        }
         if recovery.index_rebuilt {
             recovery.problems.push("index rebuilt".into());
         }
@@ -463,10 +495,10 @@ impl Spool {
         self.unsynced.clear();
         self.dir_dirty = false;
         for s in self.segments.iter_mut().rev() {
-            if s.good == s.len {
+            if s.is_synced() {
                 break;
             }
-            s.good = s.len;
+            s.mark_synced();
             self.index_dirty = true;
         }
         let a = self.active_seg();
