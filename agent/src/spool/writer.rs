@@ -141,7 +141,6 @@ pub(super) struct Pending {
 }
 
 /// The spool's writer. See the module docs and `docs/SPOOL.md`.
-#[derive(Debug)]
 pub struct Spool {
     pub(super) settings: SpoolSettings,
     pub(super) headroom: u64,
@@ -268,9 +267,6 @@ impl Spool {
             recovery
                 .problems
                 .push("disk full: the ack state is written later".into());
-        }
-        if recovery.index_rebuilt {
-            recovery.problems.push("index rebuilt".into());
         }
         Ok((spool, recovery))
     }
@@ -562,6 +558,15 @@ impl Spool {
                 "acknowledgement for a group the spool does not know; ignored"
             ),
         }
+    }
+}
+
+impl std::fmt::Debug for Spool {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Spool")
+            .field("dir", &self.settings.dir)
+            .field("stats", &self.stats())
+            .finish_non_exhaustive()
     }
 }
 
