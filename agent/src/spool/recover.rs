@@ -133,16 +133,21 @@ pub(super) fn recover(dir: &Path, groups: &[String]) -> Result<Opened, SpoolErro
     let mut reported: BTreeSet<(u64, u64)> = state.reported.iter().copied().collect();
 
     // A segment whose creation was cut short holds no record: remove it.
+    // (A header is "short" only within its first MAX_HEADER bytes, so a
+    // file that short is read whole.)
     while let Some(&id) = ids.last() {
         let path = dir.join(segment::file_name(id));
-        let bytes = std::fs::read(&path).map_err(SpoolError::io(&path))?;
-        let torn = segment::decode(&bytes) == Err(HeaderError::Short)
-            && frame::resync(&bytes, 0).is_none();
+        let file = File::open(&path).map_err(SpoolError::io(&path))?;
+        let len = file.metadata().map_err(SpoolError::io(&path))?.len();
+        let head = read_at(&file, &path, 0, len.min(segment::MAX_HEADER as u64))?;
+        let torn = segment::decode(&head) == Err(HeaderError::Short)
+            && len == head.len() as u64
+            && frame::resync(&head, 0).is_none();
         if !torn {
             break;
         }
         std::fs::remove_file(&path).map_err(SpoolError::io(&path))?;
-        rec.torn_bytes += bytes.len() as u64;
+        rec.torn_bytes += len;
         ids.pop();
     }
 
