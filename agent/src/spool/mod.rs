@@ -11,8 +11,11 @@
 //! state files).
 
 pub mod acks;
+mod append;
+mod examine;
 pub mod frame;
 pub mod index;
+mod live;
 mod loss;
 mod persist;
 mod reader;

@@ -5,7 +5,8 @@ use super::{
     GroupStats, SpoolError, SpoolStats,
     acks::{self, AckState},
     index,
-    writer::{Segment, Spool},
+    live::Segment,
+    writer::Spool,
 };
 
 impl Spool {
