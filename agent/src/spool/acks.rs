@@ -1,12 +1,15 @@
 //! The acknowledgement state: per group (by name) the sequence through
-//! which it has everything routed to it, and the damaged regions already
-//! reported, so a restart does not report them twice.
+//! which it has everything routed to it, the damaged regions already
+//! reported (so a restart does not report them twice), and the highest
+//! sequence known written (so a damaged last record cut off at open still
+//! holds its number).
 //!
 //! ```text
 //! offset  size  field
 //!  0       8    magic "LBWSACK1"
-//!  8       1    group count n
-//!  9       ..   n × (u8 length, UTF-8 name, u64 LE acknowledged-through)
+//!  8       8    highest sequence known written, u64 LE
+//! 16       1    group count n
+//! 17       ..   n × (u8 length, UTF-8 name, u64 LE acknowledged-through)
 //!  ..      4    reported count m, u32 LE
 //!  ..      16×m (segment id, offset) u64 LE each
 //!  ..      4    CRC-32 over everything before
@@ -23,6 +26,8 @@ pub struct AckState {
     pub groups: Vec<(String, u64)>,
     /// Damaged regions already reported: (segment id, offset).
     pub reported: Vec<(u64, u64)>,
+    /// The highest sequence known written (0: none).
+    pub highest: u64,
 }
 
 impl AckState {
@@ -39,6 +44,7 @@ impl AckState {
 pub fn encode(s: &AckState) -> Vec<u8> {
     let mut b = Vec::with_capacity(64 + s.groups.len() * 40 + s.reported.len() * 16);
     b.extend_from_slice(MAGIC);
+    b.extend_from_slice(&s.highest.to_le_bytes());
     b.push(s.groups.len() as u8);
     for (g, a) in &s.groups {
         b.push(g.len() as u8);
@@ -58,14 +64,17 @@ pub fn encode(s: &AckState) -> Vec<u8> {
 /// Decodes the state; `None` if it is damaged or cut short.
 pub fn decode(b: &[u8]) -> Option<AckState> {
     let body = b.len().checked_sub(4)?;
-    if b.len() < 17 || &b[..8] != MAGIC || crc32fast::hash(&b[..body]).to_le_bytes() != b[body..] {
+    if b.len() < 25 || &b[..8] != MAGIC || crc32fast::hash(&b[..body]).to_le_bytes() != b[body..] {
         return None;
     }
     let b = &b[..body];
     let u64_at = |i: usize| Some(u64::from_le_bytes(b.get(i..i + 8)?.try_into().ok()?));
-    let mut at = 9;
-    let mut s = AckState::default();
-    for _ in 0..b[8] {
+    let mut at = 17;
+    let mut s = AckState {
+        highest: u64_at(8)?,
+        ..AckState::default()
+    };
+    for _ in 0..b[16] {
         let n = *b.get(at)? as usize;
         let name = String::from_utf8(b.get(at + 1..at + 1 + n)?.to_vec()).ok()?;
         s.groups.push((name, u64_at(at + 1 + n)?));
@@ -92,6 +101,7 @@ mod tests {
         let s = AckState {
             groups: vec![("siem".into(), 1_000), ("archive".into(), 0)],
             reported: vec![(3, 4096), (4, 0)],
+            highest: 12_345,
         };
         let b = encode(&s);
         assert_eq!(decode(&b), Some(s.clone()));

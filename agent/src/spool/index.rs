@@ -97,9 +97,15 @@ pub fn decode(b: &[u8]) -> Option<Vec<IndexEntry>> {
 pub fn write_atomically(dir: &Path, name: &str, data: &[u8]) -> Result<(), SpoolError> {
     use std::io::Write as _;
     let tmp = dir.join(format!("{name}.tmp"));
-    let mut f = std::fs::File::create(&tmp).map_err(SpoolError::io(&tmp))?;
-    f.write_all(data).map_err(SpoolError::io(&tmp))?;
-    f.sync_data().map_err(SpoolError::io(&tmp))?;
+    let written = std::fs::File::create(&tmp).and_then(|mut f| {
+        f.write_all(data)?;
+        f.sync_data()
+    });
+    if let Err(e) = written {
+        // Do not leave a partial file taking space on a full disk.
+        let _ = std::fs::remove_file(&tmp);
+        return Err(SpoolError::io(tmp)(e));
+    }
     let path = dir.join(name);
     std::fs::rename(&tmp, &path).map_err(SpoolError::io(path))
 }

@@ -11,8 +11,11 @@
 //! state files).
 
 pub mod acks;
+mod append;
+mod examine;
 pub mod frame;
 pub mod index;
+mod live;
 mod loss;
 mod persist;
 mod reader;
@@ -255,6 +258,11 @@ pub enum SpoolError {
 }
 
 impl SpoolError {
+    /// Whether this is a full disk (ENOSPC or EDQUOT).
+    pub fn is_no_space(&self) -> bool {
+        matches!(self, SpoolError::Io { source, .. } if space::is_no_space(source))
+    }
+
     pub(crate) fn io(path: impl Into<PathBuf>) -> impl FnOnce(std::io::Error) -> SpoolError {
         let path = path.into();
         move |source| SpoolError::Io { path, source }

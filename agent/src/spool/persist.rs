@@ -5,7 +5,8 @@ use super::{
     GroupStats, SpoolError, SpoolStats,
     acks::{self, AckState},
     index,
-    writer::{Segment, Spool},
+    live::Segment,
+    writer::Spool,
 };
 
 impl Spool {
@@ -13,6 +14,11 @@ impl Spool {
     /// temporary file), then deletes the oldest segments every group has
     /// passed, then writes the index. Cheap when nothing changed. A crash
     /// in between loses only ack progress (duplicates later), never records.
+    ///
+    /// On a full disk the ack file cannot be written (it needs a new file):
+    /// the segments are deleted first (every group has their records, so
+    /// only ack progress is at risk), which frees space, and the write is
+    /// tried again. The index is a cache: on a full disk it waits.
     pub fn persist_acks(&mut self) -> Result<(), SpoolError> {
         let reported: Vec<(u64, u64)> = self
             .shared
@@ -22,20 +28,12 @@ impl Spool {
             .iter()
             .copied()
             .collect();
+        let mut pending = None;
         if self.acks_dirty || reported != self.persisted_reported {
-            let state = AckState {
-                groups: self
-                    .settings
-                    .groups
-                    .iter()
-                    .cloned()
-                    .zip(self.acked.iter().copied())
-                    .collect(),
-                reported,
-            };
-            index::write_atomically(&self.settings.dir, "acks", &acks::encode(&state))?;
-            self.acks_dirty = false;
-            self.persisted_reported = state.reported;
+            match self.write_acks(reported.clone()) {
+                Err(e) if e.is_no_space() => pending = Some(reported),
+                other => other?,
+            }
         }
         // Oldest first, and never from `keep_from` on.
         let keep = self.keep_from();
@@ -46,15 +44,46 @@ impl Spool {
         {
             self.delete_front()?;
         }
-        if self.index_dirty {
-            self.write_index()?;
+        if let Some(reported) = pending {
+            match self.write_acks(reported) {
+                Err(e) if e.is_no_space() => {
+                    tracing::warn!("spool: disk full, acknowledgements not persisted")
+                }
+                other => other?,
+            }
         }
+        if self.index_dirty {
+            match self.write_index() {
+                Err(e) if e.is_no_space() => tracing::warn!("spool: disk full, index not written"),
+                other => other?,
+            }
+        }
+        Ok(())
+    }
+
+    /// Writes the ack state with `reported` as the regions reported.
+    pub(super) fn write_acks(&mut self, reported: Vec<(u64, u64)>) -> Result<(), SpoolError> {
+        let state = AckState {
+            groups: self
+                .settings
+                .groups
+                .iter()
+                .cloned()
+                .zip(self.acked.iter().copied())
+                .collect(),
+            reported,
+            highest: self.highest,
+        };
+        index::write_atomically(&self.settings.dir, "acks", &acks::encode(&state))?;
+        self.acks_dirty = false;
+        self.persisted_reported = state.reported;
         Ok(())
     }
 
     /// Writes the index of what is durable.
     pub(super) fn write_index(&mut self) -> Result<(), SpoolError> {
-        let entries: Vec<_> = self.segments.iter().map(Segment::entry).collect();
+        // Only what is durable: a segment never synced is not listed yet.
+        let entries: Vec<_> = self.segments.iter().filter_map(|s| s.synced).collect();
         index::write_atomically(&self.settings.dir, "index", &index::encode(&entries))?;
         self.index_dirty = false;
         Ok(())

@@ -48,6 +48,10 @@ pub struct Reader {
     prev: Option<u64>,
     /// A frame longer than the window was found: read at least this much.
     need: usize,
+    /// The last window read (file offset, bytes), kept across calls:
+    /// durable bytes never change, so a group asking for small batches does
+    /// not read the same bytes again.
+    window: Option<(u64, Bytes)>,
 }
 
 struct Out {
@@ -82,6 +86,7 @@ impl Reader {
             scanned: acked,
             prev,
             need: 0,
+            window: None,
         }
     }
 
@@ -204,6 +209,7 @@ impl Reader {
         self.offset = seg.header_len;
         self.seg = seg;
         self.file = None;
+        self.window = None;
     }
 
     /// The current segment's file; `None` (having moved on) if it was
@@ -231,13 +237,7 @@ impl Reader {
         max_records: usize,
         max_bytes: usize,
     ) -> Result<Step, SpoolError> {
-        let want = ((limit - self.offset) as usize)
-            .min(WINDOW.max(max_bytes + frame::OVERHEAD).max(self.need));
-        let mut buf = vec![0u8; want];
-        let file = self.file.as_ref().expect("opened");
-        file.read_exact_at(&mut buf, self.offset)
-            .map_err(SpoolError::io(&self.seg.path))?;
-        let data = Bytes::from(buf);
+        let data = self.data(limit)?;
         let mask = self.seg.masks[self.group];
         let mut at = 0;
         while at < data.len() {
@@ -280,7 +280,7 @@ impl Reader {
                     at += h.frame_len();
                 }
                 Parsed::CutBody(_) | Parsed::CutHeader
-                    if at > 0 || want < (limit - self.offset) as usize =>
+                    if self.offset + (data.len() as u64) < limit =>
                 {
                     // The window ends inside a frame: read again from it.
                     let need = match frame::parse(&data[at..]) {
@@ -290,6 +290,7 @@ impl Reader {
                     if self.offset + (at + need) as u64 <= limit {
                         self.need = need;
                         self.offset += at as u64;
+                        self.window = None;
                         return Ok(Step::More);
                     }
                     return self.region(self.offset + at as u64, limit, closed, out);
@@ -301,6 +302,25 @@ impl Reader {
         }
         self.offset += at as u64;
         Ok(Step::More)
+    }
+
+    /// The durable bytes from the cursor: what is left of the last window,
+    /// or a new window of up to [`WINDOW`] bytes (more for a longer frame).
+    fn data(&mut self, limit: u64) -> Result<Bytes, SpoolError> {
+        if let Some((start, w)) = &self.window {
+            let end = start + w.len() as u64;
+            if (*start..end).contains(&self.offset) && end - self.offset >= self.need as u64 {
+                return Ok(w.slice((self.offset - start) as usize..));
+            }
+        }
+        let want = ((limit - self.offset) as usize).min(WINDOW.max(self.need));
+        let mut buf = vec![0u8; want];
+        let file = self.file.as_ref().expect("opened");
+        file.read_exact_at(&mut buf, self.offset)
+            .map_err(SpoolError::io(&self.seg.path))?;
+        let data = Bytes::from(buf);
+        self.window = Some((self.offset, data.clone()));
+        Ok(data)
     }
 
     /// Damage without a usable header at `start`: finds the next valid

@@ -240,7 +240,7 @@ pub(super) fn create(
     dir: &Path,
     id: u64,
     groups: &[String],
-) -> Result<(super::writer::Segment, std::fs::File), SpoolError> {
+) -> Result<(super::live::Segment, std::fs::File), SpoolError> {
     use std::io::Write as _;
     let path = dir.join(segment::file_name(id));
     let header = segment::encode(id, groups);
@@ -255,7 +255,7 @@ pub(super) fn create(
         let _ = std::fs::remove_file(&path);
         return Err(SpoolError::io(path)(e));
     }
-    let seg = super::writer::Segment::new(id, path, header.len() as u64, Some(groups), groups);
+    let seg = super::live::Segment::new(id, path, header.len() as u64, Some(groups), groups);
     Ok((seg, file))
 }
 

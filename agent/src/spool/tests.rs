@@ -233,7 +233,7 @@ fn drop_oldest_reports_what_some_group_had_not_acknowledged() {
     let (max, seg) = (64 << 10, 16 << 10);
     let (mut s, _) =
         Spool::open(settings(&dir.0, &["a", "b"], max, seg, OnFull::DropOldest)).unwrap();
-    let routes = |q: u64| if q % 2 == 0 { A } else { B };
+    let routes = |q: u64| if q.is_multiple_of(2) { A } else { B };
     append(&mut s, 1..=200, routes, 200);
     s.sync().unwrap();
     let mut slow = s.reader("b").unwrap();
@@ -482,4 +482,41 @@ fn damage_behind_the_index_is_found_by_the_first_reader_only() {
         (19, 0),
         "already reported by a's reader"
     );
+}
+
+#[test]
+fn records_larger_than_the_read_window_and_across_its_end() {
+    let dir = Scratch::new("window");
+    let (mut s, _) = Spool::open(settings(
+        &dir.0,
+        &["a"],
+        64 << 20,
+        8 << 20,
+        OnFull::DropNewest,
+    ))
+    .unwrap();
+    // 300 KiB and 1.5 MiB records: windows of 1 MiB end inside frames, and
+    // some frames are longer than a window.
+    let sizes = |q: u64| {
+        if q.is_multiple_of(3) {
+            1536 << 10
+        } else {
+            300 << 10
+        }
+    };
+    for q in 1..=12u64 {
+        assert!(append(&mut s, [q], |_| A, sizes(q)).is_empty());
+    }
+    s.sync().unwrap();
+    let mut r = s.reader("a").unwrap();
+    let mut got = Vec::new();
+    while let Some(b) = r.try_next(1, 1).unwrap() {
+        assert!(b.entries.len() <= 1 && b.losses.is_empty());
+        for e in &b.entries {
+            assert_eq!(e.line.len(), sizes(e.sequence));
+            assert_eq!(e.line, line(e.sequence, sizes(e.sequence)));
+            got.push(e.sequence);
+        }
+    }
+    assert_eq!(got, (1..=12).collect::<Vec<_>>());
 }

@@ -4,138 +4,23 @@
 use std::{
     collections::VecDeque,
     fs::File,
-    os::unix::fs::FileExt as _,
     path::PathBuf,
-    sync::{
-        Arc, Mutex, RwLock,
-        atomic::{AtomicU64, Ordering},
-    },
+    sync::{Arc, Mutex, RwLock, atomic::Ordering},
 };
 
 use tokio::sync::watch;
 
 use super::{
-    Appended, FsyncPolicy, LossReason, Reader, Recovery, SpoolError, SpoolRecord, SpoolSettings,
-    frame::{self, Header},
-    index::IndexEntry,
-    loss::Losses,
-    recover,
-    segment::{self},
-    shared::{Durable, SegView, Shared},
+    FsyncPolicy, Reader, Recovery, SpoolError, SpoolSettings,
+    append::Pending,
+    frame,
+    live::Segment,
+    recover, segment,
+    shared::{Durable, Shared},
     space::{self, Refusal},
 };
 
-/// A live segment as the writer tracks it.
-#[derive(Debug)]
-pub(super) struct Segment {
-    /// What readers see.
-    pub view: Arc<SegView>,
-    /// The groups its header names (None: header lost).
-    pub groups: Option<Vec<String>>,
-    /// Bytes in the file.
-    pub len: u64,
-    /// Bytes known durable (what the index may vouch for).
-    pub good: u64,
-    /// First and last intact sequence (0: none), intact records, union of
-    /// route masks, offset of the last intact frame.
-    pub first: u64,
-    pub last: u64,
-    pub records: u64,
-    pub routes: u64,
-    pub last_frame: u64,
-}
-
-impl Segment {
-    pub fn new(
-        id: u64,
-        path: PathBuf,
-        header_len: u64,
-        seg_groups: Option<&[String]>,
-        groups: &[String],
-    ) -> Self {
-        let masks = seg_groups.map_or_else(|| vec![0; groups.len()], |g| segment::masks(g, groups));
-        Segment {
-            view: Arc::new(SegView {
-                id,
-                path,
-                header_len,
-                masks,
-                first: AtomicU64::new(0),
-                last: AtomicU64::new(0),
-            }),
-            groups: seg_groups.map(<[String]>::to_vec),
-            len: header_len,
-            good: header_len,
-            first: 0,
-            last: 0,
-            records: 0,
-            routes: 0,
-            last_frame: 0,
-        }
-    }
-
-    pub fn id(&self) -> u64 {
-        self.view.id
-    }
-
-    /// Takes what the index says about the segment's durable part.
-    pub fn absorb_entry(&mut self, e: &IndexEntry) {
-        (self.first, self.last, self.records) = (e.first, e.last, e.records);
-        (self.routes, self.last_frame, self.good) = (e.routes, e.last_frame, e.good);
-        self.view.first.store(e.first, Ordering::Release);
-    }
-
-    /// Counts an intact frame at `offset`.
-    pub fn add(&mut self, h: &Header, offset: u64) {
-        if self.first == 0 {
-            self.first = h.sequence;
-            self.view.first.store(h.sequence, Ordering::Release);
-        }
-        self.last = h.sequence;
-        self.records += 1;
-        self.routes |= h.routes;
-        self.last_frame = offset;
-    }
-
-    /// Route bits that mean a configured group.
-    pub fn known_bits(&self) -> u64 {
-        self.view.masks.iter().fold(0, |a, m| a | m)
-    }
-
-    /// Masks for deciding loss: with the header lost, any group may have
-    /// been meant.
-    pub fn loss_masks(&self) -> Vec<u64> {
-        if self.view.routable() {
-            self.view.masks.clone()
-        } else {
-            vec![u64::MAX; self.view.masks.len()]
-        }
-    }
-
-    /// The index entry for what is durable.
-    pub fn entry(&self) -> IndexEntry {
-        IndexEntry {
-            id: self.id(),
-            first: self.first,
-            last: self.last,
-            records: self.records,
-            good: self.good,
-            last_frame: self.last_frame,
-            routes: self.routes,
-        }
-    }
-}
-
-/// A frame encoded in the write buffer, not yet written.
-#[derive(Clone, Copy, Debug)]
-pub(super) struct Pending {
-    pub header: Header,
-    /// Where it starts in the buffer.
-    pub start: usize,
-}
-
 /// The spool's writer. See the module docs and `docs/SPOOL.md`.
-#[derive(Debug)]
 pub struct Spool {
     pub(super) settings: SpoolSettings,
     pub(super) headroom: u64,
@@ -153,6 +38,8 @@ pub struct Spool {
     pub(super) acks_dirty: bool,
     pub(super) persisted_reported: Vec<(u64, u64)>,
     pub(super) last_sequence: u64,
+    /// The highest sequence known written at open (kept in the ack state).
+    pub(super) highest: u64,
     pub(super) durable: watch::Sender<Durable>,
     pub(super) durable_sequence: Option<u64>,
     pub(super) refusing: Option<Refusal>,
@@ -172,6 +59,7 @@ impl Spool {
         std::fs::create_dir_all(&dir).map_err(SpoolError::io(&dir))?;
         let lock = space::lock(&dir)?;
         let opened = recover::recover(&dir, &settings.groups)?;
+        let opened_reported_before = opened.reported_before;
         let mut recovery = opened.recovery;
         let mut segments: VecDeque<Segment> = opened.segments.into();
         let header_len = segment::encode(0, &settings.groups).len() as u64;
@@ -182,10 +70,12 @@ impl Spool {
             Some(f) if reusable => f,
             _ => {
                 let id = segments.back().map_or(1, |s| s.id() + 1);
-                let (seg, file) = space::create(&dir, id, &settings.groups)?;
+                let (mut seg, file) = space::create(&dir, id, &settings.groups)?;
+                file.sync_data().map_err(SpoolError::io(&seg.view.path))?;
                 File::open(&dir)
                     .and_then(|d| d.sync_all())
                     .map_err(SpoolError::io(&dir))?;
+                seg.mark_synced();
                 segments.push_back(seg);
                 file
             }
@@ -226,6 +116,7 @@ impl Spool {
             acks_dirty: false,
             persisted_reported: Vec::new(),
             last_sequence,
+            highest: last_sequence,
             durable: tx,
             durable_sequence,
             refusing: None,
@@ -236,9 +127,26 @@ impl Spool {
             settings,
             _lock: lock,
         };
-        spool.write_index()?;
-        if recovery.index_rebuilt {
-            recovery.problems.push("index rebuilt".into());
+        if let Err(e) = spool.write_index() {
+            if !e.is_no_space() {
+                return Err(e);
+            }
+            recovery
+                .problems
+                .push("disk full: the index is written later".into());
+        }
+        // Rewrites the ack state now: it keeps the highest sequence, which
+        // matters when a damaged last record was cut off. What this open
+        // reported is remembered at the next persist_acks, so a crash before
+        // then reports it again rather than never.
+        if let Err(e) = spool.write_acks(opened_reported_before) {
+            if !e.is_no_space() {
+                return Err(e);
+            }
+            spool.acks_dirty = true;
+            recovery
+                .problems
+                .push("disk full: the ack state is written later".into());
         }
         Ok((spool, recovery))
     }
@@ -266,184 +174,6 @@ impl Spool {
         self.segments.iter().map(|s| s.len).sum::<u64>() + self.buf.len() as u64
     }
 
-    fn check(&self, records: &[SpoolRecord<'_>]) -> Result<(), SpoolError> {
-        let mut last = self.last_sequence;
-        let groups = self.settings.groups.len();
-        for r in records {
-            if r.sequence <= last {
-                return Err(SpoolError::OutOfOrder {
-                    sequence: r.sequence,
-                    last,
-                });
-            }
-            if groups < 64 && r.routes >> groups != 0 {
-                return Err(SpoolError::Routes {
-                    sequence: r.sequence,
-                    routes: r.routes,
-                    groups,
-                });
-            }
-            last = r.sequence;
-        }
-        Ok(())
-    }
-
-    /// Appends records in ascending sequence. Does not fsync. When the spool
-    /// or the disk is full, applies `on_full` and reports what was dropped.
-    pub fn append(&mut self, records: &[SpoolRecord<'_>]) -> Result<Appended, SpoolError> {
-        self.check(records)?;
-        let mut oldest = Losses::default();
-        let mut newest = Losses::default();
-        let mut next = 0;
-        let refused = self.refusing.is_some() && !self.space_returned(&mut oldest)?;
-        while !refused && next < records.len() {
-            let r = &records[next];
-            if r.line.len() > self.max_payload {
-                // Never fits a segment: dropped alone, the batch goes on.
-                newest.lose(r.sequence, r.sequence, 1, LossReason::Full);
-                self.dropped_full += 1;
-                next += 1;
-                continue;
-            }
-            let size = (frame::OVERHEAD + r.line.len()) as u64;
-            let a = self.active_seg();
-            let filled = a.len + self.buf.len() as u64;
-            let roll = filled > a.view.header_len && filled + size > self.settings.segment_bytes;
-            let need = size + if roll { self.header_len } else { 0 };
-            if !self.make_room(need, &mut oldest)? {
-                break;
-            }
-            if roll && !(self.flush(&mut newest)? && self.roll(&mut oldest)?) {
-                break;
-            }
-            let start = self.buf.len();
-            frame::encode(&mut self.buf, r.sequence, r.routes, r.line);
-            self.pending.push(Pending {
-                header: Header {
-                    len: r.line.len(),
-                    sequence: r.sequence,
-                    routes: r.routes,
-                },
-                start,
-            });
-            newest.keep();
-            next += 1;
-        }
-        // A full disk here reports the unwritten frames itself; `next` is
-        // already past them.
-        self.flush(&mut newest)?;
-        if let Some(rest) = records.get(next..).filter(|r| !r.is_empty()) {
-            let n = rest.len() as u64;
-            newest.lose(
-                rest[0].sequence,
-                rest[n as usize - 1].sequence,
-                n,
-                LossReason::Full,
-            );
-            match self.refusing {
-                Some(Refusal::NoSpace) => self.dropped_no_space += n,
-                _ => self.dropped_full += n,
-            }
-        }
-        if let Some(r) = records.last() {
-            self.last_sequence = r.sequence;
-        }
-        oldest.append(newest);
-        Ok(Appended {
-            dropped: oldest.into_vec(),
-        })
-    }
-
-    /// Writes the buffered frames to the active segment. On a full disk,
-    /// keeps the complete frames that reached it, cuts the rest off the
-    /// file, reports them and returns false.
-    pub(super) fn flush(&mut self, dropped: &mut Losses) -> Result<bool, SpoolError> {
-        let mut from = 0; // index into `pending` of the first frame not written
-        while from < self.pending.len() {
-            let start = self.pending[from].start;
-            let offset = self.active_seg().len;
-            let written = match write_all_at(&self.active, &self.buf[start..], offset) {
-                Ok(()) => self.buf.len() - start,
-                Err((n, e)) if space::is_no_space(&e) => n,
-                Err((_, e)) => {
-                    let path = self.active_seg().view.path.clone();
-                    let _ = self.active.set_len(offset);
-                    self.buf.clear();
-                    self.pending.clear();
-                    return Err(SpoolError::io(path)(e));
-                }
-            };
-            // Frames that reached the file whole are kept.
-            let mut kept = from;
-            while kept < self.pending.len()
-                && self.pending[kept].start - start + self.pending[kept].header.frame_len()
-                    <= written
-            {
-                let p = self.pending[kept];
-                let seg = self.segments.back_mut().expect("an active segment");
-                seg.add(&p.header, offset + (p.start - start) as u64);
-                seg.len += p.header.frame_len() as u64;
-                kept += 1;
-            }
-            from = kept;
-            if from == self.pending.len() {
-                break;
-            }
-            let len = self.active_seg().len;
-            let path = self.active_seg().view.path.clone();
-            self.active.set_len(len).map_err(SpoolError::io(path))?;
-            if !self.free_disk(dropped)? {
-                let lost = &self.pending[from..];
-                let n = lost.len() as u64;
-                dropped.lose(
-                    lost[0].header.sequence,
-                    lost[lost.len() - 1].header.sequence,
-                    n,
-                    LossReason::Full,
-                );
-                self.dropped_no_space += n;
-                self.refusing = Some(Refusal::NoSpace);
-                self.buf.clear();
-                self.pending.clear();
-                return Ok(false);
-            }
-        }
-        self.buf.clear();
-        self.pending.clear();
-        Ok(true)
-    }
-
-    /// Closes the active segment and starts the next one.
-    fn roll(&mut self, dropped: &mut Losses) -> Result<bool, SpoolError> {
-        let id = self.active_seg().id() + 1;
-        let (seg, file) = loop {
-            match space::create(&self.settings.dir, id, &self.settings.groups) {
-                Ok(made) => break made,
-                Err(SpoolError::Io { source, .. }) if space::is_no_space(&source) => {
-                    if !self.free_disk(dropped)? {
-                        self.refusing = Some(Refusal::NoSpace);
-                        return Ok(false);
-                    }
-                }
-                Err(e) => return Err(e),
-            }
-        };
-        let old = std::mem::replace(&mut self.active, file);
-        self.unsynced
-            .push((self.active_seg().view.path.clone(), old));
-        let closed = self.segments.back().expect("an active segment");
-        closed.view.last.store(closed.last, Ordering::Release);
-        self.shared
-            .segments
-            .write()
-            .expect("segment map poisoned")
-            .insert(id, Arc::clone(&seg.view));
-        self.segments.push_back(seg);
-        self.dir_dirty = true;
-        self.index_dirty = true;
-        Ok(true)
-    }
-
     /// Makes everything appended durable (per the fsync policy) and then
     /// lets readers see it. Call once after appending every queued batch.
     pub fn sync(&mut self) -> Result<(), SpoolError> {
@@ -463,10 +193,10 @@ impl Spool {
         self.unsynced.clear();
         self.dir_dirty = false;
         for s in self.segments.iter_mut().rev() {
-            if s.good == s.len {
+            if s.is_synced() {
                 break;
             }
-            s.good = s.len;
+            s.mark_synced();
             self.index_dirty = true;
         }
         let a = self.active_seg();
@@ -533,24 +263,11 @@ impl Spool {
     }
 }
 
-/// `write_all_at` that says how much was written before an error.
-fn write_all_at(
-    file: &File,
-    mut buf: &[u8],
-    mut offset: u64,
-) -> Result<(), (usize, std::io::Error)> {
-    let mut done = 0;
-    while !buf.is_empty() {
-        match file.write_at(buf, offset) {
-            Ok(0) => return Err((done, std::io::Error::from_raw_os_error(libc::ENOSPC))),
-            Ok(n) => {
-                done += n;
-                buf = &buf[n..];
-                offset += n as u64;
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-            Err(e) => return Err((done, e)),
-        }
+impl std::fmt::Debug for Spool {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Spool")
+            .field("dir", &self.settings.dir)
+            .field("stats", &self.stats())
+            .finish_non_exhaustive()
     }
-    Ok(())
 }

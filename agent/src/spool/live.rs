@@ -1,0 +1,119 @@
+//! A live segment as the writer tracks it: what it holds, and what of it is
+//! durable (what the index may say about it).
+
+use std::{
+    path::PathBuf,
+    sync::{
+        Arc,
+        atomic::{AtomicU64, Ordering},
+    },
+};
+
+use super::{frame::Header, index::IndexEntry, segment, shared::SegView};
+
+/// A live segment as the writer tracks it.
+#[derive(Debug)]
+pub(super) struct Segment {
+    /// What readers see.
+    pub view: Arc<SegView>,
+    /// The groups its header names (None: header lost).
+    pub groups: Option<Vec<String>>,
+    /// Bytes in the file.
+    pub len: u64,
+    /// What is durable, as the index may say it (None: never synced).
+    pub synced: Option<IndexEntry>,
+    /// First and last intact sequence (0: none), intact records, union of
+    /// route masks, offset of the last intact frame.
+    pub first: u64,
+    pub last: u64,
+    pub records: u64,
+    pub routes: u64,
+    pub last_frame: u64,
+}
+
+impl Segment {
+    pub fn new(
+        id: u64,
+        path: PathBuf,
+        header_len: u64,
+        seg_groups: Option<&[String]>,
+        groups: &[String],
+    ) -> Self {
+        let masks = seg_groups.map_or_else(|| vec![0; groups.len()], |g| segment::masks(g, groups));
+        Segment {
+            view: Arc::new(SegView {
+                id,
+                path,
+                header_len,
+                masks,
+                first: AtomicU64::new(0),
+                last: AtomicU64::new(0),
+            }),
+            groups: seg_groups.map(<[String]>::to_vec),
+            len: header_len,
+            synced: None,
+            first: 0,
+            last: 0,
+            records: 0,
+            routes: 0,
+            last_frame: 0,
+        }
+    }
+
+    pub fn id(&self) -> u64 {
+        self.view.id
+    }
+
+    /// Takes what the index says about the segment's durable part.
+    pub fn absorb_entry(&mut self, e: &IndexEntry) {
+        (self.first, self.last, self.records) = (e.first, e.last, e.records);
+        (self.routes, self.last_frame) = (e.routes, e.last_frame);
+        self.synced = Some(*e);
+        self.view.first.store(e.first, Ordering::Release);
+    }
+
+    /// Counts an intact frame at `offset`.
+    pub fn add(&mut self, h: &Header, offset: u64) {
+        if self.first == 0 {
+            self.first = h.sequence;
+            self.view.first.store(h.sequence, Ordering::Release);
+        }
+        self.last = h.sequence;
+        self.records += 1;
+        self.routes |= h.routes;
+        self.last_frame = offset;
+    }
+
+    /// Route bits that mean a configured group.
+    pub fn known_bits(&self) -> u64 {
+        self.view.masks.iter().fold(0, |a, m| a | m)
+    }
+
+    /// Masks for deciding loss: with the header lost, any group may have
+    /// been meant.
+    pub fn loss_masks(&self) -> Vec<u64> {
+        if self.view.routable() {
+            self.view.masks.clone()
+        } else {
+            vec![u64::MAX; self.view.masks.len()]
+        }
+    }
+
+    /// Everything in the file is durable now.
+    pub fn mark_synced(&mut self) {
+        self.synced = Some(IndexEntry {
+            id: self.id(),
+            first: self.first,
+            last: self.last,
+            records: self.records,
+            good: self.len,
+            last_frame: self.last_frame,
+            routes: self.routes,
+        });
+    }
+
+    /// Whether everything in the file is durable.
+    pub fn is_synced(&self) -> bool {
+        self.synced.is_some_and(|e| e.good == self.len)
+    }
+}
