@@ -21,9 +21,18 @@ const DEBIAN_PACKAGES: &[(&str, &str)] = &[
     ("openssl", "openssl"),
     ("nats-server", "nats-server"),
     ("rsyslog", "rsyslogd"),
-    ("rsyslog-relp", "/usr/lib/x86_64-linux-gnu/rsyslog/imrelp.so"),
-    ("rsyslog-gnutls", "/usr/lib/x86_64-linux-gnu/rsyslog/lmnsd_gtls.so"),
-    ("rsyslog-openssl", "/usr/lib/x86_64-linux-gnu/rsyslog/lmnsd_ossl.so"),
+    (
+        "rsyslog-relp",
+        "/usr/lib/x86_64-linux-gnu/rsyslog/imrelp.so",
+    ),
+    (
+        "rsyslog-gnutls",
+        "/usr/lib/x86_64-linux-gnu/rsyslog/lmnsd_gtls.so",
+    ),
+    (
+        "rsyslog-openssl",
+        "/usr/lib/x86_64-linux-gnu/rsyslog/lmnsd_ossl.so",
+    ),
     // syslog-ng's own libraries; the daemon itself is unpacked apart (below).
     ("libivykis0", "/usr/lib/x86_64-linux-gnu/libivykis.so.0"),
     ("libnet1", "/usr/lib/x86_64-linux-gnu/libnet.so.1"),
@@ -192,7 +201,10 @@ fn syslog_ng() -> Result<()> {
             .filter_map(|e| e.ok().map(|e| e.path()))
             .find(|p| p.extension().is_some_and(|x| x == "deb"))
             .context("apt-get download left no syslog-ng-core .deb")?;
-        run(Command::new("dpkg-deb").arg("-x").arg(&deb).arg(SYSLOG_NG_ROOT))
+        run(Command::new("dpkg-deb")
+            .arg("-x")
+            .arg(&deb)
+            .arg(SYSLOG_NG_ROOT))
     })();
     let _ = std::fs::remove_dir_all(&dir);
     unpacked

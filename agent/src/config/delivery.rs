@@ -214,7 +214,10 @@ fn endpoint(kind: Kind, key: &str, table: toml::Table) -> Result<EndpointSetting
 fn group(i: usize, mut g: GroupFile) -> Result<GroupConfig, Problem> {
     let key = |k: &str| format!("groups[{i}].{k}");
     if g.endpoints.is_empty() {
-        return Err(problem(key("endpoints"), "is empty: a group needs at least one endpoint"));
+        return Err(problem(
+            key("endpoints"),
+            "is empty: a group needs at least one endpoint",
+        ));
     }
     let endpoints = std::mem::take(&mut g.endpoints)
         .into_iter()
@@ -230,7 +233,11 @@ fn group(i: usize, mut g: GroupFile) -> Result<GroupConfig, Problem> {
 /// The group's delivery settings (everything but its endpoints).
 fn spec(i: usize, g: GroupFile) -> Result<GroupSpec, Problem> {
     let key = |k: &str| format!("groups[{i}].{k}");
-    if g.name.is_empty() || !g.name.chars().all(|c| c.is_ascii_alphanumeric() || "-_".contains(c))
+    if g.name.is_empty()
+        || !g
+            .name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_".contains(c))
     {
         return Err(problem(
             key("name"),
@@ -244,33 +251,57 @@ fn spec(i: usize, g: GroupFile) -> Result<GroupSpec, Problem> {
             "is required with strategy = \"consistent_hash\" and allowed only with it",
         ));
     }
-    let load_factor = range(key("load_factor"), g.load_factor.unwrap_or(1.25), 1.0, 10.0, "")?;
+    let load_factor = range(
+        key("load_factor"),
+        g.load_factor.unwrap_or(1.25),
+        1.0,
+        10.0,
+        "",
+    )?;
     let ms = |v: Option<u64>, default: u64, k: &str, lo: u64, hi: u64| {
         range(key(k), v.unwrap_or(default), lo, hi, " ms").map(Duration::from_millis)
     };
     let base = ms(g.backoff_base_ms, 250, "backoff_base_ms", 10, 60_000)?;
     let cap = ms(g.backoff_max_ms, 30_000, "backoff_max_ms", 10, 3_600_000)?;
-    let threshold = range(key("failure_threshold"), g.failure_threshold.unwrap_or(1), 1, 100, "")?;
+    let threshold = range(
+        key("failure_threshold"),
+        g.failure_threshold.unwrap_or(1),
+        1,
+        100,
+        "",
+    )?;
     let health = HealthPolicy::try_new(threshold, base, cap)
         .map_err(|e| problem(key("backoff_max_ms"), e.to_string()))?;
     Ok(GroupSpec {
-            name: g.name,
-            strategy,
-            load_factor,
-            hash_field: g.hash_field,
-            batch_records: range(key("batch_records"), g.batch_records.unwrap_or(512), 1, 65_536, "")?,
-            batch_bytes: range(
-                key("batch_bytes"),
-                g.batch_bytes.unwrap_or(1 << 20),
-                4096,
-                64 << 20,
-                " bytes",
+        name: g.name,
+        strategy,
+        load_factor,
+        hash_field: g.hash_field,
+        batch_records: range(
+            key("batch_records"),
+            g.batch_records.unwrap_or(512),
+            1,
+            65_536,
+            "",
+        )?,
+        batch_bytes: range(
+            key("batch_bytes"),
+            g.batch_bytes.unwrap_or(1 << 20),
+            4096,
+            64 << 20,
+            " bytes",
+        )?,
+        in_flight: range(key("in_flight"), g.in_flight.unwrap_or(2), 1, 64, "")?,
+        timeouts: Timeouts {
+            connect: ms(
+                g.connect_timeout_ms,
+                5_000,
+                "connect_timeout_ms",
+                100,
+                600_000,
             )?,
-            in_flight: range(key("in_flight"), g.in_flight.unwrap_or(2), 1, 64, "")?,
-            timeouts: Timeouts {
-                connect: ms(g.connect_timeout_ms, 5_000, "connect_timeout_ms", 100, 600_000)?,
-                send: ms(g.send_timeout_ms, 10_000, "send_timeout_ms", 100, 600_000)?,
-            },
+            send: ms(g.send_timeout_ms, 10_000, "send_timeout_ms", 100, 600_000)?,
+        },
         health,
     })
 }
@@ -307,7 +338,10 @@ pub fn delivery(
     let mut routes = file.routes;
     if groups.is_empty() {
         if !routes.is_empty() || routing.is_some() {
-            return Err(problem("routes", "names groups, but no [[groups]] are configured"));
+            return Err(problem(
+                "routes",
+                "names groups, but no [[groups]] are configured",
+            ));
         }
         let endpoint = output.expect("an output without groups");
         groups.push(GroupConfig {

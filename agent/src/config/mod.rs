@@ -395,10 +395,12 @@ impl Config {
             &state_dir,
             Some(match &output {
                 Output::Stdout => delivery::EndpointSettings::Stdout,
-                Output::File(path) => delivery::EndpointSettings::File(crate::sink::file::FileSettings {
-                    path: path.clone(),
-                    rotate_bytes: None,
-                }),
+                Output::File(path) => {
+                    delivery::EndpointSettings::File(crate::sink::file::FileSettings {
+                        path: path.clone(),
+                        rotate_bytes: None,
+                    })
+                }
             }),
             explicit_output,
         )

@@ -32,6 +32,15 @@ pub struct Ack {
     pub through: u64,
 }
 
+/// What a group tells the spooler.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ToSpool {
+    /// Delivery progress.
+    Ack(Ack),
+    /// Damaged records the group's reader found: to declare.
+    Lost(crate::spool::Loss),
+}
+
 /// Why a group stopped.
 #[derive(Debug, thiserror::Error)]
 pub enum GroupError {
@@ -68,7 +77,7 @@ pub struct Group {
     /// Batches waiting for a healthy endpoint, oldest first.
     waiting: VecDeque<Job>,
     next_job: u64,
-    acks: mpsc::Sender<Ack>,
+    acks: mpsc::Sender<ToSpool>,
     stats: Arc<Stats>,
 }
 
@@ -81,7 +90,7 @@ impl Group {
         agent_id: Arc<str>,
         connectors: Vec<Arc<dyn Connector>>,
         acked: u64,
-        acks: mpsc::Sender<Ack>,
+        acks: mpsc::Sender<ToSpool>,
         outcomes: &mpsc::Sender<Outcome>,
     ) -> Result<Self, BalanceError> {
         let names: Vec<String> = connectors.iter().map(|c| c.endpoint().to_owned()).collect();
@@ -169,7 +178,11 @@ impl Group {
         let Read {
             entries,
             scanned_through,
+            losses,
         } = read;
+        for loss in losses {
+            let _ = self.acks.send(ToSpool::Lost(loss)).await;
+        }
         tracing::trace!(group = %self.spec.name, records = entries.len(), scanned_through, "read");
         let parts = self.split(entries);
         let (chunk, moved) = self.ledger.read(scanned_through, parts.len());
@@ -195,7 +208,11 @@ impl Group {
         let up: Vec<bool> = self.endpoints.iter().map(|e| e.health.is_up()).collect();
         // Load in records: what is outstanding plus what this split adds.
         let per_batch = self.spec.batch_records as u64;
-        let mut load: Vec<u64> = self.endpoints.iter().map(|e| e.outstanding * per_batch).collect();
+        let mut load: Vec<u64> = self
+            .endpoints
+            .iter()
+            .map(|e| e.outstanding * per_batch)
+            .collect();
         let mut parts: Vec<Vec<Entry>> = vec![Vec::new(); self.endpoints.len()];
         let mut unplaced = Vec::new();
         for e in entries {
@@ -269,10 +286,10 @@ impl Group {
         self.stats.acked.store(through, Ordering::Relaxed);
         let _ = self
             .acks
-            .send(Ack {
+            .send(ToSpool::Ack(Ack {
                 group: self.index,
                 through,
-            })
+            }))
             .await;
     }
 
@@ -284,7 +301,8 @@ impl Group {
                 let e = &mut self.endpoints[endpoint];
                 e.outstanding -= 1;
                 e.health.on_success();
-                self.stats.sent(endpoint, job.batch.entries.len(), job.batch.bytes());
+                self.stats
+                    .sent(endpoint, job.batch.entries.len(), job.batch.bytes());
                 if let Some(through) = self.ledger.done(job.chunk) {
                     self.ack(through).await;
                 }
@@ -313,7 +331,8 @@ impl Group {
                 if self.spec.hash_field.is_some() && job.batch.entries.len() > 1 {
                     // Re-split among the endpoints still up.
                     let parts = self.split(job.batch.entries);
-                    self.ledger.add_jobs(job.chunk, parts.len().saturating_sub(1));
+                    self.ledger
+                        .add_jobs(job.chunk, parts.len().saturating_sub(1));
                     for (prefer, entries) in parts.into_iter().rev() {
                         let j = self.job(job.chunk, entries);
                         match self.dispatch(j, prefer).await {

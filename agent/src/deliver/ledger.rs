@@ -47,7 +47,10 @@ impl Ledger {
     /// A read with no jobs (nothing routed to the group) is done at once.
     pub fn read(&mut self, through: u64, jobs: usize) -> (u64, Option<u64>) {
         let id = self.first_id + self.chunks.len() as u64;
-        self.chunks.push_back(Chunk { through, open: jobs });
+        self.chunks.push_back(Chunk {
+            through,
+            open: jobs,
+        });
         (id, self.advance())
     }
 

@@ -72,6 +72,8 @@ pub struct Read {
     pub entries: Vec<Entry>,
     /// The last sequence the read passed, routed to the group or not.
     pub scanned_through: u64,
+    /// Damaged spool records found while reading: to declare.
+    pub losses: Vec<crate::spool::Loss>,
 }
 
 /// Where a group reads its records: the spool's reader for the group.

@@ -8,7 +8,7 @@ use std::time::{Duration, SystemTime};
 
 use tokio::sync::{mpsc, watch};
 
-use super::group::Ack;
+use super::group::{Ack, ToSpool};
 use crate::{
     audit::{
         Batch, Control,
@@ -149,7 +149,7 @@ impl Spooler {
     pub async fn run(
         mut self,
         mut batches: mpsc::Receiver<Batch>,
-        mut acks: mpsc::Receiver<Ack>,
+        mut acks: mpsc::Receiver<ToSpool>,
         durable: watch::Sender<u64>,
         control: mpsc::WeakSender<Control>,
     ) -> Result<u64, SpoolError> {
@@ -199,9 +199,15 @@ impl Spooler {
         Ok(self.durable)
     }
 
-    fn ack(&mut self, ack: Ack) {
-        if let Some(name) = self.groups.get(ack.group) {
-            self.spool.ack(name, ack.through);
+    fn ack(&mut self, msg: ToSpool) {
+        match msg {
+            ToSpool::Ack(Ack { group, through }) => {
+                if let Some(name) = self.groups.get(group) {
+                    self.spool.ack(name, through);
+                }
+            }
+            // The spool reports each damaged region to one reader only.
+            ToSpool::Lost(loss) => self.declare(&loss, None, None),
         }
     }
 }
@@ -216,6 +222,7 @@ impl super::Source for crate::spool::Reader {
         Ok(super::Read {
             entries: read.entries,
             scanned_through: read.scanned_through,
+            losses: read.losses,
         })
     }
 }

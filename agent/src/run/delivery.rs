@@ -45,11 +45,25 @@ pub struct Opened {
     pub tail: Option<Tail>,
     /// What recovery found lost, to declare.
     pub losses: Vec<SpoolLoss>,
+    /// Each group's endpoints, checked (files writable, certificates
+    /// readable) before anything is attached.
+    pub connectors: Vec<Vec<Arc<dyn Connector>>>,
 }
 
 /// Opens (and recovers) the spool.
 pub fn open(config: &Config, agent_id: &str) -> anyhow::Result<Opened> {
     let d = &config.delivery;
+    let connectors = d
+        .groups
+        .iter()
+        .map(|g| {
+            g.endpoints
+                .iter()
+                .map(connector)
+                .collect::<anyhow::Result<Vec<_>>>()
+                .with_context(|| format!("collector group {}", g.spec.name))
+        })
+        .collect::<anyhow::Result<Vec<_>>>()?;
     let (spool, recovery) = Spool::open(SpoolSettings {
         dir: d.spool.dir.clone(),
         max_bytes: d.spool.max_bytes,
@@ -63,7 +77,10 @@ pub fn open(config: &Config, agent_id: &str) -> anyhow::Result<Opened> {
         tracing::warn!(spool = %d.spool.dir.display(), "{p}");
     }
     if recovery.torn_bytes > 0 {
-        tracing::warn!(bytes = recovery.torn_bytes, "cut a torn spool tail left by a crash");
+        tracing::warn!(
+            bytes = recovery.torn_bytes,
+            "cut a torn spool tail left by a crash"
+        );
     }
     let last = match &recovery.last {
         Some(e) => Some(
@@ -102,12 +119,13 @@ pub fn open(config: &Config, agent_id: &str) -> anyhow::Result<Opened> {
         spool,
         tail,
         losses,
+        connectors,
     })
 }
 
 fn connector(e: &EndpointSettings) -> anyhow::Result<Arc<dyn Connector>> {
     Ok(match e {
-        EndpointSettings::File(f) => FileConnector::new(f.clone()),
+        EndpointSettings::File(f) => FileConnector::try_new(f.clone())?,
         EndpointSettings::Stdout => Arc::new(StdoutConnector),
         EndpointSettings::Syslog(s) => syslog::connector(s)?,
         EndpointSettings::Nats(n) => nats::connector(n)?,
@@ -128,6 +146,7 @@ pub struct Pipeline {
 #[expect(clippy::too_many_arguments, reason = "plain wiring, called once")]
 pub fn start(
     spool: Spool,
+    connectors: Vec<Vec<Arc<dyn Connector>>>,
     config: &Config,
     agent_id: &'static str,
     head: u64,
@@ -141,13 +160,7 @@ pub fn start(
     let agent: Arc<str> = agent_id.into();
     let mut groups = JoinSet::new();
     let mut stats = Vec::new();
-    for (i, g) in config.delivery.groups.iter().enumerate() {
-        let connectors = g
-            .endpoints
-            .iter()
-            .map(connector)
-            .collect::<anyhow::Result<Vec<_>>>()
-            .with_context(|| format!("collector group {}", g.spec.name))?;
+    for (i, (g, connectors)) in config.delivery.groups.iter().zip(connectors).enumerate() {
         let reader = spool
             .reader(&g.spec.name)
             .with_context(|| format!("reading the spool for group {}", g.spec.name))?;
@@ -188,7 +201,11 @@ impl Pipeline {
     /// After the audit stage ended at `last`: waits for the spool to hold
     /// it, gives the groups [`DRAIN`] to deliver, then stops them and the
     /// spooler. Returns the last durable sequence.
-    pub async fn drain(mut self, last: u64, mut durable: watch::Receiver<u64>) -> anyhow::Result<u64> {
+    pub async fn drain(
+        mut self,
+        last: u64,
+        mut durable: watch::Receiver<u64>,
+    ) -> anyhow::Result<u64> {
         durable
             .wait_for(|d| *d >= last)
             .await
@@ -217,4 +234,3 @@ impl Pipeline {
         Ok(durable)
     }
 }
-

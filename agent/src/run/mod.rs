@@ -239,7 +239,12 @@ pub async fn run(config: Config, overrides: Overrides) -> anyhow::Result<()> {
         &startup,
     );
     // What the spool lost while the agent was down, right after the start.
-    prelude.extend(opened.losses.iter().map(|l| audit_records.spool_loss(SystemTime::now(), l)));
+    prelude.extend(
+        opened
+            .losses
+            .iter()
+            .map(|l| audit_records.spool_loss(SystemTime::now(), l)),
+    );
 
     let telemetry = Arc::new(Telemetry::default());
     let shutdown = CancellationToken::new();
@@ -253,6 +258,7 @@ pub async fn run(config: Config, overrides: Overrides) -> anyhow::Result<()> {
     let router = config.delivery.router();
     let mut pipeline = delivery::start(
         opened.spool,
+        opened.connectors,
         &config,
         agent_id,
         resume.head.sequence,

@@ -30,11 +30,31 @@ pub struct FileConnector {
 }
 
 impl FileConnector {
-    /// A connector for `settings`. Nothing is opened yet.
-    pub fn new(settings: FileSettings) -> Arc<dyn Connector> {
+    /// A connector for `settings`. Checks now that the file (or segment
+    /// directory) can be written, so an unwritable output fails at start,
+    /// before anything is attached.
+    pub fn try_new(settings: FileSettings) -> Result<Arc<dyn Connector>, OpenError> {
+        let err = |source| OpenError {
+            path: settings.path.clone(),
+            source,
+        };
+        match settings.rotate_bytes {
+            None => drop(open_append(&settings.path).map_err(err)?),
+            Some(_) => drop(newest_segment(&settings.path).map_err(err)?),
+        }
         let name = format!("file://{}", settings.path.display());
-        Arc::new(Self { settings, name })
+        Ok(Arc::new(Self { settings, name }))
     }
+}
+
+/// Why a file endpoint cannot be used.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot write records to {path}: {source}; choose another --output or fix its permissions")]
+pub struct OpenError {
+    /// The file or directory.
+    pub path: PathBuf,
+    /// Why.
+    pub source: std::io::Error,
 }
 
 /// Cuts a partial last line left by a crash, so the next record starts on a
@@ -55,7 +75,10 @@ fn cut_partial_line(file: &mut std::fs::File) -> std::io::Result<u64> {
         None => return Ok(len),
     };
     if keep < len {
-        tracing::warn!(bytes = len - keep, "cut a partial last line left by a crash");
+        tracing::warn!(
+            bytes = len - keep,
+            "cut a partial last line left by a crash"
+        );
         file.set_len(keep)?;
         file.sync_all()?;
     }
@@ -114,7 +137,7 @@ impl Connector for FileConnector {
                 source,
             };
             let opened = tokio::task::spawn_blocking(move || match settings.rotate_bytes {
-                None => open_append(&settings.path).map(|f| Some(f)),
+                None => open_append(&settings.path).map(Some),
                 Some(_) => match newest_segment(&settings.path)? {
                     Some(p) => open_append(&p).map(Some),
                     None => Ok(None),
@@ -268,10 +291,11 @@ mod tests {
         std::fs::create_dir_all(&d).unwrap();
         let path = d.join("out.ndjson");
         std::fs::write(&path, "{\"seq\":1}\n{\"seq\":2").unwrap();
-        let c = FileConnector::new(FileSettings {
+        let c = FileConnector::try_new(FileSettings {
             path: path.clone(),
             rotate_bytes: None,
-        });
+        })
+        .unwrap();
         let mut conn = c.connect().await.unwrap();
         conn.send(&batch(2..=3)).await.unwrap();
         assert_eq!(
@@ -284,10 +308,11 @@ mod tests {
     #[tokio::test]
     async fn rotates_segments_by_size() {
         let d = dir("rotate");
-        let c = FileConnector::new(FileSettings {
+        let c = FileConnector::try_new(FileSettings {
             path: d.clone(),
             rotate_bytes: Some(25),
-        });
+        })
+        .unwrap();
         let mut conn = c.connect().await.unwrap();
         for first in [1u64, 3, 5] {
             conn.send(&batch(first..=first + 1)).await.unwrap();
