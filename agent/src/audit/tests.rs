@@ -37,6 +37,14 @@ impl Run {
 
 /// Runs a task with `every` and `interval`, feeding it what `feed` sends,
 /// and collects its output; checks the head file against every batch.
+/// Every record to one group.
+fn one_group() -> crate::route::Router {
+    let routing = crate::route::RoutingFile {
+        default: vec!["g".into()],
+    };
+    crate::route::Router::try_new(&[], &routing, &["g".to_owned()]).unwrap()
+}
+
 async fn run(
     name: &str,
     every: u64,
@@ -57,7 +65,7 @@ async fn run(
         head_file,
         AuditRecords::new("lb1".into()),
         durable_rx,
-        batch_tx,
+        (one_group(), batch_tx),
     );
     let task = tokio::spawn(task.run(Vec::new(), record_rx, control_rx));
     let collect = tokio::spawn({
@@ -68,6 +76,14 @@ async fn run(
                 // Written ahead: the head file already covers this batch.
                 let (_, persisted) = HeadFile::open(&dir).unwrap();
                 assert!(persisted.unwrap().head.sequence >= batch.last_sequence);
+                // One routed record per line, in order.
+                let text = std::str::from_utf8(&batch.lines).unwrap();
+                assert_eq!(text.lines().count(), batch.records.len());
+                for (line, r) in text.lines().zip(&batch.records) {
+                    assert_eq!(line.as_bytes(), batch.line(r));
+                    assert_eq!(r.routes, 1);
+                    assert!(line.contains(&format!("\"hash\":\"{}\"", hex::encode(r.hash))));
+                }
                 lines.extend(batch.lines);
             }
             lines

@@ -218,7 +218,7 @@ fn consistent_hash_bounds_load_in_a_simulation() {
     for step in 0..200_000u32 {
         // Arrivals slightly outpace acks until 300 are in flight.
         if rng.next() % 100 < 55 || in_flight.is_empty() {
-            let key = if rng.next() % 10 == 0 {
+            let key = if rng.next().is_multiple_of(10) {
                 keys[0]
             } else {
                 keys[(rng.next() % 10_000) as usize]
