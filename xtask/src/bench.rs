@@ -1,7 +1,8 @@
 //! `cargo xtask bench`: the XDP per-packet cost against a no-op program,
 //! measured by the kernel (BPF_PROG_TEST_RUN, tests/benches/xdp.rs), the
-//! audit chain's cost per record (agent/benches/chain.rs) and
-//! `lbwitness verify` throughput (agent/benches/verify.rs).
+//! audit chain's cost per record (agent/benches/chain.rs),
+//! `lbwitness verify` throughput (agent/benches/verify.rs) and the spool's
+//! append, group-commit fsync and read throughput (agent/benches/spool.rs).
 
 use anyhow::Result;
 
@@ -20,5 +21,7 @@ pub fn run() -> Result<()> {
         "chain",
         "--bench",
         "verify",
+        "--bench",
+        "spool",
     ])
 }
