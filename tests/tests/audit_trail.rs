@@ -14,83 +14,19 @@
 //!
 //! Needs root: `cargo test --release -p integration-tests --test audit_trail`.
 
-use std::{
-    collections::BTreeMap,
-    net::{SocketAddr, UdpSocket},
-    os::fd::AsFd as _,
-    path::Path,
-    process::Command,
-    sync::{
-        Arc,
-        atomic::{AtomicBool, Ordering},
-    },
-    time::Duration,
-};
+use std::{collections::BTreeMap, os::fd::AsFd as _, path::Path, process::Command, time::Duration};
 
 use integration_tests::{
     Scratch,
     agent::{Agent, binary, read_records},
+    delivery::{Traffic, verify},
     frames::{Frame, tcp_flags},
     lab::Lab,
-    netns::{DEFAULT_B_V4, NetNs, in_netns},
+    netns::NetNs,
     run_output,
 };
 use serde_json::Value;
 use sha2::{Digest as _, Sha256};
-
-/// Sends UDP datagrams from the client to the lb namespace, a new source
-/// port (a new flow) every 20 datagrams, until stopped.
-struct Traffic {
-    stop: Arc<AtomicBool>,
-    thread: Option<std::thread::JoinHandle<u64>>,
-}
-
-impl Traffic {
-    fn start(lab: &Lab) -> Self {
-        // Sockets belong to the namespace they were made in, so the sending
-        // thread needs no namespace of its own.
-        let socks: Vec<UdpSocket> = (0..400)
-            .map(|_| {
-                in_netns(&lab.client, || UdpSocket::bind("0.0.0.0:0")).expect("bind a client port")
-            })
-            .collect();
-        let stop = Arc::new(AtomicBool::new(false));
-        let flag = stop.clone();
-        let thread = std::thread::spawn(move || {
-            let mut sent = 0u64;
-            for sock in socks.iter().cycle() {
-                if flag.load(Ordering::Relaxed) {
-                    break;
-                }
-                for _ in 0..20 {
-                    let _ =
-                        sock.send_to(b"lbwitness audit test", SocketAddr::from((DEFAULT_B_V4, 9)));
-                    sent += 1;
-                }
-                std::thread::sleep(Duration::from_millis(5));
-            }
-            sent
-        });
-        Self {
-            stop,
-            thread: Some(thread),
-        }
-    }
-
-    fn stop(mut self) -> u64 {
-        self.stop.store(true, Ordering::Relaxed);
-        self.thread.take().unwrap().join().unwrap()
-    }
-}
-
-fn verify(args: &[&str]) -> (i32, String, String) {
-    let out = run_output(Command::new(binary()).arg("verify").args(args)).expect("run verify");
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
 
 /// Recomputes the chain from docs/AUDIT.md with serde_json as the reader:
 /// its map is sorted and the agent's member names are ASCII, so
