@@ -205,15 +205,7 @@ mod tests {
 
     #[test]
     fn reads_fields_of_a_real_record() {
-        let report = crate::flows::table::FlowReport {
-            key: crate::enrich::tests::v4_key(),
-            start_ns: 1,
-            end_ns: 2,
-            packets: 3,
-            bytes: 4,
-            tcp_flags: 2,
-            reason: crate::flows::table::ReportReason::IdleTimeout,
-        };
+        let report = crate::enrich::tests::flow_report(crate::enrich::tests::v4_key());
         let mut r = crate::enrich::tests::enricher()
             .flow_record(&crate::clock::Clock::from_offset(0), &report);
         r.agent.id = "0190d1c2-5b7e-7c3a-9f1e-2a3b4c5d6e7f";
@@ -314,15 +306,7 @@ mod tests {
     #[test]
     #[ignore = "timing; run in release"]
     fn key_cost() {
-        let report = crate::flows::table::FlowReport {
-            key: crate::enrich::tests::v4_key(),
-            start_ns: 1,
-            end_ns: 2,
-            packets: 3,
-            bytes: 4,
-            tcp_flags: 2,
-            reason: crate::flows::table::ReportReason::IdleTimeout,
-        };
+        let report = crate::enrich::tests::flow_report(crate::enrich::tests::v4_key());
         let r = crate::enrich::tests::enricher()
             .flow_record(&crate::clock::Clock::from_offset(0), &report);
         let mut line = Vec::new();

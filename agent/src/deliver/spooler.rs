@@ -178,9 +178,9 @@ impl Spooler {
                 },
                 ack = acks.recv(), if acks_open => match ack {
                     Some(ack) => {
-                        self.ack(ack);
+                        self.on_group(ack);
                         while let Ok(ack) = acks.try_recv() {
-                            self.ack(ack);
+                            self.on_group(ack);
                         }
                         unpersisted = true;
                     }
@@ -199,7 +199,7 @@ impl Spooler {
         Ok(self.durable)
     }
 
-    fn ack(&mut self, msg: ToSpool) {
+    fn on_group(&mut self, msg: ToSpool) {
         match msg {
             ToSpool::Ack(Ack { group, through }) => {
                 if let Some(name) = self.groups.get(group) {

@@ -284,6 +284,20 @@ pub(crate) mod tests {
         k
     }
 
+    /// A SYN-only report of `key`, idle-ended, for tests that need any
+    /// real flow record.
+    pub(crate) fn flow_report(key: FlowKey) -> FlowReport {
+        FlowReport {
+            key,
+            start_ns: 1,
+            end_ns: 2,
+            packets: 3,
+            bytes: 4,
+            tcp_flags: tcp_flag::SYN,
+            reason: ReportReason::IdleTimeout,
+        }
+    }
+
     #[test]
     fn flow_record_has_ecs_fields() {
         let report = FlowReport {

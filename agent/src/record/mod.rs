@@ -334,14 +334,13 @@ pub struct CounterValue {
 mod tests {
     use std::time::{Duration, SystemTime};
 
-    use agent_common::flow::{proto, tcp_flag};
+    use agent_common::flow::proto;
 
     use super::{audit::*, *};
     use crate::{
         audit::{chain::Head, jcs, records::AuditRecords, state::PreviousRun as Prev},
         clock::Clock,
         enrich,
-        flows::table::{FlowReport, ReportReason},
         watch::{ChangeKind, Evidence, FileChange, FileState, Writer},
     };
 
@@ -350,15 +349,7 @@ mod tests {
         let e = enrich::tests::enricher();
         let clock = Clock::from_offset(1_700_000_000_000_000_000);
         let key = enrich::tests::v4_key();
-        let report = FlowReport {
-            key,
-            start_ns: 1,
-            end_ns: 2,
-            packets: 3,
-            bytes: 4,
-            tcp_flags: tcp_flag::SYN,
-            reason: ReportReason::IdleTimeout,
-        };
+        let report = enrich::tests::flow_report(key);
         let mut icmp = report;
         icmp.key.protocol = proto::ICMP;
         let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000);

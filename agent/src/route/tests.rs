@@ -9,7 +9,7 @@ use std::{
 
 use agent_common::{
     event::EventHeader,
-    flow::{FlowEvent, reason, tcp_flag},
+    flow::{FlowEvent, reason},
 };
 use proptest::prelude::*;
 use serde_json::Value as Json;
@@ -19,7 +19,6 @@ use crate::{
     audit::{chain::Head, records::AuditRecords, state::PreviousRun},
     clock::Clock,
     enrich,
-    flows::table::{FlowReport, ReportReason},
     record::{
         Endpoint, Event, Ingress, Interface, Network, Observer, Vlan,
         audit::{File, Process, Start, Stop, User},
@@ -70,15 +69,7 @@ fn flow(src: [u8; 4], dst_port: u16) -> Record {
     let mut key = enrich::tests::v4_key();
     key.src_addr[..4].copy_from_slice(&src);
     key.dst_port = dst_port;
-    let report = FlowReport {
-        key,
-        start_ns: 1,
-        end_ns: 2,
-        packets: 3,
-        bytes: 4,
-        tcp_flags: tcp_flag::SYN,
-        reason: ReportReason::IdleTimeout,
-    };
+    let report = enrich::tests::flow_report(key);
     enrich::tests::enricher().flow_record(&Clock::from_offset(0), &report)
 }
 
