@@ -7,7 +7,10 @@
 //! anyone can append a gap record, only the agent can sign a checkpoint
 //! over it.
 
-use std::{cmp::Reverse, collections::BTreeMap, collections::BinaryHeap};
+use std::{
+    cmp::Reverse,
+    collections::{BTreeMap, BinaryHeap},
+};
 
 use super::{
     chain::group_of,
@@ -98,9 +101,13 @@ pub(crate) fn tally(
                 };
                 if contradicts {
                     report.not_linked.push_with(|| {
-                        issue(format!(
-                            "lbwitness.gap.{field} is not the stored hash of record {seq}"
-                        ))
+                        issue(if seq == 0 {
+                            format!(
+                                "lbwitness.gap.{field} is not the zero hash (first_sequence is 1)"
+                            )
+                        } else {
+                            format!("lbwitness.gap.{field} is not the stored hash of record {seq}")
+                        })
                     });
                 }
             }
@@ -124,10 +131,11 @@ pub(crate) fn tally(
 /// signed gap gives: record `F - 1` and every record below it while they
 /// are present and linked, like a checkpoint's head.
 ///
-/// Highest hole first: a walk covers only records below its start, so every
-/// gap record a walk can cover is reached before its own hole is. Walks
-/// never overlap: one that would start inside (or just below) the previous
-/// one's stretch covers nothing new, so the whole pass is O(records).
+/// Highest hole first: a walk covers only records below its start, and a gap
+/// record it covers declares a hole below itself, so that hole's turn comes
+/// later. Walks never overlap: one that would start inside (or just below)
+/// the previous one's stretch covers nothing new, so the whole pass is
+/// O(records).
 pub(crate) fn cover_before_holes(gaps: &[Special<Gap>], entries: &mut [Entry]) {
     let mut anchors: Vec<(u64, [u8; 32], usize)> = gaps
         .iter()
