@@ -14,13 +14,17 @@
 //!   at the end of a file changes nothing.
 //! - a deleted line: 4 (undeclared missing), or 3 when it announced a key
 //!   (later checkpoints are then signed by an unknown key); 0 when the line
-//!   was an identical duplicate, or a record a restart declared possibly
-//!   lost whose whole declared range is then missing — that loss is
-//!   declared, which is what declaring is for.
+//!   was an identical duplicate, or a record a gap (restart or spool)
+//!   declared possibly lost, when the range may hold that many lost records
+//!   and the records next to it stay covered — that loss is declared,
+//!   which is what declaring is for.
 //! - two lines exchanging their `event.sequence` values: 3.
 //! - a differing duplicate (re-hashed or not): 3.
 //! - whole lines cut off the end: 4, and intact under `--live`; a cut inside
-//!   a line: 3, and intact under `--live` (a write in progress).
+//!   a line: 3, and intact under `--live` (a write in progress). A cut
+//!   after a spool hole but before the checkpoint over its gap record: 4,
+//!   and under `--live` too while the hole is undeclared or records before
+//!   it can no longer be pending.
 //! - a forged record appended after the final checkpoint: 4 (not covered,
 //!   open end); inserted in the middle with the chain re-hashed after it: 3.
 //! - an old checkpoint replayed in place of a later one: non-zero; with the
@@ -76,6 +80,17 @@ enum Restart {
     },
 }
 
+/// A spool loss inside one run: `len` records sealed, then lost before
+/// any collector got them (`Lost`) or lost after this collector got them
+/// (`Delivered`, `count` of them declared lost); the gap record follows
+/// `delay` records later, with `before_hash` and `last_hash`.
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Spool {
+    None,
+    Lost { len: u64, delay: u64 },
+    Delivered { len: u64, count: u64, delay: u64 },
+}
+
 #[derive(Clone, Debug)]
 struct Shape {
     seed: u64,
@@ -84,6 +99,7 @@ struct Shape {
     every: u64,
     rotate: bool,
     restart: Restart,
+    spool: Spool,
     duplicates: usize,
     shuffle: bool,
     files: usize,
@@ -95,25 +111,31 @@ fn shape() -> impl Strategy<Value = Shape> {
         Just(Restart::Clean),
         (1u64..4, any::<bool>()).prop_map(|(lost, kept)| Restart::Crash { lost, kept }),
     ];
+    let spool = prop_oneof![
+        Just(Spool::None),
+        (1u64..6, 0u64..4).prop_map(|(len, delay)| Spool::Lost { len, delay }),
+        (1u64..6, 1u64..6, 0u64..4).prop_map(|(len, count, delay)| Spool::Delivered {
+            len,
+            count: count.min(len),
+            delay
+        }),
+    ];
     (
-        any::<u64>(),
-        1usize..=3,
-        3usize..30,
-        2u64..7,
-        any::<bool>(),
-        restart,
-        0usize..4,
-        any::<bool>(),
-        1usize..=3,
+        (any::<u64>(), 1usize..=3, 3usize..30, 2u64..7, any::<bool>()),
+        (restart, spool, 0usize..4, any::<bool>(), 1usize..=3),
     )
         .prop_map(
-            |(seed, agents, records, every, rotate, restart, duplicates, shuffle, files)| Shape {
+            |(
+                (seed, agents, records, every, rotate),
+                (restart, spool, duplicates, shuffle, files),
+            )| Shape {
                 seed,
                 agents,
                 records,
                 every,
                 rotate,
                 restart,
+                spool,
                 duplicates,
                 shuffle,
                 files,
@@ -130,8 +152,10 @@ struct Rec {
     checkpoint: bool,
     /// A checkpoint announcing `next_key`.
     rotation: bool,
-    /// Inside a restart's declared range.
-    declared: bool,
+    /// Inside a gap's declared range: `(first, last, count)`.
+    declared: Option<(u64, u64, u64)>,
+    /// Never reaches the output (a crash or a spool loss).
+    lost: bool,
     /// An extra identical copy.
     dup: bool,
 }
@@ -183,7 +207,12 @@ struct AgentGen<'r> {
     seq: u64,
     head: [u8; 32],
     last_checkpoint: u64,
-    declared: (u64, u64),
+    /// Declared ranges `(first, last, count)`.
+    declared: Vec<(u64, u64, u64)>,
+    /// The records appended now are lost.
+    losing: bool,
+    /// Where the spool loss is: `(first, last, gap record)`.
+    spool: Option<(u64, u64, u64)>,
     rng: &'r mut Rng,
     out: Vec<Rec>,
 }
@@ -214,14 +243,19 @@ impl AgentGen<'_> {
         self.seq += 1;
         value["event"]["sequence"] = json!(self.seq);
         self.head = seal(&mut value, &self.head);
-        let (a, b) = self.declared;
+        let seq = self.seq;
         self.out.push(Rec {
             agent: self.index,
             seq: self.seq,
             value,
             checkpoint,
             rotation,
-            declared: (a..=b).contains(&self.seq),
+            declared: self
+                .declared
+                .iter()
+                .copied()
+                .find(|&(a, b, _)| (a..=b).contains(&seq)),
+            lost: self.losing,
             dup: false,
         });
     }
@@ -295,17 +329,19 @@ impl AgentGen<'_> {
         self.last_checkpoint = self.seq;
     }
 
-    fn restart(&mut self, clean: bool, lost: u64) {
+    fn restart(&mut self, clean: bool, lost: u64, kept: bool) {
         let durable = self.seq;
         let mut prev = json!({"clean": clean, "durable_sequence": durable,
                               "last_hash": "", "last_sequence": 0});
         if !clean {
             // Crash right after a checkpoint; `lost` more were numbered.
             let durable = self.seq;
-            self.declared = (durable + 1, durable + lost);
+            self.declared.push((durable + 1, durable + lost, lost));
+            self.losing = !kept;
             for _ in 0..lost {
                 self.flow();
             }
+            self.losing = false;
             prev["durable_sequence"] = json!(durable);
         }
         prev["last_hash"] = json!(hex::encode(self.head));
@@ -320,10 +356,54 @@ impl AgentGen<'_> {
                              "reason": "restart", "source": "agent"});
         if !clean {
             gap["count"] = json!(lost);
-            gap["first_sequence"] = json!(self.declared.0);
-            gap["last_sequence"] = json!(self.declared.1);
+            gap["first_sequence"] = json!(durable + 1);
+            gap["last_sequence"] = json!(durable + lost);
         }
         v["lbwitness"] = json!({"gap": gap});
+        self.append(v, false, false);
+    }
+
+    /// A flow, or a kernel gap now and then; a checkpoint when due.
+    fn step(&mut self, every: u64) {
+        if self.rng.chance(15) {
+            self.kernel_gap();
+        } else {
+            self.flow();
+        }
+        if self.seq - self.last_checkpoint >= every {
+            self.checkpoint("records", false, None);
+        }
+    }
+
+    /// `spool` (not `Spool::None`): the records it loses, then its gap.
+    fn spool_loss(&mut self, spool: Spool, every: u64) {
+        let (len, count, delay, lost) = match spool {
+            Spool::None => return,
+            Spool::Lost { len, delay } => (len, len, delay, true),
+            Spool::Delivered { len, count, delay } => (len, count, delay, false),
+        };
+        let (first, before) = (self.seq + 1, self.head);
+        self.declared.push((first, first + len - 1, count));
+        self.losing = lost;
+        while self.seq < first + len - 1 {
+            // Checkpoints are lost too; a rotation never falls here.
+            if self.seq - self.last_checkpoint >= every {
+                self.checkpoint("records", false, None);
+            } else {
+                self.flow();
+            }
+        }
+        self.losing = false;
+        let (last, last_hash) = (self.seq, self.head);
+        for _ in 0..delay {
+            self.step(every);
+        }
+        let mut v = self.base("gap", "lbwitness.audit");
+        let reason = ["spool_full", "spool_corrupt"][self.rng.below(2)];
+        v["lbwitness"] = json!({"gap": {"before_hash": hex::encode(before), "count": count,
+            "first_sequence": first, "last_hash": hex::encode(last_hash), "last_sequence": last,
+            "reason": reason, "source": "agent"}});
+        self.spool = Some((first, last, self.seq + 1));
         self.append(v, false, false);
     }
 }
@@ -334,6 +414,8 @@ struct Trail {
     trusted: Vec<VerifyingKey>,
     /// Per agent: its initial key and the key it rotated to.
     keys: Vec<(SigningKey, Option<SigningKey>)>,
+    /// Per agent: its spool loss `(first, last, gap record)`.
+    spools: Vec<Option<(u64, u64, u64)>>,
 }
 
 fn signing_key(rng: &mut Rng) -> SigningKey {
@@ -348,12 +430,14 @@ fn generate(shape: &Shape) -> Trail {
     let mut rng = Rng(shape.seed);
     let mut per_agent = Vec::new();
     let mut keys = Vec::new();
+    let mut spools = Vec::new();
     for index in 0..shape.agents {
         let key = signing_key(&mut rng);
         let rotated = shape.rotate.then(|| signing_key(&mut rng));
         let id = format!("6f1c2a4e-8b9d-4c3e-9f10-{:012x}", rng.next() >> 16);
         let restart_at = rng.below(shape.records);
         let rotate_at = rng.below(shape.records);
+        let spool_at = rng.below(shape.records);
         let mut g = AgentGen {
             index,
             id,
@@ -361,7 +445,9 @@ fn generate(shape: &Shape) -> Trail {
             seq: 0,
             head: [0; 32],
             last_checkpoint: 0,
-            declared: (1, 0),
+            declared: Vec::new(),
+            losing: false,
+            spool: None,
             rng: &mut rng,
             out: Vec::new(),
         };
@@ -373,14 +459,14 @@ fn generate(shape: &Shape) -> Trail {
                     Restart::Clean => {
                         g.simple("agent-stop");
                         g.checkpoint("stop", true, None);
-                        g.restart(true, 0);
+                        g.restart(true, 0, true);
                         g.simple("agent-start");
                     }
-                    Restart::Crash { lost, .. } => {
+                    Restart::Crash { lost, kept } => {
                         if g.last_checkpoint != g.seq {
                             g.checkpoint("interval", false, None);
                         }
-                        g.restart(false, lost);
+                        g.restart(false, lost, kept);
                         g.simple("agent-start");
                     }
                 }
@@ -392,21 +478,16 @@ fn generate(shape: &Shape) -> Trail {
                 g.simple("key-rotation");
                 g.key = new.clone();
             }
-            if g.rng.chance(15) {
-                g.kernel_gap();
-            } else {
-                g.flow();
+            if i == spool_at {
+                g.spool_loss(shape.spool, shape.every);
             }
-            if g.seq - g.last_checkpoint >= shape.every {
-                g.checkpoint("records", false, None);
-            }
+            g.step(shape.every);
         }
         g.simple("agent-stop");
         g.checkpoint("stop", true, None);
+        spools.push(g.spool);
         let mut out = g.out;
-        if let Restart::Crash { kept: false, .. } = shape.restart {
-            out.retain(|r| !r.declared);
-        }
+        out.retain(|r| !r.lost);
         per_agent.push(out);
         keys.push((key, rotated));
     }
@@ -434,6 +515,7 @@ fn generate(shape: &Shape) -> Trail {
         recs,
         trusted: keys.iter().map(|(k, _)| k.verifying_key()).collect(),
         keys,
+        spools,
     }
 }
 
@@ -501,10 +583,8 @@ fn rechain(recs: &mut [Rec], chain: &[usize], from: usize, resign: Option<&Signi
             [0; 32]
         } else if k > 0 && recs[chain[k - 1]].value["event"]["sequence"].as_u64() == Some(seq - 1) {
             stored_hash(&recs[chain[k - 1]].value)
-        } else if let Some(last) =
-            recs[i].value["lbwitness"]["gap"]["previous_run"]["last_hash"].as_str()
-        {
-            hex::decode(last).unwrap().try_into().unwrap()
+        } else if let Some(last) = declared_prev(recs, i) {
+            last
         } else {
             stored_hash(&recs[chain[k - 1]].value)
         };
@@ -514,6 +594,47 @@ fn rechain(recs: &mut [Rec], chain: &[usize], from: usize, resign: Option<&Signi
         }
         seal(&mut recs[i].value, &prev);
     }
+}
+
+/// `hash(n-1)` for record `recs[i]` (numbered `n`) as the trail declares
+/// it: its own `previous_run.last_hash` (a restart), or the `last_hash` of
+/// a spool gap of its agent declaring `..=n-1`.
+fn declared_prev(recs: &[Rec], i: usize) -> Option<[u8; 32]> {
+    let hash = |v: &Value| -> Option<[u8; 32]> { hex::decode(v.as_str()?).ok()?.try_into().ok() };
+    let seq = recs[i].value["event"]["sequence"].as_u64()?;
+    hash(&recs[i].value["lbwitness"]["gap"]["previous_run"]["last_hash"]).or_else(|| {
+        recs.iter()
+            .filter(|r| r.agent == recs[i].agent)
+            .map(|r| &r.value["lbwitness"]["gap"])
+            .find(|g| g["last_sequence"].as_u64() == Some(seq - 1) && g.get("last_hash").is_some())
+            .and_then(|g| hash(&g["last_hash"]))
+    })
+}
+
+/// Whether the first `n` lines leave agent `a`'s spool hole (F..=L, gap
+/// record G) with records after it but no checkpoint over its gap record:
+/// then the trail is incomplete; and under `--live`, whether it still is.
+/// With `--live` the hole is undeclared while the gap record is not there
+/// yet; once it is, it declares (pending), but a checkpoint after the hole
+/// leaves the records from the checkpoint before the hole to F-1
+/// uncovered (no longer pending).
+fn unsigned_hole(t: &Trail, n: usize, a: usize) -> (bool, bool) {
+    let Some((first, last, gap)) = t.spools[a] else {
+        return (false, false);
+    };
+    let cut: Vec<&Rec> = t.recs[..n].iter().filter(|r| r.agent == a).collect();
+    let checkpoint_after = |s: u64| cut.iter().any(|r| r.checkpoint && r.seq > s);
+    if !cut.iter().any(|r| r.seq > last) || checkpoint_after(gap) {
+        return (false, false);
+    }
+    let gap_there = cut.iter().any(|r| r.seq == gap);
+    let before = cut
+        .iter()
+        .filter(|r| r.checkpoint && r.seq < first)
+        .map(|r| r.seq)
+        .max();
+    let uncovered_before = checkpoint_after(last) && before.is_none_or(|c| c < first - 1);
+    (true, !gap_there || uncovered_before)
 }
 
 fn no_dups(t: &mut Trail) {
@@ -540,13 +661,22 @@ proptest! {
         prop_assert_eq!(r.agents.len(), shape.agents);
         let dups: u64 = r.agents.iter().map(|a| a.identical_duplicates).sum();
         prop_assert_eq!(dups, shape.duplicates as u64);
-        if let Restart::Crash { lost, kept } = shape.restart {
-            for a in &r.agents {
-                prop_assert_eq!(a.missing_declared.count, if kept { 0 } else { lost });
-                let restart: u64 = a.declared_losses.iter()
-                    .filter(|l| l.reason == "restart").map(|l| l.count).sum();
-                prop_assert_eq!(restart, lost);
-            }
+        let (crashed, crash_missing) = match shape.restart {
+            Restart::Crash { lost, kept } => (lost, if kept { 0 } else { lost }),
+            _ => (0, 0),
+        };
+        let (spooled, spool_missing) = match shape.spool {
+            Spool::None => (0, 0),
+            Spool::Lost { len, .. } => (len, len),
+            Spool::Delivered { count, .. } => (count, 0),
+        };
+        for a in &r.agents {
+            prop_assert_eq!(a.missing_declared.count, crash_missing + spool_missing);
+            let declared = |reason: &str| -> u64 {
+                a.declared_losses.iter().filter(|l| l.reason == reason).map(|l| l.count).sum()
+            };
+            prop_assert_eq!(declared("restart"), crashed);
+            prop_assert_eq!(declared("spool_full") + declared("spool_corrupt"), spooled);
         }
         let kernel: u64 = r.agents.iter().flat_map(|a| &a.declared_losses)
             .filter(|l| l.source == "kernel").map(|l| l.count).sum();
@@ -611,10 +741,20 @@ proptest! {
         let i = line.index(recs.len());
         let gone = recs.remove(i);
         let still_there = recs.iter().any(|r| r.agent == gone.agent && r.seq == gone.seq);
-        let declared_range_all_gone = gone.declared
-            && !recs.iter().any(|r| r.agent == gone.agent && r.declared);
+        // A record inside a declared range is indistinguishable from a
+        // declared loss when the range may hold that many lost records and
+        // its neighbours stay covered: they are the range's ends (bridged
+        // by the gap's hashes) or checkpoints (covered by their signature).
+        let undetectable = gone.declared.is_some_and(|(first, last, count)| {
+            let (agent, seq) = (gone.agent, gone.seq);
+            let at = |s: u64| recs.iter().find(|r| r.agent == agent && r.seq == s);
+            let missing = (first..=last).filter(|&s| at(s).is_none()).count() as u64;
+            missing <= count
+                && (seq == first || at(seq - 1).is_some_and(|r| r.checkpoint))
+                && (seq == last || at(seq + 1).is_some_and(|r| r.checkpoint))
+        });
         let r = verify(texts(&recs), &shape, &t.trusted, false);
-        let want = if still_there || declared_range_all_gone {
+        let want = if still_there || undetectable {
             0
         } else if gone.rotation {
             3
@@ -649,9 +789,8 @@ proptest! {
         if rehash {
             let prev = if k == 0 || recs[chain[k - 1]].seq + 1 != forged.seq {
                 if forged.seq == 1 { [0; 32] } else {
-                    // a restart after a loss: chain from its last_hash
-                    let h = forged.value["lbwitness"]["gap"]["previous_run"]["last_hash"].as_str().unwrap();
-                    hex::decode(h).unwrap().try_into().unwrap()
+                    // after a loss: chain from the last_hash declared
+                    declared_prev(&recs, chain[k]).unwrap()
                 }
             } else {
                 stored_hash(&recs[chain[k - 1]].value)
@@ -688,13 +827,18 @@ proptest! {
                 !(last.checkpoint && last.value["lbwitness"]["checkpoint"]["final"] == true)
             })
         });
+        let (hole, hole_live) = if matches!(shape.spool, Spool::Lost { .. }) {
+            (0..shape.agents).map(|a| unsigned_hole(&t, n, a)).fold((false, false), |x, y| (x.0 | y.0, x.1 | y.1))
+        } else {
+            (false, false)
+        };
         let files = [("trail.ndjson".to_owned(), content)];
         let r = verify_files(&files, &t.trusted, false);
-        let want = if mid_line { 3 } else if n == 0 || open { 4 } else { 0 };
+        let want = if mid_line { 3 } else if n == 0 || open || hole { 4 } else { 0 };
         prop_assert_eq!(r.exit_code, want, "{}", summary(&r));
         // Under --live an open end, and a line still being written, are fine.
         let live = verify_files(&files, &t.trusted, true);
-        prop_assert_eq!(live.exit_code, if n == 0 { 4 } else { 0 }, "{}", summary(&live));
+        prop_assert_eq!(live.exit_code, if n == 0 || hole_live { 4 } else { 0 }, "{}", summary(&live));
     }
 
     #[test]
@@ -840,6 +984,7 @@ fn the_command_line_uses_the_documented_exit_codes() {
             lost: 2,
             kept: false,
         },
+        spool: Spool::Lost { len: 3, delay: 1 },
         duplicates: 2,
         shuffle: true,
         files: 3,
@@ -866,7 +1011,7 @@ fn the_command_line_uses_the_documented_exit_codes() {
     let report: Value = serde_json::from_str(&out).unwrap();
     assert_eq!(report["verdict"], "intact");
     assert_eq!(report["agents"].as_array().unwrap().len(), 2);
-    assert_eq!(report["agents"][0]["missing_declared"]["count"], 2);
+    assert_eq!(report["agents"][0]["missing_declared"]["count"], 5);
 
     // One agent's key only: the other's checkpoints are untrusted.
     let (code, out) = lbwitness(&["verify", "--key", pem, trail_s]);
@@ -911,6 +1056,7 @@ fn a_badly_broken_trail_lists_a_capped_number_of_problems() {
         every: 1000,
         rotate: false,
         restart: Restart::None,
+        spool: Spool::None,
         duplicates: 0,
         shuffle: false,
         files: 1,

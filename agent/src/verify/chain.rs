@@ -1,13 +1,14 @@
 //! The second pass over one agent's entries, sorted by sequence: links the
 //! records the first pass could not, tells identical duplicates from
-//! differing ones, and finds the missing ranges.
+//! differing ones, and finds the missing runs (which of them are declared
+//! is decided once coverage is known, [`super::gaps::declare`]).
 
-use std::{collections::BTreeMap, ops::Range};
+use std::ops::Range;
 
 use super::{
+    gaps,
     index::{AgentLog, Entry, FileId, Link, NO_BODY, Special, ZERO, chain_hash},
-    line::Gap,
-    report::{AgentReport, Copy, DuplicateIssue, Listed, Loss, Ranges, RecordIssue},
+    report::{AgentReport, Copy, DuplicateIssue, Listed, Ranges, RecordIssue},
 };
 
 /// The entries from `start` on that share its sequence.
@@ -32,13 +33,14 @@ fn special_at<'s, T>(specials: &'s [Special<T>], e: &Entry) -> Option<&'s Specia
         .map(|i| &specials[i])
 }
 
-/// Links, duplicates, missing ranges and declared losses of one agent.
-/// `entries` must be sorted by `(sequence, file, line)`.
+/// Links, duplicates, declared losses and the missing runs
+/// `(first, last)` of one agent. `entries` must be sorted by
+/// `(sequence, file, line)`.
 pub(crate) fn analyze(
     agent: &mut AgentLog,
     entries: &mut [Entry],
     name: &impl Fn(FileId) -> String,
-) -> AgentReport {
+) -> (AgentReport, Vec<(u64, u64)>) {
     agent.gaps.sort_unstable_by_key(Special::key);
     agent.checkpoints.sort_unstable_by_key(Special::key);
     let mut report = AgentReport {
@@ -61,8 +63,10 @@ pub(crate) fn analyze(
         invalid_gaps: Listed::default(),
         declared_losses: Vec::new(),
     };
-    link(agent, entries, name, &mut report.not_linked);
-    let declared = gaps(&agent.gaps, name, &mut report);
+    let bridges = gaps::bridges(&agent.gaps);
+    link(agent, entries, &bridges, name, &mut report.not_linked);
+    gaps::tally(&agent.gaps, entries, name, &mut report);
+    let mut holes = Vec::new();
     let mut previous: Option<u64> = None;
     let mut start = 0;
     while start < entries.len() {
@@ -72,18 +76,20 @@ pub(crate) fn analyze(
         report.records += 1;
         let expected = previous.map_or(1, |p| p + 1);
         if seq > expected {
-            missing(expected, seq - 1, &declared, &mut report);
+            holes.push((expected, seq - 1));
         }
         previous = Some(seq);
         duplicates(agent, &entries[group], name, &mut report);
     }
-    report
+    (report, holes)
 }
 
-/// Decides every pending entry: linked, broken or unlinkable.
+/// Decides every pending entry: linked, broken or unlinkable. `bridges`
+/// are the spool gaps' `(L, last_hash)`, [`gaps::bridges`].
 fn link(
     agent: &AgentLog,
     entries: &mut [Entry],
+    bridges: &[(u64, [u8; 32])],
     name: &impl Fn(FileId) -> String,
     not_linked: &mut Listed<RecordIssue>,
 ) {
@@ -111,8 +117,11 @@ fn link(
                 }
                 "the stored hash of record n-1"
             } else {
-                // docs/AUDIT.md: a restart record links through
-                // previous_run.last_hash when record S is absent.
+                // docs/AUDIT.md: with record n-1 absent, a restart record
+                // links through its previous_run.last_hash, and any record
+                // through the last_hash of a spool gap declaring ..=n-1.
+                // Linking needs no trust: the hash that covers record n
+                // binds its body whichever hash(n-1) it was computed from.
                 let restart = special_at(&agent.gaps, &entries[i])
                     .and_then(|g| g.fields.as_ref().ok())
                     .and_then(|g| g.restart.as_ref())
@@ -120,7 +129,16 @@ fn link(
                 if let Some(r) = restart {
                     candidates.push(r.last_hash);
                 }
-                "previous_run.last_hash"
+                for &(_, h) in gaps::bridges_at(bridges, seq - 1) {
+                    if !candidates.contains(&h) {
+                        candidates.push(h);
+                    }
+                }
+                if restart.is_some() {
+                    "previous_run.last_hash"
+                } else {
+                    "the last_hash of a gap declaring n-1"
+                }
             };
             let Entry {
                 hash,
@@ -190,91 +208,4 @@ fn duplicates(
                 .collect(),
         });
     }
-}
-
-/// Splits the missing `first..=last` into declared and undeclared parts.
-fn missing(first: u64, last: u64, declared: &[(u64, u64)], report: &mut AgentReport) {
-    let mut at = first;
-    for &(a, b) in declared {
-        if b < at || a > last {
-            continue;
-        }
-        if a > at {
-            report.missing_undeclared.push(at, a - 1);
-        }
-        let end = b.min(last);
-        report.missing_declared.push(a.max(at), end);
-        at = end + 1;
-        if at > last {
-            return;
-        }
-    }
-    report.missing_undeclared.push(at, last);
-}
-
-/// Declared ranges (merged, sorted), declared losses and malformed gaps.
-fn gaps(
-    gaps: &[Special<Gap>],
-    name: &impl Fn(FileId) -> String,
-    report: &mut AgentReport,
-) -> Vec<(u64, u64)> {
-    let mut ranges: Vec<(u64, u64)> = Vec::new();
-    let mut losses: BTreeMap<(&str, &str), (u64, u64)> = BTreeMap::new();
-    let mut last_seq = None;
-    for g in gaps {
-        // One copy per sequence counts.
-        if last_seq == Some(g.seq) {
-            continue;
-        }
-        last_seq = Some(g.seq);
-        let fields = match &g.fields {
-            Ok(fields) => fields,
-            Err(detail) => {
-                report.invalid_gaps.push_with(|| RecordIssue {
-                    sequence: g.seq,
-                    file: name(g.file),
-                    line: u64::from(g.line),
-                    detail: detail.clone(),
-                });
-                continue;
-            }
-        };
-        if let Some((a, b)) = fields.restart.as_ref().and_then(|r| r.declared) {
-            ranges.push((a, b));
-        }
-        if let Some((a, b)) = fields.declared {
-            // A gap can only declare records numbered before it.
-            if b >= g.seq {
-                report.invalid_gaps.push_with(|| RecordIssue {
-                    sequence: g.seq,
-                    file: name(g.file),
-                    line: u64::from(g.line),
-                    detail: format!("declares {a}..{b}, which is not before the gap record itself"),
-                });
-                continue;
-            }
-            ranges.push((a, b));
-        }
-        let loss = losses.entry((&fields.source, &fields.reason)).or_default();
-        loss.0 = loss.0.saturating_add(fields.count);
-        loss.1 += 1;
-    }
-    report.declared_losses = losses
-        .into_iter()
-        .map(|((source, reason), (count, records))| Loss {
-            source: source.to_owned(),
-            reason: reason.to_owned(),
-            count,
-            records,
-        })
-        .collect();
-    ranges.sort_unstable();
-    let mut merged: Vec<(u64, u64)> = Vec::with_capacity(ranges.len());
-    for (a, b) in ranges {
-        match merged.last_mut() {
-            Some(m) if a <= m.1.saturating_add(1) => m.1 = m.1.max(b),
-            _ => merged.push((a, b)),
-        }
-    }
-    merged
 }

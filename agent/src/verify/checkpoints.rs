@@ -204,10 +204,11 @@ pub(crate) fn check(
 }
 
 /// Marks the records `r` of `first..=last` such that every record `r..=last`
-/// is present and linked (docs/AUDIT.md, "covered").
-fn cover(entries: &mut [Entry], first: u64, last: u64) {
+/// is present and linked (docs/AUDIT.md, "covered"); returns the lowest.
+pub(crate) fn cover(entries: &mut [Entry], first: u64, last: u64) -> Option<u64> {
     let mut end = group_of(entries, last).end;
     let mut expected = last;
+    let mut lowest = None;
     while end > 0 && expected >= first {
         let start = entries[..end]
             .iter()
@@ -220,14 +221,16 @@ fn cover(entries: &mut [Entry], first: u64, last: u64) {
                 .iter()
                 .any(|e| e.link == Link::Linked)
         {
-            return;
+            break;
         }
         for e in &mut entries[group.clone()] {
             e.covered = true;
         }
+        lowest = Some(expected);
         end = group.start;
         expected -= 1;
     }
+    lowest
 }
 
 /// Uncovered and pending ranges, once every checkpoint has been checked.

@@ -11,7 +11,7 @@ use ed25519_dalek::VerifyingKey;
 use sha2::{Digest, Sha256};
 
 use super::{
-    chain, checkpoints,
+    chain, checkpoints, gaps,
     keys::key_id_bytes,
     line::{self, Checkpoint, Gap, Kind},
     report::{LineIssue, Listed, Report},
@@ -311,10 +311,12 @@ impl Verifier {
             .into_iter()
             .map(|mut agent| {
                 let mut entries = agent.take_entries();
-                let mut report = chain::analyze(&mut agent, &mut entries, &name);
+                let (mut report, holes) = chain::analyze(&mut agent, &mut entries, &name);
                 agent.drop_bodies();
                 let trusted = trusted_for(&agent.id);
                 checkpoints::check(&agent, &mut entries, &trusted, &name, &mut report);
+                gaps::cover_before_holes(&agent.gaps, &mut entries);
+                gaps::declare(&agent.gaps, &entries, &holes, self.live, &mut report);
                 checkpoints::coverage(&entries, self.live, &mut report);
                 report.verdict = report.judge(self.live);
                 report

@@ -82,6 +82,10 @@ pub struct Gap {
     /// `first_sequence..=last_sequence` of another gap (a spool loss):
     /// sequences that may be missing, of which `count` are.
     pub declared: Option<(u64, u64)>,
+    /// `before_hash`: the chain hash of record `first_sequence - 1`.
+    pub before_hash: Option<[u8; 32]>,
+    /// `last_hash`: the chain hash of record `last_sequence`.
+    pub last_hash: Option<[u8; 32]>,
 }
 
 /// What a restart gap record says about the previous run.
@@ -170,7 +174,7 @@ pub(crate) fn parse_line_full<'a>(
     value.write_canonical(body);
     let kind = match value.get_path(&["event", "action"]).and_then(Value::as_str) {
         Some("checkpoint") => Kind::Checkpoint(checkpoint(&mut value)),
-        Some("gap") => Kind::Gap(gap(&value)),
+        Some("gap") => Kind::Gap(gap(&value, sequence)),
         _ => Kind::Plain,
     };
     Ok(Line {
@@ -265,7 +269,13 @@ fn checkpoint(record: &mut Value<'_>) -> Result<Checkpoint, String> {
 const GAP: &str = "lbwitness.gap";
 const PREV: &str = "lbwitness.gap.previous_run";
 
-fn gap(record: &Value<'_>) -> Result<Gap, String> {
+/// An optional hash member of `lbwitness.gap`.
+fn optional_hash(g: &Value<'_>, name: &str) -> Result<Option<[u8; 32]>, String> {
+    g.get(name).map(|_| hex_field(g, GAP, name)).transpose()
+}
+
+/// `lbwitness.gap` of the record numbered `sequence`.
+fn gap(record: &Value<'_>, sequence: u64) -> Result<Gap, String> {
     let g = record
         .get_path(&["lbwitness", "gap"])
         .filter(|g| g.as_object().is_some())
@@ -308,6 +318,7 @@ fn gap(record: &Value<'_>) -> Result<Gap, String> {
     } else {
         None
     };
+    let (mut before_hash, mut last_hash) = (None, None);
     let declared = match (&restart, g.get("first_sequence"), g.get("last_sequence")) {
         (Some(_), ..) | (None, None, None) => None,
         (None, ..) => {
@@ -320,6 +331,14 @@ fn gap(record: &Value<'_>) -> Result<Gap, String> {
                     "{GAP} declares {first}..{last} with count {count}, which does not fit"
                 ));
             }
+            // The agent appends the gap record after the loss, at its head.
+            if last >= sequence {
+                return Err(format!(
+                    "declares {first}..{last}, which is not before the gap record itself"
+                ));
+            }
+            before_hash = optional_hash(g, "before_hash")?;
+            last_hash = optional_hash(g, "last_hash")?;
             Some((first, last))
         }
     };
@@ -329,5 +348,7 @@ fn gap(record: &Value<'_>) -> Result<Gap, String> {
         count,
         restart,
         declared,
+        before_hash,
+        last_hash,
     })
 }

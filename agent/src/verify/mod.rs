@@ -8,12 +8,14 @@
 //!                                keep a 56-byte entry per record)
 //!                         ─▶ chain (sort, link the rest, duplicates, missing)
 //!                         ─▶ checkpoints (keys, rotation, coverage)
+//!                         ─▶ gaps (coverage before holes, declared missing)
 //!                         ─▶ report ─▶ human | JSON
 //! ```
 
 mod canonical;
 mod chain;
 mod checkpoints;
+mod gaps;
 pub mod human;
 mod index;
 pub mod input;

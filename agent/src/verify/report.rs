@@ -18,8 +18,9 @@
 //!     "lines": n,                       // record lines, duplicates included
 //!     "identical_duplicates": n,        // extra copies equal to another one
 //!     "differing_duplicates": Listed<{"sequence", "copies": [{"file", "line", "hash"}]}>,
-//!     "not_linked": Listed<Record>,     // stored hash ≠ SHA-256(hash(n-1) || body)
-//!     "missing_declared": Ranges,       // inside a gap record's declared range
+//!     "not_linked": Listed<Record>,     // stored hash ≠ SHA-256(hash(n-1) || body),
+//!                                       // or a gap record's hash ≠ a present record's
+//!     "missing_declared": Ranges,       // declared by a covered (--live: or pending) gap
 //!     "missing_undeclared": Ranges,
 //!     "checkpoints": {"total": n, "valid": n,
 //!                     "invalid": Listed<Checkpoint>, "untrusted": Listed<Checkpoint>},
@@ -246,9 +247,12 @@ pub struct AgentReport {
     pub identical_duplicates: u64,
     /// Sequences whose copies differ.
     pub differing_duplicates: Listed<DuplicateIssue>,
-    /// Records whose stored hash does not chain from their predecessor.
+    /// Records whose stored hash does not chain from their predecessor,
+    /// and gap records whose `before_hash` or `last_hash` contradicts the
+    /// stored hash of a present record.
     pub not_linked: Listed<RecordIssue>,
-    /// Missing sequences a gap record (restart or spool loss) declared.
+    /// Missing sequences a gap record (restart or spool loss) declared,
+    /// within its `count`; the gap record covered (or, `--live`, pending).
     pub missing_declared: Ranges,
     /// Missing sequences nobody declared.
     pub missing_undeclared: Ranges,
