@@ -169,7 +169,7 @@ impl Spooler {
                             self.append(&batch)?;
                             last = batch.last_sequence;
                         }
-                        self.spool.sync()?;
+                        blocking(|| self.spool.sync())?;
                         tracing::trace!(last, "spooled");
                         self.durable = last;
                         durable.send_replace(last);
@@ -188,7 +188,7 @@ impl Spooler {
                 },
                 _ = persist.tick() => {
                     if unpersisted {
-                        self.spool.persist_acks()?;
+                        blocking(|| self.spool.persist_acks())?;
                         unpersisted = false;
                     }
                 }
@@ -209,6 +209,18 @@ impl Spooler {
             // The spool reports each damaged region to one reader only.
             ToSpool::Lost(loss) => self.declare(&loss, None, None),
         }
+    }
+}
+
+/// Runs `f`, which waits for the disk (fdatasync: milliseconds, far more
+/// when the disk is busy), without holding up the other tasks: on a
+/// multi-threaded runtime the worker hands its queued tasks to another
+/// thread first. Tasks queued behind a worker blocked in fsync would
+/// otherwise wait for it, and delivery latency would carry the disk's.
+fn blocking<T>(f: impl FnOnce() -> T) -> T {
+    match tokio::runtime::Handle::try_current().map(|h| h.runtime_flavor()) {
+        Ok(tokio::runtime::RuntimeFlavor::MultiThread) => tokio::task::block_in_place(f),
+        _ => f(),
     }
 }
 

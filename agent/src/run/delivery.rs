@@ -1,5 +1,6 @@
 //! Opening the spool and starting the spooler and the collector groups;
-//! draining them at a clean stop.
+//! draining them at a clean stop. Public for the delivery benchmark
+//! (agent/benches/delivery.rs), which drives this same wiring.
 
 use std::{sync::Arc, time::Duration};
 
@@ -190,6 +191,11 @@ pub fn start(
 }
 
 impl Pipeline {
+    /// Each group's counters, in config order.
+    pub fn stats(&self) -> &[Arc<Stats>] {
+        &self.stats
+    }
+
     /// Logs each group's per-endpoint counts.
     pub fn log_stats(&self) {
         for s in &self.stats {

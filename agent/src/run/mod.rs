@@ -6,7 +6,7 @@
 //!                                            run (hooks, reloads), watch ──┘
 //! ```
 
-mod delivery;
+pub mod delivery;
 mod reload;
 
 use std::{
