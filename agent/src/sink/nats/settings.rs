@@ -4,7 +4,11 @@ use std::fmt;
 
 use serde::Deserialize;
 
-use super::servers::{ServerAddr, parse_url};
+use super::servers::{ServerAddr, is_tls_url, parse_url};
+use crate::sink::{
+    net::{TlsClient, TlsClientError},
+    tls::TlsSettings,
+};
 
 /// One NATS JetStream endpoint, as configured.
 #[derive(Clone, Deserialize, PartialEq, Eq)]
@@ -28,6 +32,11 @@ pub struct NatsSettings {
     /// Authentication token (instead of `user`/`password`).
     #[serde(default)]
     pub token: Option<String>,
+    /// TLS for every server of the endpoint, including the ones the
+    /// cluster advertises. A `tls://` URL asks for TLS with the defaults
+    /// (system CAs, the URL's host as the name).
+    #[serde(default)]
+    pub tls: Option<TlsSettings>,
 }
 
 /// The default subject.
@@ -45,6 +54,7 @@ impl NatsSettings {
             user: None,
             password: None,
             token: None,
+            tls: None,
         }
     }
 }
@@ -60,12 +70,13 @@ impl fmt::Debug for NatsSettings {
             .field("user", &self.user)
             .field("password", &redacted(&self.password))
             .field("token", &redacted(&self.token))
+            .field("tls", &self.tls)
             .finish()
     }
 }
 
 /// Settings that cannot work, found before connecting.
-#[derive(Debug, PartialEq, Eq, thiserror::Error)]
+#[derive(Debug, thiserror::Error)]
 pub enum NatsConfigError {
     /// `urls` is empty.
     #[error(
@@ -99,6 +110,36 @@ pub enum NatsConfigError {
     /// Credentials that do not go together.
     #[error("nats: {0}")]
     Credentials(&'static str),
+    /// The `tls` table: a certificate file, or a name no certificate can
+    /// carry.
+    #[error("nats {endpoint}: tls: {source}")]
+    Tls {
+        /// The server whose TLS client could not be built.
+        endpoint: String,
+        /// What is wrong.
+        source: TlsClientError,
+    },
+}
+
+/// TLS for the servers of one endpoint.
+#[derive(Clone)]
+pub struct NatsTls {
+    /// Built for the first server (or the configured `server_name`).
+    client: TlsClient,
+    /// `server_name` was configured: every server must carry it.
+    fixed_name: bool,
+}
+
+impl NatsTls {
+    /// The TLS client for `addr`: the configured `server_name`, else the
+    /// address's host (also for addresses the cluster advertised).
+    pub fn for_server(&self, addr: &ServerAddr) -> Result<TlsClient, TlsClientError> {
+        if self.fixed_name {
+            Ok(self.client.clone())
+        } else {
+            self.client.named(&addr.host)
+        }
+    }
 }
 
 /// Settings checked: every URL parsed, subject and stream valid. No
@@ -114,6 +155,8 @@ pub struct Validated {
     pub user: Option<(String, String)>,
     /// `token`.
     pub token: Option<String>,
+    /// TLS, when a `tls` table or a `tls://` URL asks for it.
+    pub tls: Option<NatsTls>,
 }
 
 impl Validated {
@@ -159,14 +202,43 @@ impl Validated {
                 "set either `user`/`password` or `token`, not both",
             ));
         }
+        let tls = match &settings.tls {
+            Some(tls) => Some(tls.clone()),
+            None if settings.urls.iter().any(|url| is_tls_url(url)) => Some(TlsSettings::default()),
+            None => None,
+        };
+        let tls = match tls {
+            Some(tls) => Some(tls_for(&tls, &servers)?),
+            None => None,
+        };
         Ok(Self {
             servers,
             subject: settings.subject.clone(),
             stream: settings.stream.clone(),
             user,
             token: settings.token.clone(),
+            tls,
         })
     }
+}
+
+/// Reads the files once and checks that every configured server has a name
+/// a certificate can carry.
+fn tls_for(tls: &TlsSettings, servers: &[ServerAddr]) -> Result<NatsTls, NatsConfigError> {
+    let err = |addr: &ServerAddr| {
+        let endpoint = format!("tls://{addr}");
+        move |source| NatsConfigError::Tls { endpoint, source }
+    };
+    let first = &servers[0];
+    let client = TlsClient::try_new(tls, &first.host).map_err(err(first))?;
+    let nats = NatsTls {
+        client,
+        fixed_name: tls.server_name.is_some(),
+    };
+    for addr in servers {
+        nats.for_server(addr).map_err(err(addr))?;
+    }
+    Ok(nats)
 }
 
 /// What makes `subject` unusable for publishing, if anything.
@@ -219,9 +291,9 @@ mod tests {
                 .contains("at least one")
         );
         assert!(
-            with(|s| s.urls.push("tls://h".into()))
+            with(|s| s.urls.push("ftp://h".into()))
                 .unwrap_err()
-                .contains("TLS")
+                .contains("tls://host:port")
         );
         for (subject, why) in [
             ("", "empty"),
@@ -259,6 +331,89 @@ mod tests {
             s.token = Some("t".into());
         });
         assert!(both.unwrap_err().contains("not both"));
+    }
+
+    #[test]
+    fn tls_table_parses_like_syslogs() {
+        let s = parse(
+            "urls = [\"nats://a:4222\"]\n[tls]\nca_file = \"/etc/lbw/ca.pem\"\n\
+             server_name = \"nats.example\"\nclient_cert = \"/etc/lbw/agent.pem\"\n\
+             client_key = \"/etc/lbw/agent.key\"",
+        )
+        .unwrap();
+        let tls = s.tls.unwrap();
+        assert_eq!(
+            tls.ca_file.as_deref(),
+            Some(std::path::Path::new("/etc/lbw/ca.pem"))
+        );
+        assert_eq!(tls.server_name.as_deref(), Some("nats.example"));
+        assert!(tls.client_cert.is_some() && tls.client_key.is_some());
+        let err = parse("urls = [\"a\"]\n[tls]\ncafile = \"x\"").unwrap_err();
+        assert!(err.contains("cafile"), "{err}");
+    }
+
+    /// A usable CA file, or `None` where the system bundle is missing.
+    fn system_ca() -> Option<std::path::PathBuf> {
+        let path = std::path::Path::new(crate::sink::tls::SYSTEM_CA_FILE);
+        path.exists().then(|| path.to_owned())
+    }
+
+    #[test]
+    fn tls_is_on_with_a_table_or_a_tls_url_and_names_follow_the_host() {
+        let plain = Validated::try_new(&NatsSettings::new(["nats://a:4222"])).unwrap();
+        assert!(plain.tls.is_none());
+        let Some(ca) = system_ca() else { return };
+        let by_url = Validated::try_new(&NatsSettings::new(["nats://a:4222", "tls://b:4222"]))
+            .unwrap()
+            .tls
+            .expect("a tls:// URL turns TLS on for the endpoint");
+        let learned = ServerAddr {
+            host: "10.0.0.9".into(),
+            port: 4222,
+        };
+        assert_eq!(
+            by_url.for_server(&learned).unwrap().server_name_text,
+            "10.0.0.9"
+        );
+        let mut s = NatsSettings::new(["nats://a:4222", "nats://b:4222"]);
+        s.tls = Some(TlsSettings {
+            ca_file: Some(ca.clone()),
+            server_name: Some("nats.example".into()),
+            ..TlsSettings::default()
+        });
+        let fixed = Validated::try_new(&s).unwrap().tls.unwrap();
+        assert_eq!(
+            fixed.for_server(&learned).unwrap().server_name_text,
+            "nats.example"
+        );
+        let mut s = NatsSettings::new(["tls://a:4222"]);
+        s.tls = Some(TlsSettings {
+            ca_file: Some(ca),
+            server_name: Some("bad name!".into()),
+            ..TlsSettings::default()
+        });
+        let err = Validated::try_new(&s).err().unwrap().to_string();
+        assert!(err.contains("server_name \"bad name!\""), "{err}");
+    }
+
+    #[test]
+    fn tls_files_are_read_at_start() {
+        let mut s = NatsSettings::new(["nats://a:4222"]);
+        s.tls = Some(TlsSettings {
+            ca_file: Some("/nonexistent/ca.pem".into()),
+            ..TlsSettings::default()
+        });
+        let err = Validated::try_new(&s).err().unwrap().to_string();
+        assert!(
+            err.contains("tls://a:4222") && err.contains("/nonexistent/ca.pem"),
+            "{err}"
+        );
+        s.tls = Some(TlsSettings {
+            client_cert: Some("/x.pem".into()),
+            ..TlsSettings::default()
+        });
+        let err = Validated::try_new(&s).err().unwrap().to_string();
+        assert!(err.contains("client_key"), "{err}");
     }
 
     #[test]
