@@ -1,7 +1,8 @@
 //! Real NATS JetStream servers for sink tests, and a small blocking client
 //! to ask them what they stored.
 //!
-//! * [`NatsServer`]: one `nats-server -js` on a free loopback port.
+//! * [`NatsServer`]: one `nats-server -js` on a free loopback port, plain
+//!   or TLS-only (optionally requiring client certificates).
 //! * [`NatsCluster`]: three JetStream nodes routed on loopback; kill and
 //!   restart single nodes.
 //! * [`JsClient`]: JetStream API requests over std TCP: create a stream,
@@ -14,15 +15,22 @@
 mod client;
 
 use std::net::TcpListener;
+use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
+use rustls::ClientConfig;
 use serde_json::json;
 
-pub use self::client::{JsClient, StoredMessage, StreamSpec};
-use crate::{Scratch, netns::ChildGuard};
+pub use self::client::{JsClient, StoredMessage, StreamSpec, read_info_line, tls_config};
+use crate::{
+    Scratch,
+    collectors::certs::{CertKey, Pki},
+    netns::ChildGuard,
+};
 
 /// Where Debian installs nats-server.
 pub const NATS_SERVER: &str = "/usr/sbin/nats-server";
@@ -50,6 +58,8 @@ struct Node {
     log: PathBuf,
     /// `(user, password)` the readiness check logs in with.
     auth: Option<(String, String)>,
+    /// TLS-only: how the test client connects.
+    tls: Option<Arc<ClientConfig>>,
     child: Option<ChildGuard>,
 }
 
@@ -64,8 +74,7 @@ impl Node {
         self.child = Some(child);
         let deadline = Instant::now() + STARTUP;
         loop {
-            let auth = self.auth.as_ref().map(|(u, p)| (u.as_str(), p.as_str()));
-            if JsClient::connect(self.port, auth).is_ok() {
+            if self.ready() {
                 return Ok(());
             }
             let exited = self.child.as_mut().and_then(ChildGuard::try_wait);
@@ -78,6 +87,23 @@ impl Node {
             }
             std::thread::sleep(Duration::from_millis(20));
         }
+    }
+
+    /// Whether the client port answers: a plain server completes a
+    /// client's handshake; a TLS one greets with an `INFO` requiring TLS
+    /// (its certificate may be one the tests expect to be refused).
+    fn ready(&self) -> bool {
+        if self.tls.is_some() {
+            let info = TcpStream::connect(("127.0.0.1", self.port))
+                .map_err(anyhow::Error::from)
+                .and_then(|tcp| {
+                    tcp.set_read_timeout(Some(Duration::from_secs(1)))?;
+                    read_info_line(&tcp)
+                });
+            return info.is_ok_and(|line| line.contains("\"tls_required\":true"));
+        }
+        let auth = self.auth.as_ref().map(|(u, p)| (u.as_str(), p.as_str()));
+        JsClient::connect(self.port, auth).is_ok()
     }
 
     fn log_tail(&self) -> String {
@@ -102,6 +128,7 @@ fn write_config(dir: &Path, name: &str, port: u16, extra: &str) -> anyhow::Resul
         config,
         log: dir.join(format!("{name}.log")),
         auth: None,
+        tls: None,
         child: None,
     })
 }
@@ -121,6 +148,25 @@ impl NatsServer {
     /// Starts one that requires `user`/`password`.
     pub fn start_with_auth(user: &str, password: &str) -> anyhow::Result<Self> {
         Self::start_with(Some((user.into(), password.into())))
+    }
+
+    /// Starts one that accepts only TLS on its client port, with `cert` as
+    /// its certificate and, with `verify`, requiring client certificates
+    /// signed by `pki.ca`. Its [`client`](Self::client) trusts `pki.ca`
+    /// and presents `pki.client`.
+    pub fn start_tls(pki: &Pki, cert: &CertKey, verify: bool) -> anyhow::Result<Self> {
+        let dir = Scratch::path("nats-tls");
+        std::fs::create_dir_all(&dir.0)?;
+        let extra = format!(
+            "tls {{ cert_file: \"{}\", key_file: \"{}\", ca_file: \"{}\", verify: {verify}, timeout: 2 }}\n",
+            cert.cert.display(),
+            cert.key.display(),
+            pki.ca.display()
+        );
+        let mut node = write_config(&dir.0, "tls", free_ports(1)[0], &extra)?;
+        node.tls = Some(tls_config(&pki.ca, Some(&pki.client))?);
+        node.spawn()?;
+        Ok(Self { node, _dir: dir })
     }
 
     fn start_with(auth: Option<(String, String)>) -> anyhow::Result<Self> {
@@ -148,9 +194,24 @@ impl NatsServer {
         format!("nats://127.0.0.1:{}", self.node.port)
     }
 
-    /// A client connected to it (without credentials).
+    /// `tls://127.0.0.1:<port>`.
+    pub fn tls_url(&self) -> String {
+        format!("tls://127.0.0.1:{}", self.node.port)
+    }
+
+    /// A client connected to it (without credentials; over TLS for a
+    /// server started with [`start_tls`](Self::start_tls)).
     pub fn client(&self) -> JsClient {
-        JsClient::connect(self.node.port, None).expect("connect to the test server")
+        match &self.node.tls {
+            Some(tls) => JsClient::connect_tls(self.node.port, None, tls),
+            None => JsClient::connect(self.node.port, None),
+        }
+        .expect("connect to the test server")
+    }
+
+    /// The last lines of its log, for a failing test's message.
+    pub fn log(&self) -> String {
+        self.node.log_tail()
     }
 }
 
