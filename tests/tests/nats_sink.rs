@@ -6,7 +6,8 @@
 //! when given and its absence is explained; expired, wrong-name and
 //! unknown-CA certificates, TLS configured against a plain server and a
 //! TLS-only server without TLS configured each fail with their own
-//! [`SinkError::Tls`] message.
+//! [`SinkError::Tls`] message; servers a TLS cluster advertises are
+//! reached over TLS once the configured one is dead.
 //!
 //! Figures (records/s, MiB/s) are printed with `--nocapture`.
 
@@ -661,4 +662,54 @@ async fn tls_is_never_given_up_nor_missing_silently() {
         message.contains("requires TLS") && message.contains("add a `tls` table"),
         "{message}"
     );
+}
+
+#[tokio::test]
+async fn advertised_servers_inherit_tls() {
+    let pki = Pki::new().unwrap();
+    let mut cluster = NatsCluster::start_tls(3, &pki).unwrap();
+    create_stream(&mut cluster.client(), "AUDIT", 3);
+    let port = |url: &str| url.rsplit(':').next().unwrap().to_owned();
+    // Only n1 is configured; n2 and n3 are learned from its INFO as bare
+    // `127.0.0.1:<port>` and must be spoken to over TLS, checked against
+    // their own host, 127.0.0.1.
+    let n1 = format!("tls://127.0.0.1:{}", port(&cluster.urls()[0]));
+    let mut s = settings(vec![n1], Some("AUDIT"));
+    s.tls = Some(tls_settings(&pki, pki.ca.clone(), false));
+    let sink = connector(&s).unwrap();
+    let entries = records(2000);
+    let mut connection = connect(&*sink).await.unwrap();
+    send(&mut *connection, &batch(&entries[..1000]))
+        .await
+        .unwrap();
+    connection.close().await.unwrap();
+
+    cluster.kill(0);
+    let mut connection = poll_connect(&*sink).await;
+    send(&mut *connection, &batch(&entries[1000..]))
+        .await
+        .unwrap();
+    connection.close().await.unwrap();
+
+    let stored = poll(
+        Duration::from_secs(30),
+        "the stream after n1's death",
+        || Ok(Some(cluster.client().stored_messages("AUDIT")?)),
+    )
+    .unwrap();
+    assert_stored_exactly(&stored, &entries);
+}
+
+/// Connects, retrying while a cluster elects new leaders (a stream check
+/// may fail for a few seconds after a node dies).
+async fn poll_connect(sink: &dyn Connector) -> Box<dyn Connection> {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        match connect(sink).await {
+            Ok(connection) => return connection,
+            Err(e @ SinkError::Tls { .. }) => panic!("a learned server over TLS: {e}"),
+            Err(e) if Instant::now() > deadline => panic!("no server after 30 s: {e}"),
+            Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+        }
+    }
 }

@@ -102,8 +102,16 @@ impl Node {
                 });
             return info.is_ok_and(|line| line.contains("\"tls_required\":true"));
         }
+        self.client().is_ok()
+    }
+
+    /// A test client logged in to this node, over TLS if it takes only TLS.
+    fn client(&self) -> anyhow::Result<JsClient> {
         let auth = self.auth.as_ref().map(|(u, p)| (u.as_str(), p.as_str()));
-        JsClient::connect(self.port, auth).is_ok()
+        match &self.tls {
+            Some(tls) => JsClient::connect_tls(self.port, auth, tls),
+            None => JsClient::connect(self.port, auth),
+        }
     }
 
     fn log_tail(&self) -> String {
@@ -133,6 +141,18 @@ fn write_config(dir: &Path, name: &str, port: u16, extra: &str) -> anyhow::Resul
     })
 }
 
+/// The client port's `tls {}` block: `cert` is the server's certificate;
+/// with `verify`, clients must present one signed by `ca`. `timeout` is the
+/// handshake's limit in seconds.
+fn tls_block(cert: &CertKey, ca: &Path, verify: bool) -> String {
+    format!(
+        "tls {{ cert_file: \"{}\", key_file: \"{}\", ca_file: \"{}\", verify: {verify}, timeout: 2 }}\n",
+        cert.cert.display(),
+        cert.key.display(),
+        ca.display()
+    )
+}
+
 /// A single JetStream server on a free loopback port.
 pub struct NatsServer {
     node: Node,
@@ -157,12 +177,7 @@ impl NatsServer {
     pub fn start_tls(pki: &Pki, cert: &CertKey, verify: bool) -> anyhow::Result<Self> {
         let dir = Scratch::path("nats-tls");
         std::fs::create_dir_all(&dir.0)?;
-        let extra = format!(
-            "tls {{ cert_file: \"{}\", key_file: \"{}\", ca_file: \"{}\", verify: {verify}, timeout: 2 }}\n",
-            cert.cert.display(),
-            cert.key.display(),
-            pki.ca.display()
-        );
+        let extra = tls_block(cert, &pki.ca, verify);
         let mut node = write_config(&dir.0, "tls", free_ports(1)[0], &extra)?;
         node.tls = Some(tls_config(&pki.ca, Some(&pki.client))?);
         node.spawn()?;
@@ -199,14 +214,10 @@ impl NatsServer {
         format!("tls://127.0.0.1:{}", self.node.port)
     }
 
-    /// A client connected to it (without credentials; over TLS for a
+    /// A client connected to it (with its credentials; over TLS for a
     /// server started with [`start_tls`](Self::start_tls)).
     pub fn client(&self) -> JsClient {
-        match &self.node.tls {
-            Some(tls) => JsClient::connect_tls(self.node.port, None, tls),
-            None => JsClient::connect(self.node.port, None),
-        }
-        .expect("connect to the test server")
+        self.node.client().expect("connect to the test server")
     }
 
     /// The last lines of its log, for a failing test's message.
@@ -225,6 +236,16 @@ impl NatsCluster {
     /// Starts `size` nodes and waits until JetStream's meta leader is
     /// elected (the JetStream API answers).
     pub fn start(size: usize) -> anyhow::Result<Self> {
+        Self::start_with(size, None)
+    }
+
+    /// Like [`start`](Self::start), with TLS-only client ports presenting
+    /// `pki.server` (routes stay plain); the test client trusts `pki.ca`.
+    pub fn start_tls(size: usize, pki: &Pki) -> anyhow::Result<Self> {
+        Self::start_with(size, Some(pki))
+    }
+
+    fn start_with(size: usize, pki: Option<&Pki>) -> anyhow::Result<Self> {
         let dir = Scratch::path("nats-cluster");
         std::fs::create_dir_all(&dir.0)?;
         let ports = free_ports(2 * size);
@@ -234,18 +255,22 @@ impl NatsCluster {
             .map(|p| format!("\"nats-route://127.0.0.1:{p}\""))
             .collect();
         let mut nodes = Vec::new();
+        let tls = match pki {
+            Some(pki) => Some(tls_config(&pki.ca, Some(&pki.client))?),
+            None => None,
+        };
         for i in 0..size {
-            let cluster = format!(
+            let mut extra = format!(
                 "cluster {{ name: lbw, listen: \"127.0.0.1:{}\", routes: [{}] }}\n",
                 routes[i],
                 route_list.join(", ")
             );
-            nodes.push(write_config(
-                &dir.0,
-                &format!("n{}", i + 1),
-                clients[i],
-                &cluster,
-            )?);
+            if let Some(pki) = pki {
+                extra.push_str(&tls_block(&pki.server, &pki.ca, false));
+            }
+            let mut node = write_config(&dir.0, &format!("n{}", i + 1), clients[i], &extra)?;
+            node.tls = tls.clone();
+            nodes.push(node);
         }
         let mut cluster = Self { nodes, _dir: dir };
         for node in &mut cluster.nodes {
@@ -289,7 +314,7 @@ impl NatsCluster {
         self.nodes
             .iter()
             .filter(|n| n.child.is_some())
-            .find_map(|n| JsClient::connect(n.port, None).ok())
+            .find_map(|n| n.client().ok())
             .expect("a running node accepts clients")
     }
 
