@@ -389,3 +389,13 @@ pub fn segments(spool: &Path) -> Vec<PathBuf> {
     segs.sort_by_key(|s| std::cmp::Reverse(s.0));
     segs.into_iter().map(|(_, p)| p).collect()
 }
+
+/// Group settings shared by every group here: small batches so many are in
+/// flight, short timeouts and backoff so faults show within seconds.
+pub const GROUP_TUNING: &str = "batch_records = 16\nbackoff_base_ms = 100\nbackoff_max_ms = 1000\n\
+                            connect_timeout_ms = 1000\nsend_timeout_ms = 3000\n";
+
+/// A clean stop waits for the spool, gives the groups 2.5 s to drain
+/// (agent/src/run/delivery.rs) and then exits; the rest is margin for a
+/// loaded 2-core machine.
+pub const STOP_BOUND: Duration = Duration::from_secs(6);
