@@ -1,29 +1,31 @@
 //! `cargo xtask demo`: a self-contained lab. Two network namespaces joined
 //! by a veth pair: a client generating TCP, UDP, ICMP, IPv6 and VLAN-tagged
 //! traffic, and a "load balancer" running servers and the agent on its end
-//! of the veth. Records are shown as they arrive; Ctrl-C (or --seconds)
-//! stops the agent cleanly and tears the lab down.
+//! of the veth. The agent delivers to real collectors (two rsyslogd over
+//! RELP, balanced; a NATS JetStream stream for the security-relevant
+//! records); the demo shows what the collectors store as it arrives, their
+//! counts, and at the end verifies what they hold.
+
+mod collectors;
+mod show;
+mod traffic;
+mod view;
 
 use std::{
-    io::{BufRead, BufReader, Read, Write},
-    net::{Ipv6Addr, SocketAddr, TcpListener, TcpStream, UdpSocket},
+    path::{Path, PathBuf},
     process::{Command, Stdio},
-    sync::{
-        Arc,
-        atomic::{AtomicBool, Ordering},
-    },
+    sync::atomic::{AtomicBool, Ordering},
     thread,
     time::{Duration, Instant},
 };
 
-use anyhow::{Context as _, Result};
+use anyhow::{Context as _, Result, bail};
 use integration_tests::{
-    frames::Frame,
-    inject::RawSender,
-    netns::{ChildGuard, NetNs, VethPair, in_netns},
+    Scratch,
+    netns::{ChildGuard, NetNs, VethPair},
 };
-use serde_json::Value;
 
+use self::{collectors::Collectors, view::View};
 use crate::{setup, util};
 
 static STOP: AtomicBool = AtomicBool::new(false);
@@ -32,6 +34,8 @@ extern "C" fn on_signal(_: libc::c_int) {
     STOP.store(true, Ordering::SeqCst);
 }
 
+/// Short flow timeouts so flows show up while the demo runs; frequent
+/// checkpoints so the trail is covered as it goes.
 const DEMO_CONFIG: &str = "\
 [flows]
 active_timeout_secs = 10
@@ -41,6 +45,12 @@ closed_timeout_secs = 1
 [audit]
 checkpoint_interval_secs = 5
 ";
+
+/// How often the count table is printed.
+const COUNTS_EVERY: Duration = Duration::from_secs(2);
+/// How long the collectors may take to receive the final checkpoint after
+/// the stop (the agent drains its spool before it exits).
+const FINAL_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Runs the lab until Ctrl-C or `seconds`.
 pub fn run(seconds: Option<u64>) -> Result<()> {
@@ -53,9 +63,113 @@ pub fn run(seconds: Option<u64>) -> Result<()> {
         libc::signal(libc::SIGTERM, on_signal as *const () as libc::sighandler_t);
     }
 
-    let client = Arc::new(NetNs::new("demo-cl"));
-    let lb = Arc::new(NetNs::new("demo-lb"));
+    let client = NetNs::new("demo-cl");
+    let lb = NetNs::new("demo-lb");
     let veth = VethPair::with_default_addrs(&client, &lb);
+    let collectors = Collectors::start(&lb)?;
+    let dir = Scratch::path("demo");
+    std::fs::create_dir(&dir.0).with_context(|| format!("creating {}", dir.as_str()))?;
+    // A stand-in for HAProxy's config: the demo edits it half-way through,
+    // and the agent records the change (a `file-change` record).
+    let watched = dir.0.join("haproxy.cfg");
+    std::fs::write(&watched, "global\n    maxconn 1000\n")?;
+    let config = dir.0.join("lbwitness.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "{DEMO_CONFIG}watch_files = [\"{}\"]\n\n{}",
+            watched.display(),
+            collectors.config()
+        ),
+    )?;
+    header(&client, &lb, &veth, &collectors);
+
+    // A fresh state directory: a new agent id, key and chain each run.
+    let state = dir.0.join("state");
+    let log = dir.0.join("agent.log");
+    let agent_bin = agent_binary();
+    let mut cmd = lb.command(&agent_bin);
+    cmd.args(["run", "--iface", &veth.b.name, "--config"])
+        .arg(&config)
+        .arg("--state-dir")
+        .arg(&state)
+        .env("NO_COLOR", "1")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log)?);
+    // Its own process group: Ctrl-C reaches the demo only, which stops the
+    // traffic first and then the agent, in order.
+    std::os::unix::process::CommandExt::process_group(&mut cmd, 0);
+    let mut agent = ChildGuard::spawn(&mut cmd)
+        .context("starting the agent")?
+        .with_grace(Duration::from_secs(20));
+    wait_running(&mut agent, &log)?;
+    traffic::start_servers(&lb);
+
+    let mut view = View::new(&collectors, &log)?;
+    let deadline = seconds.map(|s| Instant::now() + Duration::from_secs(s));
+    let edit_at = Instant::now() + Duration::from_secs(seconds.unwrap_or(20) / 2);
+    let mut edited = false;
+    let traffic_stop = AtomicBool::new(false);
+    thread::scope(|scope| -> Result<()> {
+        let traffic = scope.spawn(|| traffic::run(&client, &veth, &traffic_stop));
+        let mut next_counts = Instant::now() + COUNTS_EVERY;
+        while !STOP.load(Ordering::SeqCst) && deadline.is_none_or(|d| Instant::now() < d) {
+            view.tick();
+            if Instant::now() >= next_counts {
+                println!("{}", view.counts());
+                next_counts += COUNTS_EVERY;
+            }
+            if !edited && Instant::now() >= edit_at {
+                println!("demo: editing {} (maxconn 1000 -> 2000)", watched.display());
+                std::fs::write(&watched, "global\n    maxconn 2000\n")?;
+                edited = true;
+            }
+            if let Some(status) = agent.try_wait() {
+                bail!("the agent exited early ({status}): {}", tail(&log));
+            }
+            thread::sleep(Duration::from_millis(250));
+        }
+        traffic_stop.store(true, Ordering::SeqCst);
+        match traffic.join() {
+            Ok(result) => result,
+            Err(_) => bail!("the traffic thread panicked"),
+        }
+    })?;
+
+    println!("demo: stopping the agent (it reports every open flow, then a final checkpoint)");
+    let status = agent.stop_with(libc::SIGTERM);
+    println!(
+        "demo: agent exited: {status}; waiting for the collectors to hold the final checkpoint"
+    );
+    let waited = Instant::now();
+    while !view.has_final() {
+        view.tick();
+        if waited.elapsed() > FINAL_TIMEOUT {
+            bail!(
+                "the collectors hold no final checkpoint {FINAL_TIMEOUT:?} after the stop: {}",
+                tail(&log)
+            );
+        }
+        thread::sleep(Duration::from_millis(100));
+    }
+    view.tick();
+    println!("{}  (final)", view.counts());
+    let intact = verify(
+        &collectors,
+        &state.join("signing.key.pub"),
+        &dir.0,
+        &agent_bin,
+    )?;
+    println!("demo: tearing the lab down");
+    if !intact {
+        bail!("the collectors' copy of the trail is not intact (see above)");
+    }
+    Ok(())
+}
+
+/// What the lab is and where records go.
+fn header(client: &NetNs, lb: &NetNs, veth: &VethPair, c: &Collectors) {
     println!(
         "lab: client {} ({}) <-> load balancer {} ({}), agent on {}",
         client.name(),
@@ -64,182 +178,96 @@ pub fn run(seconds: Option<u64>) -> Result<()> {
         veth.b.name,
         veth.b.name
     );
-
-    let config = std::env::temp_dir().join(format!("lbwitness-demo-{}.toml", std::process::id()));
-    std::fs::write(&config, DEMO_CONFIG)?;
-    // A fresh state directory: a new agent id, key and chain each run.
-    let state = std::env::temp_dir().join(format!("lbwitness-demo-{}-state", std::process::id()));
-    let trail = state.join("trail.ndjson");
-    let agent_bin = util::agent_binary();
-    let mut agent = lb.command(&agent_bin);
-    agent
-        .args(["run", "--iface", &veth.b.name, "--output", "-", "--config"])
-        .arg(&config)
-        .arg("--state-dir")
-        .arg(&state)
-        .stdout(Stdio::piped());
-    let mut agent = ChildGuard::spawn(&mut agent).context("starting the agent")?;
-    let stdout = agent.child_mut().stdout.take().context("agent stdout")?;
-    std::fs::create_dir_all(&state)?;
-    let copy = std::fs::File::create(&trail)?;
-    let printer = thread::spawn(move || print_records(stdout, copy));
-
-    start_servers(&lb);
-    let deadline = seconds.map(|s| Instant::now() + Duration::from_secs(s));
-    let sender = RawSender::open(Some(&client), &veth.a.name)?;
-    let (src_mac, dst_mac) = (veth.a.mac, veth.b.mac);
-    let mut round = 0u16;
-    while !STOP.load(Ordering::SeqCst) && deadline.is_none_or(|d| Instant::now() < d) {
-        round = round.wrapping_add(1);
-        in_netns(&client, || client_round(round));
-        // A VLAN-tagged frame: no VLAN device exists, so it is injected.
-        let tagged = Frame::ipv4([192, 0, 2, 1], [192, 0, 2, 2])
-            .src_mac(src_mac)
-            .dst_mac(dst_mac)
-            .vlan(100)
-            .udp(40000 + round % 4, 53)
-            .payload_len(32)
-            .build();
-        sender.send(&tagged)?;
-        thread::sleep(Duration::from_millis(700));
-    }
-
-    println!("stopping the agent (it reports every open flow before exiting)...");
-    let status = agent.stop_with(libc::SIGTERM);
-    let _ = printer.join();
-    let _ = std::fs::remove_file(&config);
-    println!("agent exited: {status}; verifying the trail it wrote:");
-    let _ = Command::new(&agent_bin)
-        .arg("verify")
-        .arg("--key")
-        .arg(state.join("signing.key.pub"))
-        .arg(&trail)
-        .status();
-    let _ = std::fs::remove_dir_all(&state);
-    println!("tearing the lab down");
-    Ok(())
+    let [a, b] = c.archive_files();
+    println!(
+        "collectors (the agent reaches them through relays on lb's loopback):\n\
+         \x20 archive  = rsyslog-a {} + rsyslog-b {}: RELP, round_robin; gets EVERY record\n\
+         \x20 security = nats {} stream {}: JetStream; ALSO gets the trail's own\n\
+         \x20            records (start/stop, checkpoints, gaps, file changes), TCP resets\n\
+         \x20            and SYNs to ports the lb does not serve (routes `trail`, `resets`, `probes`)\n\
+         records below are printed as the collectors store them: [a]/[b] = which rsyslogd,\n\
+         [nats] = the stream (a second copy of the same record, same sequence);\n\
+         every {}s a count table, read from the collectors themselves.",
+        a.display(),
+        b.display(),
+        c.nats.url(),
+        collectors::STREAM,
+        COUNTS_EVERY.as_secs()
+    );
 }
 
-/// TCP and UDP servers in the load balancer's namespace, for v4 and v6.
-fn start_servers(lb: &Arc<NetNs>) {
-    for addr in ["192.0.2.2:8080", "[2001:db8::2]:8080"] {
-        let ns = lb.clone();
-        let listener = in_netns(&ns, move || TcpListener::bind(addr)).expect("bind TCP server");
-        thread::spawn(move || {
-            for mut conn in listener.incoming().flatten() {
-                let mut buf = [0u8; 512];
-                let n = conn.read(&mut buf).unwrap_or(0);
-                let _ = conn.write_all(&buf[..n]);
-            }
-        });
-    }
-    for addr in ["192.0.2.2:5353", "[2001:db8::2]:5353"] {
-        let socket = in_netns(lb, move || UdpSocket::bind(addr)).expect("bind UDP server");
-        thread::spawn(move || {
-            let mut buf = [0u8; 512];
-            while let Ok((n, peer)) = socket.recv_from(&mut buf) {
-                let _ = socket.send_to(&buf[..n], peer);
-            }
-        });
-    }
-}
-
-/// One round of client traffic (runs inside the client namespace).
-fn client_round(round: u16) {
-    let v6: Ipv6Addr = "2001:db8::2".parse().expect("address");
-    let targets: [SocketAddr; 2] = [([192, 0, 2, 2], 8080).into(), (v6, 8080).into()];
-    for target in targets {
-        if let Ok(mut s) = TcpStream::connect_timeout(&target, Duration::from_secs(1)) {
-            let _ = s.write_all(format!("GET /{round} HTTP/1.0\r\n\r\n").as_bytes());
-            let mut buf = [0u8; 512];
-            let _ = s.read(&mut buf);
+/// Waits until the agent logs that it is attached and running.
+fn wait_running(agent: &mut ChildGuard, log: &Path) -> Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        if std::fs::read_to_string(log).is_ok_and(|t| t.contains("lbwitness running")) {
+            return Ok(());
         }
-    }
-    if let Ok(s) = UdpSocket::bind("0.0.0.0:0") {
-        let _ = s.send_to(b"query", "192.0.2.2:5353");
-    }
-    if let Ok(s) = UdpSocket::bind("[::]:0") {
-        let _ = s.send_to(b"query", "[2001:db8::2]:5353");
-    }
-    if round.is_multiple_of(3) {
-        let _ = Command::new("ping")
-            .args(["-c", "1", "-W", "1", "192.0.2.2"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status();
+        if let Some(status) = agent.try_wait() {
+            bail!("the agent exited ({status}) before running: {}", tail(log));
+        }
+        if Instant::now() > deadline {
+            bail!("the agent is not running after 20 s: {}", tail(log));
+        }
+        thread::sleep(Duration::from_millis(50));
     }
 }
 
-/// One line per record, as it arrives; every line is also copied to `copy`
-/// for `lbwitness verify` at the end.
-fn print_records(stdout: impl Read, mut copy: std::fs::File) {
-    for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-        let _ = writeln!(copy, "{line}");
-        let Ok(r) = serde_json::from_str::<Value>(&line) else {
-            println!("(unparsable record) {line}");
-            continue;
-        };
-        let s = |v: &Value| {
-            v.as_str()
-                .map(str::to_owned)
-                .unwrap_or_else(|| v.to_string())
-        };
-        let ev = &r["event"];
-        let endpoint = |e: &Value| match e.get("port") {
-            Some(p) => format!("{}:{}", s(&e["ip"]), p),
-            None => s(&e["ip"]),
-        };
-        let mut text = format!("#{:<5} {:<16}", ev["sequence"], s(&ev["action"]));
-        if let Some(net) = r.get("network") {
-            text += &format!(
-                " {:<9} {} -> {}",
-                s(&net["transport"]),
-                endpoint(&r["source"]),
-                endpoint(&r["destination"])
-            );
-            if let Some(p) = net.get("packets") {
-                text += &format!("  {p} pkts {} B", net["bytes"]);
-            }
-            if let Some(vlan) = net.get("vlan") {
-                text += &format!("  vlan {}", s(&vlan["id"]));
-            }
-            if let Some(why) = ev.get("reason") {
-                text += &format!("  ({})", s(why));
-            }
-        } else if let Some(c) = r["lbwitness"].get("checkpoint") {
-            text += &format!(
-                " {} records {}..{} signed by {}..",
-                c["count"],
-                c["first_sequence"],
-                c["last_sequence"],
-                &s(&c["key_id"])[..12]
-            );
-        } else if let Some(g) = r["lbwitness"].get("gap") {
-            text += &format!(
-                " {} {} lost ({})",
-                g["count"],
-                s(&g["reason"]),
-                s(&g["source"])
-            );
-        } else if let Some(f) = r.get("file") {
-            text += &format!(" {} now {}", s(&f["path"]), s(&f["hash"]["sha256"]));
-        } else if let Some(kernel) = r["lbwitness"].get("kernel") {
-            let moved: Vec<String> = kernel
-                .as_object()
-                .into_iter()
-                .flatten()
-                .filter(|(_, v)| v["delta"].as_u64() > Some(0))
-                .map(|(k, v)| format!("{k}+{}", v["delta"]))
-                .collect();
-            text += &format!(
-                " kernel counters: {}",
-                if moved.is_empty() {
-                    "no change".into()
-                } else {
-                    moved.join(" ")
-                }
-            );
-        }
-        println!("{text}");
+/// Runs `lbwitness verify` over (a) the archive (both rsyslogd's files
+/// together) and (b) the archive plus the security stream's messages,
+/// written to a file. Returns whether both are intact.
+fn verify(c: &Collectors, key: &Path, dir: &Path, agent_bin: &Path) -> Result<bool> {
+    let nats_file = dir.join("security-stream.ndjson");
+    let messages = c.nats_client()?.stored_messages(collectors::STREAM)?;
+    let mut text = Vec::new();
+    for m in &messages {
+        text.extend_from_slice(&m.data);
+        text.push(b'\n');
     }
+    std::fs::write(&nats_file, text)?;
+    let [a, b] = c.archive_files();
+    let run = |what: &str, files: &[&Path]| -> Result<bool> {
+        println!("demo: lbwitness verify {what}:");
+        let status = Command::new(agent_bin)
+            .arg("verify")
+            .arg("--key")
+            .arg(key)
+            .args(files)
+            .status()
+            .context("running lbwitness verify")?;
+        Ok(status.success())
+    };
+    let archive = run("the archive (rsyslog-a + rsyslog-b)", &[&a, &b])?;
+    println!(
+        "demo: the security stream holds {} records, a routed subset: alone it is incomplete \
+         by design (the flows between its checkpoints went to the archive only).\n\
+         demo: verified together with the archive, any copy that differs from the archive's \
+         would be reported as tampering:",
+        messages.len()
+    );
+    let both = run(
+        "the archive + the security stream",
+        &[&a, &b, nats_file.as_path()],
+    )?;
+    Ok(archive && both)
+}
+
+/// The agent binary: the release build in `CARGO_TARGET_DIR` when set
+/// (util::build_release builds there), else the workspace's target/.
+fn agent_binary() -> PathBuf {
+    match std::env::var_os("CARGO_TARGET_DIR") {
+        Some(dir) => util::workspace_root().join(dir).join("release/lbwitness"),
+        None => util::agent_binary(),
+    }
+}
+
+/// The last lines of the agent's log, for error messages.
+fn tail(log: &Path) -> String {
+    let text = std::fs::read_to_string(log).unwrap_or_default();
+    let lines: Vec<&str> = text.lines().collect();
+    format!(
+        "agent log ({}):\n{}",
+        log.display(),
+        lines[lines.len().saturating_sub(20)..].join("\n")
+    )
 }
