@@ -155,15 +155,15 @@ pub fn run(seconds: Option<u64>) -> Result<()> {
     }
     view.tick();
     println!("{}  (final)", view.counts());
-    let intact = verify(
+    let verified = verify(
         &collectors,
         &state.join("signing.key.pub"),
         &dir.0,
         &agent_bin,
     )?;
     println!("demo: tearing the lab down");
-    if !intact {
-        bail!("the collectors' copy of the trail is not intact (see above)");
+    if !verified {
+        bail!("the collectors' copies of the trail do not verify as they should (see above)");
     }
     Ok(())
 }
@@ -215,7 +215,8 @@ fn wait_running(agent: &mut ChildGuard, log: &Path) -> Result<()> {
 
 /// Runs `lbwitness verify` over (a) the archive (both rsyslogd's files
 /// together) and (b) the archive plus the security stream's messages,
-/// written to a file. Returns whether both are intact.
+/// written to a file, and (c) the stream alone, which must be incomplete
+/// but untampered. Returns whether all three say what they should.
 fn verify(c: &Collectors, key: &Path, dir: &Path, agent_bin: &Path) -> Result<bool> {
     let nats_file = dir.join("security-stream.ndjson");
     let messages = c.nats_client()?.stored_messages(collectors::STREAM)?;
@@ -238,18 +239,31 @@ fn verify(c: &Collectors, key: &Path, dir: &Path, agent_bin: &Path) -> Result<bo
         Ok(status.success())
     };
     let archive = run("the archive (rsyslog-a + rsyslog-b)", &[&a, &b])?;
+    // The stream alone, quietly: a routed subset must come out incomplete
+    // (exit 4), never tampered (exit 3).
+    let alone = Command::new(agent_bin)
+        .arg("verify")
+        .arg("--key")
+        .arg(key)
+        .arg(&nats_file)
+        .output()
+        .context("running lbwitness verify")?
+        .status
+        .code();
     println!(
-        "demo: the security stream holds {} records, a routed subset: alone it is incomplete \
-         by design (the flows between its checkpoints went to the archive only).\n\
+        "demo: the security stream holds {} records, a routed subset: verified alone it exits \
+         {} (4 = incomplete, as expected: the flows between its checkpoints went to the \
+         archive only).\n\
          demo: verified together with the archive, any copy that differs from the archive's \
          would be reported as tampering:",
-        messages.len()
+        messages.len(),
+        alone.map_or_else(|| "by a signal".to_owned(), |c| c.to_string())
     );
     let both = run(
         "the archive + the security stream",
         &[&a, &b, nats_file.as_path()],
     )?;
-    Ok(archive && both)
+    Ok(archive && both && alone == Some(4))
 }
 
 /// The agent binary: the release build in `CARGO_TARGET_DIR` when set

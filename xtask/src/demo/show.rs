@@ -8,7 +8,9 @@ use serde_json::Value;
 /// count, watched file, kernel counter deltas).
 pub fn describe(r: &Value) -> String {
     let ev = &r["event"];
-    let mut text = format!("#{:<5} {:<16}", ev["sequence"], s(&ev["action"]));
+    // serde_json's Display ignores widths: pad the rendered text.
+    let seq = format!("#{}", ev["sequence"]);
+    let mut text = format!("{seq:<6} {:<16}", s(&ev["action"]));
     if let Some(net) = r.get("network") {
         text += &format!(
             " {:<9} {} -> {}",
@@ -66,7 +68,7 @@ pub fn describe(r: &Value) -> String {
             }
         );
     }
-    text
+    text.trim_end().to_owned()
 }
 
 /// The count table: `collectors: rsyslog-a 412  rsyslog-b 409  nats 37`.
@@ -115,6 +117,12 @@ mod tests {
             "#7     flow             udp       192.0.2.1:40001 -> 192.0.2.2:53  \
              2 pkts 120 B  vlan 100  (idle-timeout)"
         );
+    }
+
+    #[test]
+    fn a_record_without_details_has_no_trailing_blanks() {
+        let r = json!({"event": {"sequence": 123456, "action": "agent-start"}});
+        assert_eq!(describe(&r), "#123456 agent-start");
     }
 
     #[test]
