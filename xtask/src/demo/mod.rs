@@ -12,7 +12,7 @@ mod traffic;
 mod view;
 
 use std::{
-    path::{Path, PathBuf},
+    path::Path,
     process::{Command, Stdio},
     sync::atomic::{AtomicBool, Ordering},
     thread,
@@ -87,7 +87,7 @@ pub fn run(seconds: Option<u64>) -> Result<()> {
     // A fresh state directory: a new agent id, key and chain each run.
     let state = dir.0.join("state");
     let log = dir.0.join("agent.log");
-    let agent_bin = agent_binary();
+    let agent_bin = util::agent_binary();
     let mut cmd = lb.command(&agent_bin);
     cmd.args(["run", "--iface", &veth.b.name, "--config"])
         .arg(&config)
@@ -264,15 +264,6 @@ fn verify(c: &Collectors, key: &Path, dir: &Path, agent_bin: &Path) -> Result<bo
         &[&a, &b, nats_file.as_path()],
     )?;
     Ok(archive && both && alone == Some(4))
-}
-
-/// The agent binary: the release build in `CARGO_TARGET_DIR` when set
-/// (util::build_release builds there), else the workspace's target/.
-fn agent_binary() -> PathBuf {
-    match std::env::var_os("CARGO_TARGET_DIR") {
-        Some(dir) => util::workspace_root().join(dir).join("release/lbwitness"),
-        None => util::agent_binary(),
-    }
 }
 
 /// The last lines of the agent's log, for error messages.
