@@ -19,7 +19,6 @@
 use std::{
     io::Read as _,
     net::{SocketAddr, TcpListener},
-    path::PathBuf,
     sync::{
         Arc,
         atomic::{AtomicBool, AtomicU64, Ordering},
@@ -35,41 +34,14 @@ use lbwitness::{
 };
 use tokio::sync::{mpsc, watch};
 
-const AGENT: &str = "6f1c2a4e-8b9d-4c3e-9f10-2a3b4c5d6e7f";
-const LEN: usize = 900;
+mod common;
+
+use common::{AGENT, LEN, Scratch, line};
+
 const THROUGHPUT_RECORDS: u64 = 500_000;
 const RATE: u64 = 50_000;
 const TICK: Duration = Duration::from_millis(2);
 const LATENCY_SECS: u64 = 10;
-
-struct Scratch(PathBuf);
-
-impl Scratch {
-    fn new(what: &str) -> Self {
-        let mut b = [0u8; 8];
-        getrandom::fill(&mut b).expect("random bytes");
-        let dir = std::env::temp_dir().join(format!("lbw-{what}-bench-{}", hex::encode(b)));
-        std::fs::create_dir_all(&dir).expect("scratch dir");
-        Self(dir)
-    }
-}
-
-impl Drop for Scratch {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-/// A record line of `LEN` bytes (without its newline).
-fn line(seq: u64) -> Vec<u8> {
-    let mut l = format!(
-        "{{\"agent\":{{\"id\":\"{AGENT}\"}},\"event\":{{\"action\":\"flow-end\",\"sequence\":{seq}}},\"pad\":\""
-    )
-    .into_bytes();
-    l.resize(LEN - 2, b'x');
-    l.extend_from_slice(b"\"}");
-    l
-}
 
 /// A collector that parses RFC 6587 octet-counted frames and counts them.
 struct Collector {

@@ -10,29 +10,15 @@ use std::time::Instant;
 
 use lbwitness::spool::{FsyncPolicy, OnFull, Spool, SpoolRecord, SpoolSettings};
 
+mod common;
+
+use common::{LEN, Scratch, line};
+
 const RECORDS: u64 = 200_000;
 const BATCH: u64 = 512;
-const LEN: usize = 900;
-
-struct Scratch(std::path::PathBuf);
-
-impl Drop for Scratch {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-fn line(seq: u64) -> Vec<u8> {
-    let mut l = format!("{{\"agent\":{{\"id\":\"6f1c2a4e-8b9d-4c3e-9f10-2a3b4c5d6e7f\"}},\"event\":{{\"sequence\":{seq}}},\"pad\":\"").into_bytes();
-    l.resize(LEN - 2, b'x');
-    l.extend_from_slice(b"\"}");
-    l
-}
 
 fn run(label: &str, fsync: FsyncPolicy, syncs_every: u64) {
-    let mut b = [0u8; 8];
-    getrandom::fill(&mut b).expect("random bytes");
-    let dir = Scratch(std::env::temp_dir().join(format!("lbw-spool-bench-{}", hex::encode(b))));
+    let dir = Scratch::new("spool");
     let settings = SpoolSettings {
         dir: dir.0.clone(),
         max_bytes: 1 << 30,

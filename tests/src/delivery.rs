@@ -240,18 +240,91 @@ pub fn verify_stored(state: &Path, collectors: &[Collector]) -> (i32, Value, Str
 /// Every stored record by sequence, with how many times it was stored;
 /// copies of one sequence must be byte-identical.
 pub fn by_sequence(collectors: &[Collector]) -> Records {
+    records_of(collectors.iter().flat_map(Collector::lines))
+}
+
+/// [`by_sequence`] over stored `lines` from anywhere (a NATS stream, a
+/// file): copies of one sequence must be byte-identical.
+pub fn records_of(lines: impl IntoIterator<Item = String>) -> Records {
     let mut out: BTreeMap<u64, (String, Value, usize)> = BTreeMap::new();
-    for c in collectors {
-        for line in c.lines() {
-            let v: Value = serde_json::from_str(&line)
-                .unwrap_or_else(|e| panic!("stored line is not JSON ({e}): {line}"));
-            let seq = v["event"]["sequence"].as_u64().expect("a sequence");
-            let entry = out.entry(seq).or_insert_with(|| (line.clone(), v, 0));
-            assert_eq!(entry.0, line, "two different records with sequence {seq}");
-            entry.2 += 1;
-        }
+    for line in lines {
+        let v: Value = serde_json::from_str(&line)
+            .unwrap_or_else(|e| panic!("stored line is not JSON ({e}): {line}"));
+        let seq = v["event"]["sequence"].as_u64().expect("a sequence");
+        let entry = out.entry(seq).or_insert_with(|| (line.clone(), v, 0));
+        assert_eq!(entry.0, line, "two different records with sequence {seq}");
+        entry.2 += 1;
     }
     out.into_iter().map(|(s, (_, v, n))| (s, (v, n))).collect()
+}
+
+/// Whether the highest stored record is the agent's final checkpoint (what
+/// a clean stop writes last).
+pub fn ends_with_final(records: &Records) -> bool {
+    records
+        .values()
+        .last()
+        .is_some_and(|(v, _)| v["lbwitness"]["checkpoint"]["final"] == true)
+}
+
+/// The `[flows]` and `[audit]` tables every delivery test uses: short flow
+/// timeouts so records flow, frequent checkpoints. Append `[[groups]]`.
+pub fn config_preamble() -> String {
+    String::from(
+        "[flows]\nidle_timeout_secs = 1\nclosed_timeout_secs = 1\nsweep_interval_ms = 100\n\
+         [audit]\ncheckpoint_interval_secs = 1\ncheckpoint_records = 40\nwatch_files = []\n",
+    )
+}
+
+/// Runs `lbwitness verify --json` over `files` with the agent's public key
+/// in `state`: exit code, report, and the raw output for messages.
+pub fn verify_files(state: &Path, files: &[&Path]) -> (i32, Value, String) {
+    let key = state.join("signing.key.pub");
+    let mut args = vec!["--json", "--key", key.to_str().unwrap()];
+    args.extend(files.iter().map(|p| p.to_str().expect("a UTF-8 path")));
+    let (code, stdout, stderr) = verify(&args);
+    let report = serde_json::from_str(&stdout).unwrap_or(Value::Null);
+    (code, report, format!("{stdout}\n{stderr}"))
+}
+
+/// `text` without ANSI colour sequences (`ESC [ ... m`), which the agent's
+/// log carries around field names even when written to a file.
+pub fn plain(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut chars = text.chars();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            // Skip to the sequence's final byte (a letter).
+            for c in chars.by_ref() {
+                if c.is_ascii_alphabetic() {
+                    break;
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+/// Polls the agent's log (read by `log`, colours removed) until it contains every one of
+/// `words`; returns the first line holding them all.
+///
+/// # Panics
+/// After `timeout`, with the log.
+pub fn wait_log_line(log: impl Fn() -> String, words: &[&str], timeout: Duration) -> String {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let text = plain(&log());
+        if let Some(line) = text.lines().find(|l| words.iter().all(|w| l.contains(w))) {
+            return line.to_owned();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no log line with {words:?} after {timeout:?}:\n{text}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
 }
 
 /// Polls until the collectors together hold a final checkpoint.
@@ -316,3 +389,13 @@ pub fn segments(spool: &Path) -> Vec<PathBuf> {
     segs.sort_by_key(|s| std::cmp::Reverse(s.0));
     segs.into_iter().map(|(_, p)| p).collect()
 }
+
+/// Group settings shared by every group here: small batches so many are in
+/// flight, short timeouts and backoff so faults show within seconds.
+pub const GROUP_TUNING: &str = "batch_records = 16\nbackoff_base_ms = 100\nbackoff_max_ms = 1000\n\
+                            connect_timeout_ms = 1000\nsend_timeout_ms = 3000\n";
+
+/// A clean stop waits for the spool, gives the groups 2.5 s to drain
+/// (agent/src/run/delivery.rs) and then exits; the rest is margin for a
+/// loaded 2-core machine.
+pub const STOP_BOUND: Duration = Duration::from_secs(6);

@@ -48,9 +48,14 @@ pub fn build_release() -> Result<()> {
     cargo(&["build", "--release", "-p", "lbwitness"])
 }
 
-/// Path of the release agent binary.
+/// Path of the release agent binary, under `CARGO_TARGET_DIR` when set
+/// (relative to the workspace root, as cargo takes it).
 pub fn agent_binary() -> PathBuf {
-    workspace_root().join("target/release/lbwitness")
+    let target = std::env::var_os("CARGO_TARGET_DIR").map_or_else(
+        || workspace_root().join("target"),
+        |dir| workspace_root().join(dir),
+    );
+    target.join("release/lbwitness")
 }
 
 /// Fails unless running as root, saying why root is needed.

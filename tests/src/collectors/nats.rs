@@ -60,6 +60,8 @@ struct Node {
     auth: Option<(String, String)>,
     /// TLS-only: how the test client connects.
     tls: Option<Arc<ClientConfig>>,
+    /// Whether the server runs in a process group of its own.
+    own_group: bool,
     child: Option<ChildGuard>,
 }
 
@@ -70,6 +72,9 @@ impl Node {
         cmd.stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null());
+        if self.own_group {
+            std::os::unix::process::CommandExt::process_group(&mut cmd, 0);
+        }
         let child = ChildGuard::spawn(&mut cmd)?.with_grace(Duration::from_secs(10));
         self.child = Some(child);
         let deadline = Instant::now() + STARTUP;
@@ -137,6 +142,7 @@ fn write_config(dir: &Path, name: &str, port: u16, extra: &str) -> anyhow::Resul
         log: dir.join(format!("{name}.log")),
         auth: None,
         tls: None,
+        own_group: false,
         child: None,
     })
 }
@@ -163,6 +169,19 @@ impl NatsServer {
     /// Starts `nats-server` with JetStream and a file store.
     pub fn start() -> anyhow::Result<Self> {
         Self::start_with(None)
+    }
+
+    /// Like [`start`](Self::start), with the server in a process group of
+    /// its own: a terminal's Ctrl-C (sent to the whole foreground group)
+    /// then reaches only the caller, which can stop the agent first and
+    /// read what the stream stored before it stops the server.
+    pub fn start_detached() -> anyhow::Result<Self> {
+        let dir = Scratch::path("nats");
+        std::fs::create_dir_all(&dir.0)?;
+        let mut node = write_config(&dir.0, "single", free_ports(1)[0], "")?;
+        node.own_group = true;
+        node.spawn()?;
+        Ok(Self { node, _dir: dir })
     }
 
     /// Starts one that requires `user`/`password`.

@@ -75,11 +75,25 @@ pub struct Rsyslog {
     log: PathBuf,
     stored: Stored,
     dir: Scratch,
+    /// Whether rsyslogd runs in a process group of its own.
+    own_group: bool,
 }
 
 impl Rsyslog {
     /// Starts rsyslogd with `input` and waits until it listens.
     pub fn start(input: &Input) -> anyhow::Result<Self> {
+        Self::start_with(input, false)
+    }
+
+    /// Like [`start`](Self::start), with rsyslogd in a process group of its
+    /// own: a terminal's Ctrl-C (sent to the whole foreground group) then
+    /// reaches only the caller, which can stop the agent first and read
+    /// what the collector stored before it stops the collector.
+    pub fn start_detached(input: &Input) -> anyhow::Result<Self> {
+        Self::start_with(input, true)
+    }
+
+    fn start_with(input: &Input, own_group: bool) -> anyhow::Result<Self> {
         let dir = Scratch::path("rsyslog");
         std::fs::create_dir(&dir.0).with_context(|| format!("create {}", dir.as_str()))?;
         let port = free_port()?;
@@ -97,6 +111,7 @@ impl Rsyslog {
             log,
             stored,
             dir,
+            own_group,
         };
         rsyslog.spawn()?;
         Ok(rsyslog)
@@ -118,6 +133,9 @@ impl Rsyslog {
             .stdin(Stdio::null())
             .stdout(out.try_clone()?)
             .stderr(out);
+        if self.own_group {
+            std::os::unix::process::CommandExt::process_group(&mut cmd, 0);
+        }
         let mut child = ChildGuard::spawn(&mut cmd)?.with_grace(Duration::from_secs(10));
         wait_listening(&mut child, self.port, &self.log)?;
         self.child = Some(child);

@@ -267,6 +267,16 @@ impl JsClient {
 
     /// Every message the stream holds, in stream order.
     pub fn stored_messages(&mut self, stream: &str) -> anyhow::Result<Vec<StoredMessage>> {
+        self.stored_messages_from(stream, 0)
+    }
+
+    /// The messages the stream holds from stream sequence `from` on, in
+    /// stream order: to follow a stream, pass one past the last seen.
+    pub fn stored_messages_from(
+        &mut self,
+        stream: &str,
+        from: u64,
+    ) -> anyhow::Result<Vec<StoredMessage>> {
         let info = self.stream_info(stream)?;
         let state = &info["state"];
         let (first, last) = (state["first_seq"].as_u64(), state["last_seq"].as_u64());
@@ -278,7 +288,7 @@ impl JsClient {
         let seqs: Vec<u64> = if state["messages"].as_u64() == Some(0) {
             Vec::new()
         } else {
-            (first..=last).collect()
+            (first.max(from)..=last).collect()
         };
         for window in seqs.chunks(256) {
             let requests: Vec<(String, String)> = window
