@@ -9,6 +9,7 @@
 //!   each failure means for the operator.
 //! * [`servers`]: URLs and the order they are tried in, including the
 //!   addresses a cluster advertises (`connect_urls`).
+//! * [`greeting`]: the plain-text `INFO` and whether TLS follows.
 //! * [`session`]: the handshake (`INFO`, `CONNECT`, `SUB`, `PING`/`PONG`)
 //!   and the pipelined publish of a batch.
 //!
@@ -34,6 +35,7 @@
 //!   that does not offer TLS is refused, not spoken to in plain text.
 
 pub mod advice;
+pub mod greeting;
 pub mod jetstream;
 pub mod parse;
 pub mod servers;

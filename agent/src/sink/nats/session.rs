@@ -1,21 +1,17 @@
 //! One connection to one NATS server: the handshake and the pipelined
 //! publish of a batch. The thin async shell around [`parse`], [`wire`] and
 //! [`jetstream`].
-//!
-//! TLS is NATS' classic kind: the server greets with `INFO` in plain text,
-//! then the client starts the TLS handshake on the same TCP connection and
-//! everything from `CONNECT` on is encrypted.
+//! The plain-text greeting and whether TLS follows are [`greeting`]'s.
 
 use std::{future::poll_fn, pin::Pin, task::Poll};
 
 use bytes::{Buf as _, BytesMut};
-use tokio::{
-    io::{AsyncReadExt as _, AsyncWriteExt as _, ReadBuf},
-    net::TcpStream,
-};
+use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _, ReadBuf};
 
 use super::{
-    advice, jetstream,
+    advice,
+    greeting::{self, Plan},
+    jetstream,
     parse::{self, Message, ServerOp},
     servers::ServerAddr,
     settings::Validated,
@@ -32,11 +28,6 @@ const WRITE_AHEAD: usize = 64 * 1024;
 
 /// Spare room for each socket read, in bytes.
 const READ_CHUNK: usize = 16 * 1024;
-
-/// The longest `INFO` greeting accepted, in bytes: a large cluster's
-/// `connect_urls` fit many times over; a server streaming garbage does not
-/// make us buffer it forever.
-const MAX_INFO: usize = 64 * 1024;
 
 /// Our only subscription: every reply inbox.
 const SID: u32 = 1;
@@ -82,7 +73,7 @@ impl Session {
         let endpoint = format!("{scheme}://{addr}");
         let mut tcp = connect_tcp(&endpoint, (addr.host.as_str(), addr.port)).await?;
         let mut rbuf = BytesMut::with_capacity(READ_CHUNK);
-        let info = read_info(&mut tcp, &mut rbuf, &endpoint).await?;
+        let info = greeting::read_info(&mut tcp, &mut rbuf, &endpoint).await?;
         let tls = match &settings.tls {
             Some(tls) => Some(tls.for_server(addr).map_err(|e| SinkError::Tls {
                 endpoint: endpoint.clone(),
@@ -90,34 +81,13 @@ impl Session {
             })?),
             None => None,
         };
-        let stream: Box<dyn Stream> = match &tls {
-            None if info.tls_required => {
-                return Err(SinkError::Tls {
-                    endpoint,
-                    message: "the server requires TLS; add a `tls` table to this endpoint \
-                              (ca_file = the CA that signed the server's certificate) \
-                              or write its URLs as tls://host:port"
-                        .into(),
-                });
+        let stream: Box<dyn Stream> = match greeting::plan(&info, tls.is_some(), rbuf.is_empty()) {
+            Err(mismatch) => return Err(mismatch.error(&endpoint)),
+            Ok(Plan::Plain) => Box::new(tcp),
+            Ok(Plan::Tls) => {
+                let tls = tls.as_ref().expect("the plan is TLS only when configured");
+                tls.handshake(&endpoint, tcp).await?
             }
-            None => Box::new(tcp),
-            Some(_) if !(info.tls_required || info.tls_available) => {
-                return Err(SinkError::Tls {
-                    endpoint,
-                    message: "TLS is configured but the server does not offer it (its INFO has \
-                              neither tls_required nor tls_available); records are not sent in \
-                              plain text: enable `tls { ... }` on the server, or remove `tls` \
-                              and use nats:// URLs on a trusted network"
-                        .into(),
-                });
-            }
-            Some(_) if !rbuf.is_empty() => {
-                return Err(advice::protocol(
-                    &endpoint,
-                    "the server sent more than INFO before the TLS handshake".into(),
-                ));
-            }
-            Some(tls) => tls.handshake(&endpoint, tcp).await?,
         };
         let mut random = [0u8; 11];
         getrandom::fill(&mut random).map_err(|e| SinkError::Io {
@@ -389,58 +359,5 @@ impl Session {
 
     fn rejected(&self, detail: String) -> SinkError {
         advice::rejected(&self.endpoint, detail)
-    }
-}
-
-/// Reads the server's plain-text `INFO` greeting from `tcp`. Bytes read past
-/// it stay in `rbuf`.
-async fn read_info(
-    tcp: &mut TcpStream,
-    rbuf: &mut BytesMut,
-    endpoint: &str,
-) -> Result<ServerInfo, SinkError> {
-    let mut chunk = [0u8; 4096];
-    loop {
-        match parse::next_op(rbuf).map_err(|e| advice::protocol(endpoint, e.to_string()))? {
-            Some(ServerOp::Info(json)) => {
-                return ServerInfo::parse(&json).map_err(|e| advice::protocol(endpoint, e));
-            }
-            Some(ServerOp::Err(text)) => return Err(advice::server_error(endpoint, &text)),
-            Some(other) => {
-                return Err(advice::protocol(
-                    endpoint,
-                    format!(
-                        "expected the server's INFO greeting, got {other:?}; is this a NATS client port?"
-                    ),
-                ));
-            }
-            None if rbuf.len() > MAX_INFO => {
-                return Err(advice::protocol(
-                    endpoint,
-                    format!(
-                        "no INFO greeting in the first {MAX_INFO} bytes; is this a NATS client port?"
-                    ),
-                ));
-            }
-            None => {}
-        }
-        match tcp.read(&mut chunk).await {
-            Ok(0) => {
-                return Err(SinkError::Io {
-                    endpoint: endpoint.to_owned(),
-                    source: std::io::Error::new(
-                        std::io::ErrorKind::UnexpectedEof,
-                        "the server closed the connection before its INFO greeting",
-                    ),
-                });
-            }
-            Ok(n) => rbuf.extend_from_slice(&chunk[..n]),
-            Err(source) => {
-                return Err(SinkError::Io {
-                    endpoint: endpoint.to_owned(),
-                    source,
-                });
-            }
-        }
     }
 }
