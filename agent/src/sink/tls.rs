@@ -1,6 +1,6 @@
 //! TLS client settings shared by the sinks that speak TLS (syslog over TLS,
-//! later NATS): a rustls [`ClientConfig`] built from PEM files, and plain
-//! words for rustls' handshake errors.
+//! NATS): the `tls` table of an endpoint, a rustls [`ClientConfig`] built
+//! from PEM files, and plain words for rustls' handshake errors.
 //!
 //! Files are read once, when the sink is configured, so a missing or garbled
 //! certificate stops the agent at start instead of at the first delivery.
@@ -15,9 +15,45 @@ use rustls::{
     AlertDescription, CertificateError, ClientConfig, RootCertStore,
     pki_types::{CertificateDer, PrivateKeyDer, UnixTime, pem::PemObject},
 };
+use serde::Deserialize;
 
 /// The Debian/Ubuntu system CA bundle, the default trust anchors.
 pub const SYSTEM_CA_FILE: &str = "/etc/ssl/certs/ca-certificates.crt";
+
+/// An endpoint's `tls` table (syslog and NATS alike).
+///
+/// ```toml
+/// [tls]
+/// ca_file = "/etc/lbwitness/ca.pem"
+/// server_name = "collector.example"
+/// client_cert = "/etc/lbwitness/agent.pem"
+/// client_key = "/etc/lbwitness/agent.key"
+/// ```
+#[derive(Clone, Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct TlsSettings {
+    /// CA certificates (PEM) the collector's certificate must chain to;
+    /// default the system bundle `/etc/ssl/certs/ca-certificates.crt`.
+    pub ca_file: Option<PathBuf>,
+    /// The name the collector's certificate must carry (DNS name or IP);
+    /// default the host the endpoint connects to.
+    pub server_name: Option<String>,
+    /// Client certificate chain (PEM), for collectors that require one.
+    pub client_cert: Option<PathBuf>,
+    /// The client certificate's private key (PEM).
+    pub client_key: Option<PathBuf>,
+}
+
+impl TlsSettings {
+    /// The files to read.
+    pub fn files(&self) -> TlsFiles {
+        TlsFiles {
+            ca_file: self.ca_file.clone(),
+            client_cert: self.client_cert.clone(),
+            client_key: self.client_key.clone(),
+        }
+    }
+}
 
 /// Why a TLS client configuration could not be built.
 #[derive(Debug, thiserror::Error)]

@@ -1,7 +1,8 @@
 //! Real NATS JetStream servers for sink tests, and a small blocking client
 //! to ask them what they stored.
 //!
-//! * [`NatsServer`]: one `nats-server -js` on a free loopback port.
+//! * [`NatsServer`]: one `nats-server -js` on a free loopback port, plain
+//!   or TLS-only (optionally requiring client certificates).
 //! * [`NatsCluster`]: three JetStream nodes routed on loopback; kill and
 //!   restart single nodes.
 //! * [`JsClient`]: JetStream API requests over std TCP: create a stream,
@@ -14,15 +15,22 @@
 mod client;
 
 use std::net::TcpListener;
+use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
+use rustls::ClientConfig;
 use serde_json::json;
 
-pub use self::client::{JsClient, StoredMessage, StreamSpec};
-use crate::{Scratch, netns::ChildGuard};
+pub use self::client::{JsClient, StoredMessage, StreamSpec, read_info_line, tls_config};
+use crate::{
+    Scratch,
+    collectors::certs::{CertKey, Pki},
+    netns::ChildGuard,
+};
 
 /// Where Debian installs nats-server.
 pub const NATS_SERVER: &str = "/usr/sbin/nats-server";
@@ -50,6 +58,8 @@ struct Node {
     log: PathBuf,
     /// `(user, password)` the readiness check logs in with.
     auth: Option<(String, String)>,
+    /// TLS-only: how the test client connects.
+    tls: Option<Arc<ClientConfig>>,
     /// Whether the server runs in a process group of its own.
     own_group: bool,
     child: Option<ChildGuard>,
@@ -69,8 +79,7 @@ impl Node {
         self.child = Some(child);
         let deadline = Instant::now() + STARTUP;
         loop {
-            let auth = self.auth.as_ref().map(|(u, p)| (u.as_str(), p.as_str()));
-            if JsClient::connect(self.port, auth).is_ok() {
+            if self.ready() {
                 return Ok(());
             }
             let exited = self.child.as_mut().and_then(ChildGuard::try_wait);
@@ -82,6 +91,31 @@ impl Node {
                 );
             }
             std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Whether the client port answers: a plain server completes a
+    /// client's handshake; a TLS one greets with an `INFO` requiring TLS
+    /// (its certificate may be one the tests expect to be refused).
+    fn ready(&self) -> bool {
+        if self.tls.is_some() {
+            let info = TcpStream::connect(("127.0.0.1", self.port))
+                .map_err(anyhow::Error::from)
+                .and_then(|tcp| {
+                    tcp.set_read_timeout(Some(Duration::from_secs(1)))?;
+                    read_info_line(&tcp)
+                });
+            return info.is_ok_and(|line| line.contains("\"tls_required\":true"));
+        }
+        self.client().is_ok()
+    }
+
+    /// A test client logged in to this node, over TLS if it takes only TLS.
+    fn client(&self) -> anyhow::Result<JsClient> {
+        let auth = self.auth.as_ref().map(|(u, p)| (u.as_str(), p.as_str()));
+        match &self.tls {
+            Some(tls) => JsClient::connect_tls(self.port, auth, tls),
+            None => JsClient::connect(self.port, auth),
         }
     }
 
@@ -107,9 +141,22 @@ fn write_config(dir: &Path, name: &str, port: u16, extra: &str) -> anyhow::Resul
         config,
         log: dir.join(format!("{name}.log")),
         auth: None,
+        tls: None,
         own_group: false,
         child: None,
     })
+}
+
+/// The client port's `tls {}` block: `cert` is the server's certificate;
+/// with `verify`, clients must present one signed by `ca`. `timeout` is the
+/// handshake's limit in seconds.
+fn tls_block(cert: &CertKey, ca: &Path, verify: bool) -> String {
+    format!(
+        "tls {{ cert_file: \"{}\", key_file: \"{}\", ca_file: \"{}\", verify: {verify}, timeout: 2 }}\n",
+        cert.cert.display(),
+        cert.key.display(),
+        ca.display()
+    )
 }
 
 /// A single JetStream server on a free loopback port.
@@ -142,6 +189,20 @@ impl NatsServer {
         Self::start_with(Some((user.into(), password.into())))
     }
 
+    /// Starts one that accepts only TLS on its client port, with `cert` as
+    /// its certificate and, with `verify`, requiring client certificates
+    /// signed by `pki.ca`. Its [`client`](Self::client) trusts `pki.ca`
+    /// and presents `pki.client`.
+    pub fn start_tls(pki: &Pki, cert: &CertKey, verify: bool) -> anyhow::Result<Self> {
+        let dir = Scratch::path("nats-tls");
+        std::fs::create_dir_all(&dir.0)?;
+        let extra = tls_block(cert, &pki.ca, verify);
+        let mut node = write_config(&dir.0, "tls", free_ports(1)[0], &extra)?;
+        node.tls = Some(tls_config(&pki.ca, Some(&pki.client))?);
+        node.spawn()?;
+        Ok(Self { node, _dir: dir })
+    }
+
     fn start_with(auth: Option<(String, String)>) -> anyhow::Result<Self> {
         let dir = Scratch::path("nats");
         std::fs::create_dir_all(&dir.0)?;
@@ -167,9 +228,20 @@ impl NatsServer {
         format!("nats://127.0.0.1:{}", self.node.port)
     }
 
-    /// A client connected to it (without credentials).
+    /// `tls://127.0.0.1:<port>`.
+    pub fn tls_url(&self) -> String {
+        format!("tls://127.0.0.1:{}", self.node.port)
+    }
+
+    /// A client connected to it (with its credentials; over TLS for a
+    /// server started with [`start_tls`](Self::start_tls)).
     pub fn client(&self) -> JsClient {
-        JsClient::connect(self.node.port, None).expect("connect to the test server")
+        self.node.client().expect("connect to the test server")
+    }
+
+    /// The last lines of its log, for a failing test's message.
+    pub fn log(&self) -> String {
+        self.node.log_tail()
     }
 }
 
@@ -183,6 +255,16 @@ impl NatsCluster {
     /// Starts `size` nodes and waits until JetStream's meta leader is
     /// elected (the JetStream API answers).
     pub fn start(size: usize) -> anyhow::Result<Self> {
+        Self::start_with(size, None)
+    }
+
+    /// Like [`start`](Self::start), with TLS-only client ports presenting
+    /// `pki.server` (routes stay plain); the test client trusts `pki.ca`.
+    pub fn start_tls(size: usize, pki: &Pki) -> anyhow::Result<Self> {
+        Self::start_with(size, Some(pki))
+    }
+
+    fn start_with(size: usize, pki: Option<&Pki>) -> anyhow::Result<Self> {
         let dir = Scratch::path("nats-cluster");
         std::fs::create_dir_all(&dir.0)?;
         let ports = free_ports(2 * size);
@@ -192,18 +274,22 @@ impl NatsCluster {
             .map(|p| format!("\"nats-route://127.0.0.1:{p}\""))
             .collect();
         let mut nodes = Vec::new();
+        let tls = match pki {
+            Some(pki) => Some(tls_config(&pki.ca, Some(&pki.client))?),
+            None => None,
+        };
         for i in 0..size {
-            let cluster = format!(
+            let mut extra = format!(
                 "cluster {{ name: lbw, listen: \"127.0.0.1:{}\", routes: [{}] }}\n",
                 routes[i],
                 route_list.join(", ")
             );
-            nodes.push(write_config(
-                &dir.0,
-                &format!("n{}", i + 1),
-                clients[i],
-                &cluster,
-            )?);
+            if let Some(pki) = pki {
+                extra.push_str(&tls_block(&pki.server, &pki.ca, false));
+            }
+            let mut node = write_config(&dir.0, &format!("n{}", i + 1), clients[i], &extra)?;
+            node.tls = tls.clone();
+            nodes.push(node);
         }
         let mut cluster = Self { nodes, _dir: dir };
         for node in &mut cluster.nodes {
@@ -247,7 +333,7 @@ impl NatsCluster {
         self.nodes
             .iter()
             .filter(|n| n.child.is_some())
-            .find_map(|n| JsClient::connect(n.port, None).ok())
+            .find_map(|n| n.client().ok())
             .expect("a running node accepts clients")
     }
 

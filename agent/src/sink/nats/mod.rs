@@ -1,13 +1,15 @@
 //! The NATS JetStream sink: each record is published with `HPUB` to one
 //! subject, carrying the header `Nats-Msg-Id: <agent.id>:<event.sequence>`,
 //! and counts as delivered only when JetStream's publish ack for it
-//! arrives. A minimal client of its own over tokio TCP (no TLS yet).
+//! arrives. A minimal client of its own over tokio TCP, optionally TLS
+//! (rustls, the `tls` table syslog endpoints use too).
 //!
 //! * [`parse`]: the server's operations, incrementally; [`wire`]: ours.
 //! * [`jetstream`]: publish acks, refusals, stream info; [`advice`]: what
 //!   each failure means for the operator.
 //! * [`servers`]: URLs and the order they are tried in, including the
 //!   addresses a cluster advertises (`connect_urls`).
+//! * [`greeting`]: the plain-text `INFO` and whether TLS follows.
 //! * [`session`]: the handshake (`INFO`, `CONNECT`, `SUB`, `PING`/`PONG`)
 //!   and the pipelined publish of a batch.
 //!
@@ -28,8 +30,12 @@
 //!   after which the agent may resend.
 //! * The stream must exist: the agent does not create it. Set `stream` to
 //!   have `connect()` check that it exists and captures `subject`.
+//! * TLS (a `tls` table or `tls://` URLs) applies to every server of the
+//!   endpoint, advertised ones included, and is never given up: a server
+//!   that does not offer TLS is refused, not spoken to in plain text.
 
 pub mod advice;
+pub mod greeting;
 pub mod jetstream;
 pub mod parse;
 pub mod servers;
@@ -60,7 +66,12 @@ impl NatsConnector {
     pub fn try_new(settings: &NatsSettings) -> Result<Self, NatsConfigError> {
         let settings = Validated::try_new(settings)?;
         let endpoint = format!(
-            "nats://{}",
+            "{}://{}",
+            if settings.tls.is_some() {
+                "tls"
+            } else {
+                "nats"
+            },
             settings
                 .servers
                 .iter()

@@ -29,19 +29,20 @@ impl fmt::Display for ServerAddr {
     }
 }
 
-/// Parses `nats://host:port`, `host:port`, `nats://host` or `[::1]:4222`.
+/// Parses `nats://host:port`, `tls://host:port`, `host:port`,
+/// `nats://host` or `[::1]:4222`. Whether the scheme asks for TLS is
+/// [`is_tls_url`]'s business.
 ///
-/// Credentials in the URL and TLS schemes are refused with the reason, so
-/// secrets stay out of endpoint names and logs.
+/// Credentials in the URL are refused with the reason, so secrets stay out
+/// of endpoint names and logs.
 pub fn parse_url(url: &str) -> Result<ServerAddr, String> {
     let rest = match url.split_once("://") {
         None => url,
-        Some(("nats", rest)) => rest,
-        Some(("tls", _)) => {
-            return Err("TLS is not supported by the NATS sink yet; use a plain nats:// listener on a trusted network".into());
-        }
+        Some(("nats" | "tls", rest)) => rest,
         Some((scheme, _)) => {
-            return Err(format!("unknown scheme `{scheme}`; use nats://host:port"));
+            return Err(format!(
+                "unknown scheme `{scheme}`; use nats://host:port (or tls://host:port for TLS)"
+            ));
         }
     };
     let rest = rest.strip_suffix('/').unwrap_or(rest);
@@ -89,6 +90,12 @@ pub fn parse_url(url: &str) -> Result<ServerAddr, String> {
         host: host.to_owned(),
         port,
     })
+}
+
+/// Whether `url`'s scheme is `tls://`, which asks for TLS even without a
+/// `tls` table.
+pub fn is_tls_url(url: &str) -> bool {
+    url.starts_with("tls://")
 }
 
 /// The servers of one endpoint and where the next `connect()` starts.
@@ -190,6 +197,13 @@ mod tests {
             Ok(addr("nats.example", 4222))
         );
         assert_eq!(parse_url("nats://[::1]:5222"), Ok(addr("::1", 5222)));
+        assert_eq!(
+            parse_url("tls://nats.example"),
+            Ok(addr("nats.example", 4222))
+        );
+        assert_eq!(parse_url("tls://[::1]:5222"), Ok(addr("::1", 5222)));
+        assert!(is_tls_url("tls://h:4222"));
+        assert!(!is_tls_url("nats://h:4222") && !is_tls_url("h:4222"));
         assert_eq!(parse_url("[fe80::1]"), Ok(addr("fe80::1", 4222)));
         assert_eq!(addr("::1", 5222).to_string(), "[::1]:5222");
         assert_eq!(addr("h", 1).to_string(), "h:1");
@@ -198,7 +212,7 @@ mod tests {
     #[test]
     fn bad_urls_say_why() {
         for (url, why) in [
-            ("tls://h:4222", "TLS"),
+            ("tls://u:p@h:4222", "credentials"),
             ("http://h", "scheme"),
             ("nats://u:p@h:4222", "credentials"),
             ("nats://h:4222/x", "path"),

@@ -1,21 +1,26 @@
 //! One connection to one NATS server: the handshake and the pipelined
 //! publish of a batch. The thin async shell around [`parse`], [`wire`] and
 //! [`jetstream`].
+//! The plain-text greeting and whether TLS follows are [`greeting`]'s.
+
+use std::{future::poll_fn, pin::Pin, task::Poll};
 
 use bytes::{Buf as _, BytesMut};
-use tokio::{
-    io::{AsyncReadExt as _, AsyncWriteExt as _},
-    net::TcpStream,
-};
+use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _, ReadBuf};
 
 use super::{
-    advice, jetstream,
+    advice,
+    greeting::{self, Plan},
+    jetstream,
     parse::{self, Message, ServerOp},
     servers::ServerAddr,
     settings::Validated,
     wire::{self, ServerInfo},
 };
-use crate::sink::endpoint::{Batch, SinkError};
+use crate::sink::{
+    endpoint::{Batch, SinkError},
+    net::{Stream, TlsClient, connect_tcp},
+};
 
 /// Bytes of records encoded ahead of the socket: enough to keep a loopback
 /// connection busy, small enough that a batch is never copied whole.
@@ -29,13 +34,19 @@ const SID: u32 = 1;
 
 /// A connected, greeted, authenticated NATS session.
 pub struct Session {
-    stream: TcpStream,
+    stream: Box<dyn Stream>,
     rbuf: BytesMut,
     wbuf: BytesMut,
+    /// Bytes the stream accepted but may still hold (TLS records rustls
+    /// has not written to the socket yet): flush before waiting on reads.
+    unflushed: bool,
+    /// Socket reads land here first, then in `rbuf`.
+    scratch: Box<[u8]>,
+    /// With TLS: explains rustls' errors on any read or write.
+    tls: Option<TlsClient>,
     endpoint: String,
     inbox: String,
     next_token: u64,
-    greeted: bool,
     /// The server's latest `INFO`.
     pub info: ServerInfo,
     /// Set when an `INFO` update arrives; cleared by whoever learns from it.
@@ -45,21 +56,39 @@ pub struct Session {
 enum Event {
     Read(std::io::Result<usize>),
     Wrote(std::io::Result<usize>),
+    Flushed(std::io::Result<()>),
 }
 
 impl Session {
-    /// Connects to `addr`, reads `INFO`, sends `CONNECT`, subscribes to the
-    /// reply inbox and waits for the `PONG` that proves the server took all
-    /// of it; then checks the configured stream.
+    /// Connects to `addr`, reads `INFO`, upgrades to TLS when `settings`
+    /// ask for it, sends `CONNECT`, subscribes to the reply inbox and waits
+    /// for the `PONG` that proves the server took all of it; then checks the
+    /// configured stream.
     pub async fn open(addr: &ServerAddr, settings: &Validated) -> Result<Self, SinkError> {
-        let endpoint = format!("nats://{addr}");
-        let stream = match TcpStream::connect((addr.host.as_str(), addr.port)).await {
-            Ok(stream) => stream,
-            Err(source) => return Err(SinkError::Connect { endpoint, source }),
+        let scheme = if settings.tls.is_some() {
+            "tls"
+        } else {
+            "nats"
         };
-        // Records are written in large pipelined runs; Nagle only delays
-        // the last segment of each.
-        let _ = stream.set_nodelay(true);
+        let endpoint = format!("{scheme}://{addr}");
+        let mut tcp = connect_tcp(&endpoint, (addr.host.as_str(), addr.port)).await?;
+        let mut rbuf = BytesMut::with_capacity(READ_CHUNK);
+        let info = greeting::read_info(&mut tcp, &mut rbuf, &endpoint).await?;
+        let tls = match &settings.tls {
+            Some(tls) => Some(tls.for_server(addr).map_err(|e| SinkError::Tls {
+                endpoint: endpoint.clone(),
+                message: format!("{e}; set server_name in the tls table"),
+            })?),
+            None => None,
+        };
+        let stream: Box<dyn Stream> = match greeting::plan(&info, tls.is_some(), rbuf.is_empty()) {
+            Err(mismatch) => return Err(mismatch.error(&endpoint)),
+            Ok(Plan::Plain) => Box::new(tcp),
+            Ok(Plan::Tls) => {
+                let tls = tls.as_ref().expect("the plan is TLS only when configured");
+                tls.handshake(&endpoint, tcp).await?
+            }
+        };
         let mut random = [0u8; 11];
         getrandom::fill(&mut random).map_err(|e| SinkError::Io {
             endpoint: endpoint.clone(),
@@ -67,13 +96,15 @@ impl Session {
         })?;
         let mut session = Self {
             stream,
-            rbuf: BytesMut::with_capacity(READ_CHUNK),
+            rbuf,
             wbuf: BytesMut::with_capacity(WRITE_AHEAD),
+            unflushed: false,
+            scratch: vec![0; READ_CHUNK].into_boxed_slice(),
+            tls,
             endpoint,
             inbox: format!("_INBOX.{}", hex::encode(random)),
             next_token: 0,
-            greeted: false,
-            info: ServerInfo::default(),
+            info,
             info_changed: false,
         };
         session.handshake(settings).await?;
@@ -81,19 +112,6 @@ impl Session {
     }
 
     async fn handshake(&mut self, settings: &Validated) -> Result<(), SinkError> {
-        let json = match self.read_op().await? {
-            ServerOp::Info(json) => json,
-            other => {
-                return Err(self.protocol(format!(
-                    "expected the server's INFO greeting, got {other:?}; is this a NATS client port?"
-                )));
-            }
-        };
-        self.info = ServerInfo::parse(&json).map_err(|e| self.protocol(e))?;
-        self.greeted = true;
-        if self.info.tls_required {
-            return Err(self.protocol("the server requires TLS, which the NATS sink does not speak yet; give it a plain listener on a trusted network".into()));
-        }
         if !self.info.headers {
             return Err(self.protocol(format!("server {} does not support message headers, which JetStream dedup needs; upgrade to nats-server 2.2 or later", self.info.version)));
         }
@@ -102,7 +120,7 @@ impl Session {
             pass: settings.user.as_ref().map(|(_, p)| p.as_str()),
             auth_token: settings.token.as_deref(),
         };
-        wire::connect(&mut self.wbuf, auth);
+        wire::connect(&mut self.wbuf, auth, self.tls.is_some());
         wire::sub(&mut self.wbuf, &format!("{}.*", self.inbox), SID);
         wire::ping(&mut self.wbuf);
         self.flush().await?;
@@ -198,23 +216,52 @@ impl Session {
                 self.flush().await?;
                 return Ok(duplicates);
             }
-            self.rbuf.reserve(READ_CHUNK);
-            let event = {
-                let (mut r, mut w) = self.stream.split();
-                tokio::select! {
-                    // Drain replies first so the server never waits on us.
-                    biased;
-                    read = r.read_buf(&mut self.rbuf) => Event::Read(read),
-                    wrote = w.write(&self.wbuf), if !self.wbuf.is_empty() => Event::Wrote(wrote),
-                }
-            };
-            match event {
+            match self.next_event().await {
                 Event::Read(Ok(0)) => return Err(self.closed()),
                 Event::Read(Ok(_)) => {}
-                Event::Wrote(Ok(n)) => self.wbuf.advance(n),
-                Event::Read(Err(e)) | Event::Wrote(Err(e)) => return Err(self.io(e)),
+                Event::Wrote(Ok(n)) => {
+                    self.wbuf.advance(n);
+                    self.unflushed = true;
+                }
+                Event::Flushed(Ok(())) => self.unflushed = false,
+                Event::Read(Err(e)) | Event::Wrote(Err(e)) | Event::Flushed(Err(e)) => {
+                    return Err(self.io(e));
+                }
             }
         }
+    }
+
+    /// Waits until the stream can be read, written or flushed, and does
+    /// that: one `&mut` stream polled both ways, since a TLS stream cannot
+    /// be split into halves the way a `TcpStream` can.
+    async fn next_event(&mut self) -> Event {
+        let Self {
+            stream,
+            rbuf,
+            wbuf,
+            unflushed,
+            scratch,
+            ..
+        } = self;
+        poll_fn(|cx| {
+            // Drain replies first so the server never waits on us.
+            let mut buf = ReadBuf::new(scratch);
+            if let Poll::Ready(read) = Pin::new(&mut **stream).poll_read(cx, &mut buf) {
+                rbuf.extend_from_slice(buf.filled());
+                return Poll::Ready(Event::Read(read.map(|()| buf.filled().len())));
+            }
+            if !wbuf.is_empty() {
+                if let Poll::Ready(wrote) = Pin::new(&mut **stream).poll_write(cx, wbuf) {
+                    return Poll::Ready(Event::Wrote(wrote));
+                }
+            } else if *unflushed
+                && let Poll::Ready(flushed) = Pin::new(&mut **stream).poll_flush(cx)
+            {
+                return Poll::Ready(Event::Flushed(flushed));
+            }
+            Poll::Pending
+        })
+        .await
     }
 
     /// Shuts the socket down politely (NATS has no goodbye).
@@ -237,10 +284,9 @@ impl Session {
                 self.flush().await?;
                 return Ok(op);
             }
-            self.rbuf.reserve(READ_CHUNK);
-            match self.stream.read_buf(&mut self.rbuf).await {
+            match self.stream.read(&mut self.scratch).await {
                 Ok(0) => return Err(self.closed()),
-                Ok(_) => {}
+                Ok(n) => self.rbuf.extend_from_slice(&self.scratch[..n]),
                 Err(e) => return Err(self.io(e)),
             }
         }
@@ -254,7 +300,7 @@ impl Session {
             match op {
                 Some(ServerOp::Ping) => wire::pong(&mut self.wbuf),
                 Some(ServerOp::Ok) => {}
-                Some(ServerOp::Info(json)) if self.greeted => {
+                Some(ServerOp::Info(json)) => {
                     // An update (cluster topology, lame duck): only the
                     // addresses matter; an unreadable one changes nothing.
                     if let Ok(info) = ServerInfo::parse(&json) {
@@ -275,6 +321,13 @@ impl Session {
             let result = self.stream.write_all(&self.wbuf).await;
             result.map_err(|e| self.io(e))?;
             self.wbuf.clear();
+            self.unflushed = true;
+        }
+        if self.unflushed {
+            // A no-op on TCP; with TLS, the records rustls still holds.
+            let result = self.stream.flush().await;
+            result.map_err(|e| self.io(e))?;
+            self.unflushed = false;
         }
         Ok(())
     }
@@ -286,10 +339,17 @@ impl Session {
         ))
     }
 
+    /// An I/O error; with TLS, rustls' reasons (an alert such as "client
+    /// certificate required", which TLS 1.3 delivers after the handshake)
+    /// become [`SinkError::Tls`].
     fn io(&self, source: std::io::Error) -> SinkError {
-        SinkError::Io {
+        let plain = |source| SinkError::Io {
             endpoint: self.endpoint.clone(),
             source,
+        };
+        match &self.tls {
+            Some(tls) => tls.error(&self.endpoint, source, plain),
+            None => plain(source),
         }
     }
 

@@ -4,7 +4,11 @@ use std::fmt;
 
 use serde::Deserialize;
 
-use super::servers::{ServerAddr, parse_url};
+use super::servers::{ServerAddr, is_tls_url, parse_url};
+use crate::sink::{
+    net::{TlsClient, TlsClientError},
+    tls::TlsSettings,
+};
 
 /// One NATS JetStream endpoint, as configured.
 #[derive(Clone, Deserialize, PartialEq, Eq)]
@@ -28,6 +32,11 @@ pub struct NatsSettings {
     /// Authentication token (instead of `user`/`password`).
     #[serde(default)]
     pub token: Option<String>,
+    /// TLS for every server of the endpoint, including the ones the
+    /// cluster advertises. A `tls://` URL asks for TLS with the defaults
+    /// (system CAs, the URL's host as the name).
+    #[serde(default)]
+    pub tls: Option<TlsSettings>,
 }
 
 /// The default subject.
@@ -45,6 +54,7 @@ impl NatsSettings {
             user: None,
             password: None,
             token: None,
+            tls: None,
         }
     }
 }
@@ -60,12 +70,13 @@ impl fmt::Debug for NatsSettings {
             .field("user", &self.user)
             .field("password", &redacted(&self.password))
             .field("token", &redacted(&self.token))
+            .field("tls", &self.tls)
             .finish()
     }
 }
 
 /// Settings that cannot work, found before connecting.
-#[derive(Debug, PartialEq, Eq, thiserror::Error)]
+#[derive(Debug, thiserror::Error)]
 pub enum NatsConfigError {
     /// `urls` is empty.
     #[error(
@@ -99,6 +110,36 @@ pub enum NatsConfigError {
     /// Credentials that do not go together.
     #[error("nats: {0}")]
     Credentials(&'static str),
+    /// The `tls` table: a certificate file, or a name no certificate can
+    /// carry.
+    #[error("nats {endpoint}: tls: {source}")]
+    Tls {
+        /// The server whose TLS client could not be built.
+        endpoint: String,
+        /// What is wrong.
+        source: TlsClientError,
+    },
+}
+
+/// TLS for the servers of one endpoint.
+#[derive(Clone)]
+pub struct NatsTls {
+    /// Built for the first server (or the configured `server_name`).
+    client: TlsClient,
+    /// `server_name` was configured: every server must carry it.
+    fixed_name: bool,
+}
+
+impl NatsTls {
+    /// The TLS client for `addr`: the configured `server_name`, else the
+    /// address's host (also for addresses the cluster advertised).
+    pub fn for_server(&self, addr: &ServerAddr) -> Result<TlsClient, TlsClientError> {
+        if self.fixed_name {
+            Ok(self.client.clone())
+        } else {
+            self.client.named(&addr.host)
+        }
+    }
 }
 
 /// Settings checked: every URL parsed, subject and stream valid. No
@@ -114,6 +155,8 @@ pub struct Validated {
     pub user: Option<(String, String)>,
     /// `token`.
     pub token: Option<String>,
+    /// TLS, when a `tls` table or a `tls://` URL asks for it.
+    pub tls: Option<NatsTls>,
 }
 
 impl Validated {
@@ -159,14 +202,43 @@ impl Validated {
                 "set either `user`/`password` or `token`, not both",
             ));
         }
+        let tls = match &settings.tls {
+            Some(tls) => Some(tls.clone()),
+            None if settings.urls.iter().any(|url| is_tls_url(url)) => Some(TlsSettings::default()),
+            None => None,
+        };
+        let tls = match tls {
+            Some(tls) => Some(tls_for(&tls, &servers)?),
+            None => None,
+        };
         Ok(Self {
             servers,
             subject: settings.subject.clone(),
             stream: settings.stream.clone(),
             user,
             token: settings.token.clone(),
+            tls,
         })
     }
+}
+
+/// Reads the files once and checks that every configured server has a name
+/// a certificate can carry.
+fn tls_for(tls: &TlsSettings, servers: &[ServerAddr]) -> Result<NatsTls, NatsConfigError> {
+    let err = |addr: &ServerAddr| {
+        let endpoint = format!("tls://{addr}");
+        move |source| NatsConfigError::Tls { endpoint, source }
+    };
+    let first = &servers[0];
+    let client = TlsClient::try_new(tls, &first.host).map_err(err(first))?;
+    let nats = NatsTls {
+        client,
+        fixed_name: tls.server_name.is_some(),
+    };
+    for addr in servers {
+        nats.for_server(addr).map_err(err(addr))?;
+    }
+    Ok(nats)
 }
 
 /// What makes `subject` unusable for publishing, if anything.
@@ -187,89 +259,5 @@ fn subject_problem(subject: &str) -> Option<&'static str> {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn parse(toml_text: &str) -> Result<NatsSettings, String> {
-        toml::from_str(toml_text).map_err(|e| e.to_string())
-    }
-
-    #[test]
-    fn defaults_and_unknown_keys() {
-        let s = parse(r#"urls = ["nats://127.0.0.1:4222"]"#).unwrap();
-        assert_eq!(s, NatsSettings::new(["nats://127.0.0.1:4222"]));
-        assert_eq!(s.subject, "lbwitness.audit");
-        let err = parse("urls = []\nsubjct = \"x\"").unwrap_err();
-        assert!(err.contains("subjct"), "{err}");
-    }
-
-    #[test]
-    fn validation_names_the_problem() {
-        let with = |f: fn(&mut NatsSettings)| {
-            let mut s = NatsSettings::new(["nats://h:4222"]);
-            f(&mut s);
-            Validated::try_new(&s)
-                .map(|_| ())
-                .map_err(|e| e.to_string())
-        };
-        assert_eq!(with(|_| {}), Ok(()));
-        assert!(
-            with(|s| s.urls.clear())
-                .unwrap_err()
-                .contains("at least one")
-        );
-        assert!(
-            with(|s| s.urls.push("tls://h".into()))
-                .unwrap_err()
-                .contains("TLS")
-        );
-        for (subject, why) in [
-            ("", "empty"),
-            ("a b", "spaces"),
-            ("a..b", "empty token"),
-            ("a.", "empty token"),
-            ("a.>", "wildcards"),
-            ("a.*.b", "wildcards"),
-            ("$JS.API.X", "reserved"),
-        ] {
-            let mut s = NatsSettings::new(["h"]);
-            s.subject = subject.into();
-            let err = Validated::try_new(&s).err().expect(subject).to_string();
-            assert!(err.contains(why), "{subject}: {err}");
-        }
-        assert!(
-            with(|s| s.stream = Some("a.b".into()))
-                .unwrap_err()
-                .contains("stream")
-        );
-        assert!(with(|s| s.stream = Some(String::new())).is_err());
-        assert!(
-            with(|s| s.user = Some("u".into()))
-                .unwrap_err()
-                .contains("needs `password`")
-        );
-        assert!(
-            with(|s| s.password = Some("p".into()))
-                .unwrap_err()
-                .contains("needs `user`")
-        );
-        let both = with(|s| {
-            s.user = Some("u".into());
-            s.password = Some("p".into());
-            s.token = Some("t".into());
-        });
-        assert!(both.unwrap_err().contains("not both"));
-    }
-
-    #[test]
-    fn debug_hides_secrets() {
-        let mut s = NatsSettings::new(["h"]);
-        s.password = Some("hunter2".into());
-        s.token = Some("s3cret".into());
-        let text = format!("{s:?}");
-        assert!(
-            !text.contains("hunter2") && !text.contains("s3cret"),
-            "{text}"
-        );
-    }
-}
+#[path = "settings_tests.rs"]
+mod tests;

@@ -22,6 +22,10 @@ pub struct ServerInfo {
     /// The server only accepts TLS connections.
     #[serde(default)]
     pub tls_required: bool,
+    /// The server takes TLS and plain connections (`allow_non_tls`,
+    /// nats-server 2.10 and later).
+    #[serde(default)]
+    pub tls_available: bool,
     /// JetStream is enabled on this server.
     #[serde(default)]
     pub jetstream: bool,
@@ -76,12 +80,12 @@ struct Connect<'a> {
     auth_token: Option<&'a str>,
 }
 
-/// Appends `CONNECT {...}\r\n`.
-pub fn connect(out: &mut BytesMut, auth: Auth<'_>) {
+/// Appends `CONNECT {...}\r\n`; `tls` says the connection is encrypted.
+pub fn connect(out: &mut BytesMut, auth: Auth<'_>, tls: bool) {
     let connect = Connect {
         verbose: false,
         pedantic: false,
-        tls_required: false,
+        tls_required: tls,
         headers: true,
         no_responders: true,
         echo: false,
@@ -186,7 +190,7 @@ mod tests {
     #[test]
     fn connect_carries_only_configured_credentials() {
         let mut out = BytesMut::new();
-        connect(&mut out, Auth::default());
+        connect(&mut out, Auth::default(), false);
         let text = std::str::from_utf8(&out).unwrap();
         let json: serde_json::Value =
             serde_json::from_str(text.strip_prefix("CONNECT ").unwrap().trim_end()).unwrap();
@@ -194,6 +198,7 @@ mod tests {
         assert_eq!(json["headers"], true);
         assert_eq!(json["no_responders"], true);
         assert_eq!(json["name"], "lbwitness");
+        assert_eq!(json["tls_required"], false);
         assert!(json.get("user").is_none() && json.get("auth_token").is_none());
         assert!(text.ends_with("}\r\n"));
 
@@ -203,12 +208,13 @@ mod tests {
             pass: Some("p"),
             auth_token: None,
         };
-        connect(&mut out, auth);
+        connect(&mut out, auth, true);
         let json: serde_json::Value = serde_json::from_slice(&out[8..]).unwrap();
         assert_eq!(
             (json["user"].as_str(), json["pass"].as_str()),
             (Some("u\"1"), Some("p"))
         );
+        assert_eq!(json["tls_required"], true);
     }
 
     #[test]
@@ -231,9 +237,14 @@ mod tests {
         let info = br#"{"server_id":"NAU4","server_name":"n1","version":"2.9.10","proto":1,"headers":true,"max_payload":1048576,"jetstream":true,"client_id":4,"connect_urls":["127.0.0.1:4223"]}"#;
         let info = ServerInfo::parse(info).unwrap();
         assert_eq!(info.server_name, "n1");
-        assert!(info.headers && info.jetstream && !info.tls_required);
+        assert!(info.headers && info.jetstream && !info.tls_required && !info.tls_available);
         assert_eq!(info.connect_urls, ["127.0.0.1:4223"]);
         assert_eq!(ServerInfo::parse(b"{}").unwrap().max_payload, 1 << 20);
+        let tls = br#"{"server_id":"NAU4","version":"2.9.10","headers":true,"tls_required":true,"tls_verify":true,"max_payload":1048576}"#;
+        assert!(ServerInfo::parse(tls).unwrap().tls_required);
+        let optional = br#"{"version":"2.10.22","tls_available":true}"#;
+        let optional = ServerInfo::parse(optional).unwrap();
+        assert!(optional.tls_available && !optional.tls_required);
         assert!(
             ServerInfo::parse(b"{nope")
                 .unwrap_err()

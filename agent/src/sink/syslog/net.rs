@@ -1,66 +1,13 @@
 //! Opening the byte stream under a syslog transport (TCP, optionally TLS),
-//! and the I/O helpers the transports share.
+//! and the I/O helpers the transports share. The stream and the TLS client
+//! themselves live in [`crate::sink::net`], shared with NATS.
 
-use std::{future::poll_fn, io, path::PathBuf, pin::Pin, sync::Arc, task::Poll};
+use std::{future::poll_fn, io, pin::Pin, sync::Arc, task::Poll};
 
-use rustls::pki_types::ServerName;
-use tokio::{
-    io::{AsyncRead, AsyncWrite, ReadBuf},
-    net::TcpStream,
-};
-use tokio_rustls::TlsConnector;
+use tokio::io::ReadBuf;
 
-use crate::sink::{
-    endpoint::SinkError,
-    tls::{HandshakeContext, explain, rustls_error},
-};
-
-/// A connected byte stream: plain TCP or TLS over TCP.
-pub trait Stream: AsyncRead + AsyncWrite + Unpin + Send {}
-
-impl<T: AsyncRead + AsyncWrite + Unpin + Send> Stream for T {}
-
-/// What a TLS connection needs, built once from the config.
-#[derive(Clone)]
-pub struct TlsClient {
-    /// rustls, with the trust anchors and client certificate loaded.
-    pub connector: TlsConnector,
-    /// The name the server's certificate must carry.
-    pub server_name: ServerName<'static>,
-    /// `server_name` as configured, for messages.
-    pub server_name_text: String,
-    /// The CA file, for messages.
-    pub ca_file: PathBuf,
-    /// Whether a client certificate is configured.
-    pub client_cert: bool,
-}
-
-impl TlsClient {
-    fn context(&self) -> HandshakeContext<'_> {
-        HandshakeContext {
-            ca_file: &self.ca_file,
-            server_name: &self.server_name_text,
-            client_cert: self.client_cert,
-        }
-    }
-
-    /// Maps an I/O error on this TLS stream to [`SinkError::Tls`] when rustls
-    /// is behind it (a refused certificate, an alert), else to `other`.
-    pub fn error(
-        &self,
-        endpoint: &str,
-        err: io::Error,
-        other: impl FnOnce(io::Error) -> SinkError,
-    ) -> SinkError {
-        match rustls_error(&err) {
-            Some(tls) => SinkError::Tls {
-                endpoint: endpoint.to_owned(),
-                message: explain(tls, &self.context()),
-            },
-            None => other(err),
-        }
-    }
-}
+pub use crate::sink::net::{Stream, TlsClient, io_error};
+use crate::sink::{endpoint::SinkError, net::connect_tcp};
 
 /// Connects to `address` (resolving it) and, with `tls`, completes the
 /// handshake, so a refused certificate fails here and not on the first send.
@@ -69,39 +16,10 @@ pub async fn connect(
     address: &str,
     tls: Option<&TlsClient>,
 ) -> Result<Box<dyn Stream>, SinkError> {
-    let tcp = TcpStream::connect(address)
-        .await
-        .map_err(|source| SinkError::Connect {
-            endpoint: endpoint.to_owned(),
-            source,
-        })?;
-    // Frames are written in large buffers; the last, partial segment of a
-    // batch should leave at once rather than wait for Nagle's timer.
-    tcp.set_nodelay(true)
-        .map_err(|source| io_error(endpoint, source))?;
-    let Some(tls) = tls else {
-        return Ok(Box::new(tcp));
-    };
-    let stream = tls
-        .connector
-        .connect(tls.server_name.clone(), tcp)
-        .await
-        .map_err(|err| {
-            tls.error(endpoint, err, |err| SinkError::Tls {
-                endpoint: endpoint.to_owned(),
-                message: format!(
-                    "handshake failed: {err}; check that the collector speaks TLS on this port"
-                ),
-            })
-        })?;
-    Ok(Box::new(stream))
-}
-
-/// An I/O error on an established connection.
-pub fn io_error(endpoint: &str, source: io::Error) -> SinkError {
-    SinkError::Io {
-        endpoint: endpoint.to_owned(),
-        source,
+    let tcp = connect_tcp(endpoint, address).await?;
+    match tls {
+        None => Ok(Box::new(tcp)),
+        Some(tls) => tls.handshake(endpoint, tcp).await,
     }
 }
 

@@ -1,11 +1,10 @@
 //! The configuration of one syslog endpoint.
 
-use std::path::PathBuf;
-
 use serde::Deserialize;
 
 use super::rfc5424::{APP_NAME_MAX, Facility};
 use crate::sink::tls::TlsConfigError;
+pub use crate::sink::tls::TlsSettings;
 
 /// One syslog collector.
 ///
@@ -53,22 +52,6 @@ pub enum Transport {
     /// Over TLS when a `[tls]` section is present.
     #[default]
     Relp,
-}
-
-/// TLS client settings.
-#[derive(Clone, Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct TlsSettings {
-    /// CA certificates (PEM) the collector's certificate must chain to;
-    /// default the system bundle `/etc/ssl/certs/ca-certificates.crt`.
-    pub ca_file: Option<PathBuf>,
-    /// The name the collector's certificate must carry (DNS name or IP);
-    /// default the host part of `address`.
-    pub server_name: Option<String>,
-    /// Client certificate chain (PEM), for collectors that require one.
-    pub client_cert: Option<PathBuf>,
-    /// The client certificate's private key (PEM).
-    pub client_key: Option<PathBuf>,
 }
 
 /// Why a syslog endpoint's configuration is unusable.

@@ -1,13 +1,51 @@
-//! A blocking NATS client for JetStream API requests over std TCP, written
-//! apart from the agent's client so that what it reads back is the
-//! server's word, not the sink's.
+//! A blocking NATS client for JetStream API requests over std TCP (or TLS
+//! via rustls' blocking stream), written apart from the agent's client so
+//! that what it reads back is the server's word, not the sink's.
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
+use std::path::Path;
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, pem::PemObject};
+use rustls::{ClientConfig, ClientConnection, RootCertStore, StreamOwned};
 use serde_json::{Value, json};
+
+use crate::collectors::certs::CertKey;
+
+/// A byte stream: TCP, or TLS over TCP.
+trait Conn: Read + Write + Send {}
+
+impl<T: Read + Write + Send> Conn for T {}
+
+/// A rustls client configuration trusting `ca` and, with `client`,
+/// presenting that certificate: how the test client reaches a TLS server.
+pub fn tls_config(ca: &Path, client: Option<&CertKey>) -> anyhow::Result<Arc<ClientConfig>> {
+    let certs = |path: &Path| -> anyhow::Result<Vec<CertificateDer<'static>>> {
+        CertificateDer::pem_file_iter(path)
+            .and_then(Iterator::collect)
+            .with_context(|| format!("read certificates from {}", path.display()))
+    };
+    let mut roots = RootCertStore::empty();
+    for cert in certs(ca)? {
+        roots.add(cert)?;
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let builder = ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()?
+        .with_root_certificates(roots);
+    let config = match client {
+        None => builder.with_no_client_auth(),
+        Some(pair) => {
+            let key = PrivateKeyDer::from_pem_file(&pair.key)
+                .with_context(|| format!("read the key {}", pair.key.display()))?;
+            builder.with_client_auth_cert(certs(&pair.cert)?, key)?
+        }
+    };
+    Ok(Arc::new(config))
+}
 
 /// A stream to create.
 #[derive(Clone, Debug)]
@@ -35,8 +73,8 @@ pub struct StoredMessage {
 
 /// A blocking NATS client for JetStream API requests.
 pub struct JsClient {
-    writer: TcpStream,
-    reader: BufReader<TcpStream>,
+    /// Reads are buffered; writes go straight to the inner stream.
+    io: BufReader<Box<dyn Conn>>,
     inbox: String,
     next: u64,
 }
@@ -55,41 +93,79 @@ impl JsClient {
     /// Connects to `127.0.0.1:port`, optionally as `(user, password)`, and
     /// completes the handshake.
     pub fn connect(port: u16, auth: Option<(&str, &str)>) -> anyhow::Result<Self> {
-        let writer = TcpStream::connect(("127.0.0.1", port))?;
-        writer.set_read_timeout(Some(REQUEST_TIMEOUT))?;
-        let mut client = Self {
-            reader: BufReader::new(writer.try_clone()?),
-            writer,
-            inbox: format!("_INBOX.test{}x{}", std::process::id(), crate::next_id()),
-            next: 0,
-        };
-        let mut line = String::new();
-        client.reader.read_line(&mut line)?;
+        Self::connect_with(port, auth, None)
+    }
+
+    /// Connects to a TLS-only server at `127.0.0.1:port`: reads `INFO` in
+    /// plain text, then completes the TLS handshake (expecting a certificate
+    /// for `127.0.0.1`) and the NATS one over it.
+    pub fn connect_tls(
+        port: u16,
+        auth: Option<(&str, &str)>,
+        tls: &Arc<ClientConfig>,
+    ) -> anyhow::Result<Self> {
+        Self::connect_with(port, auth, Some(tls))
+    }
+
+    fn connect_with(
+        port: u16,
+        auth: Option<(&str, &str)>,
+        tls: Option<&Arc<ClientConfig>>,
+    ) -> anyhow::Result<Self> {
+        let tcp = TcpStream::connect(("127.0.0.1", port))?;
+        tcp.set_read_timeout(Some(REQUEST_TIMEOUT))?;
+        let line = read_info_line(&tcp)?;
         if !line.starts_with("INFO ") {
             bail!("expected INFO, got {line:?}");
         }
+        let stream: Box<dyn Conn> = match tls {
+            None => Box::new(tcp),
+            Some(config) => {
+                let name = ServerName::try_from("127.0.0.1")?;
+                let mut tls = StreamOwned::new(ClientConnection::new(config.clone(), name)?, tcp);
+                while tls.conn.is_handshaking() {
+                    tls.conn
+                        .complete_io(&mut tls.sock)
+                        .context("TLS handshake with the test server")?;
+                }
+                Box::new(tls)
+            }
+        };
+        let mut client = Self {
+            io: BufReader::new(stream),
+            inbox: format!("_INBOX.test{}x{}", std::process::id(), crate::next_id()),
+            next: 0,
+        };
         let mut connect = json!({"verbose": false, "headers": true, "no_responders": true});
         if let Some((user, pass)) = auth {
             connect["user"] = json!(user);
             connect["pass"] = json!(pass);
         }
         let hello = format!("CONNECT {connect}\r\nSUB {}.* 1\r\nPING\r\n", client.inbox);
-        client.writer.write_all(hello.as_bytes())?;
+        client.write(hello.as_bytes())?;
         while client.read_reply()?.is_some() {}
         Ok(client)
+    }
+
+    fn write(&mut self, bytes: &[u8]) -> anyhow::Result<()> {
+        let stream = self.io.get_mut();
+        stream.write_all(bytes)?;
+        // rustls holds what did not fit the socket until flushed.
+        stream.flush()?;
+        Ok(())
     }
 
     /// Reads one op: `Some(reply)` for a message, `None` for `PONG`.
     fn read_reply(&mut self) -> anyhow::Result<Option<Reply>> {
         loop {
             let mut line = String::new();
-            if self.reader.read_line(&mut line)? == 0 {
+            if self.io.read_line(&mut line)? == 0 {
                 bail!("the server closed the connection");
             }
             let fields: Vec<&str> = line.split_whitespace().collect();
             match fields.first().copied() {
                 Some("PONG") => return Ok(None),
-                Some("PING") => self.writer.write_all(b"PONG\r\n")?,
+                Some("PING") => self.write(b"PONG\r\n")?,
                 Some("INFO" | "+OK") => {}
                 Some("MSG" | "HMSG") => {
                     let sizes: Vec<usize> = fields
@@ -103,7 +179,7 @@ impl JsClient {
                         _ => unreachable!("one or two sizes"),
                     };
                     let mut body = vec![0; total + 2];
-                    self.reader.read_exact(&mut body)?;
+                    self.io.read_exact(&mut body)?;
                     body.truncate(total);
                     let payload = body.split_off(hdr);
                     return Ok(Some(Reply {
@@ -133,7 +209,7 @@ impl JsClient {
             let reply = format!("{}.{}", self.inbox, base + i as u64);
             out.extend(format!("PUB {subject} {reply} {}\r\n{body}\r\n", body.len()).as_bytes());
         }
-        self.writer.write_all(&out)?;
+        self.write(&out)?;
         let mut replies = vec![Value::Null; requests.len()];
         let mut missing = requests.len();
         while missing > 0 {
@@ -241,6 +317,24 @@ impl JsClient {
         }
         Ok(messages)
     }
+}
+
+/// The `INFO` line, read a byte at a time: nothing after it may be taken
+/// from the socket, since with TLS the server's next bytes are the
+/// handshake's.
+pub fn read_info_line(mut tcp: &TcpStream) -> anyhow::Result<String> {
+    let mut line = Vec::new();
+    let mut byte = [0u8; 1];
+    while !line.ends_with(b"\n") {
+        if tcp.read(&mut byte)? == 0 {
+            bail!("the server closed the connection before INFO");
+        }
+        line.push(byte[0]);
+        if line.len() > 64 * 1024 {
+            bail!("no INFO line in 64 KiB");
+        }
+    }
+    Ok(String::from_utf8_lossy(&line).into_owned())
 }
 
 /// Decodes standard base64 (with padding), as JetStream's API writes it.
