@@ -14,13 +14,17 @@ use crate::{
     temp_path,
 };
 
-/// The agent binary: `$LBWITNESS_BIN`, else the workspace's release build
-/// (`cargo xtask test` builds it first).
+/// The agent binary: `$LBWITNESS_BIN`, else the release build in
+/// `$CARGO_TARGET_DIR` (relative to the workspace, as cargo takes it) or the
+/// workspace's `target` (`cargo xtask test` builds it first).
 pub fn binary() -> PathBuf {
+    let workspace = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
     std::env::var_os("LBWITNESS_BIN")
         .map(PathBuf::from)
         .unwrap_or_else(|| {
-            Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/release/lbwitness")
+            let target = std::env::var_os("CARGO_TARGET_DIR")
+                .map_or_else(|| workspace.join("target"), |dir| workspace.join(dir));
+            target.join("release/lbwitness")
         })
 }
 

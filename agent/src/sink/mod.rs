@@ -3,7 +3,7 @@
 
 pub mod endpoint;
 pub mod file;
-pub mod net;
 pub mod nats;
+pub mod net;
 pub mod syslog;
 pub mod tls;

@@ -108,7 +108,14 @@ impl NatsConnector {
                     });
                 }
                 Err(e) => {
-                    tracing::warn!(endpoint = %self.endpoint, server = %addr, error = %e, "NATS server unusable, trying the next");
+                    // An advertised address is often unreachable from here
+                    // by design (NAT, relays): not worth a warning each
+                    // probe. A configured one is.
+                    if lock(&self.servers).is_learned(index) {
+                        tracing::debug!(endpoint = %self.endpoint, server = %addr, error = %e, "advertised NATS server unusable, trying the next");
+                    } else {
+                        tracing::warn!(endpoint = %self.endpoint, server = %addr, error = %e, "NATS server unusable, trying the next");
+                    }
                     // A refusal (credentials, missing stream) says more
                     // than "connection refused" from a node that is down.
                     if first_refusal.is_none() && !matches!(e, SinkError::Connect { .. }) {

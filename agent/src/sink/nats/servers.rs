@@ -100,13 +100,20 @@ pub fn is_tls_url(url: &str) -> bool {
 
 /// The servers of one endpoint and where the next `connect()` starts.
 ///
-/// `connect()` tries every server once, starting after the last one that
-/// failed. A server is counted as failed *before* it is tried and forgiven
-/// when its handshake completes, so a connect that the caller's timeout
-/// cancels while one server hangs starts at the next server next time.
+/// `connect()` tries every server once: the configured ones first, then
+/// the ones the cluster advertised, each part starting after the last one
+/// that failed. Advertised addresses are the servers' own view and are
+/// often unreachable from here (NAT, relays, another network namespace),
+/// so they never go ahead of the addresses the user gave. A server is
+/// counted as failed *before* it is tried and forgiven when its handshake
+/// completes, so a connect that the caller's timeout cancels while one
+/// server hangs starts at the next server next time.
 #[derive(Debug)]
 pub struct Servers {
+    /// The configured servers, then the learned ones.
     list: Vec<ServerAddr>,
+    /// How many of `list` were configured.
+    configured: usize,
     next: usize,
 }
 
@@ -116,16 +123,35 @@ impl Servers {
         debug_assert!(!configured.is_empty(), "settings validation ensures one");
         let mut list = configured;
         list.truncate(MAX_SERVERS);
-        Self { list, next: 0 }
+        Self {
+            configured: list.len(),
+            list,
+            next: 0,
+        }
     }
 
-    /// Every server once, as (index, address), starting at the next one.
+    /// Every server once, as (index, address): the configured ones, then
+    /// the learned ones, each part starting at the next one when it is in
+    /// that part.
     pub fn order(&self) -> Vec<(usize, ServerAddr)> {
-        let n = self.list.len();
-        (0..n)
-            .map(|k| (self.next + k) % n)
+        let (c, n) = (self.configured, self.list.len());
+        let rotated = |from: usize, to: usize| {
+            let start = if (from..to).contains(&self.next) {
+                self.next
+            } else {
+                from
+            };
+            (0..to - from).map(move |k| from + (start - from + k) % (to - from))
+        };
+        rotated(0, c)
+            .chain(rotated(c, n))
             .map(|i| (i, self.list[i].clone()))
             .collect()
+    }
+
+    /// Whether server `i` was learned from the cluster, not configured.
+    pub fn is_learned(&self, i: usize) -> bool {
+        i >= self.configured
     }
 
     /// About to try server `i`: until it succeeds, the next attempt starts
@@ -265,5 +291,30 @@ mod tests {
         let many: Vec<String> = (1..=200).map(|p| format!("10.0.0.1:{p}")).collect();
         s.learn(&many);
         assert_eq!(s.len(), MAX_SERVERS);
+    }
+
+    #[test]
+    fn configured_servers_go_before_learned_ones() {
+        let mut s = Servers::new(vec![addr("a", 1), addr("b", 1)]);
+        s.learn(&["x:1".into(), "y:1".into()]);
+        let hosts = |s: &Servers| {
+            s.order()
+                .into_iter()
+                .map(|(_, a)| a.host)
+                .collect::<String>()
+        };
+        assert_eq!(hosts(&s), "abxy");
+        s.failed(0);
+        assert_eq!(hosts(&s), "baxy");
+        s.failed(1);
+        assert_eq!(
+            hosts(&s),
+            "abxy",
+            "past the configured ones: learned from the start"
+        );
+        s.succeeded(2);
+        s.failed(2);
+        assert_eq!(hosts(&s), "abyx", "the learned part rotates on its own");
+        assert!(!s.is_learned(1) && s.is_learned(2));
     }
 }
