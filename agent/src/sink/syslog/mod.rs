@@ -16,9 +16,6 @@ pub mod settings;
 
 use std::sync::Arc;
 
-use rustls::pki_types::ServerName;
-use tokio_rustls::TlsConnector;
-
 use self::{
     net::{SharedTls, TlsClient, host_of},
     octet::OctetConnection,
@@ -31,7 +28,7 @@ pub use self::{
 };
 use crate::sink::{
     endpoint::{BoxFuture, Connection, Connector, Guarantee, SinkError},
-    tls::{TlsFiles, client_config},
+    net::TlsClientError,
 };
 
 /// Builds the connector for one syslog endpoint: checks the address and
@@ -80,27 +77,15 @@ fn tls_client(
     host: &str,
     tls: &TlsSettings,
 ) -> Result<TlsClient, SyslogConfigError> {
-    let files = TlsFiles {
-        ca_file: tls.ca_file.clone(),
-        client_cert: tls.client_cert.clone(),
-        client_key: tls.client_key.clone(),
-    };
-    let name = tls.server_name.as_deref().unwrap_or(host);
-    let server_name =
-        ServerName::try_from(name.to_owned()).map_err(|_| SyslogConfigError::ServerName {
+    TlsClient::try_new(tls, host).map_err(|e| match e {
+        TlsClientError::ServerName(name) => SyslogConfigError::ServerName {
             endpoint: endpoint.to_owned(),
-            name: name.to_owned(),
-        })?;
-    let config = client_config(&files).map_err(|source| SyslogConfigError::Tls {
-        endpoint: endpoint.to_owned(),
-        source,
-    })?;
-    Ok(TlsClient {
-        connector: TlsConnector::from(config),
-        server_name,
-        server_name_text: name.to_owned(),
-        ca_file: files.ca_path().to_owned(),
-        client_cert: files.client_cert.is_some(),
+            name,
+        },
+        TlsClientError::Files(source) => SyslogConfigError::Tls {
+            endpoint: endpoint.to_owned(),
+            source,
+        },
     })
 }
 
