@@ -33,6 +33,12 @@ pub struct Spooler {
     last: Option<(u64, Hash)>,
     /// Gap records the audit stage has not taken yet.
     gaps: Vec<Record>,
+    /// Damaged regions a group's reader found while running whose gap
+    /// record is not durable yet. The spool marks such a region reported
+    /// in its ack file, so a restart would not report it again: until the
+    /// gap record is on disk, the ack file is not written (see
+    /// [`Self::may_persist`]).
+    undeclared: Vec<Loss>,
     durable: u64,
 }
 
@@ -45,6 +51,7 @@ impl Spooler {
             records,
             last: None,
             gaps: Vec::new(),
+            undeclared: Vec::new(),
             durable,
         }
     }
@@ -109,6 +116,40 @@ impl Spooler {
             .push(self.records.spool_loss(SystemTime::now(), &loss));
     }
 
+    /// Whether the ack file may be written: not while a runtime loss's gap
+    /// record is still on its way to the disk. A crash in that window
+    /// would leave the region marked reported, never declared. Holding the
+    /// ack file back costs only ack progress (duplicates after a crash).
+    fn may_persist(&self) -> bool {
+        self.undeclared.is_empty()
+    }
+
+    /// Forgets the runtime losses whose gap records `batch` holds; call
+    /// after the batch is durable.
+    fn declared_in(&mut self, batch: &Batch) {
+        if self.undeclared.is_empty() {
+            return;
+        }
+        for r in &batch.records {
+            let line = batch.line(r);
+            // Cheap filter before parsing: only gap records qualify.
+            const GAP: &[u8] = b"\"action\":\"gap\"";
+            if !line.windows(GAP.len()).any(|w| w == GAP) {
+                continue;
+            }
+            let Ok(v) = serde_json::from_slice::<serde_json::Value>(line) else {
+                continue;
+            };
+            let gap = &v["lbwitness"]["gap"];
+            self.undeclared.retain(|l| {
+                !(gap["reason"] == l.reason.as_str()
+                    && gap["first_sequence"] == l.first
+                    && gap["last_sequence"] == l.last
+                    && gap["count"] == l.count)
+            });
+        }
+    }
+
     /// Hands queued gap records to the audit stage without waiting: the
     /// audit stage may itself be waiting for this task.
     fn hand_over_gaps(&mut self, control: &mpsc::WeakSender<Control>) {
@@ -164,12 +205,17 @@ impl Spooler {
                     Some(batch) => {
                         self.append(&batch)?;
                         let mut last = batch.last_sequence;
+                        let mut appended = vec![batch];
                         // Group commit: everything queued, then one fsync.
                         while let Ok(batch) = batches.try_recv() {
                             self.append(&batch)?;
                             last = batch.last_sequence;
+                            appended.push(batch);
                         }
                         blocking(|| self.spool.sync())?;
+                        for batch in &appended {
+                            self.declared_in(batch);
+                        }
                         tracing::trace!(last, "spooled");
                         self.durable = last;
                         durable.send_replace(last);
@@ -187,7 +233,7 @@ impl Spooler {
                     None => acks_open = false,
                 },
                 _ = persist.tick() => {
-                    if unpersisted {
+                    if unpersisted && self.may_persist() {
                         blocking(|| self.spool.persist_acks())?;
                         unpersisted = false;
                     }
@@ -195,7 +241,17 @@ impl Spooler {
             }
             self.hand_over_gaps(&control);
         }
-        self.spool.persist_acks()?;
+        if self.may_persist() {
+            self.spool.persist_acks()?;
+        } else {
+            // The next run re-reads from the last persisted acks, finds the
+            // damaged region again, and declares it.
+            tracing::warn!(
+                losses = self.undeclared.len(),
+                "stopping before a spool loss's gap record was durable; \
+                 acknowledgements are not persisted, so the next run declares it"
+            );
+        }
         Ok(self.durable)
     }
 
@@ -207,7 +263,10 @@ impl Spooler {
                 }
             }
             // The spool reports each damaged region to one reader only.
-            ToSpool::Lost(loss) => self.declare(&loss, None, None),
+            ToSpool::Lost(loss) => {
+                self.undeclared.push(loss);
+                self.declare(&loss, None, None);
+            }
         }
     }
 }
@@ -236,5 +295,145 @@ impl super::Source for crate::spool::Reader {
             scanned_through: read.scanned_through,
             losses: read.losses,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{
+        audit::Sealed,
+        spool::{FsyncPolicy, LossReason, OnFull, SpoolSettings, acks, tests::Scratch},
+    };
+
+    /// A sealed batch of `lines`, numbered from `first`.
+    fn batch(first: u64, lines: &[Vec<u8>]) -> Batch {
+        let mut b = Batch {
+            lines: Vec::new(),
+            records: Vec::new(),
+            last_sequence: first + lines.len() as u64 - 1,
+        };
+        for (i, line) in lines.iter().enumerate() {
+            let start = b.lines.len();
+            b.lines.extend_from_slice(line);
+            b.records.push(Sealed {
+                sequence: first + i as u64,
+                hash: [0; 32],
+                routes: 1,
+                start,
+                end: b.lines.len(),
+            });
+            b.lines.push(b'\n');
+        }
+        b
+    }
+
+    /// Group `g`'s acknowledgement as the ack file on disk has it.
+    fn persisted(dir: &std::path::Path) -> u64 {
+        std::fs::read(dir.join("acks"))
+            .ok()
+            .and_then(|b| acks::decode(&b))
+            .map_or(0, |s| s.acked("g"))
+    }
+
+    /// Waits (real time) for the spooler's 100 ms persist tick to pass.
+    async fn ticks() {
+        tokio::time::sleep(PERSIST_ACKS * 3).await;
+    }
+
+    #[tokio::test]
+    async fn a_runtime_loss_holds_the_ack_file_until_its_gap_record_is_durable() {
+        let dir = Scratch::new("spooler-hold");
+        let (spool, _) = Spool::open(SpoolSettings {
+            dir: dir.0.clone(),
+            max_bytes: 1 << 20,
+            segment_bytes: 1 << 16,
+            on_full: OnFull::DropNewest,
+            groups: vec!["g".into()],
+            fsync: FsyncPolicy::Never,
+        })
+        .unwrap();
+        let spooler = Spooler::new(spool, vec!["g".into()], AuditRecords::new("h".into()), 0);
+        let (batches, batches_rx) = mpsc::channel(8);
+        let (acks_tx, acks_rx) = mpsc::channel(8);
+        let (durable, mut durable_rx) = watch::channel(0);
+        let (control, mut control_rx) = mpsc::channel(8);
+        let task = tokio::spawn(spooler.run(batches_rx, acks_rx, durable, control.downgrade()));
+
+        let flows: Vec<Vec<u8>> = (1..=10)
+            .map(|s| format!("{{\"event\":{{\"action\":\"flow\",\"sequence\":{s}}}}}").into_bytes())
+            .collect();
+        batches.send(batch(1, &flows)).await.unwrap();
+        durable_rx.wait_for(|d| *d >= 10).await.unwrap();
+        acks_tx
+            .send(ToSpool::Ack(Ack {
+                group: 0,
+                through: 2,
+            }))
+            .await
+            .unwrap();
+        ticks().await;
+        assert_eq!(
+            persisted(&dir.0),
+            2,
+            "acks persist while nothing is undeclared"
+        );
+
+        let loss = Loss {
+            first: 3,
+            last: 4,
+            count: 2,
+            reason: LossReason::Corrupt,
+        };
+        acks_tx.send(ToSpool::Lost(loss)).await.unwrap();
+        acks_tx
+            .send(ToSpool::Ack(Ack {
+                group: 0,
+                through: 10,
+            }))
+            .await
+            .unwrap();
+        let Some(Control::Record(gap)) = control_rx.recv().await else {
+            panic!("the gap record goes to the audit stage");
+        };
+        ticks().await;
+        assert_eq!(
+            persisted(&dir.0),
+            2,
+            "held while the gap record is not durable"
+        );
+
+        // Another gap record (a different range) does not release it.
+        let mut other = gap.clone();
+        other.lbwitness.gap.as_mut().unwrap().first_sequence = Some(5);
+        batches
+            .send(batch(11, &[serde_json::to_vec(&*other).unwrap()]))
+            .await
+            .unwrap();
+        durable_rx.wait_for(|d| *d >= 11).await.unwrap();
+        ticks().await;
+        assert_eq!(persisted(&dir.0), 2, "only its own gap record releases it");
+
+        batches
+            .send(batch(12, &[serde_json::to_vec(&*gap).unwrap()]))
+            .await
+            .unwrap();
+        durable_rx.wait_for(|d| *d >= 12).await.unwrap();
+        acks_tx
+            .send(ToSpool::Ack(Ack {
+                group: 0,
+                through: 12,
+            }))
+            .await
+            .unwrap();
+        ticks().await;
+        assert_eq!(
+            persisted(&dir.0),
+            12,
+            "persisted once the gap record is durable"
+        );
+
+        drop((batches, acks_tx));
+        assert_eq!(task.await.unwrap().unwrap(), 12);
     }
 }
