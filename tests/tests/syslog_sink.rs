@@ -174,13 +174,7 @@ async fn tcp_to_rsyslog() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tls_to_rsyslog_gtls_verifying_the_server() {
     let pki = Pki::new().unwrap();
-    let input = Input::Tls(TlsInput {
-        driver: Driver::Gtls,
-        ca: pki.ca.clone(),
-        cert: pki.server.cert.clone(),
-        key: pki.server.key.clone(),
-        require_client_cert: false,
-    });
+    let input = Input::Tls(TlsInput::with_pki(&pki, Driver::Gtls, false));
     let r = Rsyslog::start(&input).unwrap();
     let s = settings(&r.address(), Transport::Tls, Some(tls_to(&pki, false)));
     round_trip(s, BATCH, |n| r.wait_for_lines(n, WAIT)).await;
@@ -189,13 +183,7 @@ async fn tls_to_rsyslog_gtls_verifying_the_server() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tls_to_rsyslog_ossl_requiring_a_client_certificate() {
     let pki = Pki::new().unwrap();
-    let input = Input::Tls(TlsInput {
-        driver: Driver::Ossl,
-        ca: pki.ca.clone(),
-        cert: pki.server.cert.clone(),
-        key: pki.server.key.clone(),
-        require_client_cert: true,
-    });
+    let input = Input::Tls(TlsInput::with_pki(&pki, Driver::Ossl, true));
     let r = Rsyslog::start(&input).unwrap();
     let s = settings(&r.address(), Transport::Tls, Some(tls_to(&pki, true)));
     round_trip(s, BATCH, |n| r.wait_for_lines(n, WAIT)).await;
@@ -214,13 +202,7 @@ async fn relp_to_rsyslog() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn relp_over_tls_to_rsyslog() {
     let pki = Pki::new().unwrap();
-    let input = Input::RelpTls(TlsInput {
-        driver: Driver::Gtls,
-        ca: pki.ca.clone(),
-        cert: pki.server.cert.clone(),
-        key: pki.server.key.clone(),
-        require_client_cert: true,
-    });
+    let input = Input::RelpTls(TlsInput::with_pki(&pki, Driver::Gtls, true));
     let r = Rsyslog::start(&input).unwrap();
     let s = settings(&r.address(), Transport::Relp, Some(tls_to(&pki, true)));
     round_trip(s, BATCH, |n| r.wait_for_lines(n, WAIT)).await;
@@ -242,13 +224,7 @@ async fn tcp_to_syslog_ng() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tls_without_the_required_client_certificate_fails() {
     let pki = Pki::new().unwrap();
-    let input = Input::Tls(TlsInput {
-        driver: Driver::Ossl,
-        ca: pki.ca.clone(),
-        cert: pki.server.cert.clone(),
-        key: pki.server.key.clone(),
-        require_client_cert: true,
-    });
+    let input = Input::Tls(TlsInput::with_pki(&pki, Driver::Ossl, true));
     let r = Rsyslog::start(&input).unwrap();
     let c = connector(&settings(
         &r.address(),
@@ -606,13 +582,7 @@ async fn throughput() {
     assert!(wire > all.iter().map(Batch::bytes).sum::<usize>());
 
     let pki = Pki::new().unwrap();
-    let gtls = Input::Tls(TlsInput {
-        driver: Driver::Gtls,
-        ca: pki.ca.clone(),
-        cert: pki.server.cert.clone(),
-        key: pki.server.key.clone(),
-        require_client_cert: false,
-    });
+    let gtls = Input::Tls(TlsInput::with_pki(&pki, Driver::Gtls, false));
     for (name, input, transport, tls) in [
         (
             "tcp -> rsyslog imtcp (until stored)",

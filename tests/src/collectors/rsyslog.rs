@@ -15,7 +15,7 @@ use std::{
 
 use anyhow::{Context, bail};
 
-use super::{Stored, free_port, read_log, wait_listening};
+use super::{Stored, certs::Pki, free_port, read_log, wait_listening};
 use crate::{Scratch, netns::ChildGuard, run_output};
 
 /// The rsyslogd binary.
@@ -47,6 +47,19 @@ pub struct TlsInput {
     pub key: PathBuf,
     /// Refuse clients without a certificate signed by `ca`.
     pub require_client_cert: bool,
+}
+
+impl TlsInput {
+    /// An input with `pki`'s CA and server certificate.
+    pub fn with_pki(pki: &Pki, driver: Driver, require_client_cert: bool) -> Self {
+        Self {
+            driver,
+            ca: pki.ca.clone(),
+            cert: pki.server.cert.clone(),
+            key: pki.server.key.clone(),
+            require_client_cert,
+        }
+    }
 }
 
 /// rsyslog's network stream drivers.
