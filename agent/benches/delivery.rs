@@ -27,7 +27,7 @@ use std::{
 };
 
 use lbwitness::{
-    audit::{Batch, Sealed, records::AuditRecords},
+    audit::{Batch, records::AuditRecords},
     config::{Config, ConfigFile, Overrides},
     run::delivery,
     spool::SpoolRecord,
@@ -36,7 +36,7 @@ use tokio::sync::{mpsc, watch};
 
 mod common;
 
-use common::{AGENT, LEN, Scratch, line};
+use common::{AGENT, Scratch, line};
 
 const THROUGHPUT_RECORDS: u64 = 500_000;
 const RATE: u64 = 50_000;
@@ -106,29 +106,6 @@ fn config(dir: &Scratch, collector: SocketAddr, fsync: &str) -> Config {
         ..Overrides::default()
     };
     Config::try_new(file, overrides, None).expect("valid bench config")
-}
-
-/// A batch of `n` records from `first` on, as the audit stage seals them.
-fn batch(first: u64, n: u64) -> Batch {
-    let mut lines = Vec::with_capacity(n as usize * (LEN + 1));
-    let mut records = Vec::with_capacity(n as usize);
-    for sequence in first..first + n {
-        let start = lines.len();
-        lines.extend_from_slice(&line(sequence));
-        records.push(Sealed {
-            sequence,
-            hash: [0; 32],
-            routes: 1,
-            start,
-            end: lines.len(),
-        });
-        lines.push(b'\n');
-    }
-    Batch {
-        lines,
-        records,
-        last_sequence: first + n - 1,
-    }
 }
 
 /// Spools `THROUGHPUT_RECORDS`, then times one group delivering them all
@@ -276,7 +253,8 @@ fn latency(fsync: &str) {
         let mut next = 1;
         while next <= total {
             tick.tick().await;
-            let b = batch(next, per_tick);
+            let lines: Vec<Vec<u8>> = (next..next + per_tick).map(line).collect();
+            let b = Batch::unchained(next, &lines, 1);
             entered.push((next, Instant::now()));
             batches_tx.send(b).await.expect("the spooler runs");
             next += per_tick;

@@ -301,32 +301,7 @@ impl super::Source for crate::spool::Reader {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{
-        audit::Sealed,
-        spool::{FsyncPolicy, LossReason, OnFull, SpoolSettings, acks, tests::Scratch},
-    };
-
-    /// A sealed batch of `lines`, numbered from `first`.
-    fn batch(first: u64, lines: &[Vec<u8>]) -> Batch {
-        let mut b = Batch {
-            lines: Vec::new(),
-            records: Vec::new(),
-            last_sequence: first + lines.len() as u64 - 1,
-        };
-        for (i, line) in lines.iter().enumerate() {
-            let start = b.lines.len();
-            b.lines.extend_from_slice(line);
-            b.records.push(Sealed {
-                sequence: first + i as u64,
-                hash: [0; 32],
-                routes: 1,
-                start,
-                end: b.lines.len(),
-            });
-            b.lines.push(b'\n');
-        }
-        b
-    }
+    use crate::spool::{FsyncPolicy, LossReason, OnFull, SpoolSettings, acks, tests::Scratch};
 
     /// Group `g`'s acknowledgement as the ack file on disk has it.
     fn persisted(dir: &std::path::Path) -> u64 {
@@ -363,7 +338,7 @@ mod tests {
         let flows: Vec<Vec<u8>> = (1..=10)
             .map(|s| format!("{{\"event\":{{\"action\":\"flow\",\"sequence\":{s}}}}}").into_bytes())
             .collect();
-        batches.send(batch(1, &flows)).await.unwrap();
+        batches.send(Batch::unchained(1, &flows, 1)).await.unwrap();
         durable_rx.wait_for(|d| *d >= 10).await.unwrap();
         acks_tx
             .send(ToSpool::Ack(Ack {
@@ -407,7 +382,11 @@ mod tests {
         let mut other = gap.clone();
         other.lbwitness.gap.as_mut().unwrap().first_sequence = Some(5);
         batches
-            .send(batch(11, &[serde_json::to_vec(&*other).unwrap()]))
+            .send(Batch::unchained(
+                11,
+                &[serde_json::to_vec(&*other).unwrap()],
+                1,
+            ))
             .await
             .unwrap();
         durable_rx.wait_for(|d| *d >= 11).await.unwrap();
@@ -415,7 +394,11 @@ mod tests {
         assert_eq!(persisted(&dir.0), 2, "only its own gap record releases it");
 
         batches
-            .send(batch(12, &[serde_json::to_vec(&*gap).unwrap()]))
+            .send(Batch::unchained(
+                12,
+                &[serde_json::to_vec(&*gap).unwrap()],
+                1,
+            ))
             .await
             .unwrap();
         durable_rx.wait_for(|d| *d >= 12).await.unwrap();
