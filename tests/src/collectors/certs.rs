@@ -132,14 +132,12 @@ fn make_ca(dir: &Path, name: &str, cn: &str) -> anyhow::Result<CertKey> {
 /// A leaf signed by `ca` with the extensions `ext` (an `-extfile`), valid
 /// for `days` days from now.
 fn make_leaf(dir: &Path, name: &str, cn: &str, ext: &str, days: &str) -> anyhow::Result<CertKey> {
-    let csr = dir.join(format!("{name}.csr"));
-    let ext_file = dir.join(format!("{name}.ext"));
-    let cert = dir.join(format!("{name}.pem"));
-    std::fs::write(&ext_file, ext)?;
-    run(openssl()
-        .args(new_key_args(dir, name, cn))
-        .arg("-out")
-        .arg(&csr))?;
+    let Request {
+        csr,
+        ext_file,
+        cert,
+        key,
+    } = request(dir, name, cn, ext)?;
     run(openssl()
         .args(["x509", "-req", "-in"])
         .arg(&csr)
@@ -151,19 +149,44 @@ fn make_leaf(dir: &Path, name: &str, cn: &str, ext: &str, days: &str) -> anyhow:
         .arg(&ext_file)
         .arg("-out")
         .arg(&cert))?;
-    Ok(CertKey {
-        cert,
+    Ok(CertKey { cert, key })
+}
+
+/// The files of one leaf: its key and certificate request (made here),
+/// its extensions file (written here) and where its certificate goes.
+struct Request {
+    csr: PathBuf,
+    ext_file: PathBuf,
+    cert: PathBuf,
+    key: PathBuf,
+}
+
+/// Makes `name`'s key and a request for `cn`, and writes `ext`.
+fn request(dir: &Path, name: &str, cn: &str, ext: &str) -> anyhow::Result<Request> {
+    let r = Request {
+        csr: dir.join(format!("{name}.csr")),
+        ext_file: dir.join(format!("{name}.ext")),
+        cert: dir.join(format!("{name}.pem")),
         key: dir.join(format!("{name}.key")),
-    })
+    };
+    std::fs::write(&r.ext_file, ext)?;
+    run(openssl()
+        .args(new_key_args(dir, name, cn))
+        .arg("-out")
+        .arg(&r.csr))?;
+    Ok(r)
 }
 
 /// Like [`make_leaf`], valid from 2020-01-01 to [`EXPIRED_NOT_AFTER`]:
 /// `openssl x509` (3.0) cannot backdate, `openssl ca` can, given a minimal
 /// CA database.
 fn make_expired(dir: &Path, name: &str, cn: &str, ext: &str) -> anyhow::Result<CertKey> {
-    let csr = dir.join(format!("{name}.csr"));
-    let ext_file = dir.join(format!("{name}.ext"));
-    let cert = dir.join(format!("{name}.pem"));
+    let Request {
+        csr,
+        ext_file,
+        cert,
+        key,
+    } = request(dir, name, cn, ext)?;
     let db = dir.join("ca-db");
     std::fs::create_dir_all(&db)?;
     std::fs::write(db.join("index.txt"), "")?;
@@ -178,11 +201,6 @@ fn make_expired(dir: &Path, name: &str, cn: &str, ext: &str) -> anyhow::Result<C
             db = db.display()
         ),
     )?;
-    std::fs::write(&ext_file, ext)?;
-    run(openssl()
-        .args(new_key_args(dir, name, cn))
-        .arg("-out")
-        .arg(&csr))?;
     run(openssl()
         .args(["ca", "-batch", "-notext", "-config"])
         .arg(&conf)
@@ -202,8 +220,5 @@ fn make_expired(dir: &Path, name: &str, cn: &str, ext: &str) -> anyhow::Result<C
         .arg(&csr)
         .arg("-out")
         .arg(&cert))?;
-    Ok(CertKey {
-        cert,
-        key: dir.join(format!("{name}.key")),
-    })
+    Ok(CertKey { cert, key })
 }
