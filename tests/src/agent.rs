@@ -116,26 +116,8 @@ impl Agent {
             state_dir: state_dir.to_owned(),
             owns_files: false,
         };
-        agent.wait_running();
+        wait_running(&mut agent.child, &agent.log).unwrap_or_else(|e| panic!("{e:#}"));
         agent
-    }
-
-    fn wait_running(&mut self) {
-        let deadline = Instant::now() + Duration::from_secs(20);
-        loop {
-            let text = std::fs::read_to_string(&self.log).unwrap_or_default();
-            if text.contains("lbwitness running") {
-                return;
-            }
-            if let Some(status) = self.child.try_wait() {
-                panic!("the agent exited ({status}) before running:\n{text}");
-            }
-            assert!(
-                Instant::now() < deadline,
-                "the agent did not start in 20 s:\n{text}"
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
     }
 
     /// The agent's process id.
@@ -229,4 +211,23 @@ pub fn run_to_exit(ns: &NetNs, args: &[&str]) -> (ExitStatus, String) {
 pub fn has_xdp(ns: &NetNs, iface: &str) -> bool {
     let text = ns.ip(&["-d", "link", "show", "dev", iface]);
     text.contains("prog/xdp") || text.contains(" xdp")
+}
+
+/// Waits until the agent writing `log` says it is attached and running;
+/// fails, with the log, if it exits first or takes over 20 s.
+pub fn wait_running(agent: &mut ChildGuard, log: &Path) -> anyhow::Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let text = std::fs::read_to_string(log).unwrap_or_default();
+        if text.contains("lbwitness running") {
+            return Ok(());
+        }
+        if let Some(status) = agent.try_wait() {
+            anyhow::bail!("the agent exited ({status}) before running:\n{text}");
+        }
+        if Instant::now() > deadline {
+            anyhow::bail!("the agent did not start in 20 s:\n{text}");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
 }

@@ -22,6 +22,7 @@ use std::{
 use anyhow::{Context as _, Result, bail};
 use integration_tests::{
     Scratch,
+    agent::wait_running,
     netns::{ChildGuard, NetNs, VethPair},
 };
 
@@ -194,23 +195,6 @@ fn header(client: &NetNs, lb: &NetNs, veth: &VethPair, c: &Collectors) {
         collectors::STREAM,
         COUNTS_EVERY.as_secs()
     );
-}
-
-/// Waits until the agent logs that it is attached and running.
-fn wait_running(agent: &mut ChildGuard, log: &Path) -> Result<()> {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        if std::fs::read_to_string(log).is_ok_and(|t| t.contains("lbwitness running")) {
-            return Ok(());
-        }
-        if let Some(status) = agent.try_wait() {
-            bail!("the agent exited ({status}) before running: {}", tail(log));
-        }
-        if Instant::now() > deadline {
-            bail!("the agent is not running after 20 s: {}", tail(log));
-        }
-        thread::sleep(Duration::from_millis(50));
-    }
 }
 
 /// Runs `lbwitness verify` over (a) the archive (both rsyslogd's files
