@@ -213,11 +213,14 @@ fn killed_twice_mid_stream_the_trail_verifies() {
         old_hash.as_str()
     );
 
-    // One flipped byte is tampering (exit 3).
+    // One flipped byte in a record's content is tampering (exit 3). The
+    // byte is a port digit of a record in the middle: a flip that lands in
+    // agent.id instead moves the record to another agent, which verify
+    // rightly reads as a removal (exit 4), not as an altered record.
     let text = std::fs::read(&output.0).unwrap();
     let tampered = Scratch::path("tampered.ndjson");
     let mut bytes = text.clone();
-    let at = bytes.len() / 2;
+    let at = port_digit_after(&bytes, bytes.len() / 2);
     bytes[at] = if bytes[at] == b'1' { b'2' } else { b'1' };
     std::fs::write(&tampered.0, bytes).unwrap();
     let (code, stdout, _) = verify(&[
@@ -226,6 +229,19 @@ fn killed_twice_mid_stream_the_trail_verifies() {
         tampered.0.to_str().unwrap(),
     ]);
     assert_eq!(code, 3, "{stdout}");
+}
+
+/// The offset of the first digit of the first `"port":` value at or after
+/// `from` in an NDJSON trail.
+fn port_digit_after(trail: &[u8], from: usize) -> usize {
+    const KEY: &[u8] = b"\"port\":";
+    let at = trail[from..]
+        .windows(KEY.len())
+        .position(|w| w == KEY)
+        .expect("a record with a port after the middle of the trail");
+    let digit = from + at + KEY.len();
+    assert!(trail[digit].is_ascii_digit(), "a numeric port at {digit}");
+    digit
 }
 
 /// `ip -j link show`'s XDP program id on `iface`.
