@@ -124,6 +124,7 @@ fn throughput() {
                 sequence: (i * 512 + j) as u64 + 1,
                 routes: 1,
                 line: l,
+                prev: [0; 32],
             })
             .collect();
         opened.spool.append(&recs).expect("append");

@@ -40,6 +40,7 @@ fn run(label: &str, fsync: FsyncPolicy, syncs_every: u64) {
                 sequence: q + i as u64,
                 routes: 0b11,
                 line: l,
+                prev: [0; 32],
             })
             .collect();
         assert!(spool.append(&recs).expect("append").dropped.is_empty());

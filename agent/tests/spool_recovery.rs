@@ -76,17 +76,55 @@ fn settings(dir: &Path, max_bytes: u64, segment_bytes: u64, on_full: OnFull) -> 
     }
 }
 
+/// A stand-in for the chain hash of record `seq` as written in `session`
+/// (zeros for 0, as `hash(0)` is).
+fn chain(seq: u64, session: u64) -> [u8; 32] {
+    let mut h = [0u8; 32];
+    if seq > 0 {
+        h[..8].copy_from_slice(&seq.to_le_bytes());
+        h[8..16].copy_from_slice(&session.to_le_bytes());
+        h[16..].fill(0x5A);
+    }
+    h
+}
+
 /// A record: its text names its sequence and the session that wrote it, so
-/// a torn record whose number is reused can never pass for the new one.
+/// a torn record whose number is reused can never pass for the new one. Its
+/// `event.hash` is `chain(seq, session)`.
 fn record(seq: u64, session: u64) -> (u64, Vec<u8>) {
     let mix = seq.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ session.wrapping_mul(0xC2B2_AE3D_27D4_EB4F);
     let routes = [0b01, 0b10, 0b11, 0b00, 0b11][(mix % 5) as usize];
     let pad = (mix >> 8) as usize % 600;
     let line = format!(
-        "{{\"event\":{{\"sequence\":{seq}}},\"session\":{session},\"pad\":\"{}\"}}",
+        "{{\"event\":{{\"hash\":\"{}\",\"sequence\":{seq}}},\"session\":{session},\"pad\":\"{}\"}}",
+        hex::encode(chain(seq, session)),
         "x".repeat(pad)
     );
     (routes, line.into_bytes())
+}
+
+/// Checks that every chain hash a loss carries is the one the model gave
+/// that record; returns how many losses carry both.
+fn hashes_right(losses: &[Loss], hashes: &BTreeMap<u64, [u8; 32]>) -> Result<usize, TestCaseError> {
+    let of = |q: u64| {
+        if q == 0 {
+            Some([0; 32])
+        } else {
+            hashes.get(&q).copied()
+        }
+    };
+    for l in losses {
+        if let Some(h) = l.before_hash {
+            prop_assert_eq!(Some(h), of(l.first - 1), "before_hash of {:?}", l);
+        }
+        if let Some(h) = l.last_hash {
+            prop_assert_eq!(Some(h), of(l.last), "last_hash of {:?}", l);
+        }
+    }
+    Ok(losses
+        .iter()
+        .filter(|l| l.before_hash.is_some() && l.last_hash.is_some())
+        .count())
 }
 
 fn segment_files(dir: &Path) -> Vec<PathBuf> {
@@ -218,6 +256,8 @@ struct Model {
     /// The highest acknowledgement each group ever persisted (not reset when
     /// the ack file is deleted): what the spool may have deleted.
     passed: [u64; 2],
+    /// The chain hash each sequence was last written with.
+    hashes: BTreeMap<u64, [u8; 32]>,
 }
 
 impl Model {
@@ -341,14 +381,23 @@ fn run_session(
         match st {
             Step::Append { n } => {
                 let recs: Vec<_> = (next..next + n).map(|q| (q, record(q, number))).collect();
+                let before = model.hashes.get(&(next - 1)).copied().unwrap_or([0; 32]);
                 let batch: Vec<_> = recs
                     .iter()
                     .map(|(q, (routes, line))| SpoolRecord {
                         sequence: *q,
                         routes: *routes,
                         line,
+                        prev: if *q == next {
+                            before
+                        } else {
+                            chain(q - 1, number)
+                        },
                     })
                     .collect();
+                model
+                    .hashes
+                    .extend(recs.iter().map(|(q, _)| (*q, chain(*q, number))));
                 let appended = spool.append(&batch).map_err(fail)?;
                 prop_assert!(appended.dropped.is_empty());
                 model.acks_deleted = false;
@@ -433,6 +482,7 @@ fn run_session(
         }
     }
     prop_assert_eq!(&seen, &expected, "every lost record is reported");
+    hashes_right(&losses, &model.hashes)?;
     // The end of the session.
     match s.crash {
         None => {
@@ -642,6 +692,7 @@ fn append_both(s: &mut Spool, seqs: std::ops::RangeInclusive<u64>, len: usize) -
             sequence: *q,
             routes: 0b11,
             line: l,
+            prev: chain(q - 1, 0),
         })
         .collect();
     s.append(&recs)
@@ -687,7 +738,9 @@ fn a_full_disk_is_reported_as_loss_and_the_spool_goes_on_when_space_returns() {
             first: kept + 1,
             last: next - 1,
             count: next - 1 - kept,
-            reason: lbwitness::spool::LossReason::Full
+            reason: lbwitness::spool::LossReason::Full,
+            before_hash: Some(chain(kept, 0)),
+            last_hash: None,
         }]
     );
     assert_eq!(s.stats().dropped_no_space, next - 1 - kept);
@@ -757,6 +810,7 @@ async fn a_writer_and_two_readers_on_other_threads_see_every_record_once_in_orde
                     sequence: *s,
                     routes: routes(*s),
                     line: l,
+                    prev: chain(s - 1, 0),
                 })
                 .collect();
             assert!(spool.append(&recs).unwrap().dropped.is_empty());
@@ -840,7 +894,7 @@ proptest! {
                     let recs: Vec<_> = (next..next + n)
                         .map(|q| (q, [0b01, 0b10, 0b11][(q % 3) as usize], vec![b'x'; *len as usize]))
                         .collect();
-                    let batch: Vec<_> = recs.iter().map(|(q, r, l)| SpoolRecord { sequence: *q, routes: *r, line: l }).collect();
+                    let batch: Vec<_> = recs.iter().map(|(q, r, l)| SpoolRecord { sequence: *q, routes: *r, line: l, prev: chain(q - 1, 0) }).collect();
                     routes.extend(recs.iter().map(|(q, r, _)| (*q, *r)));
                     for l in spool.append(&batch).unwrap().dropped {
                         // Never counts a record every group it went to had
@@ -888,6 +942,8 @@ proptest! {
                 prop_assert_eq!(l.count, lost, "{:?} counts exactly the records refused", l);
             }
         }
+        let hashes: BTreeMap<u64, [u8; 32]> = routes.keys().map(|q| (*q, chain(*q, 0))).collect();
+        hashes_right(&dropped, &hashes)?;
         let dropped_total: u64 = dropped.iter().map(|l| l.count).sum();
         prop_assert!(dropped_total >= all_unread, "{} reported, {} never read", dropped_total, all_unread);
         let stats = spool.stats();

@@ -50,6 +50,9 @@ pub struct Sealed {
     pub sequence: u64,
     /// `event.hash`.
     pub hash: Hash,
+    /// The chain hash of the record before it, which `hash` was computed
+    /// from.
+    pub prev: Hash,
     /// The collector groups it is routed to (bit i: group i).
     pub routes: u64,
     /// The line is `lines[start..end]`, without its newline.
@@ -79,6 +82,7 @@ impl Batch {
             batch.records.push(Sealed {
                 sequence,
                 hash: [0; 32],
+                prev: [0; 32],
                 routes,
                 start,
                 end: batch.lines.len(),
@@ -302,10 +306,12 @@ impl AuditTask {
         let start = self.lines.len();
         // Routed before sealing: the router reads fields, not the line.
         let routes = self.router.route(record);
+        let prev = self.chain.head().hash;
         let sequence = self.chain.seal(record, &mut self.lines)?;
         self.sealed_records.push(Sealed {
             sequence,
             hash: self.chain.head().hash,
+            prev,
             routes,
             start,
             end: self.lines.len() - 1,

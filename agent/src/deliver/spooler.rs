@@ -12,7 +12,6 @@ use super::group::{Ack, ToSpool};
 use crate::{
     audit::{
         Batch, Control,
-        chain::Hash,
         records::{AuditRecords, SpoolLoss},
     },
     record::Record,
@@ -28,9 +27,6 @@ pub struct Spooler {
     spool: Spool,
     groups: Vec<String>,
     records: AuditRecords,
-    /// Sequence and hash of the last record handed to the spool, kept or
-    /// dropped: the `before_hash` of a loss that starts after it.
-    last: Option<(u64, Hash)>,
     /// Gap records the audit stage has not taken yet.
     gaps: Vec<Record>,
     /// Damaged regions a group's reader found while running whose gap
@@ -49,7 +45,6 @@ impl Spooler {
             spool,
             groups,
             records,
-            last: None,
             gaps: Vec::new(),
             undeclared: Vec::new(),
             durable,
@@ -69,34 +64,34 @@ impl Spooler {
                 sequence: r.sequence,
                 routes: r.routes,
                 line: batch.line(r),
+                prev: r.prev,
             })
             .collect();
         let appended = self.spool.append(&records)?;
-        for loss in appended.dropped {
-            let before_hash = match self.last {
-                Some((seq, hash)) if seq + 1 == loss.first => Some(hash),
-                None if loss.first == 1 => Some([0; 32]),
-                _ => batch
+        for mut loss in appended.dropped {
+            // The batch knows the hashes around what it refused; the spool
+            // knows them around older records it dropped or found damaged.
+            loss.before_hash = loss.before_hash.or_else(|| {
+                batch
                     .records
                     .iter()
-                    .find(|r| r.sequence + 1 == loss.first)
-                    .map(|r| r.hash),
-            };
-            let last_hash = batch
-                .records
-                .iter()
-                .find(|r| r.sequence == loss.last)
-                .map(|r| r.hash);
-            self.declare(&loss, before_hash, last_hash);
-        }
-        if let Some(r) = batch.records.last() {
-            self.last = Some((r.sequence, r.hash));
+                    .find(|r| r.sequence == loss.first)
+                    .map(|r| r.prev)
+            });
+            loss.last_hash = loss.last_hash.or_else(|| {
+                batch.records.iter().find_map(|r| {
+                    (r.sequence == loss.last)
+                        .then_some(r.hash)
+                        .or((r.sequence == loss.last + 1).then_some(r.prev))
+                })
+            });
+            self.declare(&loss);
         }
         Ok(())
     }
 
     /// Queues a gap record for `loss`.
-    pub fn declare(&mut self, loss: &Loss, before_hash: Option<Hash>, last_hash: Option<Hash>) {
+    pub fn declare(&mut self, loss: &Loss) {
         tracing::error!(
             reason = loss.reason.as_str(),
             first = loss.first,
@@ -109,8 +104,8 @@ impl Spooler {
             first: loss.first,
             last: loss.last,
             count: loss.count,
-            before_hash,
-            last_hash,
+            before_hash: loss.before_hash,
+            last_hash: loss.last_hash,
         };
         self.gaps
             .push(self.records.spool_loss(SystemTime::now(), &loss));
@@ -265,7 +260,7 @@ impl Spooler {
             // The spool reports each damaged region to one reader only.
             ToSpool::Lost(loss) => {
                 self.undeclared.push(loss);
-                self.declare(&loss, None, None);
+                self.declare(&loss);
             }
         }
     }
@@ -359,6 +354,8 @@ mod tests {
             last: 4,
             count: 2,
             reason: LossReason::Corrupt,
+            before_hash: None,
+            last_hash: None,
         };
         acks_tx.send(ToSpool::Lost(loss)).await.unwrap();
         acks_tx

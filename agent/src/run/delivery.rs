@@ -112,8 +112,8 @@ pub fn open(config: &Config, agent_id: &str) -> anyhow::Result<Opened> {
             first: l.first,
             last: l.last,
             count: l.count,
-            before_hash: None,
-            last_hash: None,
+            before_hash: l.before_hash,
+            last_hash: l.last_hash,
         })
         .collect();
     Ok(Opened {

@@ -53,6 +53,7 @@ impl Spool {
         let refused = self.refusing.is_some() && !self.space_returned(&mut oldest)?;
         while !refused && next < records.len() {
             let r = &records[next];
+            newest.frame(&header(r));
             if r.line.len() > self.max_payload {
                 // Never fits a segment: dropped alone, the batch goes on.
                 newest.lose(r.sequence, r.sequence, 1, LossReason::Full);
@@ -72,13 +73,9 @@ impl Spool {
                 break;
             }
             let start = self.buf.len();
-            frame::encode(&mut self.buf, r.sequence, r.routes, r.line);
+            frame::encode(&mut self.buf, r.sequence, r.routes, &r.prev, r.line);
             self.pending.push(Pending {
-                header: Header {
-                    len: r.line.len(),
-                    sequence: r.sequence,
-                    routes: r.routes,
-                },
+                header: header(r),
                 start,
             });
             newest.keep();
@@ -89,6 +86,7 @@ impl Spool {
         self.flush(&mut newest)?;
         if let Some(rest) = records.get(next..).filter(|r| !r.is_empty()) {
             let n = rest.len() as u64;
+            newest.frame(&header(&rest[0]));
             newest.lose(
                 rest[0].sequence,
                 rest[n as usize - 1].sequence,
@@ -150,6 +148,7 @@ impl Spool {
             if !self.free_disk(dropped)? {
                 let lost = &self.pending[from..];
                 let n = lost.len() as u64;
+                dropped.frame(&lost[0].header);
                 dropped.lose(
                     lost[0].header.sequence,
                     lost[lost.len() - 1].header.sequence,
@@ -197,6 +196,16 @@ impl Spool {
         self.dir_dirty = true;
         self.index_dirty = true;
         Ok(true)
+    }
+}
+
+/// The frame header `r` is written with.
+fn header(r: &SpoolRecord<'_>) -> Header {
+    Header {
+        len: r.line.len(),
+        sequence: r.sequence,
+        routes: r.routes,
+        prev: r.prev,
     }
 }
 

@@ -9,6 +9,7 @@ use super::{
     frame::{self, Parsed},
     index::IndexEntry,
     live::Segment,
+    loss::{ChainHash, event_hash},
     recover::read_at,
     scan::{self, Item},
     segment,
@@ -38,6 +39,36 @@ fn vouches(
         if h.sequence == e.last && h.frame_len() as u64 == e.good - e.last_frame))
 }
 
+/// The intact frame of `sequence` at `offset`, read up to `end`: its header
+/// and, when `own` is asked for, its `event.hash`.
+fn chain_at(
+    file: &File,
+    path: &Path,
+    (offset, end): (u64, u64),
+    sequence: u64,
+    own: bool,
+) -> Result<(Option<ChainHash>, Option<ChainHash>), SpoolError> {
+    let want = if own {
+        end - offset
+    } else {
+        frame::HEADER as u64
+    };
+    if offset + want > end {
+        return Ok((None, None));
+    }
+    let buf = read_at(file, path, offset, want)?;
+    Ok(match frame::header(&buf) {
+        Some(h) if h.sequence == sequence => {
+            let hash = match frame::parse(&buf) {
+                Parsed::Intact(h) if own => event_hash(frame::payload(&buf, &h)),
+                _ => None,
+            };
+            (Some(h.prev), hash)
+        }
+        _ => (None, None),
+    })
+}
+
 /// Scans one segment, cuts what must go, and adds what it found to `pieces`.
 #[expect(
     clippy::too_many_arguments,
@@ -61,7 +92,14 @@ pub(super) fn examine(
         .map_err(SpoolError::io(&path))?;
     let len = file.metadata().map_err(SpoolError::io(&path))?.len();
     let head = read_at(&file, &path, 0, len.min(segment::MAX_HEADER as u64))?;
-    let header = segment::decode(&head).ok().filter(|h| h.id == id);
+    let decoded = segment::decode(&head);
+    if let Err(segment::HeaderError::Version(v)) = decoded {
+        rec.problems.push(format!(
+            "segment {id} is in spool format {v}; this lbwitness reads format {}",
+            segment::VERSION
+        ));
+    }
+    let header = decoded.ok().filter(|h| h.id == id);
     let (header_len, seg_groups) = header.map_or((0, None), |h| (h.len as u64, Some(h.groups)));
     let mut seg = Segment::new(id, path.clone(), header_len, seg_groups.as_deref(), groups);
 
@@ -74,16 +112,23 @@ pub(super) fn examine(
             seg.absorb_entry(e);
             if e.records > 0 {
                 // The vouched part, by its ends: neighbours for damage found
-                // after it, and where the last record is.
+                // after it, where the last record is, and the chain hashes
+                // on either side of it.
+                let (prev, _) = chain_at(&file, &path, (header_len, e.good), e.first, false)?;
                 pieces.push(Piece::Intact {
                     sequence: e.first,
                     at: None,
                     unroutable: None,
+                    prev,
+                    hash: None,
                 });
+                let (prev, hash) = chain_at(&file, &path, (e.last_frame, e.good), e.last, true)?;
                 pieces.push(Piece::Intact {
                     sequence: e.last,
                     at: Some((k, e.last_frame)),
                     unroutable: None,
+                    prev,
+                    hash,
                 });
             }
         }
@@ -118,7 +163,15 @@ pub(super) fn examine(
     let first_piece = pieces.len();
     let mut damaged_frames = 0;
     let mut unknown_groups = 0u64;
-    for item in &found.items {
+    // An intact record's own hash is read where damage without a header,
+    // or the segment's end, follows it: the `before_hash` of what may be
+    // lost next.
+    let own_hash_needed = |i: usize| match found.items.get(i + 1) {
+        None => true,
+        Some(Item::Damaged(d)) => d.header.is_none(),
+        Some(Item::Intact { .. }) => false,
+    };
+    for (i, item) in found.items.iter().enumerate() {
         match *item {
             Item::Intact { offset, header } => {
                 let offset = start + offset as u64;
@@ -126,10 +179,18 @@ pub(super) fn examine(
                 if header_len > 0 && header.routes & !seg.known_bits() != 0 {
                     unknown_groups += 1;
                 }
+                let hash = if own_hash_needed(i) {
+                    let at = offset as usize - start as usize;
+                    event_hash(frame::payload(&body[at..], &header))
+                } else {
+                    None
+                };
                 pieces.push(Piece::Intact {
                     sequence: header.sequence,
                     at: Some((k, offset)),
                     unroutable: (header_len == 0).then_some(id),
+                    prev: Some(header.prev),
+                    hash,
                 });
             }
             Item::Damaged(d) => {

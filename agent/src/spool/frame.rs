@@ -10,20 +10,28 @@
 //!  4        4    len: payload bytes, u32 little-endian (≤ MAX_PAYLOAD)
 //!  8        8    sequence, u64 LE
 //! 16        8    routes, u64 LE (bit i = group i of the segment header)
-//! 24        4    header CRC-32 (IEEE) over bytes 0..24
-//! 28        len  payload: the record's canonical JSON
-//! 28+len    4    frame CRC-32 over bytes 0..24 and the payload
+//! 24       32    prev: the chain hash of record sequence − 1
+//! 56        4    header CRC-32 (IEEE) over bytes 0..56
+//! 60        len  payload: the record's canonical JSON
+//! 60+len    4    frame CRC-32 over bytes 0..56 and the payload
 //! ```
 //!
 //! 0xF5 never occurs in UTF-8, so a record's text never contains a frame
 //! start: counting magics in a damaged region counts the frames in it.
+//!
+//! `prev` is in the header, under its own CRC, so that a loss can be tied
+//! into the chain: the frame at a loss's first sequence gives the hash
+//! before it, and the frame after its last gives the hash it ends at
+//! (`docs/SPOOL.md`, "The chain across a loss").
 
 use crc32fast::Hasher;
 
 /// Marks a frame start.
 pub const MAGIC: [u8; 4] = [0xF5, b'L', b'B', b'S'];
 /// Header bytes before the payload.
-pub const HEADER: usize = 28;
+pub const HEADER: usize = 60;
+/// Header bytes the header CRC covers (everything before it).
+const COVERED: usize = HEADER - 4;
 /// Header and trailing CRC: a frame is `OVERHEAD + len` bytes.
 pub const OVERHEAD: usize = HEADER + 4;
 /// The largest payload a frame may carry (16 MiB); a larger length field is
@@ -39,6 +47,9 @@ pub struct Header {
     pub sequence: u64,
     /// The record's route mask.
     pub routes: u64,
+    /// The chain hash of record `sequence - 1` (`hash(sequence - 1)` in
+    /// docs/AUDIT.md): what this record's hash was computed from.
+    pub prev: [u8; 32],
 }
 
 impl Header {
@@ -68,18 +79,19 @@ pub enum Parsed {
 ///
 /// # Panics
 /// If `payload` is longer than [`MAX_PAYLOAD`] (the writer checks first).
-pub fn encode(out: &mut Vec<u8>, sequence: u64, routes: u64, payload: &[u8]) {
+pub fn encode(out: &mut Vec<u8>, sequence: u64, routes: u64, prev: &[u8; 32], payload: &[u8]) {
     assert!(payload.len() <= MAX_PAYLOAD, "payload over MAX_PAYLOAD");
     let start = out.len();
     out.extend_from_slice(&MAGIC);
     out.extend_from_slice(&(payload.len() as u32).to_le_bytes());
     out.extend_from_slice(&sequence.to_le_bytes());
     out.extend_from_slice(&routes.to_le_bytes());
-    let head = crc32fast::hash(&out[start..start + 24]);
+    out.extend_from_slice(prev);
+    let head = crc32fast::hash(&out[start..start + COVERED]);
     out.extend_from_slice(&head.to_le_bytes());
     out.extend_from_slice(payload);
     let mut all = Hasher::new();
-    all.update(&out[start..start + 24]);
+    all.update(&out[start..start + COVERED]);
     all.update(payload);
     out.extend_from_slice(&all.finalize().to_le_bytes());
 }
@@ -94,7 +106,10 @@ fn u64_at(b: &[u8], i: usize) -> u64 {
 
 /// The header at the start of `buf`, if one is there and valid.
 pub fn header(buf: &[u8]) -> Option<Header> {
-    if buf.len() < HEADER || buf[..4] != MAGIC || crc32fast::hash(&buf[..24]) != u32_at(buf, 24) {
+    if buf.len() < HEADER
+        || buf[..4] != MAGIC
+        || crc32fast::hash(&buf[..COVERED]) != u32_at(buf, COVERED)
+    {
         return None;
     }
     let len = u32_at(buf, 4) as usize;
@@ -102,6 +117,7 @@ pub fn header(buf: &[u8]) -> Option<Header> {
         len,
         sequence: u64_at(buf, 8),
         routes: u64_at(buf, 16),
+        prev: buf[24..56].try_into().expect("32 bytes"),
     })
 }
 
@@ -118,7 +134,7 @@ pub fn parse(buf: &[u8]) -> Parsed {
         return Parsed::CutBody(h);
     }
     let mut all = Hasher::new();
-    all.update(&buf[..24]);
+    all.update(&buf[..COVERED]);
     all.update(&buf[HEADER..HEADER + h.len]);
     if all.finalize() == u32_at(buf, end - 4) {
         Parsed::Intact(h)
@@ -174,8 +190,14 @@ mod tests {
 
     fn frame(seq: u64, routes: u64, text: &str) -> Vec<u8> {
         let mut b = Vec::new();
-        encode(&mut b, seq, routes, text.as_bytes());
+        encode(&mut b, seq, routes, &prev_of(seq), text.as_bytes());
         b
+    }
+
+    fn prev_of(seq: u64) -> [u8; 32] {
+        let mut h = [0xA5; 32];
+        h[..8].copy_from_slice(&seq.wrapping_sub(1).to_le_bytes());
+        h
     }
 
     #[test]
@@ -186,6 +208,7 @@ mod tests {
             len: 7,
             sequence: 42,
             routes: 0b101,
+            prev: prev_of(42),
         };
         assert_eq!(parse(&b), Parsed::Intact(h));
         assert_eq!(payload(&b, &h), br#"{"a":1}"#);
@@ -215,7 +238,7 @@ mod tests {
                 Parsed::BadHeader => assert!(bit / 8 < HEADER, "bit {bit}"),
                 Parsed::BadBody(h) => {
                     assert!(bit / 8 >= HEADER, "bit {bit}");
-                    assert_eq!(h.sequence, 7);
+                    assert_eq!((h.sequence, h.prev), (7, prev_of(7)));
                 }
                 other => panic!("bit {bit}: {other:?}"),
             }
@@ -226,8 +249,8 @@ mod tests {
     fn oversized_length_is_damage() {
         let mut b = frame(1, 1, "x");
         b[4..8].copy_from_slice(&(MAX_PAYLOAD as u32 + 1).to_le_bytes());
-        let crc = crc32fast::hash(&b[..24]);
-        b[24..28].copy_from_slice(&crc.to_le_bytes());
+        let crc = crc32fast::hash(&b[..COVERED]);
+        b[COVERED..HEADER].copy_from_slice(&crc.to_le_bytes());
         assert_eq!(parse(&b), Parsed::BadHeader);
     }
 

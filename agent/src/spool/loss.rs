@@ -1,16 +1,28 @@
-//! Turning lost records into [`Loss`] ranges, and deciding whether a damaged
-//! record was lost at all (it was not when every group it went to had
-//! acknowledged it). Pure.
+//! Turning lost records into [`Loss`] ranges, tying each into the hash
+//! chain where the spool still shows its edges, and deciding whether a
+//! damaged record was lost at all (it was not when every group it went to
+//! had acknowledged it). Pure.
 
 use super::{Loss, LossReason, frame::Header};
+
+/// A chain hash (`hash(n)` in docs/AUDIT.md).
+pub type ChainHash = [u8; 32];
 
 /// Collects lost records in spool order into ranges: consecutive lost
 /// records of one reason form one [`Loss`]; a record kept in between (intact,
 /// or acknowledged) starts a new one.
+///
+/// Callers also pass every chain hash they learn along the way, in spool
+/// order ([`Losses::frame`], [`Losses::hash`]): a loss takes the hash of
+/// the record just before it as its `before_hash`, and the next hash learnt
+/// for its last record as its `last_hash`. A hash is only ever matched by
+/// sequence, so one learnt out of place is never used.
 #[derive(Debug, Default)]
 pub struct Losses {
     out: Vec<Loss>,
     open: bool,
+    /// The latest `(n, hash(n))` learnt.
+    known: Option<(u64, ChainHash)>,
 }
 
 impl Losses {
@@ -20,15 +32,44 @@ impl Losses {
             Some(l) if self.open && l.reason == reason && l.last < first => {
                 l.last = last;
                 l.count += count;
+                l.last_hash = None;
             }
-            _ => self.out.push(Loss {
-                first,
-                last,
-                count,
-                reason,
-            }),
+            _ => {
+                let before_hash = match self.known {
+                    _ if first == 1 => Some([0; 32]),
+                    Some((n, h)) if n + 1 == first => Some(h),
+                    _ => None,
+                };
+                self.out.push(Loss {
+                    first,
+                    last,
+                    count,
+                    reason,
+                    before_hash,
+                    last_hash: None,
+                });
+            }
         }
         self.open = true;
+    }
+
+    /// `hash` is the chain hash of record `sequence`.
+    pub fn hash(&mut self, sequence: u64, hash: ChainHash) {
+        if let Some(l) = self.out.last_mut()
+            && l.last == sequence
+            && l.last_hash.is_none()
+        {
+            l.last_hash = Some(hash);
+        }
+        self.known = Some((sequence, hash));
+    }
+
+    /// A frame header, seen before the caller loses or keeps its record:
+    /// its `prev` is the chain hash of the record before it.
+    pub fn frame(&mut self, h: &Header) {
+        if let Some(before) = h.sequence.checked_sub(1) {
+            self.hash(before, h.prev);
+        }
     }
 
     /// A record between losses survived.
@@ -46,6 +87,23 @@ impl Losses {
     pub fn into_vec(self) -> Vec<Loss> {
         self.out
     }
+}
+
+/// The `event.hash` of a record's line, if it has a well-formed one.
+pub fn event_hash(line: &[u8]) -> Option<ChainHash> {
+    #[derive(serde::Deserialize)]
+    struct Line<'a> {
+        #[serde(borrow)]
+        event: Event<'a>,
+    }
+    #[derive(serde::Deserialize)]
+    struct Event<'a> {
+        hash: &'a str,
+    }
+    let l: Line<'_> = serde_json::from_slice(line).ok()?;
+    let mut out = [0; 32];
+    hex::decode_to_slice(l.event.hash, &mut out).ok()?;
+    Some(out)
 }
 
 /// The sequences a damaged region of `frames` records can hold: above the
@@ -107,6 +165,59 @@ mod tests {
         assert_eq!(v[2].reason.as_str(), "spool_corrupt");
     }
 
+    fn h(n: u8) -> ChainHash {
+        [n; 32]
+    }
+
+    fn header(sequence: u64) -> Header {
+        Header {
+            len: 0,
+            sequence,
+            routes: 1,
+            prev: h(sequence as u8 - 1),
+        }
+    }
+
+    fn hashes(l: &Losses) -> Vec<(Option<ChainHash>, Option<ChainHash>)> {
+        l.out.iter().map(|l| (l.before_hash, l.last_hash)).collect()
+    }
+
+    #[test]
+    fn losses_take_the_chain_hashes_on_either_side() {
+        let mut l = Losses::default();
+        // 1 is lost: before it is hash(0), zeros.
+        l.frame(&header(1));
+        l.lose(1, 1, 1, LossReason::Corrupt);
+        l.frame(&header(2));
+        l.keep();
+        // 3 and 4 lost together: one loss from hash(2) to hash(4).
+        for q in 3..=4 {
+            l.frame(&header(q));
+            l.lose(q, q, 1, LossReason::Full);
+        }
+        l.frame(&header(5));
+        l.keep();
+        // 6..=7 without headers, after 5's own hash was read; nothing
+        // after it.
+        l.hash(5, h(5));
+        l.lose(6, 7, 2, LossReason::Corrupt);
+        assert_eq!(
+            hashes(&l),
+            vec![
+                (Some([0; 32]), Some(h(1))),
+                (Some(h(2)), Some(h(4))),
+                (Some(h(5)), None)
+            ]
+        );
+        // A hash for another sequence never fills a gap: 9's header after
+        // 7's loss says nothing about 7.
+        l.keep();
+        l.frame(&header(9));
+        l.lose(10, 10, 1, LossReason::Corrupt);
+        assert_eq!(hashes(&l)[2], (Some(h(5)), None));
+        assert_eq!(hashes(&l)[3], (None, None));
+    }
+
     #[test]
     fn bounds_from_neighbours() {
         assert_eq!(bounds(Some(10), Some(12), 1), (11, 11));
@@ -124,6 +235,7 @@ mod tests {
             len: 0,
             sequence: 10,
             routes: 0b01,
+            prev: [0; 32],
         };
         // Group 0 (bit 0) acked through 10: delivered, not lost.
         assert!(!lost(Some(&h), 10, &[0b01, 0b10], &[10, 0]));

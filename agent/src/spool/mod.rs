@@ -94,6 +94,10 @@ pub struct SpoolRecord<'a> {
     pub routes: u64,
     /// The canonical JSON line, without a newline.
     pub line: &'a [u8],
+    /// The chain hash of record `sequence - 1`, which this record's hash
+    /// was computed from. Kept in the frame header so that a loss next to
+    /// this record can still be tied into the chain.
+    pub prev: [u8; 32],
 }
 
 /// What an append could not keep.
@@ -151,6 +155,13 @@ pub struct Loss {
     pub count: u64,
     /// Why.
     pub reason: LossReason,
+    /// The chain hash of record `first - 1`, when the spool still shows it
+    /// (the frame at `first`, or the intact record before it): the gap
+    /// record's `before_hash`.
+    pub before_hash: Option<[u8; 32]>,
+    /// The chain hash of record `last`, when the spool still shows it (the
+    /// frame at `last + 1`): the gap record's `last_hash`.
+    pub last_hash: Option<[u8; 32]>,
 }
 
 /// Why records were lost.

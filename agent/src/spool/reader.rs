@@ -9,7 +9,7 @@ use tokio::sync::watch;
 use super::{
     Loss, LossReason, SpoolError,
     frame::{self, Header, Parsed},
-    loss::{Losses, bounds},
+    loss::{Losses, bounds, event_hash},
     shared::{Durable, SegView, Shared},
 };
 use crate::sink::endpoint::Entry;
@@ -46,6 +46,9 @@ pub struct Reader {
     scanned: u64,
     /// The last sequence seen: the lower bound of a damaged region.
     prev: Option<u64>,
+    /// The last intact frame (segment id, file offset, header): its own
+    /// hash is read when damage without a header follows it.
+    last_intact: Option<(u64, u64, Header)>,
     /// A frame longer than the window was found: read at least this much.
     need: usize,
     /// The last window read (file offset, bytes), kept across calls:
@@ -85,6 +88,7 @@ impl Reader {
             acked,
             scanned: acked,
             prev,
+            last_intact: None,
             need: 0,
             window: None,
         }
@@ -264,19 +268,18 @@ impl Reader {
                         self.scanned = self.scanned.max(h.sequence);
                     }
                     self.prev = Some(h.sequence);
+                    self.last_intact = Some((self.seg.id, self.offset + at as u64, h));
+                    out.losses.frame(&h);
                     out.losses.keep();
                     at += h.frame_len();
                     out.examined += h.frame_len();
                     self.need = 0;
                 }
                 Parsed::BadBody(h) => {
-                    self.damaged(
-                        (self.offset + at as u64, h.frame_len() as u64),
-                        Some(h),
-                        1,
-                        None,
-                        out,
-                    );
+                    out.losses.frame(&h);
+                    let start = self.offset + at as u64;
+                    self.damaged((start, h.frame_len() as u64), Some(h), 1, None, out);
+                    self.chain_after(start + h.frame_len() as u64, limit, closed, out);
                     at += h.frame_len();
                 }
                 Parsed::CutBody(_) | Parsed::CutHeader
@@ -346,6 +349,15 @@ impl Reader {
                 .and_then(|s| s.first()),
             None => None,
         };
+        // The record before the region: its own hash is where the loss
+        // starts in the chain.
+        if let Some((id, at, h)) = self.last_intact
+            && id == self.seg.id
+            && Some(h.sequence) == self.prev
+            && let Some(hash) = self.own_hash(at, &h)
+        {
+            out.losses.hash(h.sequence, hash);
+        }
         self.damaged(
             (start, len as u64),
             None,
@@ -353,8 +365,36 @@ impl Reader {
             next,
             out,
         );
+        self.chain_after(start + len as u64, limit, closed, out);
         self.offset = start + len as u64;
         Ok(Step::More)
+    }
+
+    /// Passes the header of the frame at `offset` (in the next segment
+    /// when this closed one ends there) to `out`'s losses: its `prev` is
+    /// the hash a loss just before it ends at.
+    fn chain_after(&self, offset: u64, limit: u64, closed: bool, out: &mut Out) {
+        let next = if offset + frame::HEADER as u64 <= limit {
+            self.seg.header_at(offset)
+        } else if closed && offset >= limit {
+            self.shared
+                .at_or_after(self.seg.id + 1)
+                .and_then(|s| s.first_header())
+        } else {
+            None
+        };
+        if let Some(h) = next {
+            out.losses.frame(&h);
+        }
+    }
+
+    /// The `event.hash` of the intact frame `h` at `offset`.
+    fn own_hash(&self, offset: u64, h: &Header) -> Option<[u8; 32]> {
+        let mut buf = vec![0u8; h.len];
+        let file = self.file.as_ref()?;
+        file.read_exact_at(&mut buf, offset + frame::HEADER as u64)
+            .ok()?;
+        event_hash(&buf)
     }
 
     /// Reports a damaged region `(start, len)` if it is this group's loss

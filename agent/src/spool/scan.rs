@@ -148,6 +148,7 @@ mod tests {
                 &mut b,
                 s,
                 1,
+                &[0; 32],
                 format!("{{\"seq\":{s},\"pad\":\"{}\"}}", "x".repeat(s as usize % 7)).as_bytes(),
             );
         }

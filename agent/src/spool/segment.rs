@@ -5,7 +5,7 @@
 //! ```text
 //! offset  size  field
 //!  0       8    magic "LBWSPOOL"
-//!  8       2    format version (1), u16 LE
+//!  8       2    format version (2: frames carry the previous chain hash), u16 LE
 //! 10       4    header length H in bytes, u32 LE (CRC included)
 //! 14       8    segment id, u64 LE (also the file name, 16 hex digits + ".seg")
 //! 22       1    group count n (1..=64)
@@ -15,7 +15,9 @@
 //! Frames follow from offset H.
 
 const MAGIC: &[u8; 8] = b"LBWSPOOL";
-const VERSION: u16 = 1;
+/// The format written and read. Version 1 (frames without `prev`) was
+/// never released.
+pub const VERSION: u16 = 2;
 const FIXED: usize = 23;
 /// The largest header: 64 names of 255 bytes.
 pub const MAX_HEADER: usize = FIXED + 64 * 256 + 4;
@@ -38,6 +40,8 @@ pub enum HeaderError {
     Short,
     /// The header is damaged or not a spool segment.
     Bad,
+    /// A spool segment of another format version (the one given).
+    Version(u16),
 }
 
 /// Encodes a header for segment `id` naming `groups` (checked by settings:
@@ -69,8 +73,12 @@ pub fn decode(buf: &[u8]) -> Result<SegmentHeader, HeaderError> {
             Err(HeaderError::Bad)
         };
     }
-    if &buf[..8] != MAGIC || buf[8..10] != VERSION.to_le_bytes() {
+    if &buf[..8] != MAGIC {
         return Err(HeaderError::Bad);
+    }
+    let version = u16::from_le_bytes([buf[8], buf[9]]);
+    if version != VERSION {
+        return Err(HeaderError::Version(version));
     }
     let len = u32::from_le_bytes(buf[10..14].try_into().expect("4 bytes")) as usize;
     if !(FIXED + 4..=MAX_HEADER).contains(&len) {
@@ -155,6 +163,9 @@ mod tests {
             assert!(decode(&d).is_err(), "bit {bit}");
         }
         assert_eq!(decode(b"not a spool segment"), Err(HeaderError::Bad));
+        let mut old = b.clone();
+        old[8..10].copy_from_slice(&1u16.to_le_bytes());
+        assert_eq!(decode(&old), Err(HeaderError::Version(1)));
     }
 
     #[test]

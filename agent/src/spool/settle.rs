@@ -7,7 +7,7 @@ use std::collections::BTreeSet;
 use super::{
     Loss, LossReason,
     frame::Header,
-    loss::{Losses, bounds, lost},
+    loss::{ChainHash, Losses, bounds, lost},
 };
 
 /// Something recovery found, in spool order.
@@ -22,6 +22,12 @@ pub(super) enum Piece {
         /// The id of its segment when that segment's header was lost: the
         /// record cannot be routed and is lost to every group behind it.
         unroutable: Option<u64>,
+        /// The chain hash of the record before it (its frame's `prev`),
+        /// when read.
+        prev: Option<ChainHash>,
+        /// Its own chain hash (`event.hash`), when read: only for a record
+        /// right before damage without a header, whose `before_hash` it is.
+        hash: Option<ChainHash>,
     },
     /// A damaged region.
     Damaged {
@@ -91,7 +97,12 @@ pub(super) fn settle(
                 sequence,
                 at,
                 unroutable,
+                prev: prev_hash,
+                hash,
             } => {
+                if let (Some(h), Some(n)) = (prev_hash, sequence.checked_sub(1)) {
+                    out.hash(n, *h);
+                }
                 prev = Some(*sequence);
                 settled.highest = settled.highest.max(Some(*sequence));
                 if at.is_some() {
@@ -106,6 +117,9 @@ pub(super) fn settle(
                     }
                     _ => out.keep(),
                 }
+                if let Some(h) = hash {
+                    out.hash(*sequence, *h);
+                }
             }
             Piece::Damaged {
                 segment,
@@ -115,6 +129,9 @@ pub(super) fn settle(
                 hint,
                 cut,
             } => {
+                if let Some(h) = header {
+                    out.frame(h);
+                }
                 let (first, last) = match header {
                     Some(h) => (h.sequence, h.sequence),
                     None => {
@@ -155,12 +172,15 @@ pub(super) fn settle(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::spool::tests::chain;
 
     fn intact(s: u64) -> Piece {
         Piece::Intact {
             sequence: s,
             at: Some((0, s * 100)),
             unroutable: None,
+            prev: Some(chain(s - 1)),
+            hash: Some(chain(s)),
         }
     }
 
@@ -172,6 +192,7 @@ mod tests {
                 len: 10,
                 sequence,
                 routes,
+                prev: chain(sequence - 1),
             }),
             frames,
             hint: 0,
@@ -183,6 +204,21 @@ mod tests {
         s.losses
             .iter()
             .map(|l| (l.first, l.last, l.count))
+            .collect()
+    }
+
+    /// Every hash a loss carries is right.
+    fn linked(s: &Settled) -> Vec<(bool, bool)> {
+        s.losses
+            .iter()
+            .map(|l| {
+                assert!(
+                    l.before_hash.is_none_or(|h| h == chain(l.first - 1)),
+                    "{l:?}"
+                );
+                assert!(l.last_hash.is_none_or(|h| h == chain(l.last)), "{l:?}");
+                (l.before_hash.is_some(), l.last_hash.is_some())
+            })
             .collect()
     }
 
@@ -198,6 +234,7 @@ mod tests {
         let mut reported = BTreeSet::new();
         let s = settle(&pieces, &[vec![1, 2]], &[0, 0], &mut reported);
         assert_eq!(ranges(&s), vec![(2, 3, 2), (5, 5, 1)]);
+        assert_eq!(linked(&s), vec![(true, true), (true, true)]);
         assert_eq!(s.last, Some((0, 600)));
         assert_eq!(reported.len(), 2);
         let again = settle(&pieces, &[vec![1, 2]], &[0, 0], &mut reported);
@@ -227,6 +264,7 @@ mod tests {
         let mut reported = BTreeSet::new();
         let s = settle(&[intact(3), tail.clone()], &[vec![1]], &[0], &mut reported);
         assert_eq!(ranges(&s), vec![(4, 9, 2)]);
+        assert_eq!(linked(&s), vec![(true, false)], "nothing after it");
         assert!(
             reported.is_empty(),
             "a cut region is gone: nothing to remember"
@@ -243,11 +281,15 @@ mod tests {
                 sequence: 1,
                 at: None,
                 unroutable: Some(7),
+                prev: None,
+                hash: None,
             },
             Piece::Intact {
                 sequence: 2,
                 at: None,
                 unroutable: Some(7),
+                prev: None,
+                hash: None,
             },
             Piece::Missing {
                 first: None,
@@ -260,6 +302,7 @@ mod tests {
         let s = settle(&pieces, &[vec![u64::MAX]], &[1], &mut reported);
         // Record 1 was acknowledged; 2 was not; then 3..=10 are missing.
         assert_eq!(ranges(&s), vec![(2, 10, 9)]);
+        assert_eq!(linked(&s), vec![(false, true)], "11's header ends it");
         assert!(reported.contains(&(7, 0)));
     }
 }

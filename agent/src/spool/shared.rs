@@ -4,12 +4,16 @@
 
 use std::{
     collections::{BTreeMap, BTreeSet},
+    fs::File,
+    os::unix::fs::FileExt as _,
     path::PathBuf,
     sync::{
         Arc, Mutex, RwLock,
         atomic::{AtomicU64, Ordering},
     },
 };
+
+use super::frame::{self, Header};
 
 /// How far readers may read: everything in segments before `segment`, and
 /// `segment` up to `offset` (always the end of a frame).
@@ -53,6 +57,23 @@ impl SegView {
 
     pub fn last(&self) -> Option<u64> {
         Some(self.last.load(Ordering::Acquire)).filter(|&s| s > 0)
+    }
+
+    /// The header of the frame at `offset`, when it can be read and is
+    /// intact. For chain hashes next to a loss: a failed read only leaves
+    /// a hash unknown.
+    pub fn header_at(&self, offset: u64) -> Option<Header> {
+        let file = File::open(&self.path).ok()?;
+        let mut buf = [0u8; frame::HEADER];
+        file.read_exact_at(&mut buf, offset).ok()?;
+        frame::header(&buf)
+    }
+
+    /// The header of its first frame (see [`SegView::header_at`]).
+    pub fn first_header(&self) -> Option<Header> {
+        self.routable()
+            .then(|| self.header_at(self.header_len))
+            .flatten()
     }
 }
 

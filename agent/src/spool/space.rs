@@ -5,7 +5,7 @@ use std::path::Path;
 
 use super::{
     LossReason, OnFull, SpoolError, SpoolSettings, frame,
-    loss::{Losses, bounds, lost, unacked},
+    loss::{Losses, bounds, event_hash, lost, unacked},
     recover::read_at,
     scan::{self, Item},
     segment,
@@ -178,16 +178,27 @@ impl Spool {
         let mut prev = None;
         for (i, item) in found.items.iter().enumerate() {
             match item {
-                Item::Intact { header: h, .. } => {
+                Item::Intact { header: h, offset } => {
                     prev = Some(h.sequence);
+                    dropped.frame(h);
                     // A segment without its header was reported lost at open.
                     if routable && unacked(h.sequence, h.routes, &masks, &self.acked) {
                         dropped.lose(h.sequence, h.sequence, 1, LossReason::Full);
                     } else {
                         dropped.keep();
                     }
+                    // Damage without a header next: its `before_hash` is
+                    // this record's own hash.
+                    if matches!(found.items.get(i + 1), Some(Item::Damaged(d)) if d.header.is_none())
+                        && let Some(hash) = event_hash(frame::payload(&body[*offset..], h))
+                    {
+                        dropped.hash(h.sequence, hash);
+                    }
                 }
                 Item::Damaged(d) => {
+                    if let Some(h) = &d.header {
+                        dropped.frame(h);
+                    }
                     let next = found.items[i + 1..]
                         .iter()
                         .find_map(|it| match it {
@@ -209,6 +220,10 @@ impl Spool {
                     }
                 }
             }
+        }
+        // What follows the segment ends the last loss in it.
+        if let Some(h) = self.segments.get(1).and_then(|n| n.view.first_header()) {
+            dropped.frame(&h);
         }
         dropped.keep();
         self.delete_front()?;

@@ -42,9 +42,24 @@ fn settings(
     }
 }
 
-/// A record line of exactly `len` bytes that names its sequence.
+/// A stand-in for the chain hash of record `seq` (zeros for 0, as
+/// `hash(0)` is).
+pub(crate) fn chain(seq: u64) -> [u8; 32] {
+    let mut h = [0u8; 32];
+    for part in h.chunks_mut(8) {
+        part.copy_from_slice(&seq.to_le_bytes());
+    }
+    h
+}
+
+/// A record line of exactly `len` bytes (or the shortest it can be) that
+/// names its sequence and carries `chain(seq)` as its `event.hash`.
 fn line(seq: u64, len: usize) -> Vec<u8> {
-    let mut l = format!("{{\"event\":{{\"sequence\":{seq}}},\"pad\":\"").into_bytes();
+    let mut l = format!(
+        "{{\"event\":{{\"hash\":\"{}\",\"sequence\":{seq}}},\"pad\":\"",
+        hex::encode(chain(seq))
+    )
+    .into_bytes();
     l.resize(len.max(l.len() + 2) - 2, b'x');
     l.extend_from_slice(b"\"}");
     l
@@ -63,6 +78,7 @@ fn append(
             sequence: *q,
             routes: routes(*q),
             line: l,
+            prev: chain(q - 1),
         })
         .collect();
     s.append(&recs).expect("append").dropped
@@ -297,16 +313,19 @@ fn a_record_larger_than_a_segment_is_dropped_alone() {
             sequence: 1,
             routes: A,
             line: &l1,
+            prev: chain(0),
         },
         SpoolRecord {
             sequence: 2,
             routes: A,
             line: &big,
+            prev: chain(1),
         },
         SpoolRecord {
             sequence: 3,
             routes: A,
             line: &l3,
+            prev: chain(2),
         },
     ];
     let d = s.append(&recs).unwrap().dropped;
@@ -316,7 +335,9 @@ fn a_record_larger_than_a_segment_is_dropped_alone() {
             first: 2,
             last: 2,
             count: 1,
-            reason: LossReason::Full
+            reason: LossReason::Full,
+            before_hash: Some(chain(1)),
+            last_hash: Some(chain(2)),
         }]
     );
     s.sync().unwrap();
@@ -334,6 +355,7 @@ fn misuse_is_an_error_and_nothing_is_written() {
         sequence: 5,
         routes: A,
         line: &l,
+        prev: chain(4),
     }];
     assert!(matches!(
         s.append(&again),
@@ -346,6 +368,7 @@ fn misuse_is_an_error_and_nothing_is_written() {
         sequence: 6,
         routes: B,
         line: &l,
+        prev: chain(5),
     }];
     assert!(matches!(s.append(&bad), Err(SpoolError::Routes { .. })));
     assert!(matches!(s.reader("nope"), Err(SpoolError::UnknownGroup(_))));
@@ -457,9 +480,10 @@ fn damage_behind_the_index_is_found_by_the_first_reader_only() {
         s.sync().unwrap();
         s.persist_acks().unwrap();
     }
-    // Record 10's payload (frames are 332 bytes after the header).
+    // Record 10's payload.
     let header = segment::encode(1, &cfg.groups).len() as u64;
-    flip(&segment_files(&dir.0)[0], header + 9 * 332 + 100);
+    let frame = (frame::OVERHEAD + line(10, 300).len()) as u64;
+    flip(&segment_files(&dir.0)[0], header + 9 * frame + 100);
     let (s, rec) = Spool::open(cfg.clone()).unwrap();
     assert!(
         rec.losses.is_empty(),
@@ -473,7 +497,9 @@ fn damage_behind_the_index_is_found_by_the_first_reader_only() {
             first: 10,
             last: 10,
             count: 1,
-            reason: LossReason::Corrupt
+            reason: LossReason::Corrupt,
+            before_hash: Some(chain(9)),
+            last_hash: Some(chain(10)),
         }]
     );
     let (got, losses, _) = drain(&mut s.reader("b").unwrap());
