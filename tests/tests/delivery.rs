@@ -125,20 +125,66 @@ fn agent_killed_twenty_times_loses_nothing() {
     );
 }
 
+/// One RELP collector with failover, the agent under traffic, and the
+/// collector killed once it has stored a few records.
+struct Outage {
+    lab: Lab,
+    cs: Vec<Collector>,
+    conf: Scratch,
+    state: Scratch,
+    agent: Agent,
+    traffic: Traffic,
+}
+
+impl Outage {
+    /// `spool`: a `[spool]` table for the config, or "".
+    fn begin(tag: &str, spool: &str) -> Self {
+        let lab = Lab::new(tag);
+        let mut cs = vec![Collector::start(&lab)];
+        let conf = config(&cs, "failover");
+        let text = std::fs::read_to_string(&conf.0).unwrap() + spool;
+        std::fs::write(&conf.0, text).unwrap();
+        let state = Scratch::path("state");
+        let agent = Agent::start_delivering(&lab.lb, lab.iface(), &conf.0, &state.0);
+        let traffic = Traffic::start(&lab);
+        cs[0]
+            .rsyslog
+            .wait_for_lines(20, Duration::from_secs(20))
+            .expect("records delivered before the outage");
+        cs[0].rsyslog.kill();
+        Self {
+            lab,
+            cs,
+            conf,
+            state,
+            agent,
+            traffic,
+        }
+    }
+}
+
+/// The count the verify report declares for `reason`.
+fn declared(report: &Value, reason: &str) -> u64 {
+    report["agents"][0]["declared_losses"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|l| l["reason"] == reason)
+        .map(|l| l["count"].as_u64().unwrap_or(0))
+        .sum()
+}
+
 #[test]
 fn a_corrupt_spool_frame_is_declared_exactly() {
     let started = Instant::now();
-    let lab = Lab::new("dlvs");
-    let mut cs = vec![Collector::start(&lab)];
-    let conf = config(&cs, "failover");
-    let state = Scratch::path("state");
-    let mut agent = Agent::start_delivering(&lab.lb, lab.iface(), &conf.0, &state.0);
-    let traffic = Traffic::start(&lab);
-    cs[0]
-        .rsyslog
-        .wait_for_lines(20, Duration::from_secs(20))
-        .expect("records delivered before the outage");
-    cs[0].rsyslog.kill();
+    let Outage {
+        lab,
+        mut cs,
+        conf,
+        state,
+        mut agent,
+        traffic,
+    } = Outage::begin("dlvs", "");
     // Records pile up in the spool while the only collector is down.
     std::thread::sleep(Duration::from_secs(3));
     agent.stop_with(libc::SIGKILL);
@@ -165,13 +211,7 @@ fn a_corrupt_spool_frame_is_declared_exactly() {
     let (code, report, text) = verify_stored(&state.0, &cs);
     let last = *records.keys().last().unwrap();
     let missing = (1..=last).filter(|s| !records.contains_key(s)).count() as u64;
-    let declared: u64 = report["agents"][0]["declared_losses"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter(|l| l["reason"] == "spool_corrupt")
-        .map(|l| l["count"].as_u64().unwrap_or(0))
-        .sum();
+    let declared = declared(&report, "spool_corrupt");
     eprintln!(
         "spool corruption: byte {at} of {} ({} bytes), {delivered_before} stored before, \
          {last} records, {missing} missing, {declared} declared spool_corrupt, {:?}",
@@ -202,21 +242,19 @@ fn a_corrupt_spool_frame_is_declared_exactly() {
 #[test]
 fn a_full_spool_dropping_the_oldest_declares_the_loss_and_still_verifies() {
     let started = Instant::now();
-    let lab = Lab::new("dlvo");
-    let mut cs = vec![Collector::start(&lab)];
-    let conf = config(&cs, "failover");
-    let mut text = std::fs::read_to_string(&conf.0).unwrap();
     // The smallest spool the config allows: 16 segments of 64 KiB.
-    text += "[spool]\nmax_bytes = 1048576\nsegment_bytes = 65536\non_full = \"drop_oldest\"\n";
-    std::fs::write(&conf.0, text).unwrap();
-    let state = Scratch::path("state");
-    let mut agent = Agent::start_delivering(&lab.lb, lab.iface(), &conf.0, &state.0);
-    let traffic = Traffic::start(&lab);
-    cs[0]
-        .rsyslog
-        .wait_for_lines(20, Duration::from_secs(20))
-        .expect("records delivered before the outage");
-    cs[0].rsyslog.kill();
+    // `_lab` and `_conf` live to the end: the namespaces and the config.
+    let Outage {
+        lab: _lab,
+        mut cs,
+        conf: _conf,
+        state,
+        mut agent,
+        traffic,
+    } = Outage::begin(
+        "dlvo",
+        "[spool]\nmax_bytes = 1048576\nsegment_bytes = 65536\non_full = \"drop_oldest\"\n",
+    );
     // Records pile up until the spool drops its oldest segments.
     wait_log_line(
         || agent.log_text(),
@@ -235,13 +273,7 @@ fn a_full_spool_dropping_the_oldest_declares_the_loss_and_still_verifies() {
     let agent_report = &report["agents"][0];
     let last = *records.keys().last().unwrap();
     let missing = (1..=last).filter(|s| !records.contains_key(s)).count() as u64;
-    let declared: u64 = agent_report["declared_losses"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter(|l| l["reason"] == "spool_full")
-        .map(|l| l["count"].as_u64().unwrap_or(0))
-        .sum();
+    let declared = declared(&report, "spool_full");
     // Records the spool dropped unacknowledged that had reached the
     // collector anyway (in flight when it died): counted as lost, present.
     let ranges: Vec<(u64, u64)> = records
