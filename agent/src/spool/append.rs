@@ -53,9 +53,9 @@ impl Spool {
         let refused = self.refusing.is_some() && !self.space_returned(&mut oldest)?;
         while !refused && next < records.len() {
             let r = &records[next];
-            newest.frame(&header(r));
             if r.line.len() > self.max_payload {
                 // Never fits a segment: dropped alone, the batch goes on.
+                newest.frame(&header(r));
                 newest.lose(r.sequence, r.sequence, 1, LossReason::Full);
                 self.dropped_full += 1;
                 next += 1;
@@ -71,6 +71,10 @@ impl Spool {
             }
             if roll && !(self.flush(&mut newest)? && self.roll(&mut oldest)?) {
                 break;
+            }
+            if newest.is_open() {
+                // `r` ends the loss before it in the chain.
+                newest.frame(&header(r));
             }
             let start = self.buf.len();
             frame::encode(&mut self.buf, r.sequence, r.routes, &r.prev, r.line);

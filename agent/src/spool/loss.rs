@@ -72,6 +72,12 @@ impl Losses {
         }
     }
 
+    /// Whether the last record passed was lost (a loss may still grow or
+    /// take its `last_hash`).
+    pub fn is_open(&self) -> bool {
+        self.open
+    }
+
     /// A record between losses survived.
     pub fn keep(&mut self) {
         self.open = false;
