@@ -69,15 +69,9 @@ impl Spooler {
             .collect();
         let appended = self.spool.append(&records)?;
         for mut loss in appended.dropped {
-            // The batch knows the hashes around what it refused; the spool
-            // knows them around older records it dropped or found damaged.
-            loss.before_hash = loss.before_hash.or_else(|| {
-                batch
-                    .records
-                    .iter()
-                    .find(|r| r.sequence == loss.first)
-                    .map(|r| r.prev)
-            });
+            // The spool gives `before_hash` wherever the batch could. The
+            // hash a loss ends at may be in this batch, after the frames
+            // the spool has seen.
             loss.last_hash = loss.last_hash.or_else(|| {
                 batch.records.iter().find_map(|r| {
                     (r.sequence == loss.last)

@@ -16,57 +16,63 @@ use super::{
     settle::Piece,
 };
 
+/// What a vouched segment's last frame says about the chain: its `prev`
+/// and its own `event.hash` (both `None` for an empty segment).
+struct Vouched {
+    prev: Option<ChainHash>,
+    hash: Option<ChainHash>,
+}
+
 /// Whether the index's entry matches the file: its last frame is intact
-/// where it says and ends at its `good` offset.
+/// where it says and ends at its `good` offset. If so, the chain hashes
+/// that frame gives.
 fn vouches(
     file: &File,
     path: &Path,
     e: &IndexEntry,
     header_len: u64,
     len: u64,
-) -> Result<bool, SpoolError> {
+) -> Result<Option<Vouched>, SpoolError> {
     if e.good < header_len || e.good > len {
-        return Ok(false);
+        return Ok(None);
     }
     if e.records == 0 {
-        return Ok(e.good == header_len);
+        return Ok((e.good == header_len).then_some(Vouched {
+            prev: None,
+            hash: None,
+        }));
     }
     if e.last_frame < header_len || e.last_frame >= e.good {
-        return Ok(false);
+        return Ok(None);
     }
     let buf = read_at(file, path, e.last_frame, e.good - e.last_frame)?;
-    Ok(matches!(frame::parse(&buf), Parsed::Intact(h)
-        if h.sequence == e.last && h.frame_len() as u64 == e.good - e.last_frame))
+    Ok(match frame::parse(&buf) {
+        Parsed::Intact(h)
+            if h.sequence == e.last && h.frame_len() as u64 == e.good - e.last_frame =>
+        {
+            Some(Vouched {
+                prev: Some(h.prev),
+                hash: event_hash(frame::payload(&buf, &h)),
+            })
+        }
+        _ => None,
+    })
 }
 
-/// The intact frame of `sequence` at `offset`, read up to `end`: its header
-/// and, when `own` is asked for, its `event.hash`.
-fn chain_at(
+/// The `prev` of the frame at `offset` when it is record `sequence`.
+fn prev_at(
     file: &File,
     path: &Path,
     (offset, end): (u64, u64),
     sequence: u64,
-    own: bool,
-) -> Result<(Option<ChainHash>, Option<ChainHash>), SpoolError> {
-    let want = if own {
-        end - offset
-    } else {
-        frame::HEADER as u64
-    };
-    if offset + want > end {
-        return Ok((None, None));
+) -> Result<Option<ChainHash>, SpoolError> {
+    if offset + frame::HEADER as u64 > end {
+        return Ok(None);
     }
-    let buf = read_at(file, path, offset, want)?;
-    Ok(match frame::header(&buf) {
-        Some(h) if h.sequence == sequence => {
-            let hash = match frame::parse(&buf) {
-                Parsed::Intact(h) if own => event_hash(frame::payload(&buf, &h)),
-                _ => None,
-            };
-            (Some(h.prev), hash)
-        }
-        _ => (None, None),
-    })
+    let buf = read_at(file, path, offset, frame::HEADER as u64)?;
+    Ok(frame::header(&buf)
+        .filter(|h| h.sequence == sequence)
+        .map(|h| h.prev))
 }
 
 /// Scans one segment, cuts what must go, and adds what it found to `pieces`.
@@ -106,33 +112,35 @@ pub(super) fn examine(
     // Where the index vouches for the segment up to, and what it says.
     let mut start = header_len;
     let mut truncated = None;
-    match entry {
-        Some(e) if header_len > 0 && vouches(&file, &path, e, header_len, len)? => {
+    let vouched = match entry {
+        Some(e) if header_len > 0 => vouches(&file, &path, e, header_len, len)?,
+        _ => None,
+    };
+    match (entry, vouched) {
+        (Some(e), Some(last)) => {
             start = e.good;
             seg.absorb_entry(e);
             if e.records > 0 {
                 // The vouched part, by its ends: neighbours for damage found
                 // after it, where the last record is, and the chain hashes
                 // on either side of it.
-                let (prev, _) = chain_at(&file, &path, (header_len, e.good), e.first, false)?;
                 pieces.push(Piece::Intact {
                     sequence: e.first,
                     at: None,
                     unroutable: None,
-                    prev,
+                    prev: prev_at(&file, &path, (header_len, e.good), e.first)?,
                     hash: None,
                 });
-                let (prev, hash) = chain_at(&file, &path, (e.last_frame, e.good), e.last, true)?;
                 pieces.push(Piece::Intact {
                     sequence: e.last,
                     at: Some((k, e.last_frame)),
                     unroutable: None,
-                    prev,
-                    hash,
+                    prev: last.prev,
+                    hash: last.hash,
                 });
             }
         }
-        Some(e) if header_len > 0 => {
+        (Some(e), None) if header_len > 0 => {
             rec.index_rebuilt = true;
             if e.good > len {
                 truncated = Some(*e);
@@ -145,7 +153,7 @@ pub(super) fn examine(
                 ));
             }
         }
-        None if header_len > 0 => rec.index_rebuilt = true,
+        (None, _) if header_len > 0 => rec.index_rebuilt = true,
         _ => {}
     }
     let body = read_at(&file, &path, start, len - start)?;

@@ -187,17 +187,12 @@ pub fn frames_in(region: &[u8]) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::spool::tests::chain;
 
     fn frame(seq: u64, routes: u64, text: &str) -> Vec<u8> {
         let mut b = Vec::new();
-        encode(&mut b, seq, routes, &prev_of(seq), text.as_bytes());
+        encode(&mut b, seq, routes, &chain(seq - 1), text.as_bytes());
         b
-    }
-
-    fn prev_of(seq: u64) -> [u8; 32] {
-        let mut h = [0xA5; 32];
-        h[..8].copy_from_slice(&seq.wrapping_sub(1).to_le_bytes());
-        h
     }
 
     #[test]
@@ -208,7 +203,7 @@ mod tests {
             len: 7,
             sequence: 42,
             routes: 0b101,
-            prev: prev_of(42),
+            prev: chain(41),
         };
         assert_eq!(parse(&b), Parsed::Intact(h));
         assert_eq!(payload(&b, &h), br#"{"a":1}"#);
@@ -238,7 +233,7 @@ mod tests {
                 Parsed::BadHeader => assert!(bit / 8 < HEADER, "bit {bit}"),
                 Parsed::BadBody(h) => {
                     assert!(bit / 8 >= HEADER, "bit {bit}");
-                    assert_eq!((h.sequence, h.prev), (7, prev_of(7)));
+                    assert_eq!((h.sequence, h.prev), (7, chain(6)));
                 }
                 other => panic!("bit {bit}: {other:?}"),
             }

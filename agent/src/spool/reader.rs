@@ -46,9 +46,9 @@ pub struct Reader {
     scanned: u64,
     /// The last sequence seen: the lower bound of a damaged region.
     prev: Option<u64>,
-    /// The last intact frame (segment id, file offset, header): its own
-    /// hash is read when damage without a header follows it.
-    last_intact: Option<(u64, u64, Header)>,
+    /// Where the last intact frame starts (segment id, file offset): its
+    /// own hash is read when damage without a header follows it.
+    last_intact: Option<(u64, u64)>,
     /// A frame longer than the window was found: read at least this much.
     need: usize,
     /// The last window read (file offset, bytes), kept across calls:
@@ -268,8 +268,11 @@ impl Reader {
                         self.scanned = self.scanned.max(h.sequence);
                     }
                     self.prev = Some(h.sequence);
-                    self.last_intact = Some((self.seg.id, self.offset + at as u64, h));
-                    out.losses.frame(&h);
+                    self.last_intact = Some((self.seg.id, self.offset + at as u64));
+                    if out.losses.is_open() {
+                        // `h` ends the loss before it in the chain.
+                        out.losses.frame(&h);
+                    }
                     out.losses.keep();
                     at += h.frame_len();
                     out.examined += h.frame_len();
@@ -351,12 +354,12 @@ impl Reader {
         };
         // The record before the region: its own hash is where the loss
         // starts in the chain.
-        if let Some((id, at, h)) = self.last_intact
+        if let Some((id, at)) = self.last_intact
             && id == self.seg.id
-            && Some(h.sequence) == self.prev
-            && let Some(hash) = self.own_hash(at, &h)
+            && let Some((sequence, hash)) = self.own_hash(at)
+            && Some(sequence) == self.prev
         {
-            out.losses.hash(h.sequence, hash);
+            out.losses.hash(sequence, hash);
         }
         self.damaged(
             (start, len as u64),
@@ -388,13 +391,14 @@ impl Reader {
         }
     }
 
-    /// The `event.hash` of the intact frame `h` at `offset`.
-    fn own_hash(&self, offset: u64, h: &Header) -> Option<[u8; 32]> {
+    /// The sequence and `event.hash` of the intact frame at `offset`.
+    fn own_hash(&self, offset: u64) -> Option<(u64, [u8; 32])> {
+        let h = self.seg.header_at(offset)?;
         let mut buf = vec![0u8; h.len];
         let file = self.file.as_ref()?;
         file.read_exact_at(&mut buf, offset + frame::HEADER as u64)
             .ok()?;
-        event_hash(&buf)
+        Some((h.sequence, event_hash(&buf)?))
     }
 
     /// Reports a damaged region `(start, len)` if it is this group's loss
