@@ -35,7 +35,7 @@ pub fn transport_name(protocol: u8) -> Option<&'static str> {
         51 => "ah",
         proto::ICMPV6 => "ipv6-icmp",
         112 => "vrrp",
-        132 => "sctp",
+        proto::SCTP => "sctp",
         _ => return None,
     })
 }
@@ -60,7 +60,7 @@ pub fn tcp_flag_names(flags: u16) -> Vec<&'static str> {
 }
 
 fn has_ports(protocol: u8) -> bool {
-    matches!(protocol, proto::TCP | proto::UDP | 132)
+    matches!(protocol, proto::TCP | proto::UDP | proto::SCTP)
 }
 
 fn is_icmp(protocol: u8) -> bool {
@@ -365,6 +365,26 @@ pub(crate) mod tests {
         assert_eq!(v["network"]["transport"], "ipv6-icmp");
         assert_eq!(v["source"]["ip"], "2001:db8::1");
         assert_eq!(v["lbwitness"]["icmp"]["type"], 128);
+    }
+
+    #[test]
+    fn sctp_has_ports_and_the_reference_community_id() {
+        let mut key = v4_key();
+        key.protocol = proto::SCTP;
+        key.vlan_depth = 0;
+        key.src_port = 5000;
+        key.dst_port = 36412;
+        let rec = enricher().flow_record(&Clock::from_offset(0), &flow_report(key));
+        let v = serde_json::to_value(&rec).unwrap();
+        assert_eq!(v["source"]["port"], 5000);
+        assert_eq!(v["destination"]["port"], 36412);
+        assert_eq!(v["network"]["transport"], "sctp");
+        assert!(v["lbwitness"].get("tcp_flags").is_none());
+        // Python `communityid` 1.5.0, FlowTuple.make_sctp.
+        assert_eq!(
+            v["network"]["community_id"],
+            "1:DRrUEpdy7DtpC0KHedZfhxf88c4="
+        );
     }
 
     #[test]
