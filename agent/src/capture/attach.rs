@@ -183,8 +183,11 @@ fn mtu(iface: &str) -> Option<i32> {
     let rc = unsafe { libc::ioctl(fd, libc::SIOCGIFMTU, &raw mut req) };
     // SAFETY: `fd` is ours and not used after this.
     unsafe { libc::close(fd) };
+    if rc != 0 {
+        return None;
+    }
     // SAFETY: on success the kernel filled the union's MTU member.
-    (rc == 0).then(|| unsafe { req.ifr_ifru.ifru_mtu })
+    Some(unsafe { req.ifr_ifru.ifru_mtu })
 }
 
 /// Attaches `prog` to `iface`. `auto` tries native first and falls back to
