@@ -13,6 +13,8 @@
 //! packets. Each attachment therefore keeps its mode, every flow record
 //! carries it, and `auto` falling back to generic is a warning.
 
+use std::os::fd::{AsRawFd as _, FromRawFd as _, OwnedFd};
+
 use aya::programs::{ProgramError, Xdp, XdpMode as AyaMode, xdp::XdpLinkId};
 
 use crate::config::XdpMode;
@@ -37,9 +39,10 @@ impl AttachedMode {
 }
 
 /// What generic mode's counts mean, for the fallback warning.
-pub const GENERIC_COUNTS: &str = "generic XDP sees packets after GRO (and GSO super-packets as sent \
-     by a veth peer), so a merged super-packet (up to 64 KiB) counts as one packet: network.packets counts super-packets, not wire packets, and \
-     network.bytes counts one set of headers per super-packet";
+pub const GENERIC_COUNTS: &str = "generic XDP sees packets after GRO (and GSO super-packets as \
+     sent by a veth peer), so a merged super-packet (up to 64 KiB) counts as one packet: \
+     network.packets counts super-packets, not wire packets, and network.bytes counts one set of \
+     headers per super-packet";
 
 /// One interface the program is attached to.
 #[derive(Debug)]
@@ -174,15 +177,15 @@ fn mtu(iface: &str) -> Option<i32> {
     for (dst, src) in req.ifr_name.iter_mut().zip(name) {
         *dst = *src as libc::c_char;
     }
-    // SAFETY: plain socket(2); the result is checked and closed below.
+    // SAFETY: plain socket(2); the result is checked.
     let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
     if fd < 0 {
         return None;
     }
+    // SAFETY: a fresh descriptor we own (closed on drop).
+    let fd = unsafe { OwnedFd::from_raw_fd(fd) };
     // SAFETY: SIOCGIFMTU reads the name and writes the MTU into `req`.
-    let rc = unsafe { libc::ioctl(fd, libc::SIOCGIFMTU, &raw mut req) };
-    // SAFETY: `fd` is ours and not used after this.
-    unsafe { libc::close(fd) };
+    let rc = unsafe { libc::ioctl(fd.as_raw_fd(), libc::SIOCGIFMTU, &raw mut req) };
     if rc != 0 {
         return None;
     }
