@@ -34,11 +34,13 @@ pub enum Counter {
     NonFirstFragment = 13,
     /// Not IPv4 or IPv6 (ARP, LLDP, ...): passed without accounting.
     NonIp = 14,
+    /// SCTP common header (12 bytes, RFC 9260 3.1) truncated.
+    MalformedSctp = 15,
 }
 
 impl Counter {
     /// Number of counters; the size of the `COUNTERS` array.
-    pub const COUNT: u32 = 15;
+    pub const COUNT: u32 = 16;
 
     /// Every counter, in id order.
     pub const ALL: [Counter; Self::COUNT as usize] = [
@@ -57,6 +59,7 @@ impl Counter {
         Self::MalformedIcmp,
         Self::NonFirstFragment,
         Self::NonIp,
+        Self::MalformedSctp,
     ];
 
     /// Stable snake_case name used in records and telemetry.
@@ -77,6 +80,7 @@ impl Counter {
             Self::MalformedIcmp => "malformed_icmp",
             Self::NonFirstFragment => "non_first_fragment",
             Self::NonIp => "non_ip",
+            Self::MalformedSctp => "malformed_sctp",
         }
     }
 

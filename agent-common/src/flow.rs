@@ -17,6 +17,8 @@ pub mod proto {
     pub const UDP: u8 = 17;
     /// ICMPv6.
     pub const ICMPV6: u8 = 58;
+    /// SCTP (RFC 9260): ports sit where TCP's and UDP's do.
+    pub const SCTP: u8 = 132;
 }
 
 /// TCP flag bits as stored in [`FlowStats::tcp_flags`] and
@@ -59,7 +61,7 @@ pub mod reason {
 /// Key of the flow map: one direction of a flow as seen on one interface.
 ///
 /// IPv4 addresses fill the first 4 bytes of the 16-byte fields and the rest
-/// is zero. For ICMP and ICMPv6, `src_port` holds the type and `dst_port` the
+/// is zero. TCP, UDP and SCTP carry their ports. For ICMP and ICMPv6, `src_port` holds the type and `dst_port` the
 /// code (the Community ID convention); for other protocols without ports both
 /// are zero.
 ///

@@ -38,7 +38,7 @@ const VLAN_TAG_LEN: usize = 4;
 
 const IPV4_MIN_HLEN: usize = 20;
 const IPV6_HLEN: usize = 40;
-/// IPv6 extension headers followed before giving up (`Ipv6ExtTooDeep`).
+/// IPv6 extension headers followed; a ninth is `Ipv6ExtTooDeep`.
 const IPV6_MAX_EXT: usize = 8;
 const IPPROTO_HOPOPTS: u8 = 0;
 const IPPROTO_ROUTING: u8 = 43;
@@ -47,6 +47,8 @@ const IPPROTO_DSTOPTS: u8 = 60;
 
 const TCP_MIN_HLEN: usize = 20;
 const UDP_HLEN: usize = 8;
+/// SCTP's common header: ports, verification tag, checksum (RFC 9260 3.1).
+const SCTP_HLEN: usize = 12;
 /// ICMPv4's fixed header is 8 bytes (RFC 792); ICMPv6's is 4 (RFC 4443).
 const ICMP_HLEN: usize = 8;
 const ICMPV6_HLEN: usize = 4;
@@ -233,6 +235,15 @@ fn parse_ipv4(pkt: &Packet, off: usize, key: &mut KeyBuf) -> Result<L3, Counter>
     })
 }
 
+/// The extension headers `parse_ipv6` follows.
+#[inline(always)]
+fn is_ipv6_ext(next: u8) -> bool {
+    matches!(
+        next,
+        IPPROTO_HOPOPTS | IPPROTO_ROUTING | IPPROTO_FRAGMENT | IPPROTO_DSTOPTS
+    )
+}
+
 #[inline(always)]
 fn parse_ipv6(pkt: &Packet, off: usize, key: &mut KeyBuf) -> Result<L3, Counter> {
     let hdr: Ipv6Hdr = pkt.load(off).ok_or(Counter::MalformedIpv6)?;
@@ -248,7 +259,9 @@ fn parse_ipv6(pkt: &Packet, off: usize, key: &mut KeyBuf) -> Result<L3, Counter>
 
     let mut next = hdr.next_header;
     let mut l4 = off + IPV6_HLEN;
-    let mut done = false;
+    // Up to IPV6_MAX_EXT headers are followed; the transport must come
+    // right after the last of them, so a header still pending after the
+    // loop is one too many.
     for _ in 0..IPV6_MAX_EXT {
         match next {
             IPPROTO_HOPOPTS | IPPROTO_ROUTING | IPPROTO_DSTOPTS => {
@@ -264,16 +277,13 @@ fn parse_ipv6(pkt: &Packet, off: usize, key: &mut KeyBuf) -> Result<L3, Counter>
                 next = ext[0].to_ne_bytes()[0];
                 l4 += 8;
             }
-            _ => {
-                done = true;
-                break;
-            }
+            _ => break,
         }
         if l4 > ip_end {
             return Err(Counter::MalformedIpv6Ext);
         }
     }
-    if !done {
+    if is_ipv6_ext(next) {
         return Err(Counter::Ipv6ExtTooDeep);
     }
     Ok(L3 {
@@ -305,6 +315,16 @@ fn parse_l4(pkt: &Packet, l3: &L3, key: &mut KeyBuf) -> Result<u16, Counter> {
             let ports: [u16; 2] = pkt.load(l3.l4).ok_or(Counter::MalformedUdp)?;
             if avail < UDP_HLEN {
                 return Err(Counter::MalformedUdp);
+            }
+            key.set_ports(u16::from_be(ports[0]), u16::from_be(ports[1]));
+            Ok(0)
+        }
+        proto::SCTP => {
+            // Ports first, as in TCP and UDP; the chunks after the common
+            // header are not parsed.
+            let ports: [u16; 2] = pkt.load(l3.l4).ok_or(Counter::MalformedSctp)?;
+            if avail < SCTP_HLEN {
+                return Err(Counter::MalformedSctp);
             }
             key.set_ports(u16::from_be(ports[0]), u16::from_be(ports[1]));
             Ok(0)

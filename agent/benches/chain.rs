@@ -13,8 +13,9 @@ use lbwitness::{
         chain::{Chain, Head},
         jcs,
     },
+    capture::attach::AttachedMode,
     clock::Clock,
-    enrich::Enricher,
+    enrich::{Captured, Enricher},
     flows::table::{FlowReport, ReportReason},
 };
 use sha2::{Digest as _, Sha256};
@@ -54,7 +55,10 @@ fn per_record(label: &str, n: u32, mut f: impl FnMut()) -> f64 {
 }
 
 fn main() {
-    let enricher = Enricher::new("lb-1".into(), [(7, "veth0".to_string())].into());
+    let enricher = Enricher::new(
+        "lb-1".into(),
+        [(7, Captured::new("veth0", AttachedMode::Native))].into(),
+    );
     let clock = Clock::from_offset(1_700_000_000_000_000_000);
     // Records are made outside the timed loops: the enrich stage makes them.
     let records: Vec<_> = (0..1024)

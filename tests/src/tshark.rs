@@ -369,6 +369,8 @@ const FIELDS: &[&str] = &[
     "tcp.flags",
     "udp.srcport",
     "udp.dstport",
+    "sctp.srcport",
+    "sctp.dstport",
     "icmp.type",
     "icmp.code",
     "icmpv6.type",
@@ -564,6 +566,7 @@ fn classify(row: &[Vec<String>], out: &mut Dissection) -> anyhow::Result<()> {
     let (layer, src_field, dst_field) = match (protocol, v4) {
         (6, _) => ("tcp", "tcp.srcport", "tcp.dstport"),
         (17, _) => ("udp", "udp.srcport", "udp.dstport"),
+        (132, _) => ("sctp", "sctp.srcport", "sctp.dstport"),
         (1, true) => ("icmp", "icmp.type", "icmp.code"),
         (58, false) => ("icmpv6", "icmpv6.type", "icmpv6.code"),
         _ => ("", "", ""),
@@ -628,7 +631,9 @@ fn ipv6_chain(row: &[Vec<String>]) -> anyhow::Result<Option<(u8, bool)>> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::frames::{ExtHeader, Frame, L3, proto, tcp_flags};
+    use crate::frames::{
+        ExtHeader, Frame, L3, proto, sctp_chunk, sctp_chunk_type, sctp_init_chunk, tcp_flags,
+    };
     use crate::inject::RawSender;
     use crate::netns::{
         DEFAULT_A_V4, DEFAULT_A_V6, DEFAULT_B_V4, DEFAULT_B_V6, VethPair, disable_offloads,
@@ -695,6 +700,14 @@ mod tests {
             Frame::ipv6(A6, B6)
                 .other(proto::GRE)
                 .payload(vec![0, 0, 0x86, 0xdd]),
+            Frame::ipv4(A4, B4)
+                .sctp(5000, 36412)
+                .payload(sctp_init_chunk(1)),
+            Frame::ipv6(A6, B6)
+                .dest_opts()
+                .sctp(2905, 2905)
+                .sctp_verification_tag(9)
+                .payload(sctp_chunk(sctp_chunk_type::DATA, 3, &[0; 13])),
         ]
     }
 
@@ -754,6 +767,7 @@ mod tests {
             "ip.check_checksum:TRUE",
             "tcp.check_checksum:TRUE",
             "udp.check_checksum:TRUE",
+            "sctp.checksum:CRC 32c",
             "ip.defragment:FALSE",
             "ipv6.defragment:FALSE",
         ] {
@@ -765,10 +779,11 @@ mod tests {
             "udp.checksum.status",
             "icmp.checksum.status",
             "icmpv6.checksum.status",
+            "sctp.checksum.status",
         ];
         let rows = tshark_fields_with(cmd, &statuses).unwrap();
         std::fs::remove_file(&path).unwrap();
-        let mut checked = [0; 5];
+        let mut checked = [0; 6];
         for (n, (row, frame)) in rows.iter().zip(&frames).enumerate() {
             // tshark leaves the L4 checksum of a fragment unverified.
             let fragment = match &frame.l3 {

@@ -1,5 +1,6 @@
 //! The agent on a veth in a network namespace, with real TCP, UDP, ICMP and
-//! IPv6 traffic from the kernel stack plus injected VLAN-tagged frames.
+//! IPv6 traffic from the kernel stack plus injected VLAN-tagged and SCTP
+//! frames.
 //! Oracles from outside the project: tshark's dissection of a capture of the
 //! same packets, and Community IDs from the reference Python implementation
 //! (`communityid` on PyPI). Needs root.
@@ -16,7 +17,7 @@ use std::{
 use integration_tests::{
     agent::Agent,
     flow::{FlowCount, FlowTuple},
-    frames::{Frame, tcp_flags},
+    frames::{Frame, sctp_chunk, sctp_chunk_type, sctp_init_chunk, tcp_flags},
     inject::RawSender,
     netns::{
         DEFAULT_A_V4, DEFAULT_A_V6, NetNs, VethPair, disable_offloads, in_netns, require_root,
@@ -225,6 +226,7 @@ fn reference_community_ids(tuples: &[FlowTuple]) -> Vec<String> {
         \x20   p, sp, dp = int(p), int(sp), int(dp)\n\
         \x20   if p == 6: t = communityid.FlowTuple.make_tcp(s, d, sp, dp)\n\
         \x20   elif p == 17: t = communityid.FlowTuple.make_udp(s, d, sp, dp)\n\
+        \x20   elif p == 132: t = communityid.FlowTuple.make_sctp(s, d, sp, dp)\n\
         \x20   elif p in (1, 58): t = communityid.FlowTuple(p, s, d, sp, dp)\n\
         \x20   else: t = communityid.FlowTuple(p, s, d)\n\
         \x20   print(cid.calc(t))\n";
@@ -322,20 +324,7 @@ fn flow_records_match_tshark_and_reference_community_ids() {
     );
 
     // Every flow and lifecycle record's Community ID matches the reference.
-    let flows: Vec<&Value> = records
-        .iter()
-        .filter(|r| r.get("network").is_some())
-        .collect();
-    let tuples: Vec<FlowTuple> = flows.iter().map(|r| tuple_of(r)).collect();
-    let reference = reference_community_ids(&tuples);
-    assert_eq!(reference.len(), flows.len());
-    for ((r, t), want) in flows.iter().zip(&tuples).zip(&reference) {
-        assert_eq!(
-            r["network"]["community_id"].as_str(),
-            Some(want.as_str()),
-            "{t}"
-        );
-    }
+    assert_reference_community_ids(&records);
 
     // Lifecycle: every TCP connection from the stack began with a SYN record.
     let syns = records
@@ -360,4 +349,101 @@ fn flow_records_match_tshark_and_reference_community_ids() {
             assert_eq!(v["total"], 0, "kernel counter {name}");
         }
     }
+}
+
+/// Every record with network fields has the reference Community ID.
+fn assert_reference_community_ids(records: &[Value]) {
+    let flows: Vec<&Value> = records
+        .iter()
+        .filter(|r| r.get("network").is_some())
+        .collect();
+    let tuples: Vec<FlowTuple> = flows.iter().map(|r| tuple_of(r)).collect();
+    let reference = reference_community_ids(&tuples);
+    assert_eq!(reference.len(), flows.len());
+    for ((r, t), want) in flows.iter().zip(&tuples).zip(&reference) {
+        assert_eq!(
+            r["network"]["community_id"].as_str(),
+            Some(want.as_str()),
+            "{t}"
+        );
+    }
+}
+
+/// SCTP associations injected on the wire (no SCTP stack is needed to
+/// send them): each association is its own flow with its ports, as tshark
+/// dissects them, and its Community ID is the reference's.
+#[test]
+fn sctp_associations_are_flows_with_ports() {
+    require_root();
+    let client = NetNs::new("tsc");
+    let lb = NetNs::new("tsl");
+    let veth = VethPair::with_default_addrs(&client, &lb);
+    disable_offloads(Some(&client), &veth.a.name).expect("offloads");
+    disable_offloads(Some(&lb), &veth.b.name).expect("offloads");
+
+    let capture = Capture::start(&lb, &veth.b.name);
+    let mut agent = Agent::start(&lb, &veth.b.name, &[]);
+    let v4 = |sport: u16| {
+        Frame::ipv4(DEFAULT_A_V4, LB_V4)
+            .src_mac(veth.a.mac)
+            .dst_mac(veth.b.mac)
+            .sctp(sport, 36412)
+    };
+    let data = |frame: Frame, tag: u32, len: usize| {
+        frame.sctp_verification_tag(tag).payload(sctp_chunk(
+            sctp_chunk_type::DATA,
+            3,
+            &vec![7; 12 + len],
+        ))
+    };
+    let mut frames = vec![
+        v4(5000).payload(sctp_init_chunk(11)).build(),
+        v4(5001).payload(sctp_init_chunk(12)).build(),
+    ];
+    for i in 0..3 {
+        frames.push(data(v4(5000), 11, 100 * i).build());
+    }
+    frames.push(data(v4(5001), 12, 40).build());
+    let v6 = Frame::ipv6(DEFAULT_A_V6, lb_v6())
+        .src_mac(veth.a.mac)
+        .dst_mac(veth.b.mac)
+        .sctp(2905, 2905);
+    frames.push(v6.clone().payload(sctp_init_chunk(13)).build());
+    frames.push(data(v6, 13, 8).build());
+    RawSender::open(Some(&client), &veth.a.name)
+        .expect("raw socket")
+        .send_all(&frames)
+        .expect("inject");
+    thread::sleep(Duration::from_millis(500));
+    let exit = agent.stop_with(libc::SIGTERM);
+    assert!(
+        exit.status.success(),
+        "agent exit: {}\n{}",
+        exit.status,
+        agent.log_text()
+    );
+    let records = agent.records();
+    let seen = capture.stop_and_dissect(&format!("eth.src == {}", veth.a.mac_string()));
+
+    let sctp = |t: &FlowTuple| ours(t) && t.protocol == 132;
+    let expected: BTreeMap<_, _> = seen.flows.into_iter().filter(|(t, _)| sctp(t)).collect();
+    let got: BTreeMap<_, _> = agent_flows(&records)
+        .into_iter()
+        .filter(|(t, _)| sctp(t))
+        .collect();
+    let ports: Vec<(u16, u16)> = got.keys().map(|t| (t.src_port, t.dst_port)).collect();
+    assert_eq!(
+        ports,
+        [(5000, 36412), (5001, 36412), (2905, 2905)],
+        "one flow per association: {got:#?}"
+    );
+    assert_eq!(got, expected, "the agent's SCTP flows against tshark's");
+    assert_eq!(got.values().map(|c| c.packets).sum::<u64>(), 8);
+    assert_reference_community_ids(&records);
+    let last = records
+        .iter()
+        .rev()
+        .find(|r| r["event"]["action"] == "capture-counters")
+        .expect("a final counters record");
+    assert_eq!(last["lbwitness"]["kernel"]["malformed_sctp"]["total"], 0);
 }

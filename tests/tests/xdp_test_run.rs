@@ -14,7 +14,9 @@ use aya::{
     maps::{HashMap as BpfHashMap, MapData, PerCpuArray, RingBuf},
 };
 use integration_tests::{
-    frames::{ETH_HLEN, ExtHeader, Frame, proto, tcp_flags},
+    frames::{
+        ETH_HLEN, ExtHeader, Frame, proto, sctp_chunk, sctp_chunk_type, sctp_init_chunk, tcp_flags,
+    },
     netns::require_root,
 };
 use lbwitness::{
@@ -277,17 +279,104 @@ fn ipv6_extension_headers_are_followed() {
     }
 }
 
-#[test]
-fn too_many_extension_headers_are_counted() {
-    let mut p = Prog::new();
+/// `n` extension headers of every kind the parser follows, in turn.
+fn ext_chain(n: usize) -> Frame {
     let mut frame = Frame::ipv6(C6, S6);
-    for _ in 0..9 {
+    for i in 0..n {
+        frame = frame.ext(match i % 4 {
+            0 => ExtHeader::HopByHop(vec![]),
+            1 => ExtHeader::DestOpts(vec![0; 6]),
+            2 => ExtHeader::Routing {
+                routing_type: 4,
+                segments_left: 0,
+                data: vec![0; 4],
+            },
+            _ => ExtHeader::Fragment {
+                offset: 0,
+                more: true,
+                id: i as u32,
+            },
+        });
+    }
+    frame
+}
+
+/// The bound both ways: up to 8 extension headers are followed (the README
+/// promises 8), a ninth or more is counted as too deep.
+#[test]
+fn extension_header_bound_is_eight() {
+    for n in 0..=8 {
+        let mut p = Prog::new();
+        let frame = ext_chain(n).udp(1000, 2000).payload_len(4);
+        p.run(&frame.build());
+        let (key, stats) = p.only_flow();
+        assert_key(&key, &frame);
+        assert_eq!(
+            stats.bytes,
+            u64::from(frame.ip_len().unwrap()),
+            "{n} headers"
+        );
+        p.assert_counters_zero_except(&[]);
+    }
+    for n in 9..=10 {
+        let mut p = Prog::new();
+        p.run(&ext_chain(n).udp(1, 2).build());
+        assert!(p.flows().is_empty(), "{n} headers made a flow");
+        assert_eq!(p.counter(Counter::Ipv6ExtTooDeep), 1, "{n} headers");
+        p.assert_counters_zero_except(&[Counter::Ipv6ExtTooDeep]);
+    }
+    // Eight destination-options headers, then SCTP: ports still parsed.
+    let mut frame = Frame::ipv6(C6, S6);
+    for _ in 0..8 {
         frame = frame.ext(ExtHeader::DestOpts(vec![]));
     }
-    p.run(&frame.udp(1, 2).build());
-    assert!(p.flows().is_empty());
-    assert_eq!(p.counter(Counter::Ipv6ExtTooDeep), 1);
-    p.assert_counters_zero_except(&[Counter::Ipv6ExtTooDeep]);
+    let frame = frame.sctp(7, 8).payload(sctp_init_chunk(1));
+    let mut p = Prog::new();
+    p.run(&frame.build());
+    assert_key(&p.only_flow().0, &frame);
+}
+
+/// SCTP ports sit where TCP's and UDP's do: two associations between the
+/// same hosts are two flows, each with its own ports.
+#[test]
+fn sctp_associations_are_flows_with_ports() {
+    let mut p = Prog::new();
+    let a = Frame::ipv4(C4, S4)
+        .sctp(5000, 36412)
+        .payload(sctp_init_chunk(1));
+    let b = Frame::ipv4(C4, S4)
+        .sctp(5001, 36412)
+        .payload(sctp_init_chunk(2));
+    let data = Frame::ipv4(C4, S4)
+        .sctp(5000, 36412)
+        .sctp_verification_tag(7)
+        .payload(sctp_chunk(sctp_chunk_type::DATA, 3, &[0; 100]));
+    p.run(&a.build());
+    p.run(&b.build());
+    p.run_n(&data.build(), 3);
+    let mut flows = p.flows();
+    flows.sort_by_key(|(k, _)| k.src_port);
+    assert_eq!(flows.len(), 2, "{flows:?}");
+    assert_key(&flows[0].0, &a);
+    assert_key(&flows[1].0, &b);
+    assert_eq!(flows[0].1.packets, 4);
+    assert_eq!(
+        flows[0].1.bytes,
+        u64::from(a.ip_len().unwrap() + 3 * data.ip_len().unwrap())
+    );
+    assert_eq!(flows[0].1.tcp_flags, 0);
+    assert_eq!(flows[1].1.packets, 1);
+    assert_eq!(p.events().len(), 2, "one flow-start each");
+    p.assert_counters_zero_except(&[]);
+
+    let mut p = Prog::new();
+    let v6 = Frame::ipv6(C6, S6)
+        .vlan(10)
+        .sctp(2905, 2905)
+        .payload(sctp_init_chunk(3));
+    p.run(&v6.build());
+    assert_key(&p.only_flow().0, &v6);
+    p.assert_counters_zero_except(&[]);
 }
 
 #[test]
@@ -417,6 +506,13 @@ fn every_truncation_is_counted_by_reason() {
                 .icmpv6(128, 0),
             &|_| Counter::MalformedIpv6,
         ),
+        (
+            Frame::ipv4(C4, S4).sctp(1, 2).payload(sctp_init_chunk(1)),
+            &|cut| match cut {
+                14..34 => Counter::MalformedIpv4,
+                _ => Counter::MalformedIpv4Length,
+            },
+        ),
     ];
     for (frame, expected) in frames {
         let bytes = frame.build();
@@ -497,6 +593,15 @@ fn malformed_headers_are_counted_by_reason() {
         (
             Frame::ipv6(C6, S6).icmpv6(128, 0).ipv6_payload_len(2).pad(),
             Counter::MalformedIcmp,
+        ),
+        // The datagram ends inside SCTP's 12-byte common header.
+        (
+            Frame::ipv4(C4, S4).sctp(1, 2).ipv4_total_len(20 + 8).pad(),
+            Counter::MalformedSctp,
+        ),
+        (
+            Frame::ipv6(C6, S6).sctp(1, 2).ipv6_payload_len(11).pad(),
+            Counter::MalformedSctp,
         ),
         (
             // A hop-by-hop header claiming 2 KiB.

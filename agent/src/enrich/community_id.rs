@@ -333,6 +333,20 @@ mod tests {
         (65535, "10.0.0.2", "10.0.0.1", 6, 1, 2, "1:UhPemgXe/sSCoW8JbRQBpoMHxOM="),
     ];
 
+    /// SCTP flows generated with the reference implementation, Python
+    /// `communityid` 1.5.0 (`FlowTuple.make_sctp`), seed 0: both directions,
+    /// two associations between the same hosts, IPv6, and (last) the ID the
+    /// same flow gets with its ports lost, which must differ.
+    #[rustfmt::skip]
+    const PYCOMMUNITYID_SCTP: &[Vector] = &[
+        (0, "192.0.2.1", "192.0.2.2", 132, 5000, 36412, "1:DRrUEpdy7DtpC0KHedZfhxf88c4="),
+        (0, "192.0.2.2", "192.0.2.1", 132, 36412, 5000, "1:DRrUEpdy7DtpC0KHedZfhxf88c4="),
+        (0, "192.0.2.1", "192.0.2.2", 132, 5001, 36412, "1:WC0M2Wh+snbN5BJjycWoR+qNv9k="),
+        (0, "2001:db8::1", "2001:db8::2", 132, 2905, 2905, "1:nZpvfa+j9+CnPKZ8jH1pTOw8y2o="),
+        (0, "2001:db8::2", "2001:db8::1", 132, 38412, 60000, "1:Vnm7qzg5iJkwGKbP5/TzViICSc8="),
+        (0, "192.0.2.1", "192.0.2.2", 132, 0, 0, "1:CCUObU1skIjJmsd4QaZnrNn6qto="),
+    ];
+
     fn ip(s: &str) -> IpAddr {
         s.parse().expect("test vector address must parse")
     }
@@ -365,6 +379,11 @@ mod tests {
     #[test]
     fn pycommunityid_generated() {
         check(PYCOMMUNITYID_GENERATED);
+    }
+
+    #[test]
+    fn sctp_matches_the_reference() {
+        check(PYCOMMUNITYID_SCTP);
     }
 
     #[test]

@@ -8,19 +8,37 @@ use std::collections::{BTreeMap, HashMap};
 use agent_common::flow::{FlowEvent, FlowKey, IP_V4, proto, reason, tcp_flag};
 
 use crate::{
+    capture::attach::AttachedMode,
     clock::{Clock, rfc3339},
     flows::table::FlowReport,
     record::{
-        CounterValue, Endpoint, Event, Icmp, Ingress, Inner, Interface, Network, Observer, Record,
-        Vlan, audit::Gap,
+        CaptureExtra, CounterValue, Endpoint, Event, Icmp, Ingress, Inner, Interface, Network,
+        Observer, Record, Vlan, audit::Gap,
     },
 };
 
-/// Static context for records: host and interface names.
+/// Static context for records: host, and the interfaces captured on.
 #[derive(Clone, Debug)]
 pub struct Enricher {
     hostname: String,
-    interfaces: HashMap<u32, String>,
+    interfaces: HashMap<u32, Captured>,
+}
+
+/// An interface the XDP program is attached to, as records name it.
+#[derive(Clone, Debug)]
+pub struct Captured {
+    name: String,
+    mode: AttachedMode,
+}
+
+impl Captured {
+    /// Interface `name`, attached in `mode`.
+    pub fn new(name: &str, mode: AttachedMode) -> Self {
+        Self {
+            name: name.to_owned(),
+            mode,
+        }
+    }
 }
 
 /// ECS transport name for an IANA protocol number.
@@ -35,7 +53,7 @@ pub fn transport_name(protocol: u8) -> Option<&'static str> {
         51 => "ah",
         proto::ICMPV6 => "ipv6-icmp",
         112 => "vrrp",
-        132 => "sctp",
+        proto::SCTP => "sctp",
         _ => return None,
     })
 }
@@ -60,7 +78,7 @@ pub fn tcp_flag_names(flags: u16) -> Vec<&'static str> {
 }
 
 fn has_ports(protocol: u8) -> bool {
-    matches!(protocol, proto::TCP | proto::UDP | 132)
+    matches!(protocol, proto::TCP | proto::UDP | proto::SCTP)
 }
 
 fn is_icmp(protocol: u8) -> bool {
@@ -69,7 +87,7 @@ fn is_icmp(protocol: u8) -> bool {
 
 impl Enricher {
     /// Context for `hostname` with `interfaces` by index.
-    pub fn new(hostname: String, interfaces: HashMap<u32, String>) -> Self {
+    pub fn new(hostname: String, interfaces: HashMap<u32, Captured>) -> Self {
         Self {
             hostname,
             interfaces,
@@ -86,8 +104,7 @@ impl Enricher {
                     name: self
                         .interfaces
                         .get(&i)
-                        .cloned()
-                        .unwrap_or_else(|| format!("ifindex-{i}")),
+                        .map_or_else(|| format!("ifindex-{i}"), |c| c.name.clone()),
                     id: i.to_string(),
                 },
             }),
@@ -96,6 +113,16 @@ impl Enricher {
 
     fn base(&self, event: Event, timestamp: String, ifindex: Option<u32>) -> Record {
         Record::new(event, timestamp, self.observer(ifindex))
+    }
+
+    /// A flow or lifecycle record: the observer, and the XDP mode that
+    /// measured the flow (what its packet counts mean).
+    fn flow_base(&self, event: Event, timestamp: String, ifindex: u32) -> Record {
+        let mut rec = self.base(event, timestamp, Some(ifindex));
+        rec.lbwitness.capture = self.interfaces.get(&ifindex).map(|c| CaptureExtra {
+            xdp_mode: c.mode.as_str(),
+        });
+        rec
     }
 
     /// Fills source, destination and network from a flow key.
@@ -159,7 +186,7 @@ impl Enricher {
         event.start = Some(rfc3339(start));
         event.end = Some(end_text.clone());
         event.duration = Some(report.end_ns.saturating_sub(report.start_ns));
-        let mut rec = self.base(event, end_text, Some(report.key.ifindex));
+        let mut rec = self.flow_base(event, end_text, report.key.ifindex);
         Self::flow_fields(&mut rec, &report.key, Some((report.packets, report.bytes)));
         if report.key.protocol == proto::TCP {
             rec.lbwitness.tcp_flags = Some(tcp_flag_names(report.tcp_flags));
@@ -182,7 +209,7 @@ impl Enricher {
         let at = rfc3339(clock.wall(ev.header.ktime_ns));
         let mut event = Event::new("lbwitness.lifecycle", action, "event", &["network"], types);
         event.reason = (ev.reasons & reason::NEW != 0).then_some("new-flow");
-        let mut rec = self.base(event, at, Some(ev.key.ifindex));
+        let mut rec = self.flow_base(event, at, ev.key.ifindex);
         Self::flow_fields(&mut rec, &ev.key, None);
         if ev.key.protocol == proto::TCP {
             rec.lbwitness.tcp_flags = Some(tcp_flag_names(ev.tcp_flags));
@@ -263,7 +290,10 @@ pub(crate) mod tests {
     use crate::flows::table::ReportReason;
 
     pub(crate) fn enricher() -> Enricher {
-        Enricher::new("lb1".into(), [(3, "veth0".to_string())].into())
+        Enricher::new(
+            "lb1".into(),
+            [(3, Captured::new("veth0", AttachedMode::Native))].into(),
+        )
     }
 
     /// TCP 192.0.2.1:40000 -> 192.0.2.2:80 on ifindex 3, QinQ 100/200.
@@ -332,6 +362,7 @@ pub(crate) mod tests {
         assert_eq!(v["event"]["reason"], "idle-timeout");
         assert_eq!(v["observer"]["ingress"]["interface"]["name"], "veth0");
         assert_eq!(v["observer"]["hostname"], "lb1");
+        assert_eq!(v["lbwitness"]["capture"]["xdp_mode"], "native");
         assert_eq!(
             v["lbwitness"]["tcp_flags"],
             serde_json::json!(["ACK", "SYN"])
@@ -365,6 +396,26 @@ pub(crate) mod tests {
         assert_eq!(v["network"]["transport"], "ipv6-icmp");
         assert_eq!(v["source"]["ip"], "2001:db8::1");
         assert_eq!(v["lbwitness"]["icmp"]["type"], 128);
+    }
+
+    #[test]
+    fn sctp_has_ports_and_the_reference_community_id() {
+        let mut key = v4_key();
+        key.protocol = proto::SCTP;
+        key.vlan_depth = 0;
+        key.src_port = 5000;
+        key.dst_port = 36412;
+        let rec = enricher().flow_record(&Clock::from_offset(0), &flow_report(key));
+        let v = serde_json::to_value(&rec).unwrap();
+        assert_eq!(v["source"]["port"], 5000);
+        assert_eq!(v["destination"]["port"], 36412);
+        assert_eq!(v["network"]["transport"], "sctp");
+        assert!(v["lbwitness"].get("tcp_flags").is_none());
+        // Python `communityid` 1.5.0, FlowTuple.make_sctp.
+        assert_eq!(
+            v["network"]["community_id"],
+            "1:DRrUEpdy7DtpC0KHedZfhxf88c4="
+        );
     }
 
     #[test]

@@ -123,6 +123,8 @@ pub struct KeyRotation {
 /// `lbwitness.start`.
 #[derive(Clone, Debug, Serialize)]
 pub struct Start {
+    /// Each interface captured on, with the XDP mode that measures it.
+    pub capture: Vec<CaptureInterface>,
     /// Hex SHA-256 of the effective configuration (canonical JSON of it).
     pub config_sha256: String,
     /// Hooks attached, e.g. `xdp/veth0/native`.
@@ -139,6 +141,19 @@ pub struct Start {
     pub watch_problems: Vec<WatchProblem>,
     /// Watched files and their content now.
     pub watched_files: Vec<WatchedFile>,
+}
+
+/// One interface in `lbwitness.start.capture`.
+#[derive(Clone, Debug, Serialize)]
+pub struct CaptureInterface {
+    /// Why native XDP was refused, when `auto` fell back to generic.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub fallback: Option<String>,
+    /// Interface name.
+    pub interface: String,
+    /// `native` or `generic`: what the interface's packet counts mean
+    /// (generic counts GRO super-packets as one).
+    pub xdp_mode: &'static str,
 }
 
 /// One watched file in `lbwitness.start`.

@@ -254,6 +254,9 @@ pub struct Extra {
     /// Agent counters, same shape as `kernel`.
     #[serde(skip_serializing_if = "Option::is_none", rename = "agent")]
     pub agent_counters: Option<BTreeMap<&'static str, CounterValue>>,
+    /// How a flow was captured (flow and lifecycle records).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub capture: Option<CaptureExtra>,
     /// A checkpoint.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub checkpoint: Option<audit::Checkpoint>,
@@ -296,6 +299,7 @@ pub struct Extra {
 impl Extra {
     fn is_empty(&self) -> bool {
         self.agent_counters.is_none()
+            && self.capture.is_none()
             && self.checkpoint.is_none()
             && self.config.is_none()
             && self.file.is_none()
@@ -309,6 +313,14 @@ impl Extra {
             && self.tcp_flags.is_none()
             && self.watch.is_none()
     }
+}
+
+/// `lbwitness.capture` of a flow or lifecycle record.
+#[derive(Clone, Copy, Debug, Serialize)]
+pub struct CaptureExtra {
+    /// The XDP mode of the attachment that measured the flow: `native`
+    /// counts wire packets; `generic` counts GRO/GSO super-packets as one.
+    pub xdp_mode: &'static str,
 }
 
 /// `lbwitness.icmp`.
@@ -412,6 +424,11 @@ mod tests {
             a.start(
                 now,
                 Start {
+                    capture: vec![CaptureInterface {
+                        fallback: Some("native XDP refused".into()),
+                        interface: "veth0".into(),
+                        xdp_mode: "generic",
+                    }],
                     config_sha256: "55".repeat(32),
                     hooks: vec!["xdp/veth0/native".into()],
                     interfaces: vec!["veth0".into()],

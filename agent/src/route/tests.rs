@@ -109,6 +109,7 @@ fn every_builder() -> Vec<Record> {
         writer: None,
     };
     let start = Start {
+        capture: vec![],
         config_sha256: String::new(),
         hooks: vec![],
         interfaces: vec![],

@@ -24,7 +24,7 @@ use tokio::{
     task::JoinHandle,
 };
 use tokio_util::sync::CancellationToken;
-use tracing::info;
+use tracing::{info, warn};
 
 use crate::{
     audit::{
@@ -37,15 +37,15 @@ use crate::{
     },
     capture::{
         self,
-        attach::{Attachment, attach},
+        attach::{self, Attachment, attach},
     },
     config::{Config, Overrides},
-    enrich::Enricher,
+    enrich::{Captured, Enricher},
     flows::{FlowMaps, FlowSettings, FlowTask},
     preflight,
     record::{
         Record,
-        audit::{Hook, Start, WatchProblem, WatchedFile},
+        audit::{CaptureInterface, Hook, Start, WatchProblem, WatchedFile},
     },
     telemetry::Telemetry,
     watch::{PathNote, Startup, Watcher},
@@ -135,6 +135,14 @@ fn prelude(
         prelude.push(records.restart(now, resume.head, previous));
     }
     let start = Start {
+        capture: attachments
+            .iter()
+            .map(|a| CaptureInterface {
+                fallback: a.fallback.clone(),
+                interface: a.iface.clone(),
+                xdp_mode: a.mode.as_str(),
+            })
+            .collect(),
         config_sha256: config.sha256.clone(),
         hooks: attachments
             .iter()
@@ -214,6 +222,15 @@ pub async fn run(config: Config, overrides: Overrides) -> anyhow::Result<()> {
             // On error, dropping `ebpf` detaches what was attached so far.
             let a = attach(prog, name, *ifindex, config.xdp_mode)?;
             info!(iface = %a.iface, ifindex = a.ifindex, mode = a.mode.as_str(), "attached XDP");
+            if let Some(why) = &a.fallback {
+                warn!(
+                    iface = %a.iface,
+                    native_refused = %why,
+                    "capturing in GENERIC XDP mode, not native: {}; flow records say \
+                     lbwitness.capture.xdp_mode \"generic\"",
+                    attach::GENERIC_COUNTS
+                );
+            }
             attachments.push(a);
         }
     }
@@ -283,7 +300,13 @@ pub async fn run(config: Config, overrides: Overrides) -> anyhow::Result<()> {
     let mut audit = tokio::spawn(audit.run(prelude, record_rx, control_rx));
     let flow_task = FlowTask::new(
         maps,
-        Enricher::new(host, interfaces.into_iter().collect()),
+        Enricher::new(
+            host,
+            attachments
+                .iter()
+                .map(|a| (a.ifindex, Captured::new(&a.iface, a.mode)))
+                .collect(),
+        ),
         FlowSettings {
             timeouts: config.timeouts,
             sweep_interval: config.sweep_interval,
