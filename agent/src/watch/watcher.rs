@@ -340,6 +340,14 @@ fn open_fanotify(mode: AttributionMode) -> (Option<Fanotify>, Option<String>) {
         },
     };
     match result {
+        Ok(_) if !has_sys_admin() => {
+            let reason = "fanotify without CAP_SYS_ADMIN reports no writer's pid (the kernel \
+                          hides other processes' pids from unprivileged groups): grant the agent \
+                          CAP_SYS_ADMIN to attribute writers"
+                .to_owned();
+            warn!(%reason, "writers of watched files will not be attributed");
+            (None, Some(reason))
+        }
         Ok(group) => (Some(group), None),
         Err(e) => {
             let hint = match e.raw_os_error() {
@@ -352,6 +360,19 @@ fn open_fanotify(mode: AttributionMode) -> (Option<Fanotify>, Option<String>) {
             (None, Some(reason))
         }
     }
+}
+
+/// Whether the agent holds CAP_SYS_ADMIN. Without it, Linux 5.13+ still
+/// grants a group that reports file handles (`FAN_REPORT_DFID_NAME`), but
+/// an unprivileged one (`FANOTIFY_UNPRIV`) whose events carry pid 0 for
+/// every process but the agent itself: changes are seen, writers silently
+/// never. The kernel checks the capability in the initial user namespace;
+/// an agent inside another user namespace passes this check and still gets
+/// pid 0, which `writers` then treats as "outside the pid namespace".
+fn has_sys_admin() -> bool {
+    const CAP_SYS_ADMIN: u32 = 21;
+    let status = fs::read_to_string("/proc/self/status").unwrap_or_default();
+    crate::preflight::parse_cap_eff(&status).is_some_and(|eff| eff & (1 << CAP_SYS_ADMIN) != 0)
 }
 
 fn describe_dir_error(dir: &Path, e: &io::Error) -> String {
