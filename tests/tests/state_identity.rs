@@ -102,7 +102,10 @@ fn two_agents_on_one_state_directory_are_refused() {
     );
     assert_eq!(status.code(), Some(1), "{log}");
     for words in [
-        format!("state directory {} is in use by another agent", state.as_str()),
+        format!(
+            "state directory {} is in use by another agent",
+            state.as_str()
+        ),
         "one state directory is one agent".to_owned(),
         format!("(pid {})", first.pid()),
     ] {
