@@ -32,6 +32,11 @@ enum Command {
         /// State directory (default /var/lib/lbwitness).
         #[arg(long, value_name = "DIR")]
         state_dir: Option<PathBuf>,
+        /// When the state directory kept agent.id but lost its chain's head
+        /// (audit.head and the spool), start a new chain under a new id
+        /// instead of refusing to start. Ignored while the head is intact.
+        #[arg(long)]
+        new_chain: bool,
     },
     /// Make a checkpoint signing key pair: PATH (private, mode 0600) and
     /// PATH.pub (public, for `lbwitness verify --key`).
@@ -85,12 +90,14 @@ fn main() -> ExitCode {
             output,
             config,
             state_dir,
+            new_chain,
         } => {
             let overrides = Overrides {
                 interfaces,
                 xdp_mode,
                 output,
                 state_dir,
+                new_chain,
             };
             let config = match Config::load(config.as_deref(), overrides.clone()) {
                 Ok(c) => c,

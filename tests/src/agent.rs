@@ -207,6 +207,35 @@ pub fn run_to_exit(ns: &NetNs, args: &[&str]) -> (ExitStatus, String) {
     )
 }
 
+/// Runs the agent with `args` in `ns`, expecting it to refuse to start:
+/// returns its exit status and stderr once it exits by itself.
+///
+/// # Panics
+/// If it is still running after `timeout` (then it is stopped first): the
+/// start was not refused.
+pub fn run_refused(ns: &NetNs, args: &[&str], timeout: Duration) -> (ExitStatus, String) {
+    let log = temp_path("refused.log");
+    let mut cmd = ns.command(binary());
+    cmd.args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log).expect("create the agent's log"));
+    let mut child = ChildGuard::spawn(&mut cmd).unwrap_or_else(|e| panic!("{e:#}"));
+    let status = child.wait_timeout(timeout);
+    if status.is_none() {
+        child.stop_with(libc::SIGTERM);
+    }
+    let text = std::fs::read_to_string(&log).unwrap_or_default();
+    let _ = std::fs::remove_file(&log);
+    let status = status.unwrap_or_else(|| {
+        panic!(
+            "`lbwitness {}` was not refused: still running after {timeout:?}:\n{text}",
+            args.join(" ")
+        )
+    });
+    (status, text)
+}
+
 /// Whether `iface` in `ns` has an XDP program attached (any mode).
 pub fn has_xdp(ns: &NetNs, iface: &str) -> bool {
     let text = ns.ip(&["-d", "link", "show", "dev", iface]);

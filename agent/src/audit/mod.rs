@@ -11,6 +11,7 @@
 
 pub mod chain;
 pub mod checkpoint;
+pub mod identity;
 pub mod jcs;
 pub mod keys;
 pub mod records;

@@ -69,12 +69,25 @@ fn output(path: &Path) -> impl FnOnce(std::io::Error) -> StateError + '_ {
 /// Reads `<dir>/agent.id`, creating it with a new random UUID (v4) on first
 /// run.
 pub fn agent_id(dir: &Path) -> Result<String, StateError> {
+    match read_agent_id(dir)? {
+        Some(id) => Ok(id),
+        None => {
+            let id = new_agent_id()?;
+            std::fs::create_dir_all(dir).map_err(io(dir))?;
+            write_agent_id(dir, &id)?;
+            Ok(id)
+        }
+    }
+}
+
+/// Reads `<dir>/agent.id` (`None`: there is none yet).
+pub fn read_agent_id(dir: &Path) -> Result<Option<String>, StateError> {
     let path = dir.join("agent.id");
     match std::fs::read_to_string(&path) {
         Ok(text) => {
             let id = text.trim();
             if is_uuid(id) {
-                Ok(id.to_owned())
+                Ok(Some(id.to_owned()))
             } else {
                 Err(StateError::BadId {
                     path,
@@ -82,26 +95,46 @@ pub fn agent_id(dir: &Path) -> Result<String, StateError> {
                 })
             }
         }
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            let mut b = [0u8; 16];
-            getrandom::fill(&mut b).map_err(|e| StateError::Random(e.to_string()))?;
-            b[6] = (b[6] & 0x0f) | 0x40;
-            b[8] = (b[8] & 0x3f) | 0x80;
-            let h = hex::encode(b);
-            let id = format!(
-                "{}-{}-{}-{}-{}",
-                &h[..8],
-                &h[8..12],
-                &h[12..16],
-                &h[16..20],
-                &h[20..]
-            );
-            std::fs::create_dir_all(dir).map_err(io(dir))?;
-            write_atomically(&path, format!("{id}\n").as_bytes())?;
-            Ok(id)
-        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
         Err(e) => Err(io(&path)(e)),
     }
+}
+
+/// A new random agent id (UUID v4), not yet written anywhere.
+pub fn new_agent_id() -> Result<String, StateError> {
+    let mut b = [0u8; 16];
+    getrandom::fill(&mut b).map_err(|e| StateError::Random(e.to_string()))?;
+    b[6] = (b[6] & 0x0f) | 0x40;
+    b[8] = (b[8] & 0x3f) | 0x80;
+    Ok(id_text(&b))
+}
+
+/// Writes `<dir>/agent.id` (atomically).
+pub fn write_agent_id(dir: &Path, id: &str) -> Result<(), StateError> {
+    write_atomically(&dir.join("agent.id"), format!("{id}\n").as_bytes())
+}
+
+/// An agent id's 16 bytes (`None`: not an id).
+pub fn id_bytes(id: &str) -> Option<[u8; 16]> {
+    if !is_uuid(id) {
+        return None;
+    }
+    let mut b = [0u8; 16];
+    hex::decode_to_slice(id.replace('-', ""), &mut b).ok()?;
+    Some(b)
+}
+
+/// The text form of an agent id's 16 bytes.
+pub fn id_text(b: &[u8; 16]) -> String {
+    let h = hex::encode(b);
+    format!(
+        "{}-{}-{}-{}-{}",
+        &h[..8],
+        &h[8..12],
+        &h[12..16],
+        &h[16..20],
+        &h[20..]
+    )
 }
 
 /// Whether `s` is an agent id: a UUID in lowercase hex.
@@ -137,9 +170,12 @@ pub struct Persisted {
 
 const SLOT: u64 = 128;
 const MAGIC: &[u8; 8] = b"LBWHEAD1";
+/// Where a slot names the agent id whose head it is (16 bytes; zeros in
+/// files written before heads were tagged: then it is taken as the id's).
+const OWNER: std::ops::Range<usize> = 80..96;
 
 impl Persisted {
-    fn encode(&self, generation: u64) -> [u8; SLOT as usize] {
+    fn encode(&self, generation: u64, owner: Option<[u8; 16]>) -> [u8; SLOT as usize] {
         let mut b = [0u8; SLOT as usize];
         b[..8].copy_from_slice(MAGIC);
         b[8..16].copy_from_slice(&generation.to_le_bytes());
@@ -148,12 +184,13 @@ impl Persisted {
         b[56..64].copy_from_slice(&self.durable.to_le_bytes());
         b[64..72].copy_from_slice(&self.checkpointed.to_le_bytes());
         b[72] = u8::from(self.clean);
+        b[OWNER].copy_from_slice(&owner.unwrap_or_default());
         let sum = Sha256::digest(&b[..96]);
         b[96..128].copy_from_slice(&sum);
         b
     }
 
-    fn decode(b: &[u8]) -> Option<(u64, Self)> {
+    fn decode(b: &[u8]) -> Option<(u64, Option<[u8; 16]>, Self)> {
         if b.len() < SLOT as usize || &b[..8] != MAGIC || Sha256::digest(&b[..96])[..] != b[96..128]
         {
             return None;
@@ -161,8 +198,11 @@ impl Persisted {
         let u64_at = |i: usize| u64::from_le_bytes(b[i..i + 8].try_into().expect("8 bytes"));
         let mut hash: Hash = [0; 32];
         hash.copy_from_slice(&b[24..56]);
+        let mut owner = [0u8; 16];
+        owner.copy_from_slice(&b[OWNER]);
         Some((
             u64_at(8),
+            (owner != [0; 16]).then_some(owner),
             Self {
                 head: Head {
                     sequence: u64_at(16),
@@ -176,12 +216,18 @@ impl Persisted {
     }
 }
 
-/// `<state_dir>/audit.head`.
+/// `<state_dir>/audit.head`. Each slot names the agent id whose head it
+/// is, so a head is never taken for another id's (a state directory pieced
+/// together from two agents' files).
 #[derive(Debug)]
 pub struct HeadFile {
     path: PathBuf,
     file: File,
     generation: u64,
+    /// The id in the slot read at open.
+    found_owner: Option<[u8; 16]>,
+    /// The id written into every slot from now on.
+    owner: Option<[u8; 16]>,
 }
 
 impl HeadFile {
@@ -202,16 +248,30 @@ impl HeadFile {
         let best = buf[..n]
             .chunks(SLOT as usize)
             .filter_map(Persisted::decode)
-            .max_by_key(|(generation, _)| *generation);
-        let generation = best.map_or(0, |(g, _)| g);
+            .max_by_key(|(generation, _, _)| *generation);
+        let generation = best.map_or(0, |(g, _, _)| g);
+        let found_owner = best.and_then(|(_, owner, _)| owner);
         Ok((
             Self {
                 path,
                 file,
                 generation,
+                found_owner,
+                owner: found_owner,
             },
-            best.map(|(_, p)| p),
+            best.map(|(_, _, p)| p),
         ))
+    }
+
+    /// The agent id the head read at open belongs to (`None`: no head, or
+    /// one written before heads named their id).
+    pub fn found_owner(&self) -> Option<String> {
+        self.found_owner.as_ref().map(id_text)
+    }
+
+    /// Names `agent_id` in every slot written from now on.
+    pub fn stamp(&mut self, agent_id: &str) {
+        self.owner = id_bytes(agent_id);
     }
 
     /// Writes `state` into the older slot; with `sync`, makes it durable.
@@ -219,7 +279,7 @@ impl HeadFile {
         self.generation += 1;
         let slot = (self.generation % 2) * SLOT;
         self.file
-            .write_all_at(&state.encode(self.generation), slot)
+            .write_all_at(&state.encode(self.generation, self.owner), slot)
             .map_err(io(&self.path))?;
         if sync {
             self.file.sync_data().map_err(io(&self.path))?;
@@ -388,6 +448,13 @@ pub fn resume(state: Option<Persisted>, tail: Option<Tail>) -> Resume {
                 unconfirmed: None,
             }),
         },
+        // The head written when the id was made: the previous run numbered
+        // nothing, so there is nothing to declare.
+        (Some(s), t) if s.head.sequence == 0 && t.is_none_or(|t| t.head.sequence == 0) => Resume {
+            head: Head::GENESIS,
+            checkpointed: 0,
+            previous: None,
+        },
         (Some(s), Some(t)) if t.head.sequence >= s.durable => {
             // The latest checkpoint in the output is the truth. Without one
             // near the end, the head file's is right unless that checkpoint
@@ -482,6 +549,30 @@ mod tests {
     }
 
     #[test]
+    fn head_file_names_its_agent() {
+        let d = dir("owner");
+        let me = "0c988380-51f7-4f0b-9894-7275e8fd63f0";
+        let (mut f, _) = HeadFile::open(&d).unwrap();
+        assert_eq!(f.found_owner(), None);
+        let p = Persisted {
+            head: head(3),
+            durable: 3,
+            checkpointed: 0,
+            clean: false,
+        };
+        f.write(&p, false).unwrap();
+        let (mut f, got) = HeadFile::open(&d).unwrap();
+        assert_eq!((f.found_owner(), got), (None, Some(p)), "untagged");
+        f.stamp(me);
+        f.write(&p, true).unwrap();
+        let (f, got) = HeadFile::open(&d).unwrap();
+        assert_eq!((f.found_owner().as_deref(), got), (Some(me), Some(p)));
+        assert_eq!(id_bytes(me).map(|b| id_text(&b)).as_deref(), Some(me));
+        assert_eq!(id_bytes("not-an-id"), None);
+        std::fs::remove_dir_all(&d).unwrap();
+    }
+
+    #[test]
     fn resume_decisions() {
         let state = |s, d, clean| Persisted {
             head: head(s),
@@ -496,6 +587,18 @@ mod tests {
         // First run.
         assert_eq!(resume(None, None).head, Head::GENESIS);
         assert_eq!(resume(None, Some(Tail::EMPTY)).previous, None);
+        // A run that stopped before numbering anything left only the head
+        // written with the id: still nothing to declare.
+        let genesis = Persisted {
+            head: Head::GENESIS,
+            durable: 0,
+            checkpointed: 0,
+            clean: true,
+        };
+        for tail in [None, Some(Tail::EMPTY)] {
+            let r = resume(Some(genesis), tail);
+            assert_eq!((r.head, r.previous), (Head::GENESIS, None));
+        }
         // Killed before anything reached the output: nothing was durable, so
         // the numbers are given again, from 1.
         let r = resume(Some(state(4, 0, false)), Some(Tail::EMPTY));

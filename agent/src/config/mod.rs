@@ -154,6 +154,9 @@ pub struct Overrides {
     pub output: Option<PathBuf>,
     /// `--state-dir`.
     pub state_dir: Option<PathBuf>,
+    /// `--new-chain`: start a new chain under a new id if the state
+    /// directory lost the head of its id (start-up only; no config key).
+    pub new_chain: bool,
 }
 
 /// Where records go.
@@ -513,6 +516,7 @@ mod tests {
                 xdp_mode: Some(XdpMode::Generic),
                 output: Some("-".into()),
                 state_dir: None,
+                new_chain: false,
             },
             None,
         )

@@ -133,6 +133,10 @@ pub struct Start {
     pub interfaces: Vec<String>,
     /// The checkpoint signing key.
     pub key_id: String,
+    /// The chain this one replaced (`--new-chain`), in the new chain's
+    /// first `agent-start`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub previous_chain: Option<PreviousChain>,
     /// The agent's version.
     pub version: &'static str,
     /// Watched paths that are not watched, not attributed or not readable,
@@ -154,6 +158,18 @@ pub struct CaptureInterface {
     /// `native` or `generic`: what the interface's packet counts mean
     /// (generic counts GRO super-packets as one).
     pub xdp_mode: &'static str,
+}
+
+/// `lbwitness.start.previous_chain`: the chain a new chain replaced.
+#[derive(Clone, Debug, Serialize)]
+pub struct PreviousChain {
+    /// The old chain's agent id.
+    pub agent_id: String,
+    /// Why it was replaced: `head-lost` (the state directory kept the id
+    /// but not its head) or `id-lost` (it kept the head but not
+    /// `agent.id`). Either way the old chain's end is not carried over: its
+    /// own records and final checkpoint prove it.
+    pub reason: &'static str,
 }
 
 /// One watched file in `lbwitness.start`.

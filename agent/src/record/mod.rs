@@ -433,6 +433,10 @@ mod tests {
                     hooks: vec!["xdp/veth0/native".into()],
                     interfaces: vec!["veth0".into()],
                     key_id: "66".repeat(32),
+                    previous_chain: Some(PreviousChain {
+                        agent_id: "0c988380-51f7-4f0b-9894-7275e8fd63f0".into(),
+                        reason: "head-lost",
+                    }),
                     version: "0.1.0",
                     watch_problems: vec![WatchProblem {
                         path: "/etc/y".into(),

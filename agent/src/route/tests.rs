@@ -114,6 +114,7 @@ fn every_builder() -> Vec<Record> {
         hooks: vec![],
         interfaces: vec![],
         key_id: String::new(),
+        previous_chain: None,
         version: "0",
         watch_problems: vec![],
         watched_files: vec![],

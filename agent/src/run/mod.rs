@@ -29,8 +29,9 @@ use tracing::{info, warn};
 use crate::{
     audit::{
         AuditTask, Control,
-        chain::Chain,
+        chain::{Chain, Head},
         checkpoint::Signer,
+        identity::StateDir,
         keys,
         records::AuditRecords,
         state::{self, HeadFile, Resume},
@@ -45,7 +46,7 @@ use crate::{
     preflight,
     record::{
         Record,
-        audit::{CaptureInterface, Hook, Start, WatchProblem, WatchedFile},
+        audit::{CaptureInterface, Hook, PreviousChain, Start, WatchProblem, WatchedFile},
     },
     telemetry::Telemetry,
     watch::{PathNote, Startup, Watcher},
@@ -128,6 +129,7 @@ fn prelude(
     key_id: &str,
     attachments: &[Attachment],
     startup: &Startup,
+    previous_chain: Option<PreviousChain>,
 ) -> Vec<Record> {
     let now = SystemTime::now();
     let mut prelude = Vec::new();
@@ -150,6 +152,7 @@ fn prelude(
             .collect(),
         interfaces: attachments.iter().map(|a| a.iface.clone()).collect(),
         key_id: key_id.to_owned(),
+        previous_chain,
         version: env!("CARGO_PKG_VERSION"),
         watch_problems: watch_problems(startup),
         watched_files: startup
@@ -184,8 +187,9 @@ pub async fn run(config: Config, overrides: Overrides) -> anyhow::Result<()> {
     preflight::check_capabilities()?;
     preflight::check_kernel(Path::new(preflight::VMLINUX_BTF))?;
 
-    // The chain's state, before anything can produce a record.
-    let agent_id: &'static str = Box::leak(state::agent_id(&config.state_dir)?.into_boxed_str());
+    // The chain's state, before anything can produce a record. The lock
+    // is held until the agent exits.
+    let state_dir = StateDir::open(&config.state_dir)?;
     let (key, made) = keys::load_or_generate(&config.audit.signing_key)?;
     let signer = Signer::new(key);
     if made {
@@ -198,10 +202,22 @@ pub async fn run(config: Config, overrides: Overrides) -> anyhow::Result<()> {
     }
     // The spool says where the chain really ended: records past its last
     // intact one never reached a collector.
-    let opened = delivery::open(&config, agent_id)?;
-    let (head_file, persisted) = HeadFile::open(&config.state_dir)?;
+    let opened = delivery::open(&config, state_dir.agent_id())?;
+    let (mut head_file, persisted) = HeadFile::open(&config.state_dir)?;
+    let spool_records = opened.tail.is_none_or(|t| t.head.sequence > 0);
+    let settled = state_dir.settle(
+        &mut head_file,
+        persisted,
+        spool_records,
+        overrides.new_chain,
+    )?;
+    let agent_id: &'static str = Box::leak(settled.agent_id.into_boxed_str());
     let tail = opened.tail;
-    let resume = state::resume(persisted, tail);
+    let resume = state::resume(settled.persisted, tail);
+    // Named until the new chain's first records are out.
+    let previous_chain = settled
+        .previous_chain
+        .filter(|_| resume.head == Head::GENESIS);
     info!(
         agent_id,
         sequence = resume.head.sequence,
@@ -254,6 +270,7 @@ pub async fn run(config: Config, overrides: Overrides) -> anyhow::Result<()> {
         signer.key_id(),
         &attachments,
         &startup,
+        previous_chain,
     );
     // What the spool lost while the agent was down, right after the start.
     prelude.extend(

@@ -237,7 +237,7 @@ pub enum SpoolError {
     },
     /// Another process holds the spool directory.
     #[error(
-        "spool directory {0} is in use by another process; give each agent its own spool directory"
+        "spool directory {0} is in use by another agent: each agent needs its own state directory (--state-dir) and its own spool directory ([spool] dir)"
     )]
     Locked(PathBuf),
     /// A reader was asked for a group the settings do not name.

@@ -340,6 +340,14 @@ fn open_fanotify(mode: AttributionMode) -> (Option<Fanotify>, Option<String>) {
         },
     };
     match result {
+        Ok(_) if !has_sys_admin() => {
+            let reason = "fanotify without CAP_SYS_ADMIN reports no writer's pid (the kernel \
+                          hides other processes' pids from unprivileged groups): grant the agent \
+                          CAP_SYS_ADMIN to attribute writers"
+                .to_owned();
+            warn!(%reason, "writers of watched files will not be attributed");
+            (None, Some(reason))
+        }
         Ok(group) => (Some(group), None),
         Err(e) => {
             let hint = match e.raw_os_error() {
@@ -354,6 +362,32 @@ fn open_fanotify(mode: AttributionMode) -> (Option<Fanotify>, Option<String>) {
     }
 }
 
+/// Whether fanotify will report other processes' pids to the agent: it
+/// must hold CAP_SYS_ADMIN in the initial user namespace. Without it,
+/// Linux 5.13+ still grants a group that reports file handles
+/// (`FAN_REPORT_DFID_NAME`), but an unprivileged one (`FANOTIFY_UNPRIV`)
+/// whose events carry pid 0 for every process but the agent itself:
+/// changes are seen, writers silently never.
+fn has_sys_admin() -> bool {
+    const CAP_SYS_ADMIN: u32 = 21;
+    let status = fs::read_to_string("/proc/self/status").unwrap_or_default();
+    let capable =
+        crate::preflight::parse_cap_eff(&status).is_some_and(|eff| eff & (1 << CAP_SYS_ADMIN) != 0);
+    capable && fs::read_to_string("/proc/self/uid_map").is_ok_and(|m| is_initial_uid_map(&m))
+}
+
+/// The initial user namespace maps every uid to itself: `0 0 4294967295`.
+/// Any other map is a user namespace, where CapEff says nothing about the
+/// kernel's `capable()`.
+fn is_initial_uid_map(map: &str) -> bool {
+    let lines: Vec<Vec<&str>> = map
+        .lines()
+        .map(|l| l.split_whitespace().collect())
+        .filter(|w: &Vec<&str>| !w.is_empty())
+        .collect();
+    lines == [vec!["0", "0", "4294967295"]]
+}
+
 fn describe_dir_error(dir: &Path, e: &io::Error) -> String {
     let dir = dir.display();
     match e.raw_os_error() {
@@ -363,5 +397,18 @@ fn describe_dir_error(dir: &Path, e: &io::Error) -> String {
             "cannot watch {dir}: the inotify watch limit is reached (raise the sysctl fs.inotify.max_user_watches)"
         ),
         _ => format!("cannot watch {dir}: {e}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::is_initial_uid_map;
+
+    #[test]
+    fn the_initial_user_namespace_is_told_from_others() {
+        assert!(is_initial_uid_map("         0          0 4294967295\n"));
+        assert!(!is_initial_uid_map("         0     100000      65536\n"));
+        assert!(!is_initial_uid_map("0 0 1000\n1000 1000 1\n"));
+        assert!(!is_initial_uid_map(""));
     }
 }
