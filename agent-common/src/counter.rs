@@ -4,7 +4,8 @@
 #[repr(u32)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Counter {
-    /// `bpf_ringbuf_reserve` failed: a lifecycle event was lost.
+    /// `bpf_ringbuf_reserve` failed: a lifecycle event was lost (the kernel
+    /// sends events only when lifecycle records are on).
     RingbufReserveFailed = 0,
     /// Inserting a new flow into the flow map failed: the flow is not accounted.
     FlowInsertFailed = 1,
@@ -34,11 +35,15 @@ pub enum Counter {
     NonFirstFragment = 13,
     /// Not IPv4 or IPv6 (ARP, LLDP, ...): passed without accounting.
     NonIp = 14,
+    /// A new flow entered the flow map. With the flows the agent removed and
+    /// the ones still present, it tells how many the LRU evicted, without
+    /// relying on any ring-buffer event.
+    FlowsInserted = 15,
 }
 
 impl Counter {
     /// Number of counters; the size of the `COUNTERS` array.
-    pub const COUNT: u32 = 15;
+    pub const COUNT: u32 = 16;
 
     /// Every counter, in id order.
     pub const ALL: [Counter; Self::COUNT as usize] = [
@@ -57,6 +62,7 @@ impl Counter {
         Self::MalformedIcmp,
         Self::NonFirstFragment,
         Self::NonIp,
+        Self::FlowsInserted,
     ];
 
     /// Stable snake_case name used in records and telemetry.
@@ -77,6 +83,7 @@ impl Counter {
             Self::MalformedIcmp => "malformed_icmp",
             Self::NonFirstFragment => "non_first_fragment",
             Self::NonIp => "non_ip",
+            Self::FlowsInserted => "flows_inserted",
         }
     }
 
@@ -85,7 +92,7 @@ impl Counter {
     pub const fn class(self) -> CounterClass {
         match self {
             Self::RingbufReserveFailed | Self::FlowInsertFailed => CounterClass::Loss,
-            Self::NonFirstFragment | Self::NonIp => CounterClass::Info,
+            Self::NonFirstFragment | Self::NonIp | Self::FlowsInserted => CounterClass::Info,
             _ => CounterClass::Malformed,
         }
     }

@@ -2,6 +2,7 @@
 //! sweeps the kernel flow map on a timer and applies the decisions of the
 //! pure [`table::FlowTable`].
 
+pub mod evictions;
 pub mod table;
 
 use std::{
@@ -13,12 +14,15 @@ use std::{
 
 use agent_common::{
     counter::{Counter, CounterClass},
-    flow::{FlowEvent, FlowKey, FlowStats, reason},
+    flow::{FlowEvent, FlowKey, FlowStats},
 };
 use aya::maps::{HashMap as BpfHashMap, IterableMap as _, MapData, PerCpuArray};
 use tokio::sync::mpsc;
 
-use self::table::{FlowTable, ReportReason, Verdict};
+use self::{
+    evictions::Evictions,
+    table::{FlowTable, ReportReason, Verdict},
+};
 use crate::{
     capture::sys::lookup_and_delete,
     clock::{Clock, monotonic_ns},
@@ -60,6 +64,7 @@ struct Reported {
 pub struct FlowTask {
     maps: FlowMaps,
     table: FlowTable,
+    evictions: Evictions,
     enricher: Enricher,
     settings: FlowSettings,
     telemetry: Arc<Telemetry>,
@@ -85,6 +90,8 @@ impl FlowTask {
         Self {
             maps,
             table: FlowTable::new(settings.timeouts),
+            // Replaced in `run` once the map has been looked at.
+            evictions: Evictions::default(),
             enricher,
             settings,
             telemetry,
@@ -104,6 +111,9 @@ impl FlowTask {
         mut self,
         mut events: mpsc::Receiver<Vec<FlowEvent>>,
     ) -> Result<(), WriterGone> {
+        let present = self.maps.flows.keys().count() as u64;
+        let inserted = self.kernel_total(Counter::FlowsInserted).unwrap_or(0);
+        self.evictions = Evictions::starting_from(present, inserted);
         let mut tick = tokio::time::interval(self.settings.sweep_interval);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
@@ -123,16 +133,18 @@ impl FlowTask {
         self.out.send(record).await.map_err(|_| WriterGone)
     }
 
+    /// Lifecycle events become lifecycle records and nothing else: the
+    /// sweep alone tracks flows, so an event that comes late (the reader
+    /// fell behind) or never (the ring was full) changes no flow report and
+    /// no eviction count. Without lifecycle records the kernel sends none.
     async fn on_events(&mut self, batch: &[FlowEvent]) -> Result<(), WriterGone> {
+        if !self.settings.lifecycle_records {
+            return Ok(());
+        }
         self.clock.refresh();
         for ev in batch {
-            if ev.reasons & reason::NEW != 0 && self.table.started(ev.key, ev.header.ktime_ns) {
-                self.telemetry.flows_evicted.inc();
-            }
-            if self.settings.lifecycle_records {
-                self.emit(self.enricher.lifecycle_record(&self.clock, ev))
-                    .await?;
-            }
+            self.emit(self.enricher.lifecycle_record(&self.clock, ev))
+                .await?;
         }
         Ok(())
     }
@@ -142,6 +154,8 @@ impl FlowTask {
     async fn sweep(&mut self) -> Result<(), WriterGone> {
         self.clock.refresh();
         let now = monotonic_ns();
+        // Before the walk, so the eviction count is a lower bound.
+        let inserted = self.kernel_total(Counter::FlowsInserted);
         let mut present = HashSet::new();
         let mut to_end = Vec::new();
         let mut reports = Vec::new();
@@ -159,18 +173,25 @@ impl FlowTask {
                 Verdict::End(why) => to_end.push((key, why)),
             }
         }
+        // Known flows the iteration did not meet: look again (iteration over
+        // a changing hash map can skip keys) before forgetting them.
+        let absent: Vec<FlowKey> = self.table.absent(&present).collect();
+        let mut refound = 0;
+        for key in absent {
+            if self.maps.flows.get(&key, 0).is_ok() {
+                refound += 1;
+            } else {
+                self.table.forget(&key);
+            }
+        }
+        // Before this sweep removes anything, so `removed` and `present`
+        // describe the same moment.
+        if let Some(inserted) = inserted {
+            self.observe_evictions(inserted, present.len() as u64 + refound);
+        }
         for (key, why) in to_end {
             if let Some(report) = self.end_flow(key, why) {
                 reports.push(report);
-            }
-        }
-        // Known flows the iteration did not meet: look again (iteration over
-        // a changing hash map can skip keys) before declaring them evicted.
-        let absent: Vec<FlowKey> = self.table.absent(&present).collect();
-        for key in absent {
-            if self.maps.flows.get(&key, 0).is_err() {
-                self.table.evicted(&key);
-                self.telemetry.flows_evicted.inc();
             }
         }
         for report in &reports {
@@ -184,10 +205,13 @@ impl FlowTask {
     /// it. `None` when the kernel evicted it first.
     fn end_flow(&mut self, key: FlowKey, why: ReportReason) -> Option<table::FlowReport> {
         match lookup_and_delete::<FlowKey, FlowStats>(self.maps.flows.map().fd().as_fd(), &key) {
-            Ok(Some(stats)) => Some(self.table.report(key, &stats, why)),
+            Ok(Some(stats)) => {
+                self.evictions.removed();
+                Some(self.table.report(key, &stats, why))
+            }
             Ok(None) => {
-                self.table.evicted(&key);
-                self.telemetry.flows_evicted.inc();
+                // Evicted since the walk; the ledger counts it next time.
+                self.table.forget(&key);
                 None
             }
             Err(err) => {
@@ -208,11 +232,37 @@ impl FlowTask {
                 reports.push(report);
             }
         }
+        // Detached: nothing inserts or evicts any more, so this count is
+        // exact. What a map error left in the map is present, not evicted.
+        if let Some(inserted) = self.kernel_total(Counter::FlowsInserted) {
+            let left = self.maps.flows.keys().count() as u64;
+            self.observe_evictions(inserted, left);
+        }
         for report in &reports {
             self.emit(self.enricher.flow_record(&self.clock, report))
                 .await?;
         }
         Ok(())
+    }
+
+    /// Declares the evictions the ledger newly finds (the one place
+    /// `flows_evicted` moves).
+    fn observe_evictions(&mut self, inserted: u64, present: u64) {
+        let new = self.evictions.observe(inserted, present);
+        self.telemetry.flows_evicted.add(new);
+    }
+
+    /// A kernel counter summed over the CPUs; `None` (counted as a map
+    /// error) when the map cannot be read.
+    fn kernel_total(&self, counter: Counter) -> Option<u64> {
+        match self.maps.counters.get(&(counter as u32), 0) {
+            Ok(per_cpu) => Some(per_cpu.iter().sum::<u64>()),
+            Err(err) => {
+                self.telemetry.map_errors.inc();
+                tracing::warn!(%err, counter = counter.name(), "reading a kernel counter failed");
+                None
+            }
+        }
     }
 
     /// Emits a counters record when any counter moved since the last one, or
@@ -225,13 +275,8 @@ impl FlowTask {
         let mut lost = false;
         let mut gaps = Vec::new();
         for counter in Counter::ALL {
-            let total = match self.maps.counters.get(&(counter as u32), 0) {
-                Ok(per_cpu) => per_cpu.iter().sum::<u64>(),
-                Err(err) => {
-                    self.telemetry.map_errors.inc();
-                    tracing::warn!(%err, counter = counter.name(), "reading a kernel counter failed");
-                    continue;
-                }
+            let Some(total) = self.kernel_total(counter) else {
+                continue;
             };
             let delta = total.saturating_sub(self.reported.kernel[counter as usize]);
             // Informational counts (ARP, fragments) ride along with the next

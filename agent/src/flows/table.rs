@@ -86,6 +86,29 @@ struct Known {
     reported_until_ns: Option<u64>,
 }
 
+impl Known {
+    /// A flow instance nothing has been reported of.
+    fn fresh(stats: &FlowStats) -> Self {
+        Self {
+            first_seen_ns: stats.first_seen_ns,
+            packets: 0,
+            bytes: 0,
+            reported_until_ns: None,
+        }
+    }
+
+    /// What is known of the instance `stats` belongs to: `self`, or nothing
+    /// when the kernel now holds a later instance of the key (the LRU
+    /// evicted the one `self` describes, and the key came back).
+    fn same_instance(self, stats: &FlowStats) -> Self {
+        if self.first_seen_ns == stats.first_seen_ns {
+            self
+        } else {
+            Self::fresh(stats)
+        }
+    }
+}
+
 /// Flows the agent knows, with what it has reported of each.
 #[derive(Debug)]
 pub struct FlowTable {
@@ -112,36 +135,16 @@ impl FlowTable {
         self.known.is_empty()
     }
 
-    /// A flow-start event for the instance that began at `first_seen_ns`.
-    /// Returns `true` when it replaces an instance the table still held: the
-    /// kernel evicted that one (LRU) before its last packets were reported.
-    pub fn started(&mut self, key: FlowKey, first_seen_ns: u64) -> bool {
-        let fresh = Known {
-            first_seen_ns,
-            packets: 0,
-            bytes: 0,
-            reported_until_ns: None,
-        };
-        match self.known.insert(key, fresh) {
-            // The sweep adopted this very instance before its event arrived.
-            Some(old) if old.first_seen_ns == first_seen_ns => {
-                self.known.insert(key, old);
-                false
-            }
-            Some(_) => true,
-            None => false,
-        }
-    }
-
     /// Decides what to do with a kernel flow at monotonic time `now_ns`.
-    /// A flow the table does not know (its start event was lost) is adopted.
+    /// A flow the table does not know yet is adopted: the sweep is the only
+    /// way the table learns of flows (lifecycle events, which can arrive
+    /// late or not at all, play no part).
     pub fn classify(&mut self, key: &FlowKey, stats: &FlowStats, now_ns: u64) -> Verdict {
-        let known = *self.known.entry(*key).or_insert(Known {
-            first_seen_ns: stats.first_seen_ns,
-            packets: 0,
-            bytes: 0,
-            reported_until_ns: None,
-        });
+        let known = *self
+            .known
+            .entry(*key)
+            .and_modify(|k| *k = k.same_instance(stats))
+            .or_insert_with(|| Known::fresh(stats));
         let idle = now_ns.saturating_sub(stats.last_seen_ns);
         let closed = stats.tcp_flags & u32::from(tcp_flag::FIN | tcp_flag::RST) != 0;
         if closed && idle >= nanos(self.timeouts.closed) {
@@ -162,14 +165,12 @@ impl FlowTable {
     /// Reports `stats` (the kernel's cumulative counts) for `key`. With a
     /// final reason the flow is forgotten: the caller removed it from the map.
     pub fn report(&mut self, key: FlowKey, stats: &FlowStats, reason: ReportReason) -> FlowReport {
-        let known = self.known.remove(&key).unwrap_or(Known {
-            first_seen_ns: stats.first_seen_ns,
-            packets: 0,
-            bytes: 0,
-            reported_until_ns: None,
-        });
-        // The kernel only adds; smaller counts would mean another instance,
-        // which `started` already handled, so saturate rather than wrap.
+        let known = self
+            .known
+            .remove(&key)
+            .map_or_else(|| Known::fresh(stats), |k| k.same_instance(stats));
+        // The kernel only adds to one instance, so the counts never shrink;
+        // saturate rather than wrap all the same.
         let report = FlowReport {
             key,
             start_ns: known.reported_until_ns.unwrap_or(stats.first_seen_ns),
@@ -202,8 +203,10 @@ impl FlowTable {
     }
 
     /// Forgets a flow that vanished from the kernel map without the agent
-    /// removing it: LRU eviction. Its unreported packets are lost.
-    pub fn evicted(&mut self, key: &FlowKey) {
+    /// removing it: the LRU evicted it, and its unreported packets are lost.
+    /// [`super::evictions::Evictions`] counts it, with the evictions of flows
+    /// the table never knew.
+    pub fn forget(&mut self, key: &FlowKey) {
         self.known.remove(key);
     }
 }
@@ -252,7 +255,6 @@ mod tests {
     fn idle_flow_ends_with_its_totals() {
         let mut t = table();
         let k = key(1);
-        assert!(!t.started(k, 10 * S));
         let s = stats(10 * S, 11 * S, 5, 500, tcp_flag::ACK);
         assert_eq!(t.classify(&k, &s, 20 * S), Verdict::Keep);
         assert_eq!(
@@ -283,7 +285,6 @@ mod tests {
     fn active_reports_are_deltas_that_sum_to_totals() {
         let mut t = table();
         let k = key(7);
-        t.started(k, 0);
         let s1 = stats(0, 59 * S, 100, 10_000, 0);
         assert_eq!(t.classify(&k, &s1, 60 * S), Verdict::Report);
         let r1 = t.report(k, &s1, ReportReason::ActiveTimeout);
@@ -308,21 +309,70 @@ mod tests {
         let s = stats(5, 6, 1, 60, 0);
         assert_eq!(t.classify(&k, &s, 7), Verdict::Keep);
         assert_eq!(t.len(), 1);
-        // Its late start event names the same instance: not an eviction.
-        assert!(!t.started(k, 5));
-        // A later instance of the same key means the earlier was evicted.
-        assert!(t.started(k, 50));
+    }
+
+    /// Issue #10 item 5: the ring-buffer reader lags, so a flow's NEW event
+    /// reaches the agent after the sweep adopted, ended and reported the
+    /// flow. The old table took the late event for a flow still open, and
+    /// the next sweep, not finding it, declared an LRU eviction. The table
+    /// now learns of flows from sweeps only: after the final report nothing
+    /// is left that a later sweep could find missing.
+    #[test]
+    fn a_flow_ended_before_its_new_event_arrives_leaves_nothing_to_evict() {
+        let mut t = table();
+        let k = key(3);
+        let s = stats(S, S, 1, 60, tcp_flag::SYN);
+        assert_eq!(t.classify(&k, &s, 2 * S), Verdict::Keep);
+        assert_eq!(
+            t.classify(&k, &s, 17 * S),
+            Verdict::End(ReportReason::IdleTimeout)
+        );
+        let r = t.report(k, &s, ReportReason::IdleTimeout);
+        assert_eq!((r.packets, r.start_ns), (1, S));
+        // The late NEW event (ktime = first_seen = S) arrives here; the
+        // table has no way to take it. The next sweep finds an empty map.
+        let empty = HashSet::new();
+        assert_eq!(
+            t.absent(&empty).count(),
+            0,
+            "nothing can be declared evicted"
+        );
+    }
+
+    /// When the LRU evicts a flow and its key comes back between two sweeps,
+    /// the new instance's counts start from zero: they are reported in full,
+    /// not as a delta against the evicted instance's (which would saturate
+    /// to zero and lose them).
+    #[test]
+    fn a_later_instance_of_a_key_is_reported_from_zero() {
+        let mut t = table();
+        let k = key(4);
+        let old = stats(0, 59 * S, 100, 10_000, 0);
+        assert_eq!(t.classify(&k, &old, 60 * S), Verdict::Report);
+        t.report(k, &old, ReportReason::ActiveTimeout);
+        let new = stats(70 * S, 71 * S, 3, 180, 0);
+        assert_eq!(t.classify(&k, &new, 72 * S), Verdict::Keep);
+        let r = t.report(k, &new, ReportReason::Shutdown);
+        assert_eq!(
+            (r.start_ns, r.end_ns, r.packets, r.bytes),
+            (70 * S, 71 * S, 3, 180)
+        );
+        // The same without a sweep between: report() alone tells too.
+        t.classify(&k, &old, 60 * S);
+        t.report(k, &old, ReportReason::ActiveTimeout);
+        let r = t.report(k, &new, ReportReason::Shutdown);
+        assert_eq!((r.packets, r.bytes), (3, 180));
     }
 
     #[test]
     fn absent_flows_are_found() {
         let mut t = table();
-        t.started(key(1), 1);
-        t.started(key(2), 1);
+        t.classify(&key(1), &stats(1, 1, 1, 60, 0), 2);
+        t.classify(&key(2), &stats(1, 1, 1, 60, 0), 2);
         let present: HashSet<_> = [key(1)].into();
         let gone: Vec<_> = t.absent(&present).collect();
         assert_eq!(gone, vec![key(2)]);
-        t.evicted(&key(2));
+        t.forget(&key(2));
         assert_eq!(t.len(), 1);
     }
 }
