@@ -6,7 +6,7 @@ pub mod evictions;
 pub mod table;
 
 use std::{
-    collections::{BTreeMap, HashSet},
+    collections::BTreeMap,
     os::fd::AsFd,
     sync::Arc,
     time::{Duration, SystemTime},
@@ -31,6 +31,9 @@ use crate::{
     record::{CounterValue, Record},
     telemetry::Telemetry,
 };
+
+/// Flows ended and reported per step of a sweep.
+const END_CHUNK: usize = 1024;
 
 /// The kernel maps the flow task owns.
 pub struct FlowMaps {
@@ -156,15 +159,20 @@ impl FlowTask {
         let now = monotonic_ns();
         // Before the walk, so the eviction count is a lower bound.
         let inserted = self.kernel_total(Counter::FlowsInserted);
-        let mut present = HashSet::new();
+        self.table.begin_sweep();
+        let mut present = 0_u64;
+        let mut complete = true;
         let mut to_end = Vec::new();
         let mut reports = Vec::new();
         for entry in self.maps.flows.iter() {
             let Ok((key, stats)) = entry else {
-                // The map changed under the iterator; the next sweep sees it.
+                // The map changed under the iterator; the next sweep sees
+                // it. The count of what is present is unknown now, and an
+                // undercount would declare evictions that did not happen.
+                complete = false;
                 continue;
             };
-            present.insert(key);
+            present += 1;
             match self.table.classify(&key, &stats, now) {
                 Verdict::Keep => {}
                 Verdict::Report => {
@@ -175,28 +183,36 @@ impl FlowTask {
         }
         // Known flows the iteration did not meet: look again (iteration over
         // a changing hash map can skip keys) before forgetting them.
-        let absent: Vec<FlowKey> = self.table.absent(&present).collect();
-        let mut refound = 0;
-        for key in absent {
+        let unseen: Vec<FlowKey> = self.table.unseen().collect();
+        for key in unseen {
             if self.maps.flows.get(&key, 0).is_ok() {
-                refound += 1;
+                present += 1;
             } else {
                 self.table.forget(&key);
             }
         }
         // Before this sweep removes anything, so `removed` and `present`
         // describe the same moment.
-        if let Some(inserted) = inserted {
-            self.observe_evictions(inserted, present.len() as u64 + refound);
-        }
-        for (key, why) in to_end {
-            if let Some(report) = self.end_flow(key, why) {
-                reports.push(report);
-            }
+        if let Some(inserted) = inserted.filter(|_| complete) {
+            self.observe_evictions(inserted, present);
         }
         for report in &reports {
             self.emit(self.enricher.flow_record(&self.clock, report))
                 .await?;
+        }
+        // In chunks, so a million flows ending at once never hold a million
+        // reports in memory.
+        for chunk in to_end.chunks(END_CHUNK) {
+            reports.clear();
+            reports.extend(
+                chunk
+                    .iter()
+                    .filter_map(|&(key, why)| self.end_flow(key, why)),
+            );
+            for report in &reports {
+                self.emit(self.enricher.flow_record(&self.clock, report))
+                    .await?;
+            }
         }
         self.report_counters(false).await
     }

@@ -74,45 +74,31 @@ pub struct FlowReport {
     pub reason: ReportReason,
 }
 
-/// What the agent remembers of a flow the kernel holds.
+/// What the agent remembers of a flow it has reported part of (an active
+/// timeout). 32 bytes, with a 48-byte key: about 90 bytes per entry.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-struct Known {
+struct Reported {
     /// ktime of the flow instance's first packet (tells instances apart).
     first_seen_ns: u64,
     /// Counts already reported.
     packets: u64,
     bytes: u64,
-    /// End of the previous report, if any.
-    reported_until_ns: Option<u64>,
+    /// End of the previous report.
+    until_ns: u64,
 }
 
-impl Known {
-    /// A flow instance nothing has been reported of.
-    fn fresh(stats: &FlowStats) -> Self {
-        Self {
-            first_seen_ns: stats.first_seen_ns,
-            packets: 0,
-            bytes: 0,
-            reported_until_ns: None,
-        }
-    }
-
-    /// What is known of the instance `stats` belongs to: `self`, or nothing
-    /// when the kernel now holds a later instance of the key (the LRU
-    /// evicted the one `self` describes, and the key came back).
-    fn same_instance(self, stats: &FlowStats) -> Self {
-        if self.first_seen_ns == stats.first_seen_ns {
-            self
-        } else {
-            Self::fresh(stats)
-        }
-    }
-}
-
-/// Flows the agent knows, with what it has reported of each.
+/// The flows the agent has reported part of, with what it reported.
+///
+/// A flow nothing has been reported of needs no entry: the kernel's counts
+/// are its report. So the table holds only long flows past an active
+/// timeout, and a busy balancer's short flows cost userspace nothing; the
+/// kernel map is the flow table. Sweeps are the only input: lifecycle
+/// events, which can arrive late or not at all, play no part.
 #[derive(Debug)]
 pub struct FlowTable {
-    known: HashMap<FlowKey, Known>,
+    reported: HashMap<FlowKey, Reported>,
+    /// Keys of `reported` met by the current sweep.
+    seen: std::collections::HashSet<FlowKey>,
     timeouts: FlowTimeouts,
 }
 
@@ -120,31 +106,46 @@ impl FlowTable {
     /// An empty table.
     pub fn new(timeouts: FlowTimeouts) -> Self {
         Self {
-            known: HashMap::new(),
+            reported: HashMap::new(),
+            seen: std::collections::HashSet::new(),
             timeouts,
         }
     }
 
-    /// Number of flows known.
+    /// Number of flows with a partial report.
     pub fn len(&self) -> usize {
-        self.known.len()
+        self.reported.len()
     }
 
-    /// Whether no flow is known.
+    /// Whether no flow has a partial report.
     pub fn is_empty(&self) -> bool {
-        self.known.is_empty()
+        self.reported.is_empty()
+    }
+
+    /// Starts a sweep: no flow has been met yet.
+    pub fn begin_sweep(&mut self) {
+        self.seen.clear();
+    }
+
+    /// What was reported of the instance `stats` belongs to. An entry for an
+    /// earlier instance (the LRU evicted it and the key came back) is
+    /// dropped: the new instance starts from zero.
+    fn reported_of(&mut self, key: &FlowKey, stats: &FlowStats) -> Option<Reported> {
+        let r = *self.reported.get(key)?;
+        if r.first_seen_ns == stats.first_seen_ns {
+            Some(r)
+        } else {
+            self.reported.remove(key);
+            None
+        }
     }
 
     /// Decides what to do with a kernel flow at monotonic time `now_ns`.
-    /// A flow the table does not know yet is adopted: the sweep is the only
-    /// way the table learns of flows (lifecycle events, which can arrive
-    /// late or not at all, play no part).
     pub fn classify(&mut self, key: &FlowKey, stats: &FlowStats, now_ns: u64) -> Verdict {
-        let known = *self
-            .known
-            .entry(*key)
-            .and_modify(|k| *k = k.same_instance(stats))
-            .or_insert_with(|| Known::fresh(stats));
+        let reported = self.reported_of(key, stats);
+        if reported.is_some() {
+            self.seen.insert(*key);
+        }
         let idle = now_ns.saturating_sub(stats.last_seen_ns);
         let closed = stats.tcp_flags & u32::from(tcp_flag::FIN | tcp_flag::RST) != 0;
         if closed && idle >= nanos(self.timeouts.closed) {
@@ -153,10 +154,9 @@ impl FlowTable {
         if idle >= nanos(self.timeouts.idle) {
             return Verdict::End(ReportReason::IdleTimeout);
         }
-        let since = known.reported_until_ns.unwrap_or(stats.first_seen_ns);
-        if stats.packets > known.packets
-            && now_ns.saturating_sub(since) >= nanos(self.timeouts.active)
-        {
+        let (since, packets) =
+            reported.map_or((stats.first_seen_ns, 0), |r| (r.until_ns, r.packets));
+        if stats.packets > packets && now_ns.saturating_sub(since) >= nanos(self.timeouts.active) {
             return Verdict::Report;
         }
         Verdict::Keep
@@ -165,49 +165,52 @@ impl FlowTable {
     /// Reports `stats` (the kernel's cumulative counts) for `key`. With a
     /// final reason the flow is forgotten: the caller removed it from the map.
     pub fn report(&mut self, key: FlowKey, stats: &FlowStats, reason: ReportReason) -> FlowReport {
-        let known = self
-            .known
-            .remove(&key)
-            .map_or_else(|| Known::fresh(stats), |k| k.same_instance(stats));
+        let reported = self.reported_of(&key, stats);
         // The kernel only adds to one instance, so the counts never shrink;
         // saturate rather than wrap all the same.
         let report = FlowReport {
             key,
-            start_ns: known.reported_until_ns.unwrap_or(stats.first_seen_ns),
+            start_ns: reported.map_or(stats.first_seen_ns, |r| r.until_ns),
             end_ns: stats.last_seen_ns,
-            packets: stats.packets.saturating_sub(known.packets),
-            bytes: stats.bytes.saturating_sub(known.bytes),
+            packets: stats
+                .packets
+                .saturating_sub(reported.map_or(0, |r| r.packets)),
+            bytes: stats.bytes.saturating_sub(reported.map_or(0, |r| r.bytes)),
             tcp_flags: (stats.tcp_flags & u32::from(tcp_flag::MASK)) as u16,
             reason,
         };
-        if !reason.is_final() {
-            self.known.insert(
+        if reason.is_final() {
+            self.reported.remove(&key);
+            self.seen.remove(&key);
+        } else {
+            self.reported.insert(
                 key,
-                Known {
-                    first_seen_ns: known.first_seen_ns,
+                Reported {
+                    first_seen_ns: stats.first_seen_ns,
                     packets: stats.packets,
                     bytes: stats.bytes,
-                    reported_until_ns: Some(stats.last_seen_ns),
+                    until_ns: stats.last_seen_ns,
                 },
             );
+            self.seen.insert(key);
         }
         report
     }
 
-    /// Known flows not in `present` (the keys one sweep found in the map).
-    pub fn absent<'a>(
-        &'a self,
-        present: &'a std::collections::HashSet<FlowKey>,
-    ) -> impl Iterator<Item = FlowKey> + 'a {
-        self.known.keys().filter(|k| !present.contains(k)).copied()
+    /// Flows with a partial report that the current sweep has not met.
+    pub fn unseen(&self) -> impl Iterator<Item = FlowKey> + '_ {
+        self.reported
+            .keys()
+            .filter(|k| !self.seen.contains(k))
+            .copied()
     }
 
     /// Forgets a flow that vanished from the kernel map without the agent
     /// removing it: the LRU evicted it, and its unreported packets are lost.
     /// [`super::evictions::Evictions`] counts it, with the evictions of flows
-    /// the table never knew.
+    /// the table never held.
     pub fn forget(&mut self, key: &FlowKey) {
-        self.known.remove(key);
+        self.reported.remove(key);
     }
 }
 
@@ -217,7 +220,7 @@ fn nanos(d: std::time::Duration) -> u64 {
 
 #[cfg(test)]
 mod tests {
-    use std::{collections::HashSet, time::Duration};
+    use std::time::Duration;
 
     use super::*;
 
@@ -303,12 +306,14 @@ mod tests {
     }
 
     #[test]
-    fn unknown_flows_are_adopted() {
+    fn flows_with_nothing_reported_need_no_entry() {
         let mut t = table();
         let k = key(9);
         let s = stats(5, 6, 1, 60, 0);
         assert_eq!(t.classify(&k, &s, 7), Verdict::Keep);
-        assert_eq!(t.len(), 1);
+        assert!(t.is_empty(), "the kernel's counts are the whole state");
+        let r = t.report(k, &s, ReportReason::Shutdown);
+        assert_eq!((r.start_ns, r.end_ns, r.packets, r.bytes), (5, 6, 1, 60));
     }
 
     /// Issue #10 item 5: the ring-buffer reader lags, so a flow's NEW event
@@ -331,12 +336,8 @@ mod tests {
         assert_eq!((r.packets, r.start_ns), (1, S));
         // The late NEW event (ktime = first_seen = S) arrives here; the
         // table has no way to take it. The next sweep finds an empty map.
-        let empty = HashSet::new();
-        assert_eq!(
-            t.absent(&empty).count(),
-            0,
-            "nothing can be declared evicted"
-        );
+        t.begin_sweep();
+        assert_eq!(t.unseen().count(), 0, "nothing can be declared evicted");
     }
 
     /// When the LRU evicts a flow and its key comes back between two sweeps,
@@ -365,12 +366,16 @@ mod tests {
     }
 
     #[test]
-    fn absent_flows_are_found() {
+    fn reported_flows_a_sweep_misses_are_found() {
         let mut t = table();
-        t.classify(&key(1), &stats(1, 1, 1, 60, 0), 2);
-        t.classify(&key(2), &stats(1, 1, 1, 60, 0), 2);
-        let present: HashSet<_> = [key(1)].into();
-        let gone: Vec<_> = t.absent(&present).collect();
+        let long = stats(0, 59 * S, 10, 600, 0);
+        for port in [1, 2] {
+            assert_eq!(t.classify(&key(port), &long, 60 * S), Verdict::Report);
+            t.report(key(port), &long, ReportReason::ActiveTimeout);
+        }
+        t.begin_sweep();
+        assert_eq!(t.classify(&key(1), &long, 61 * S), Verdict::Keep);
+        let gone: Vec<_> = t.unseen().collect();
         assert_eq!(gone, vec![key(2)]);
         t.forget(&key(2));
         assert_eq!(t.len(), 1);
