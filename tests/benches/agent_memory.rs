@@ -149,7 +149,7 @@ fn print_largest_mappings(pid: u32) {
             name = line.to_owned();
         }
     }
-    maps.sort_unstable_by(|a, b| b.0.cmp(&a.0));
+    maps.sort_unstable_by_key(|m| std::cmp::Reverse(m.0));
     for (kib, name) in maps.iter().take(8) {
         println!("  {kib:>8} kB  {name}");
     }
