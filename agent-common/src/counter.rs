@@ -4,7 +4,8 @@
 #[repr(u32)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Counter {
-    /// `bpf_ringbuf_reserve` failed: a lifecycle event was lost.
+    /// `bpf_ringbuf_reserve` failed: a lifecycle event was lost (the kernel
+    /// sends events only when lifecycle records are on).
     RingbufReserveFailed = 0,
     /// Inserting a new flow into the flow map failed: the flow is not accounted.
     FlowInsertFailed = 1,
@@ -36,11 +37,15 @@ pub enum Counter {
     NonIp = 14,
     /// SCTP common header (12 bytes, RFC 9260 3.1) truncated.
     MalformedSctp = 15,
+    /// A new flow entered the flow map. With the flows the agent removed and
+    /// the ones still present, it tells how many the LRU evicted, without
+    /// relying on any ring-buffer event.
+    FlowsInserted = 16,
 }
 
 impl Counter {
     /// Number of counters; the size of the `COUNTERS` array.
-    pub const COUNT: u32 = 16;
+    pub const COUNT: u32 = 17;
 
     /// Every counter, in id order.
     pub const ALL: [Counter; Self::COUNT as usize] = [
@@ -60,6 +65,7 @@ impl Counter {
         Self::NonFirstFragment,
         Self::NonIp,
         Self::MalformedSctp,
+        Self::FlowsInserted,
     ];
 
     /// Stable snake_case name used in records and telemetry.
@@ -81,6 +87,7 @@ impl Counter {
             Self::NonFirstFragment => "non_first_fragment",
             Self::NonIp => "non_ip",
             Self::MalformedSctp => "malformed_sctp",
+            Self::FlowsInserted => "flows_inserted",
         }
     }
 
@@ -89,7 +96,7 @@ impl Counter {
     pub const fn class(self) -> CounterClass {
         match self {
             Self::RingbufReserveFailed | Self::FlowInsertFailed => CounterClass::Loss,
-            Self::NonFirstFragment | Self::NonIp => CounterClass::Info,
+            Self::NonFirstFragment | Self::NonIp | Self::FlowsInserted => CounterClass::Info,
             _ => CounterClass::Malformed,
         }
     }

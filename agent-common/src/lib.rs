@@ -20,4 +20,8 @@ pub mod names {
     pub const EVENTS_MAP: &str = "EVENTS";
     /// Per-CPU array of `u64` indexed by [`crate::counter::Counter`].
     pub const COUNTERS_MAP: &str = "COUNTERS";
+    /// Read-only global (`u8`): non-zero when the XDP program sends
+    /// lifecycle events. The agent sets it at load time from
+    /// `flows.lifecycle_records`.
+    pub const LIFECYCLE_EVENTS_GLOBAL: &str = "LIFECYCLE_EVENTS";
 }

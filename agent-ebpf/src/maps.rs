@@ -1,5 +1,6 @@
-//! Every map of the kernel programs. Sizes are defaults: the agent overrides
-//! `FLOWS` and `EVENTS` at load time from its config.
+//! Every map of the kernel programs. The agent sets the sizes of `FLOWS` and
+//! `EVENTS` at load time from its config (defaults in agent/src/config), so
+//! the sizes here only matter to a loader that does not.
 
 use agent_common::{
     counter::Counter,

@@ -384,6 +384,9 @@ fn account(key: &FlowKey, len: u32, flags: u16) {
             _pad: 0,
         };
         if FLOWS.insert(key, &stats, u64::from(BPF_NOEXIST)).is_ok() {
+            // Counted after the insert, so a count the agent reads never
+            // runs ahead of the map: its eviction count stays a lower bound.
+            count(Counter::FlowsInserted);
             send_event(key, reasons | reason::NEW, flags, len, now);
             return;
         } else if let Some(stats) = FLOWS.get_ptr_mut(key) {
@@ -428,8 +431,19 @@ fn update(stats: *mut FlowStats, len: u32, flags: u16) {
     }
 }
 
+/// Non-zero when lifecycle events go to userspace; the agent rewrites it at
+/// load time (`names::LIFECYCLE_EVENTS_GLOBAL`). Without lifecycle records
+/// nothing reads the events, so none are sent and none can be lost.
+#[unsafe(no_mangle)]
+static LIFECYCLE_EVENTS: u8 = 1;
+
 #[inline(always)]
 fn send_event(key: &FlowKey, reasons: u32, flags: u16, len: u32, now: u64) {
+    // SAFETY: a plain read of a static; volatile so the compiler does not
+    // fold the default in (the loader rewrites the value in .rodata).
+    if unsafe { core::ptr::read_volatile(&raw const LIFECYCLE_EVENTS) } == 0 {
+        return;
+    }
     let Some(mut entry) = EVENTS.reserve::<FlowEvent>(0) else {
         count(Counter::RingbufReserveFailed);
         return;

@@ -31,8 +31,9 @@ pub struct Telemetry {
     pub events: Counter,
     /// Ring-buffer events rejected by the decoder (capture::ringbuf).
     pub decode_errors: Counter,
-    /// Known flows the kernel's LRU map evicted before their final report;
-    /// their unreported packets are lost (flows).
+    /// Flows the kernel's LRU map evicted before the agent removed them
+    /// with their final report; their unreported packets are lost
+    /// (flows::evictions, counted from the kernel's inserts).
     pub flows_evicted: Counter,
     /// Flow-map operations that failed (flows).
     pub map_errors: Counter,

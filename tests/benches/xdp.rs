@@ -41,7 +41,8 @@ fn main() {
     let noop = sys::load_pass_xdp("lbw_noop").expect("load the no-op XDP program");
     // Room for every new flow, so the new-flow case measures inserts rather
     // than LRU eviction; a big ring so events are not dropped.
-    let mut ebpf = capture::load(NEW_FLOWS + 65_536, 64 << 20).expect("load the capture program");
+    let mut ebpf =
+        capture::load(NEW_FLOWS + 65_536, 64 << 20, true).expect("load the capture program");
 
     let c4 = [192, 0, 2, 1];
     let s4 = [192, 0, 2, 2];

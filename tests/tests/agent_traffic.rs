@@ -341,14 +341,19 @@ fn flow_records_match_tshark_and_reference_community_ids() {
         .rev()
         .find(|r| r["event"]["action"] == "capture-counters")
         .expect("a final counters record");
-    for (name, v) in last["lbwitness"]["kernel"]
-        .as_object()
-        .expect("kernel counters")
-    {
-        if name != "non_ip" {
+    let kernel = &last["lbwitness"]["kernel"];
+    for (name, v) in kernel.as_object().expect("kernel counters") {
+        if name != "non_ip" && name != "flows_inserted" {
             assert_eq!(v["total"], 0, "kernel counter {name}");
         }
     }
+    // Every flow the kernel inserted ended in exactly one final report:
+    // the identity the eviction count rests on, with nothing evicted.
+    let final_reports = records
+        .iter()
+        .filter(|r| r["event"]["action"] == "flow" && r["event"]["reason"] != "active-timeout")
+        .count() as u64;
+    assert_eq!(kernel["flows_inserted"]["total"], final_reports);
 }
 
 /// Every record with network fields has the reference Community ID.

@@ -44,8 +44,12 @@ impl Prog {
     }
 
     fn with_ring(ring_bytes: u32) -> Self {
+        Self::load(ring_bytes, true)
+    }
+
+    fn load(ring_bytes: u32, lifecycle_events: bool) -> Self {
         require_root();
-        let ebpf = capture::load(4096, ring_bytes).expect("load the XDP program");
+        let ebpf = capture::load(4096, ring_bytes, lifecycle_events).expect("load the XDP program");
         Self { ebpf }
     }
 
@@ -93,10 +97,11 @@ impl Prog {
         map.get(&(counter as u32), 0).expect("counter").iter().sum()
     }
 
-    /// Every counter except `except` is zero.
+    /// Every counter except `except` is zero. `flows_inserted` counts
+    /// successes, not problems; tests that care check it themselves.
     fn assert_counters_zero_except(&self, except: &[Counter]) {
         for c in Counter::ALL {
-            if !except.contains(&c) {
+            if !except.contains(&c) && c != Counter::FlowsInserted {
                 assert_eq!(self.counter(c), 0, "counter {} should be 0", c.name());
             }
         }
@@ -173,6 +178,25 @@ fn tcp_lifecycle_counts_and_events() {
     let all = tcp_flags::SYN | tcp_flags::ACK | tcp_flags::PSH | tcp_flags::FIN | tcp_flags::RST;
     assert_eq!(stats.tcp_flags, u32::from(all));
     assert!(stats.last_seen_ns >= stats.first_seen_ns);
+    p.assert_counters_zero_except(&[]);
+    assert_eq!(p.counter(Counter::FlowsInserted), 1, "one flow, one insert");
+}
+
+/// Without lifecycle records the program sends no event at all, so a full
+/// ring cannot lose one, and it still counts every flow it inserts (what
+/// the agent's eviction count is built on).
+#[test]
+fn without_lifecycle_events_nothing_is_sent_and_inserts_are_counted() {
+    let mut p = Prog::load(64 * 1024, false);
+    for port in 1..=3 {
+        let syn = Frame::ipv4(C4, S4).tcp(port, 80).tcp_flags(tcp_flags::SYN);
+        p.run_n(&syn.build(), 2);
+        let fin = Frame::ipv4(C4, S4).tcp(port, 80).tcp_flags(tcp_flags::FIN);
+        p.run(&fin.build());
+    }
+    assert_eq!(p.flows().len(), 3);
+    assert!(p.events().is_empty(), "no lifecycle events are sent");
+    assert_eq!(p.counter(Counter::FlowsInserted), 3);
     p.assert_counters_zero_except(&[]);
 }
 

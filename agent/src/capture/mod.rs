@@ -26,14 +26,37 @@ pub enum LoadError {
 }
 
 /// Loads the embedded object with the given map sizes, and loads (verifies)
-/// the XDP program. Nothing is attached yet.
-pub fn load(flow_table_entries: u32, ring_buffer_bytes: u32) -> Result<Ebpf, LoadError> {
+/// the XDP program. Nothing is attached yet. Without `lifecycle_events` the
+/// program sends no events, and the ring buffer gets its smallest size
+/// (one page) whatever `ring_buffer_bytes` says.
+pub fn load(
+    flow_table_entries: u32,
+    ring_buffer_bytes: u32,
+    lifecycle_events: bool,
+) -> Result<Ebpf, LoadError> {
+    let ring_bytes = if lifecycle_events {
+        ring_buffer_bytes
+    } else {
+        page_size()
+    };
     let mut ebpf = EbpfLoader::new()
         .map_max_entries(names::FLOW_MAP, flow_table_entries)
-        .map_max_entries(names::EVENTS_MAP, ring_buffer_bytes)
+        .map_max_entries(names::EVENTS_MAP, ring_bytes)
+        .override_global(
+            names::LIFECYCLE_EVENTS_GLOBAL,
+            &u8::from(lifecycle_events),
+            true,
+        )
         .load(EBPF_OBJECT)?;
     xdp_program(&mut ebpf)?.load()?;
     Ok(ebpf)
+}
+
+/// The smallest ring buffer the kernel accepts: one page.
+fn page_size() -> u32 {
+    // SAFETY: sysconf reads a constant of the running system.
+    let size = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+    u32::try_from(size).unwrap_or(4096)
 }
 
 /// The XDP capture program of a loaded object.

@@ -13,6 +13,16 @@ use serde::Deserialize;
 /// Where state lives when neither the config nor the CLI says otherwise.
 pub const DEFAULT_STATE_DIR: &str = "/var/lib/lbwitness";
 
+/// Default flow map capacity: a busy balancer's concurrent flows (each
+/// connection is two, one per direction) plus a burst, about 150 MiB of
+/// kernel memory (~150 bytes per entry, README "Sizing").
+pub const DEFAULT_FLOW_TABLE_ENTRIES: u32 = 1 << 20;
+
+/// Default ring buffer: 16 MiB of kernel memory, room for about 190 000
+/// lifecycle events (88 bytes each), two seconds of 100 000 per second.
+/// Unused (one page) without lifecycle records.
+pub const DEFAULT_RING_BUFFER_BYTES: u32 = 16 << 20;
+
 /// How to attach XDP.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
@@ -308,14 +318,20 @@ impl Config {
             ));
         }
 
-        let flow_table_entries = file.capture.flow_table_entries.unwrap_or(131_072);
+        let flow_table_entries = file
+            .capture
+            .flow_table_entries
+            .unwrap_or(DEFAULT_FLOW_TABLE_ENTRIES);
         if !(1024..=16 * 1024 * 1024).contains(&flow_table_entries) {
             return Err(invalid(
                 "capture.flow_table_entries",
                 format!("is {flow_table_entries}; allowed 1024 to 16777216"),
             ));
         }
-        let ring_buffer_bytes = file.capture.ring_buffer_bytes.unwrap_or(256 * 1024);
+        let ring_buffer_bytes = file
+            .capture
+            .ring_buffer_bytes
+            .unwrap_or(DEFAULT_RING_BUFFER_BYTES);
         if !ring_buffer_bytes.is_power_of_two() || !(4096..=1 << 30).contains(&ring_buffer_bytes) {
             return Err(invalid(
                 "capture.ring_buffer_bytes",

@@ -2,10 +2,11 @@
 //! sweeps the kernel flow map on a timer and applies the decisions of the
 //! pure [`table::FlowTable`].
 
+pub mod evictions;
 pub mod table;
 
 use std::{
-    collections::{BTreeMap, HashSet},
+    collections::BTreeMap,
     os::fd::AsFd,
     sync::Arc,
     time::{Duration, SystemTime},
@@ -13,12 +14,15 @@ use std::{
 
 use agent_common::{
     counter::{Counter, CounterClass},
-    flow::{FlowEvent, FlowKey, FlowStats, reason},
+    flow::{FlowEvent, FlowKey, FlowStats},
 };
 use aya::maps::{HashMap as BpfHashMap, IterableMap as _, MapData, PerCpuArray};
 use tokio::sync::mpsc;
 
-use self::table::{FlowTable, ReportReason, Verdict};
+use self::{
+    evictions::Evictions,
+    table::{FlowTable, ReportReason, Verdict},
+};
 use crate::{
     capture::sys::lookup_and_delete,
     clock::{Clock, monotonic_ns},
@@ -27,6 +31,9 @@ use crate::{
     record::{CounterValue, Record},
     telemetry::Telemetry,
 };
+
+/// Flows ended and reported per step of a sweep.
+const END_CHUNK: usize = 1024;
 
 /// The kernel maps the flow task owns.
 pub struct FlowMaps {
@@ -60,6 +67,7 @@ struct Reported {
 pub struct FlowTask {
     maps: FlowMaps,
     table: FlowTable,
+    evictions: Evictions,
     enricher: Enricher,
     settings: FlowSettings,
     telemetry: Arc<Telemetry>,
@@ -85,6 +93,8 @@ impl FlowTask {
         Self {
             maps,
             table: FlowTable::new(settings.timeouts),
+            // Replaced in `run` once the map has been looked at.
+            evictions: Evictions::default(),
             enricher,
             settings,
             telemetry,
@@ -104,6 +114,9 @@ impl FlowTask {
         mut self,
         mut events: mpsc::Receiver<Vec<FlowEvent>>,
     ) -> Result<(), WriterGone> {
+        let present = self.maps.flows.keys().count() as u64;
+        let inserted = self.kernel_total(Counter::FlowsInserted).unwrap_or(0);
+        self.evictions = Evictions::starting_from(present, inserted);
         let mut tick = tokio::time::interval(self.settings.sweep_interval);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
@@ -123,16 +136,18 @@ impl FlowTask {
         self.out.send(record).await.map_err(|_| WriterGone)
     }
 
+    /// Lifecycle events become lifecycle records and nothing else: the
+    /// sweep alone tracks flows, so an event that comes late (the reader
+    /// fell behind) or never (the ring was full) changes no flow report and
+    /// no eviction count. Without lifecycle records the kernel sends none.
     async fn on_events(&mut self, batch: &[FlowEvent]) -> Result<(), WriterGone> {
+        if !self.settings.lifecycle_records {
+            return Ok(());
+        }
         self.clock.refresh();
         for ev in batch {
-            if ev.reasons & reason::NEW != 0 && self.table.started(ev.key, ev.header.ktime_ns) {
-                self.telemetry.flows_evicted.inc();
-            }
-            if self.settings.lifecycle_records {
-                self.emit(self.enricher.lifecycle_record(&self.clock, ev))
-                    .await?;
-            }
+            self.emit(self.enricher.lifecycle_record(&self.clock, ev))
+                .await?;
         }
         Ok(())
     }
@@ -142,15 +157,22 @@ impl FlowTask {
     async fn sweep(&mut self) -> Result<(), WriterGone> {
         self.clock.refresh();
         let now = monotonic_ns();
-        let mut present = HashSet::new();
+        // Before the walk, so the eviction count is a lower bound.
+        let inserted = self.kernel_total(Counter::FlowsInserted);
+        self.table.begin_sweep();
+        let mut present = 0_u64;
+        let mut complete = true;
         let mut to_end = Vec::new();
         let mut reports = Vec::new();
         for entry in self.maps.flows.iter() {
             let Ok((key, stats)) = entry else {
-                // The map changed under the iterator; the next sweep sees it.
+                // The map changed under the iterator; the next sweep sees
+                // it. The count of what is present is unknown now, and an
+                // undercount would declare evictions that did not happen.
+                complete = false;
                 continue;
             };
-            present.insert(key);
+            present += 1;
             match self.table.classify(&key, &stats, now) {
                 Verdict::Keep => {}
                 Verdict::Report => {
@@ -159,23 +181,38 @@ impl FlowTask {
                 Verdict::End(why) => to_end.push((key, why)),
             }
         }
-        for (key, why) in to_end {
-            if let Some(report) = self.end_flow(key, why) {
-                reports.push(report);
+        // Known flows the iteration did not meet: look again (iteration over
+        // a changing hash map can skip keys) before forgetting them.
+        let unseen: Vec<FlowKey> = self.table.unseen().collect();
+        for key in unseen {
+            if self.maps.flows.get(&key, 0).is_ok() {
+                present += 1;
+            } else {
+                self.table.forget(&key);
             }
         }
-        // Known flows the iteration did not meet: look again (iteration over
-        // a changing hash map can skip keys) before declaring them evicted.
-        let absent: Vec<FlowKey> = self.table.absent(&present).collect();
-        for key in absent {
-            if self.maps.flows.get(&key, 0).is_err() {
-                self.table.evicted(&key);
-                self.telemetry.flows_evicted.inc();
-            }
+        // Before this sweep removes anything, so `removed` and `present`
+        // describe the same moment.
+        if let Some(inserted) = inserted.filter(|_| complete) {
+            self.observe_evictions(inserted, present);
         }
         for report in &reports {
             self.emit(self.enricher.flow_record(&self.clock, report))
                 .await?;
+        }
+        // In chunks, so a million flows ending at once never hold a million
+        // reports in memory.
+        for chunk in to_end.chunks(END_CHUNK) {
+            reports.clear();
+            reports.extend(
+                chunk
+                    .iter()
+                    .filter_map(|&(key, why)| self.end_flow(key, why)),
+            );
+            for report in &reports {
+                self.emit(self.enricher.flow_record(&self.clock, report))
+                    .await?;
+            }
         }
         self.report_counters(false).await
     }
@@ -184,10 +221,13 @@ impl FlowTask {
     /// it. `None` when the kernel evicted it first.
     fn end_flow(&mut self, key: FlowKey, why: ReportReason) -> Option<table::FlowReport> {
         match lookup_and_delete::<FlowKey, FlowStats>(self.maps.flows.map().fd().as_fd(), &key) {
-            Ok(Some(stats)) => Some(self.table.report(key, &stats, why)),
+            Ok(Some(stats)) => {
+                self.evictions.removed();
+                Some(self.table.report(key, &stats, why))
+            }
             Ok(None) => {
-                self.table.evicted(&key);
-                self.telemetry.flows_evicted.inc();
+                // Evicted since the walk; the ledger counts it next time.
+                self.table.forget(&key);
                 None
             }
             Err(err) => {
@@ -208,11 +248,37 @@ impl FlowTask {
                 reports.push(report);
             }
         }
+        // Detached: nothing inserts or evicts any more, so this count is
+        // exact. What a map error left in the map is present, not evicted.
+        if let Some(inserted) = self.kernel_total(Counter::FlowsInserted) {
+            let left = self.maps.flows.keys().count() as u64;
+            self.observe_evictions(inserted, left);
+        }
         for report in &reports {
             self.emit(self.enricher.flow_record(&self.clock, report))
                 .await?;
         }
         Ok(())
+    }
+
+    /// Declares the evictions the ledger newly finds (the one place
+    /// `flows_evicted` moves).
+    fn observe_evictions(&mut self, inserted: u64, present: u64) {
+        let new = self.evictions.observe(inserted, present);
+        self.telemetry.flows_evicted.add(new);
+    }
+
+    /// A kernel counter summed over the CPUs; `None` (counted as a map
+    /// error) when the map cannot be read.
+    fn kernel_total(&self, counter: Counter) -> Option<u64> {
+        match self.maps.counters.get(&(counter as u32), 0) {
+            Ok(per_cpu) => Some(per_cpu.iter().sum::<u64>()),
+            Err(err) => {
+                self.telemetry.map_errors.inc();
+                tracing::warn!(%err, counter = counter.name(), "reading a kernel counter failed");
+                None
+            }
+        }
     }
 
     /// Emits a counters record when any counter moved since the last one, or
@@ -225,13 +291,8 @@ impl FlowTask {
         let mut lost = false;
         let mut gaps = Vec::new();
         for counter in Counter::ALL {
-            let total = match self.maps.counters.get(&(counter as u32), 0) {
-                Ok(per_cpu) => per_cpu.iter().sum::<u64>(),
-                Err(err) => {
-                    self.telemetry.map_errors.inc();
-                    tracing::warn!(%err, counter = counter.name(), "reading a kernel counter failed");
-                    continue;
-                }
+            let Some(total) = self.kernel_total(counter) else {
+                continue;
             };
             let delta = total.saturating_sub(self.reported.kernel[counter as usize]);
             // Informational counts (ARP, fragments) ride along with the next

@@ -74,22 +74,31 @@ pub struct FlowReport {
     pub reason: ReportReason,
 }
 
-/// What the agent remembers of a flow the kernel holds.
+/// What the agent remembers of a flow it has reported part of (an active
+/// timeout). 32 bytes, with a 48-byte key: about 90 bytes per entry.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-struct Known {
+struct Reported {
     /// ktime of the flow instance's first packet (tells instances apart).
     first_seen_ns: u64,
     /// Counts already reported.
     packets: u64,
     bytes: u64,
-    /// End of the previous report, if any.
-    reported_until_ns: Option<u64>,
+    /// End of the previous report.
+    until_ns: u64,
 }
 
-/// Flows the agent knows, with what it has reported of each.
+/// The flows the agent has reported part of, with what it reported.
+///
+/// A flow nothing has been reported of needs no entry: the kernel's counts
+/// are its report. So the table holds only long flows past an active
+/// timeout, and a busy balancer's short flows cost userspace nothing; the
+/// kernel map is the flow table. Sweeps are the only input: lifecycle
+/// events, which can arrive late or not at all, play no part.
 #[derive(Debug)]
 pub struct FlowTable {
-    known: HashMap<FlowKey, Known>,
+    reported: HashMap<FlowKey, Reported>,
+    /// Keys of `reported` met by the current sweep.
+    seen: std::collections::HashSet<FlowKey>,
     timeouts: FlowTimeouts,
 }
 
@@ -97,51 +106,46 @@ impl FlowTable {
     /// An empty table.
     pub fn new(timeouts: FlowTimeouts) -> Self {
         Self {
-            known: HashMap::new(),
+            reported: HashMap::new(),
+            seen: std::collections::HashSet::new(),
             timeouts,
         }
     }
 
-    /// Number of flows known.
+    /// Number of flows with a partial report.
     pub fn len(&self) -> usize {
-        self.known.len()
+        self.reported.len()
     }
 
-    /// Whether no flow is known.
+    /// Whether no flow has a partial report.
     pub fn is_empty(&self) -> bool {
-        self.known.is_empty()
+        self.reported.is_empty()
     }
 
-    /// A flow-start event for the instance that began at `first_seen_ns`.
-    /// Returns `true` when it replaces an instance the table still held: the
-    /// kernel evicted that one (LRU) before its last packets were reported.
-    pub fn started(&mut self, key: FlowKey, first_seen_ns: u64) -> bool {
-        let fresh = Known {
-            first_seen_ns,
-            packets: 0,
-            bytes: 0,
-            reported_until_ns: None,
-        };
-        match self.known.insert(key, fresh) {
-            // The sweep adopted this very instance before its event arrived.
-            Some(old) if old.first_seen_ns == first_seen_ns => {
-                self.known.insert(key, old);
-                false
-            }
-            Some(_) => true,
-            None => false,
+    /// Starts a sweep: no flow has been met yet.
+    pub fn begin_sweep(&mut self) {
+        self.seen.clear();
+    }
+
+    /// What was reported of the instance `stats` belongs to. An entry for an
+    /// earlier instance (the LRU evicted it and the key came back) is
+    /// dropped: the new instance starts from zero.
+    fn reported_of(&mut self, key: &FlowKey, stats: &FlowStats) -> Option<Reported> {
+        let r = *self.reported.get(key)?;
+        if r.first_seen_ns == stats.first_seen_ns {
+            Some(r)
+        } else {
+            self.reported.remove(key);
+            None
         }
     }
 
     /// Decides what to do with a kernel flow at monotonic time `now_ns`.
-    /// A flow the table does not know (its start event was lost) is adopted.
     pub fn classify(&mut self, key: &FlowKey, stats: &FlowStats, now_ns: u64) -> Verdict {
-        let known = *self.known.entry(*key).or_insert(Known {
-            first_seen_ns: stats.first_seen_ns,
-            packets: 0,
-            bytes: 0,
-            reported_until_ns: None,
-        });
+        let reported = self.reported_of(key, stats);
+        if reported.is_some() {
+            self.seen.insert(*key);
+        }
         let idle = now_ns.saturating_sub(stats.last_seen_ns);
         let closed = stats.tcp_flags & u32::from(tcp_flag::FIN | tcp_flag::RST) != 0;
         if closed && idle >= nanos(self.timeouts.closed) {
@@ -150,10 +154,9 @@ impl FlowTable {
         if idle >= nanos(self.timeouts.idle) {
             return Verdict::End(ReportReason::IdleTimeout);
         }
-        let since = known.reported_until_ns.unwrap_or(stats.first_seen_ns);
-        if stats.packets > known.packets
-            && now_ns.saturating_sub(since) >= nanos(self.timeouts.active)
-        {
+        let (since, packets) =
+            reported.map_or((stats.first_seen_ns, 0), |r| (r.until_ns, r.packets));
+        if stats.packets > packets && now_ns.saturating_sub(since) >= nanos(self.timeouts.active) {
             return Verdict::Report;
         }
         Verdict::Keep
@@ -162,49 +165,52 @@ impl FlowTable {
     /// Reports `stats` (the kernel's cumulative counts) for `key`. With a
     /// final reason the flow is forgotten: the caller removed it from the map.
     pub fn report(&mut self, key: FlowKey, stats: &FlowStats, reason: ReportReason) -> FlowReport {
-        let known = self.known.remove(&key).unwrap_or(Known {
-            first_seen_ns: stats.first_seen_ns,
-            packets: 0,
-            bytes: 0,
-            reported_until_ns: None,
-        });
-        // The kernel only adds; smaller counts would mean another instance,
-        // which `started` already handled, so saturate rather than wrap.
+        let reported = self.reported_of(&key, stats);
+        // The kernel only adds to one instance, so the counts never shrink;
+        // saturate rather than wrap all the same.
         let report = FlowReport {
             key,
-            start_ns: known.reported_until_ns.unwrap_or(stats.first_seen_ns),
+            start_ns: reported.map_or(stats.first_seen_ns, |r| r.until_ns),
             end_ns: stats.last_seen_ns,
-            packets: stats.packets.saturating_sub(known.packets),
-            bytes: stats.bytes.saturating_sub(known.bytes),
+            packets: stats
+                .packets
+                .saturating_sub(reported.map_or(0, |r| r.packets)),
+            bytes: stats.bytes.saturating_sub(reported.map_or(0, |r| r.bytes)),
             tcp_flags: (stats.tcp_flags & u32::from(tcp_flag::MASK)) as u16,
             reason,
         };
-        if !reason.is_final() {
-            self.known.insert(
+        if reason.is_final() {
+            self.reported.remove(&key);
+            self.seen.remove(&key);
+        } else {
+            self.reported.insert(
                 key,
-                Known {
-                    first_seen_ns: known.first_seen_ns,
+                Reported {
+                    first_seen_ns: stats.first_seen_ns,
                     packets: stats.packets,
                     bytes: stats.bytes,
-                    reported_until_ns: Some(stats.last_seen_ns),
+                    until_ns: stats.last_seen_ns,
                 },
             );
+            self.seen.insert(key);
         }
         report
     }
 
-    /// Known flows not in `present` (the keys one sweep found in the map).
-    pub fn absent<'a>(
-        &'a self,
-        present: &'a std::collections::HashSet<FlowKey>,
-    ) -> impl Iterator<Item = FlowKey> + 'a {
-        self.known.keys().filter(|k| !present.contains(k)).copied()
+    /// Flows with a partial report that the current sweep has not met.
+    pub fn unseen(&self) -> impl Iterator<Item = FlowKey> + '_ {
+        self.reported
+            .keys()
+            .filter(|k| !self.seen.contains(k))
+            .copied()
     }
 
     /// Forgets a flow that vanished from the kernel map without the agent
-    /// removing it: LRU eviction. Its unreported packets are lost.
-    pub fn evicted(&mut self, key: &FlowKey) {
-        self.known.remove(key);
+    /// removing it: the LRU evicted it, and its unreported packets are lost.
+    /// [`super::evictions::Evictions`] counts it, with the evictions of flows
+    /// the table never held.
+    pub fn forget(&mut self, key: &FlowKey) {
+        self.reported.remove(key);
     }
 }
 
@@ -214,7 +220,7 @@ fn nanos(d: std::time::Duration) -> u64 {
 
 #[cfg(test)]
 mod tests {
-    use std::{collections::HashSet, time::Duration};
+    use std::time::Duration;
 
     use super::*;
 
@@ -252,7 +258,6 @@ mod tests {
     fn idle_flow_ends_with_its_totals() {
         let mut t = table();
         let k = key(1);
-        assert!(!t.started(k, 10 * S));
         let s = stats(10 * S, 11 * S, 5, 500, tcp_flag::ACK);
         assert_eq!(t.classify(&k, &s, 20 * S), Verdict::Keep);
         assert_eq!(
@@ -283,7 +288,6 @@ mod tests {
     fn active_reports_are_deltas_that_sum_to_totals() {
         let mut t = table();
         let k = key(7);
-        t.started(k, 0);
         let s1 = stats(0, 59 * S, 100, 10_000, 0);
         assert_eq!(t.classify(&k, &s1, 60 * S), Verdict::Report);
         let r1 = t.report(k, &s1, ReportReason::ActiveTimeout);
@@ -302,27 +306,78 @@ mod tests {
     }
 
     #[test]
-    fn unknown_flows_are_adopted() {
+    fn flows_with_nothing_reported_need_no_entry() {
         let mut t = table();
         let k = key(9);
         let s = stats(5, 6, 1, 60, 0);
         assert_eq!(t.classify(&k, &s, 7), Verdict::Keep);
-        assert_eq!(t.len(), 1);
-        // Its late start event names the same instance: not an eviction.
-        assert!(!t.started(k, 5));
-        // A later instance of the same key means the earlier was evicted.
-        assert!(t.started(k, 50));
+        assert!(t.is_empty(), "the kernel's counts are the whole state");
+        let r = t.report(k, &s, ReportReason::Shutdown);
+        assert_eq!((r.start_ns, r.end_ns, r.packets, r.bytes), (5, 6, 1, 60));
+    }
+
+    /// Issue #10 item 5: the ring-buffer reader lags, so a flow's NEW event
+    /// reaches the agent after the sweep adopted, ended and reported the
+    /// flow. The old table took the late event for a flow still open, and
+    /// the next sweep, not finding it, declared an LRU eviction. The table
+    /// now learns of flows from sweeps only: after the final report nothing
+    /// is left that a later sweep could find missing.
+    #[test]
+    fn a_flow_ended_before_its_new_event_arrives_leaves_nothing_to_evict() {
+        let mut t = table();
+        let k = key(3);
+        let s = stats(S, S, 1, 60, tcp_flag::SYN);
+        assert_eq!(t.classify(&k, &s, 2 * S), Verdict::Keep);
+        assert_eq!(
+            t.classify(&k, &s, 17 * S),
+            Verdict::End(ReportReason::IdleTimeout)
+        );
+        let r = t.report(k, &s, ReportReason::IdleTimeout);
+        assert_eq!((r.packets, r.start_ns), (1, S));
+        // The late NEW event (ktime = first_seen = S) arrives here; the
+        // table has no way to take it. The next sweep finds an empty map.
+        t.begin_sweep();
+        assert_eq!(t.unseen().count(), 0, "nothing can be declared evicted");
+    }
+
+    /// When the LRU evicts a flow and its key comes back between two sweeps,
+    /// the new instance's counts start from zero: they are reported in full,
+    /// not as a delta against the evicted instance's (which would saturate
+    /// to zero and lose them).
+    #[test]
+    fn a_later_instance_of_a_key_is_reported_from_zero() {
+        let mut t = table();
+        let k = key(4);
+        let old = stats(0, 59 * S, 100, 10_000, 0);
+        assert_eq!(t.classify(&k, &old, 60 * S), Verdict::Report);
+        t.report(k, &old, ReportReason::ActiveTimeout);
+        let new = stats(70 * S, 71 * S, 3, 180, 0);
+        assert_eq!(t.classify(&k, &new, 72 * S), Verdict::Keep);
+        let r = t.report(k, &new, ReportReason::Shutdown);
+        assert_eq!(
+            (r.start_ns, r.end_ns, r.packets, r.bytes),
+            (70 * S, 71 * S, 3, 180)
+        );
+        // The same without a sweep between: report() alone tells too.
+        t.classify(&k, &old, 60 * S);
+        t.report(k, &old, ReportReason::ActiveTimeout);
+        let r = t.report(k, &new, ReportReason::Shutdown);
+        assert_eq!((r.packets, r.bytes), (3, 180));
     }
 
     #[test]
-    fn absent_flows_are_found() {
+    fn reported_flows_a_sweep_misses_are_found() {
         let mut t = table();
-        t.started(key(1), 1);
-        t.started(key(2), 1);
-        let present: HashSet<_> = [key(1)].into();
-        let gone: Vec<_> = t.absent(&present).collect();
+        let long = stats(0, 59 * S, 10, 600, 0);
+        for port in [1, 2] {
+            assert_eq!(t.classify(&key(port), &long, 60 * S), Verdict::Report);
+            t.report(key(port), &long, ReportReason::ActiveTimeout);
+        }
+        t.begin_sweep();
+        assert_eq!(t.classify(&key(1), &long, 61 * S), Verdict::Keep);
+        let gone: Vec<_> = t.unseen().collect();
         assert_eq!(gone, vec![key(2)]);
-        t.evicted(&key(2));
+        t.forget(&key(2));
         assert_eq!(t.len(), 1);
     }
 }

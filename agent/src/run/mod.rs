@@ -230,7 +230,11 @@ pub async fn run(config: Config, overrides: Overrides) -> anyhow::Result<()> {
 
     raise_memlock();
 
-    let mut ebpf = capture::load(config.flow_table_entries, config.ring_buffer_bytes)?;
+    let mut ebpf = capture::load(
+        config.flow_table_entries,
+        config.ring_buffer_bytes,
+        config.lifecycle_records,
+    )?;
     let mut attachments = Vec::new();
     {
         let prog = capture::xdp_program(&mut ebpf)?;
