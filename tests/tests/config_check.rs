@@ -127,8 +127,16 @@ fn run_bounded(cmd: &mut Command) -> (ExitStatus, String, String) {
     let mut stderr = String::new();
     if let Some(status) = status {
         let c = child.child_mut();
-        c.stdout.take().unwrap().read_to_string(&mut stdout).unwrap();
-        c.stderr.take().unwrap().read_to_string(&mut stderr).unwrap();
+        c.stdout
+            .take()
+            .unwrap()
+            .read_to_string(&mut stdout)
+            .unwrap();
+        c.stderr
+            .take()
+            .unwrap()
+            .read_to_string(&mut stderr)
+            .unwrap();
         return (status, stdout, stderr);
     }
     drop(child);
@@ -147,13 +155,26 @@ fn assert_named(case: &Case, file: &str, stderr: &str) {
     assert_eq!(lines.len(), 1, "{what}: one line:\n{stderr}");
     let line = lines[0];
     assert!(
-        line.starts_with(&format!("error: config file {file}, line {}, column ", case.line)),
+        line.starts_with(&format!(
+            "error: config file {file}, line {}, column ",
+            case.line
+        )),
         "{what}: file and line:\n{stderr}"
     );
-    assert!(line.contains(&format!("`{}`", case.key)), "{what}: key:\n{stderr}");
-    assert!(line.contains(case.says), "{what}: {:?}:\n{stderr}", case.says);
+    assert!(
+        line.contains(&format!("`{}`", case.key)),
+        "{what}: key:\n{stderr}"
+    );
+    assert!(
+        line.contains(case.says),
+        "{what}: {:?}:\n{stderr}",
+        case.says
+    );
     // The CA error said everything twice once.
-    assert!(line.matches(MISSING_CA).count() <= 1, "{what}: repeats:\n{stderr}");
+    assert!(
+        line.matches(MISSING_CA).count() <= 1,
+        "{what}: repeats:\n{stderr}"
+    );
 }
 
 #[test]
@@ -163,7 +184,13 @@ fn bad_values_stop_run_before_anything_is_created() {
         let config = Scratch::file("bad.toml", &(head(lab.iface()) + &case.body));
         let state = Scratch::path("state");
         let mut cmd = lab.lb.command(binary());
-        cmd.args(["run", "--config", config.as_str(), "--state-dir", state.as_str()]);
+        cmd.args([
+            "run",
+            "--config",
+            config.as_str(),
+            "--state-dir",
+            state.as_str(),
+        ]);
         let (status, _, stderr) = run_bounded(&mut cmd);
         assert_eq!(status.code(), Some(2), "{}:\n{stderr}", case.what);
         assert_named(&case, config.as_str(), &stderr);
@@ -234,26 +261,32 @@ fn config_check_validates_without_root_or_side_effects() {
     assert!(!state.0.exists(), "config check created {}", state.as_str());
 
     // The flags `run` takes apply the same way.
-    let (status, stdout, stderr) = check_unprivileged(&[
-        config.as_str(),
-        "--iface",
-        "eth9",
-        "--xdp-mode",
-        "generic",
-    ]);
+    let (status, stdout, stderr) =
+        check_unprivileged(&[config.as_str(), "--iface", "eth9", "--xdp-mode", "generic"]);
     assert_eq!(status.code(), Some(0), "{stderr}");
-    assert!(stdout.contains("capture: XDP (generic) on eth9"), "{stdout}");
+    assert!(
+        stdout.contains("capture: XDP (generic) on eth9"),
+        "{stdout}"
+    );
 }
 
 #[test]
 fn config_check_names_the_problem() {
     let state = Scratch::path("state");
     for case in cases() {
-        let text = format!("state_dir = \"{}\"\n{}", state.as_str(), head("nosuch0") + &case.body);
+        let text = format!(
+            "state_dir = \"{}\"\n{}",
+            state.as_str(),
+            head("nosuch0") + &case.body
+        );
         let config = Scratch::file("bad.toml", &text);
         let (status, stdout, stderr) = check_unprivileged(&[config.as_str()]);
         assert_eq!(status.code(), Some(2), "{}:\n{stderr}", case.what);
-        assert!(stdout.is_empty(), "{}: printed a summary:\n{stdout}", case.what);
+        assert!(
+            stdout.is_empty(),
+            "{}: printed a summary:\n{stdout}",
+            case.what
+        );
         // One line more than `run` saw: the state_dir line.
         let shifted = Case {
             line: case.line + 1,

@@ -10,8 +10,8 @@ use serde::Deserialize;
 use crate::{
     balance::{HealthPolicy, Strategy},
     deliver::{GroupSpec, worker::Timeouts},
-    route::{RouteFile, Router, RoutingFile},
     record::fields,
+    route::{RouteFile, Router, RoutingFile},
     sink::{
         file::FileSettings,
         nats::{NatsSettings, settings::Validated},

@@ -53,7 +53,12 @@ fn nats(endpoint: &str) -> String {
 #[test]
 fn collector_addresses_are_checked() {
     // Lines 3-7 are the group; the address is on line 7.
-    for bad in ["collector.example", "collector.example:99999", "c:0", ":514"] {
+    for bad in [
+        "collector.example",
+        "collector.example:99999",
+        "c:0",
+        ":514",
+    ] {
         let text = refused(&syslog(bad), 7, "groups[0].endpoints[0].address");
         assert!(text.contains(bad) && text.contains("host:port"), "{text}");
     }
@@ -173,8 +178,16 @@ fn endpoint_keys_and_types_are_located() {
 
 #[test]
 fn other_values_are_located() {
-    refused("[flows]\nidle_timeout_secs = 0\n", 4, "flows.idle_timeout_secs");
-    let text = refused("[flows]\nidle_timeout_secs = \"soon\"\n", 4, "flows.idle_timeout_secs");
+    refused(
+        "[flows]\nidle_timeout_secs = 0\n",
+        4,
+        "flows.idle_timeout_secs",
+    );
+    let text = refused(
+        "[flows]\nidle_timeout_secs = \"soon\"\n",
+        4,
+        "flows.idle_timeout_secs",
+    );
     assert!(text.contains("invalid type"), "{text}");
     refused("bogus = 1\n", 3, "capture.bogus");
     refused(
@@ -182,11 +195,7 @@ fn other_values_are_located() {
         4,
         "audit.watch_files[1]",
     );
-    refused(
-        "[spool]\nmax_bytes = 10\n",
-        4,
-        "spool.max_bytes",
-    );
+    refused("[spool]\nmax_bytes = 10\n", 4, "spool.max_bytes");
     // A key left at its default is reported at its table.
     refused(
         "[flows]\nidle_timeout_secs = 1\n",
@@ -217,4 +226,32 @@ fn command_line_values_are_not_blamed_on_the_file() {
     .unwrap_err()
     .to_string();
     assert!(err.starts_with("config: `--iface` has `a/b`"), "{err}");
+}
+
+#[test]
+fn connector_errors_say_it_once_with_their_chain() {
+    // `run` builds connectors again and prints errors with their chain
+    // (`{:#}`): a cause that is both in the message and its `source()`
+    // would print twice.
+    let ca = "/nonexistent/lbw-chain-ca.pem";
+    let mut nats = crate::sink::nats::NatsSettings::new(["tls://127.0.0.1:4222"]);
+    nats.tls = Some(crate::sink::tls::TlsSettings {
+        ca_file: Some(ca.into()),
+        ..Default::default()
+    });
+    let Err(e) = crate::sink::nats::connector(&nats) else {
+        panic!("a missing CA file is refused")
+    };
+    let text = format!("{:#}", anyhow::Error::new(e));
+    assert_eq!(text.matches(ca).count(), 1, "{text}");
+
+    let syslog: crate::sink::syslog::SyslogSettings = toml::from_str(&format!(
+        "address = \"c.example:6514\"\ntransport = \"tls\"\n[tls]\nca_file = \"{ca}\"\n"
+    ))
+    .unwrap();
+    let Err(e) = crate::sink::syslog::connector(&syslog) else {
+        panic!("a missing CA file is refused")
+    };
+    let text = format!("{:#}", anyhow::Error::new(e));
+    assert_eq!(text.matches(ca).count(), 1, "{text}");
 }

@@ -93,12 +93,19 @@ impl ConfigError {
 
     /// A toml error: where it is, and the key there when the document
     /// parsed.
-    fn toml(path: &Path, text: &str, doc: Option<&spans::Document<'_>>, e: &toml::de::Error) -> Self {
+    fn toml(
+        path: &Path,
+        text: &str,
+        doc: Option<&spans::Document<'_>>,
+        e: &toml::de::Error,
+    ) -> Self {
         let span = e.span();
         Self::Parse {
             path: path.to_owned(),
             at: span.clone().map(|s| spans::line_col(text, s.start)),
-            key: doc.zip(span).and_then(|(doc, s)| spans::key_at(doc, s.start)),
+            key: doc
+                .zip(span)
+                .and_then(|(doc, s)| spans::key_at(doc, s.start)),
             message: e.message().trim_end().to_owned(),
         }
     }

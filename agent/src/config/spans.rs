@@ -241,7 +241,12 @@ mod tests {
         );
         assert_eq!(
             steps("routes[1].match.\"event.action\""),
-            [Name("routes"), Index(1), Name("match"), Name("event.action")]
+            [
+                Name("routes"),
+                Index(1),
+                Name("match"),
+                Name("event.action")
+            ]
         );
         assert_eq!(steps("output"), [Name("output")]);
     }
@@ -272,10 +277,22 @@ mod tests {
     fn key_at_names_the_deepest_key() {
         let doc = DeTable::parse(TEXT).unwrap();
         let key = |needle: &str| key_at(&doc, TEXT.find(needle).unwrap());
-        assert_eq!(key("\"ftp://b\"").as_deref(), Some("groups[0].endpoints[0].urls[1]"));
-        assert_eq!(key("ca_file").as_deref(), Some("groups[0].endpoints[0].tls.ca_file"));
-        assert_eq!(key("address").as_deref(), Some("groups[1].endpoints[0].address"));
-        assert_eq!(key("\"event.action\"").as_deref(), Some("routes[0].match.\"event.action\""));
+        assert_eq!(
+            key("\"ftp://b\"").as_deref(),
+            Some("groups[0].endpoints[0].urls[1]")
+        );
+        assert_eq!(
+            key("ca_file").as_deref(),
+            Some("groups[0].endpoints[0].tls.ca_file")
+        );
+        assert_eq!(
+            key("address").as_deref(),
+            Some("groups[1].endpoints[0].address")
+        );
+        assert_eq!(
+            key("\"event.action\"").as_deref(),
+            Some("routes[0].match.\"event.action\"")
+        );
         assert_eq!(key("state_dir").as_deref(), Some("state_dir"));
         assert_eq!(key_at(&doc, TEXT.len() + 10), None);
     }
@@ -286,7 +303,10 @@ mod tests {
         assert_eq!(line_col(text, 0), LineCol { line: 1, column: 1 });
         assert_eq!(line_col(text, 6), LineCol { line: 2, column: 1 });
         // Characters, not bytes: `é` is two bytes.
-        assert_eq!(line_col(text, text.rfind('=').unwrap()), LineCol { line: 2, column: 4 });
+        assert_eq!(
+            line_col(text, text.rfind('=').unwrap()),
+            LineCol { line: 2, column: 4 }
+        );
         assert_eq!(line_col(text, 999), LineCol { line: 3, column: 1 });
         // Inside a multi-byte character: its start.
         assert_eq!(line_col(text, 8), LineCol { line: 2, column: 2 });

@@ -34,7 +34,11 @@ pub fn summary(config: &Config) -> String {
         config.timeouts.idle.as_secs(),
         config.timeouts.closed.as_secs(),
         config.sweep_interval.as_millis(),
-        if config.lifecycle_records { "on" } else { "off" }
+        if config.lifecycle_records {
+            "on"
+        } else {
+            "off"
+        }
     ));
     let audit = &config.audit;
     line(format!(

@@ -180,7 +180,11 @@ mod tests {
         let unlisted: Vec<_> = seen.iter().filter(|p| !is_field(p)).collect();
         assert!(unlisted.is_empty(), "add to PATHS: {unlisted:?}");
         // Listed but absent from the sample records, each for a reason.
-        let unseen: Vec<&str> = PATHS.iter().copied().filter(|p| !seen.contains(*p)).collect();
+        let unseen: Vec<&str> = PATHS
+            .iter()
+            .copied()
+            .filter(|p| !seen.contains(*p))
+            .collect();
         assert_eq!(
             unseen,
             [
@@ -195,7 +199,14 @@ mod tests {
     #[test]
     fn typos_are_refused_with_a_suggestion() {
         assert!(is_field("source.ip") && is_field("network.community_id"));
-        for typo in ["source.ipp", "sourceip", "source", "src.ip", "", "destination.bytes"] {
+        for typo in [
+            "source.ipp",
+            "sourceip",
+            "source",
+            "src.ip",
+            "",
+            "destination.bytes",
+        ] {
             assert!(!is_field(typo), "{typo}");
         }
         assert_eq!(closest("source.ipp"), Some("source.ip"));
