@@ -11,7 +11,7 @@ use crate::{
     balance::{HealthPolicy, Strategy},
     deliver::{GroupSpec, worker::Timeouts},
     record::fields,
-    route::{RouteFile, Router, RoutingFile},
+    route::{RouteError, RouteFile, Router, RoutingFile},
     sink::{
         file::FileSettings,
         nats::{NatsSettings, settings::Validated},
@@ -346,6 +346,34 @@ fn spec(i: usize, g: GroupFile) -> Result<GroupSpec, Problem> {
     })
 }
 
+/// The key a routing error is about, e.g. `routes[1].match."event.action"`.
+fn route_key(e: &RouteError, routes: &[RouteFile]) -> String {
+    let index = |name: &str| routes.iter().rposition(|r| r.name == name);
+    let in_route = |name: &str, rest: &str| match index(name) {
+        Some(i) => format!("routes[{i}]{rest}"),
+        None => "routes".to_owned(),
+    };
+    match e {
+        RouteError::TooManyGroups { .. } | RouteError::DuplicateGroup { .. } => "groups".into(),
+        RouteError::DuplicateRoute { name } => in_route(name, ".name"),
+        RouteError::NoGroups { route } => in_route(route, ".groups"),
+        RouteError::NoDefault => "routing.default".into(),
+        RouteError::UnknownGroup { place, .. } => match routes
+            .iter()
+            .rposition(|r| *place == format!("route `{}`", r.name))
+        {
+            Some(i) => format!("routes[{i}].groups"),
+            None => "routing.default".into(),
+        },
+        RouteError::UnknownField { route, source } => {
+            in_route(route, &format!(".match.{:?}", source.name))
+        }
+        RouteError::EmptyMatch { route, key } | RouteError::BadValue { route, key, .. } => {
+            in_route(route, &format!(".match.{key:?}"))
+        }
+    }
+}
+
 /// The config file's delivery tables, as written.
 pub struct DeliveryFile {
     /// `[spool]`.
@@ -425,7 +453,8 @@ pub fn delivery(
         default: groups.iter().map(|g| g.spec.name.clone()).collect(),
     });
     let names: Vec<String> = groups.iter().map(|g| g.spec.name.clone()).collect();
-    Router::try_new(&routes, &routing, &names).map_err(|e| problem("routes", e.to_string()))?;
+    Router::try_new(&routes, &routing, &names)
+        .map_err(|e| problem(route_key(&e, &routes), format!("is refused: {e}")))?;
     Ok(Delivery {
         spool,
         groups,

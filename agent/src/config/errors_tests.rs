@@ -255,3 +255,34 @@ fn connector_errors_say_it_once_with_their_chain() {
     let text = format!("{:#}", anyhow::Error::new(e));
     assert_eq!(text.matches(ca).count(), 1, "{text}");
 }
+
+#[test]
+fn route_errors_point_at_the_route() {
+    // Lines 3-6: the group; 7-9 a good route; the bad route from line 10.
+    let with_route = |route: &str| {
+        format!(
+            "[[groups]]\nname = \"g\"\nkind = \"stdout\"\nendpoints = [{{}}]\n\
+             [[routes]]\nname = \"ok\"\ngroups = [\"g\"]\n\
+             [[routes]]\nname = \"bad\"\n{route}"
+        )
+    };
+    let text = refused(&with_route("groups = [\"nope\"]\n"), 12, "routes[1].groups");
+    assert!(text.contains("`nope`"), "{text}");
+    refused(
+        &with_route("groups = [\"g\"]\n[routes.match]\n\"source.ipp\" = [\"10.0.0.1\"]\n"),
+        14,
+        "routes[1].match.\"source.ipp\"",
+    );
+    let text = refused(
+        &with_route("groups = [\"g\"]\n[routes.match]\n\"source.port\" = [\"http\"]\n"),
+        14,
+        "routes[1].match.\"source.port\"",
+    );
+    assert!(text.contains("http"), "{text}");
+    refused(
+        "[[groups]]\nname = \"g\"\nkind = \"stdout\"\nendpoints = [{}]\n\
+         [routing]\ndefault = [\"h\"]\n",
+        8,
+        "routing.default",
+    );
+}
