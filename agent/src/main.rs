@@ -52,6 +52,48 @@ enum Command {
     /// Check an audit trail (NDJSON files or directories): exit 0 intact,
     /// 1 unreadable input or key, 3 tampering, 4 incomplete.
     Verify(lbwitness::verify::VerifyArgs),
+    /// Work with config files.
+    Config {
+        #[command(subcommand)]
+        command: ConfigCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum ConfigCommand {
+    /// Validate a config as `run` would, without starting anything: no
+    /// root needed, no interface or state touched. Prints what the agent
+    /// would do; exit 0 valid, 2 invalid (naming file, line and key).
+    Check {
+        /// TOML config file (without one: the defaults and the flags).
+        file: Option<PathBuf>,
+        /// Interface (repeatable), as `run --iface`.
+        #[arg(long = "iface", value_name = "IF")]
+        interfaces: Vec<String>,
+        /// As `run --xdp-mode`.
+        #[arg(long, value_enum)]
+        xdp_mode: Option<XdpMode>,
+        /// As `run --output`.
+        #[arg(long, value_name = "PATH")]
+        output: Option<PathBuf>,
+        /// As `run --state-dir`.
+        #[arg(long, value_name = "DIR")]
+        state_dir: Option<PathBuf>,
+    },
+}
+
+/// `lbwitness config check`.
+fn config_check(file: Option<&std::path::Path>, overrides: Overrides) -> ExitCode {
+    match Config::load(file, overrides) {
+        Ok(config) => {
+            print!("{}", lbwitness::config::summary::summary(&config));
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::from(2)
+        }
+    }
 }
 
 fn main() -> ExitCode {
@@ -64,6 +106,24 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::Verify(args) => lbwitness::verify::run(args),
+        Command::Config {
+            command:
+                ConfigCommand::Check {
+                    file,
+                    interfaces,
+                    xdp_mode,
+                    output,
+                    state_dir,
+                },
+        } => config_check(
+            file.as_deref(),
+            Overrides {
+                interfaces,
+                xdp_mode,
+                output,
+                state_dir,
+            },
+        ),
         Command::Keygen { out, force } => {
             let path = out.unwrap_or_else(|| {
                 PathBuf::from(lbwitness::config::DEFAULT_STATE_DIR).join("signing.key")

@@ -10,8 +10,13 @@ use serde::Deserialize;
 use crate::{
     balance::{HealthPolicy, Strategy},
     deliver::{GroupSpec, worker::Timeouts},
-    route::{RouteFile, Router, RoutingFile},
-    sink::{file::FileSettings, nats::NatsSettings, syslog::SyslogSettings},
+    record::fields,
+    route::{RouteError, RouteFile, Router, RoutingFile},
+    sink::{
+        file::FileSettings,
+        nats::{NatsSettings, settings::Validated},
+        syslog::SyslogSettings,
+    },
     spool::{FsyncPolicy, OnFull},
 };
 
@@ -196,8 +201,15 @@ fn spool(file: SpoolFile, state_dir: &std::path::Path) -> Result<SpoolConfig, Pr
     })
 }
 
+/// One endpoint, checked as its connector will use it: addresses and URLs
+/// parsed, names and credentials checked, certificate files read. So a
+/// value that cannot work is refused with the config, not when the
+/// collector group starts.
 fn endpoint(kind: Kind, key: &str, table: toml::Table) -> Result<EndpointSettings, Problem> {
     let parse_err = |e: toml::de::Error| problem(key, e.message().to_owned());
+    let refused = |setting: String, e: &dyn std::fmt::Display| {
+        problem(format!("{key}.{setting}"), format!("is refused: {e}"))
+    };
     Ok(match kind {
         Kind::File => EndpointSettings::File(table.try_into().map_err(parse_err)?),
         Kind::Stdout => {
@@ -206,8 +218,17 @@ fn endpoint(kind: Kind, key: &str, table: toml::Table) -> Result<EndpointSetting
             }
             EndpointSettings::Stdout
         }
-        Kind::Syslog => EndpointSettings::Syslog(table.try_into().map_err(parse_err)?),
-        Kind::Nats => EndpointSettings::Nats(table.try_into().map_err(parse_err)?),
+        Kind::Syslog => {
+            let settings: SyslogSettings = table.try_into().map_err(parse_err)?;
+            crate::sink::syslog::connector(&settings)
+                .map_err(|e| refused(e.setting(&settings), &e))?;
+            EndpointSettings::Syslog(settings)
+        }
+        Kind::Nats => {
+            let settings: NatsSettings = table.try_into().map_err(parse_err)?;
+            Validated::try_new(&settings).map_err(|e| refused(e.setting(&settings), &e))?;
+            EndpointSettings::Nats(settings)
+        }
     })
 }
 
@@ -249,6 +270,25 @@ fn spec(i: usize, g: GroupFile) -> Result<GroupSpec, Problem> {
         return Err(problem(
             key("hash_field"),
             "is required with strategy = \"consistent_hash\" and allowed only with it",
+        ));
+    }
+    if let Some(field) = &g.hash_field
+        && !fields::is_field(field)
+    {
+        // An unknown field is absent from every record: all would hash to
+        // the one empty key and land on one collector.
+        return Err(problem(
+            key("hash_field"),
+            match fields::closest(field) {
+                Some(near) => format!(
+                    "is `{field}`, which no record carries; did you mean `{near}`? \
+                     (fields are listed in README.md, \"Field reference\")"
+                ),
+                None => format!(
+                    "is `{field}`, which no record carries; name a record field such as \
+                     `source.ip` or `network.community_id`"
+                ),
+            },
         ));
     }
     let load_factor = range(
@@ -304,6 +344,34 @@ fn spec(i: usize, g: GroupFile) -> Result<GroupSpec, Problem> {
         },
         health,
     })
+}
+
+/// The key a routing error is about, e.g. `routes[1].match."event.action"`.
+fn route_key(e: &RouteError, routes: &[RouteFile]) -> String {
+    let index = |name: &str| routes.iter().rposition(|r| r.name == name);
+    let in_route = |name: &str, rest: &str| match index(name) {
+        Some(i) => format!("routes[{i}]{rest}"),
+        None => "routes".to_owned(),
+    };
+    match e {
+        RouteError::TooManyGroups { .. } | RouteError::DuplicateGroup { .. } => "groups".into(),
+        RouteError::DuplicateRoute { name } => in_route(name, ".name"),
+        RouteError::NoGroups { route } => in_route(route, ".groups"),
+        RouteError::NoDefault => "routing.default".into(),
+        RouteError::UnknownGroup { place, .. } => match routes
+            .iter()
+            .rposition(|r| *place == format!("route `{}`", r.name))
+        {
+            Some(i) => format!("routes[{i}].groups"),
+            None => "routing.default".into(),
+        },
+        RouteError::UnknownField { route, source } => {
+            in_route(route, &format!(".match.{:?}", source.name))
+        }
+        RouteError::EmptyMatch { route, key } | RouteError::BadValue { route, key, .. } => {
+            in_route(route, &format!(".match.{key:?}"))
+        }
+    }
 }
 
 /// The config file's delivery tables, as written.
@@ -385,7 +453,8 @@ pub fn delivery(
         default: groups.iter().map(|g| g.spec.name.clone()).collect(),
     });
     let names: Vec<String> = groups.iter().map(|g| g.spec.name.clone()).collect();
-    Router::try_new(&routes, &routing, &names).map_err(|e| problem("routes", e.to_string()))?;
+    Router::try_new(&routes, &routing, &names)
+        .map_err(|e| problem(route_key(&e, &routes), format!("is refused: {e}")))?;
     Ok(Delivery {
         spool,
         groups,

@@ -2,6 +2,8 @@
 //! and validation in [`Config::try_new`] so an invalid config cannot exist.
 
 pub mod delivery;
+mod spans;
+pub mod summary;
 
 use std::{
     path::{Path, PathBuf},
@@ -9,6 +11,8 @@ use std::{
 };
 
 use serde::Deserialize;
+
+pub use self::spans::LineCol;
 
 /// Where state lives when neither the config nor the CLI says otherwise.
 pub const DEFAULT_STATE_DIR: &str = "/var/lib/lbwitness";
@@ -36,7 +40,7 @@ pub enum XdpMode {
     Generic,
 }
 
-/// A config error, naming the file and the key.
+/// A config error, naming the file, the line and the key.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     /// The file could not be read.
@@ -48,33 +52,73 @@ pub enum ConfigError {
         source: std::io::Error,
     },
     /// TOML syntax error, unknown key or wrong type.
-    #[error("config file {path}: {message}")]
+    #[error("config file {}{}: {}{message}", .path.display(), at_text(.at), .key.as_ref().map(|k| format!("`{k}`: ")).unwrap_or_default())]
     Parse {
         /// The file.
         path: PathBuf,
-        /// toml's message: it names the key and the line.
+        /// Where in it, when toml could say.
+        at: Option<LineCol>,
+        /// The key there, when there is one.
+        key: Option<String>,
+        /// toml's message.
         message: String,
     },
-    /// A delivery setting (spool, groups, routes) is wrong.
-    #[error("config{}: `{key}` {problem}", .path.as_ref().map(|p| format!(" file {}", p.display())).unwrap_or_default())]
-    Delivery {
-        /// The file, when the value came from one.
+    /// A value outside what is allowed.
+    #[error("{}{}: `{key}` {problem}", .path.as_ref().map_or_else(|| "config".to_owned(), |p| format!("config file {}", p.display())), at_text(.at))]
+    Invalid {
+        /// The file, when the value came from one (not the command line).
         path: Option<PathBuf>,
-        /// Dotted key, e.g. `groups[0].strategy`.
+        /// Where in the file: the value, or the table it belongs in.
+        at: Option<LineCol>,
+        /// Dotted key, e.g. `flows.idle_timeout_secs` or
+        /// `groups[0].endpoints[1].urls[0]`.
         key: String,
         /// What is wrong and what is allowed.
         problem: String,
     },
-    /// A value outside its allowed range.
-    #[error("config{}: `{key}` {problem}", .path.as_ref().map(|p| format!(" file {}", p.display())).unwrap_or_default())]
-    Invalid {
-        /// The file, when the value came from one.
-        path: Option<PathBuf>,
-        /// Dotted key, e.g. `flows.idle_timeout_secs`.
-        key: &'static str,
-        /// What is wrong and what is allowed.
-        problem: String,
-    },
+}
+
+fn at_text(at: &Option<LineCol>) -> String {
+    at.map(|at| format!(", {at}")).unwrap_or_default()
+}
+
+impl ConfigError {
+    /// The same error with the line and column of its key in `text`.
+    fn located(self, text: &str, doc: &spans::Document<'_>) -> Self {
+        match self {
+            Self::Invalid {
+                path: path @ Some(_),
+                at: None,
+                key,
+                problem,
+            } => Self::Invalid {
+                at: spans::span_of(doc, &key).map(|s| spans::line_col(text, s.start)),
+                path,
+                key,
+                problem,
+            },
+            other => other,
+        }
+    }
+
+    /// A toml error: where it is, and the key there when the document
+    /// parsed.
+    fn toml(
+        path: &Path,
+        text: &str,
+        doc: Option<&spans::Document<'_>>,
+        e: &toml::de::Error,
+    ) -> Self {
+        let span = e.span();
+        Self::Parse {
+            path: path.to_owned(),
+            at: span.clone().map(|s| spans::line_col(text, s.start)),
+            key: doc
+                .zip(span)
+                .and_then(|(doc, s)| spans::key_at(doc, s.start)),
+            message: e.message().trim_end().to_owned(),
+        }
+    }
 }
 
 /// The config file as written. Every field has a default.
@@ -237,33 +281,44 @@ pub struct AuditSettings {
 }
 
 impl Config {
-    /// Reads and validates a config file, then applies CLI overrides.
+    /// Reads and validates a config file, then applies CLI overrides. Every
+    /// value is checked here, certificate files read and collector
+    /// addresses parsed, so a bad config stops the agent before it touches
+    /// anything; errors name the file, the line and the key.
     pub fn load(path: Option<&Path>, overrides: Overrides) -> Result<Self, ConfigError> {
-        use sha2::Digest as _;
-        let (file, sha256) = match path {
-            Some(path) => {
-                let bytes = std::fs::read(path).map_err(|source| ConfigError::Read {
-                    path: path.to_owned(),
-                    source,
-                })?;
-                let text = String::from_utf8(bytes).map_err(|_| ConfigError::Parse {
-                    path: path.to_owned(),
-                    message: "not UTF-8 text".into(),
-                })?;
-                let file = toml::from_str(&text).map_err(|e| ConfigError::Parse {
-                    path: path.to_owned(),
-                    message: e.to_string().trim_end().to_owned(),
-                })?;
-                (file, hex::encode(sha2::Sha256::digest(text.as_bytes())))
-            }
-            None => (
-                ConfigFile::default(),
-                hex::encode(sha2::Sha256::digest(b"")),
-            ),
+        let Some(path) = path else {
+            use sha2::Digest as _;
+            let mut config = Self::try_new(ConfigFile::default(), overrides, None)?;
+            config.sha256 = hex::encode(sha2::Sha256::digest(b""));
+            return Ok(config);
         };
-        let mut config = Self::try_new(file, overrides, path)?;
-        config.path = path.map(Path::to_owned);
-        config.sha256 = sha256;
+        let bytes = std::fs::read(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        let text = String::from_utf8(bytes).map_err(|e| ConfigError::Parse {
+            path: path.to_owned(),
+            at: None,
+            key: None,
+            message: format!("not UTF-8 text (byte {})", e.utf8_error().valid_up_to()),
+        })?;
+        Self::from_text(path, &text, overrides)
+    }
+
+    /// Validates the config file `path` holds `text`, then applies CLI
+    /// overrides.
+    pub fn from_text(path: &Path, text: &str, overrides: Overrides) -> Result<Self, ConfigError> {
+        use sha2::Digest as _;
+        let doc =
+            toml::de::DeTable::parse(text).map_err(|e| ConfigError::toml(path, text, None, &e))?;
+        let file: ConfigFile =
+            toml::from_str(text).map_err(|e| ConfigError::toml(path, text, Some(&doc), &e))?;
+        spans::check_endpoints(&doc, &file)
+            .map_err(|e| ConfigError::toml(path, text, Some(&doc), &e))?;
+        let mut config =
+            Self::try_new(file, overrides, Some(path)).map_err(|e| e.located(text, &doc))?;
+        config.path = Some(path.to_owned());
+        config.sha256 = hex::encode(sha2::Sha256::digest(text.as_bytes()));
         Ok(config)
     }
 
@@ -273,9 +328,17 @@ impl Config {
         overrides: Overrides,
         path: Option<&Path>,
     ) -> Result<Self, ConfigError> {
-        let invalid = |key, problem: String| ConfigError::Invalid {
+        let invalid = |key: &str, problem: String| ConfigError::Invalid {
             path: path.map(Path::to_owned),
-            key,
+            at: None,
+            key: key.to_owned(),
+            problem,
+        };
+        // A value the command line gave has no place in the file.
+        let cli = |flag: &str, problem: String| ConfigError::Invalid {
+            path: None,
+            at: None,
+            key: flag.to_owned(),
             problem,
         };
         let state_dir = overrides
@@ -283,18 +346,32 @@ impl Config {
             .or(file.state_dir)
             .unwrap_or_else(|| PathBuf::from(DEFAULT_STATE_DIR));
         let explicit_output = overrides.output.is_some() || file.output.is_some();
+        let output_from_cli = overrides.output.is_some();
         let output = match overrides.output.or(file.output) {
             Some(p) if p.as_os_str() == "-" => Output::Stdout,
             Some(p) if p.as_os_str().is_empty() => {
-                return Err(invalid("output", "must not be empty".into()));
+                let problem = "must not be empty".to_owned();
+                return Err(if output_from_cli {
+                    cli("--output", problem)
+                } else {
+                    invalid("output", problem)
+                });
             }
             Some(p) => Output::File(p),
             None => Output::File(state_dir.join("records.ndjson")),
         };
-        let interfaces = if overrides.interfaces.is_empty() {
-            file.capture.interfaces
-        } else {
+        let interfaces_from_cli = !overrides.interfaces.is_empty();
+        let interfaces = if interfaces_from_cli {
             overrides.interfaces
+        } else {
+            file.capture.interfaces
+        };
+        let bad_interfaces = |problem: String| {
+            if interfaces_from_cli {
+                cli("--iface", problem)
+            } else {
+                invalid("capture.interfaces", problem)
+            }
         };
         if interfaces.is_empty() {
             return Err(invalid(
@@ -304,18 +381,14 @@ impl Config {
         }
         for name in &interfaces {
             if name.is_empty() || name.len() > 15 || name.contains(['/', ' ', '\0']) {
-                return Err(invalid(
-                    "capture.interfaces",
-                    format!("has `{name}`, which is not a valid interface name"),
-                ));
+                return Err(bad_interfaces(format!(
+                    "has `{name}`, which is not a valid interface name"
+                )));
             }
         }
         let mut seen = std::collections::BTreeSet::new();
         if let Some(dup) = interfaces.iter().find(|i| !seen.insert(*i)) {
-            return Err(invalid(
-                "capture.interfaces",
-                format!("names `{dup}` twice"),
-            ));
+            return Err(bad_interfaces(format!("names `{dup}` twice")));
         }
 
         let flow_table_entries = file
@@ -339,7 +412,7 @@ impl Config {
             ));
         }
 
-        let secs = |v: Option<u64>, default: u64, key: &'static str| {
+        let secs = |v: Option<u64>, default: u64, key: &str| {
             let v = v.unwrap_or(default);
             if !(1..=86_400).contains(&v) {
                 return Err(invalid(key, format!("is {v}; allowed 1 to 86400 seconds")));
@@ -398,10 +471,13 @@ impl Config {
                 .watch_files
                 .unwrap_or_else(|| DEFAULT_WATCH_FILES.iter().map(PathBuf::from).collect()),
         };
-        if let Some(bad) = audit.watch_files.iter().find(|p| !p.is_absolute()) {
+        if let Some(i) = audit.watch_files.iter().position(|p| !p.is_absolute()) {
             return Err(invalid(
-                "audit.watch_files",
-                format!("has `{}`; use absolute paths", bad.display()),
+                &format!("audit.watch_files[{i}]"),
+                format!(
+                    "is `{}`; use absolute paths",
+                    audit.watch_files[i].display()
+                ),
             ));
         }
         let delivery = delivery::delivery(
@@ -423,11 +499,7 @@ impl Config {
             }),
             explicit_output,
         )
-        .map_err(|(key, problem)| ConfigError::Delivery {
-            path: path.map(Path::to_owned),
-            key,
-            problem,
-        })?;
+        .map_err(|(key, problem)| invalid(&key, problem))?;
         Ok(Self {
             audit,
             delivery,
@@ -458,11 +530,7 @@ mod tests {
     use super::*;
 
     fn parse(text: &str) -> Result<Config, ConfigError> {
-        let file: ConfigFile = toml::from_str(text).map_err(|e| ConfigError::Parse {
-            path: "t.toml".into(),
-            message: e.to_string(),
-        })?;
-        Config::try_new(file, Overrides::default(), Some(Path::new("t.toml")))
+        Config::from_text(Path::new("t.toml"), text, Overrides::default())
     }
 
     #[test]
@@ -542,3 +610,7 @@ mod tests {
         assert_eq!(c.output, Output::Stdout);
     }
 }
+
+#[cfg(test)]
+#[path = "errors_tests.rs"]
+mod errors_tests;

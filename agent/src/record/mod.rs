@@ -3,6 +3,7 @@
 //! collides with an ECS field.
 
 pub mod audit;
+pub mod fields;
 
 use std::collections::BTreeMap;
 
@@ -343,7 +344,7 @@ pub struct CounterValue {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use std::time::{Duration, SystemTime};
 
     use agent_common::flow::proto;
@@ -357,7 +358,7 @@ mod tests {
     };
 
     /// One record of every kind, with every optional field set somewhere.
-    fn every_kind() -> Vec<Record> {
+    pub(crate) fn every_kind() -> Vec<Record> {
         let e = enrich::tests::enricher();
         let clock = Clock::from_offset(1_700_000_000_000_000_000);
         let key = enrich::tests::v4_key();

@@ -44,9 +44,9 @@ pub enum TlsClientError {
     /// The expected name is neither a DNS name nor an IP address.
     #[error("server_name {0:?} is not a valid DNS name or IP address")]
     ServerName(String),
-    /// A certificate file.
-    #[error(transparent)]
-    Files(#[from] TlsConfigError),
+    /// A certificate file. Not a `source()`: the message already holds it.
+    #[error("{0}")]
+    Files(TlsConfigError),
 }
 
 impl TlsClient {
@@ -55,7 +55,7 @@ impl TlsClient {
     /// (the host the endpoint connects to).
     pub fn try_new(settings: &TlsSettings, default_name: &str) -> Result<Self, TlsClientError> {
         let files = settings.files();
-        let config = client_config(&files)?;
+        let config = client_config(&files).map_err(TlsClientError::Files)?;
         let base = Self {
             connector: TlsConnector::from(config),
             server_name: ServerName::IpAddress(std::net::Ipv4Addr::UNSPECIFIED.into()),

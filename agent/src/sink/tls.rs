@@ -55,7 +55,9 @@ impl TlsSettings {
     }
 }
 
-/// Why a TLS client configuration could not be built.
+/// Why a TLS client configuration could not be built. Each message is
+/// whole: the cause is in it and not repeated as a `source()` (an error
+/// printed with its chain would say it twice).
 #[derive(Debug, thiserror::Error)]
 pub enum TlsConfigError {
     /// A PEM file could not be read or parsed.
@@ -63,6 +65,9 @@ pub enum TlsConfigError {
         "cannot read {what} from {path}: {reason}; check the path, its permissions and that it is PEM"
     )]
     Pem {
+        /// The setting that names the file: `ca_file`, `client_cert` or
+        /// `client_key`.
+        setting: &'static str,
         /// What the file should hold, e.g. `CA certificates`.
         what: &'static str,
         /// The file.
@@ -73,6 +78,8 @@ pub enum TlsConfigError {
     /// A file parsed but held nothing usable.
     #[error("{path} holds no {what}; expected PEM `-----BEGIN {label}-----` blocks")]
     Empty {
+        /// The setting that names the file.
+        setting: &'static str,
         /// What was expected.
         what: &'static str,
         /// The PEM label expected.
@@ -86,14 +93,25 @@ pub enum TlsConfigError {
     /// rustls refused the material (e.g. the key does not match the
     /// certificate, or an unsupported key type).
     #[error(
-        "TLS client setup with {path}: {source}; check that the key belongs to the certificate"
+        "TLS client setup with {path}: {reason}; check that the key belongs to the certificate"
     )]
     Rustls {
         /// The client certificate file.
         path: PathBuf,
         /// rustls' reason.
-        source: rustls::Error,
+        reason: rustls::Error,
     },
+}
+
+impl TlsConfigError {
+    /// The key of the `tls` table the error is about.
+    pub fn setting(&self) -> &'static str {
+        match self {
+            Self::Pem { setting, .. } | Self::Empty { setting, .. } => setting,
+            Self::HalfClientAuth => "client_cert",
+            Self::Rustls { .. } => "client_key",
+        }
+    }
 }
 
 /// The files a TLS client needs; `None` means the default (the system CA
@@ -127,9 +145,10 @@ pub fn client_config(files: &TlsFiles) -> Result<Arc<ClientConfig>, TlsConfigErr
     let ca_path = files.ca_path();
     let mut roots = RootCertStore::empty();
     let (added, _ignored) =
-        roots.add_parsable_certificates(read_certs(ca_path, "CA certificates")?);
+        roots.add_parsable_certificates(read_certs(ca_path, "ca_file", "CA certificates")?);
     if added == 0 {
         return Err(TlsConfigError::Empty {
+            setting: "ca_file",
             what: "usable CA certificate",
             label: "CERTIFICATE",
             path: ca_path.to_owned(),
@@ -142,17 +161,18 @@ pub fn client_config(files: &TlsFiles) -> Result<Arc<ClientConfig>, TlsConfigErr
     let config = match client {
         None => builder.with_no_client_auth(),
         Some((cert, key)) => {
-            let chain = read_certs(cert, "a client certificate")?;
+            let chain = read_certs(cert, "client_cert", "a client certificate")?;
             let key_der = PrivateKeyDer::from_pem_file(key).map_err(|e| TlsConfigError::Pem {
+                setting: "client_key",
                 what: "a private key",
                 path: key.clone(),
                 reason: e.to_string(),
             })?;
             builder
                 .with_client_auth_cert(chain, key_der)
-                .map_err(|source| TlsConfigError::Rustls {
+                .map_err(|reason| TlsConfigError::Rustls {
                     path: cert.clone(),
-                    source,
+                    reason,
                 })?
         }
     };
@@ -162,9 +182,11 @@ pub fn client_config(files: &TlsFiles) -> Result<Arc<ClientConfig>, TlsConfigErr
 /// Every certificate in a PEM file; an error when there is none.
 fn read_certs(
     path: &Path,
+    setting: &'static str,
     what: &'static str,
 ) -> Result<Vec<CertificateDer<'static>>, TlsConfigError> {
     let pem_err = |reason: String| TlsConfigError::Pem {
+        setting,
         what,
         path: path.to_owned(),
         reason,
@@ -175,6 +197,7 @@ fn read_certs(
         .map_err(|e| pem_err(e.to_string()))?;
     if certs.is_empty() {
         return Err(TlsConfigError::Empty {
+            setting,
             what,
             label: "CERTIFICATE",
             path: path.to_owned(),
@@ -350,8 +373,13 @@ mod tests {
             ca_file: Some("/nonexistent/ca.pem".into()),
             ..TlsFiles::default()
         };
-        let err = client_config(&missing).unwrap_err().to_string();
+        let err = client_config(&missing).unwrap_err();
+        assert_eq!(err.setting(), "ca_file");
+        // Whole, and once: printed with its chain too.
+        assert!(std::error::Error::source(&err).is_none());
+        let err = err.to_string();
         assert!(err.contains("/nonexistent/ca.pem"), "{err}");
+        assert_eq!(err.matches("/nonexistent/ca.pem").count(), 1, "{err}");
 
         let garbage = std::env::temp_dir().join(format!("lbw-tls-garbage-{}", std::process::id()));
         std::fs::write(&garbage, "not a certificate\n").unwrap();

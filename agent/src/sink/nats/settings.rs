@@ -86,6 +86,8 @@ pub enum NatsConfigError {
     /// A URL that does not parse.
     #[error("nats: url `{url}`: {reason}")]
     BadUrl {
+        /// Its place in `urls`.
+        index: usize,
         /// The URL.
         url: String,
         /// What is wrong.
@@ -108,17 +110,50 @@ pub enum NatsConfigError {
         stream: String,
     },
     /// Credentials that do not go together.
-    #[error("nats: {0}")]
-    Credentials(&'static str),
+    #[error("nats: {problem}")]
+    Credentials {
+        /// The setting at fault: `user`, `password` or `token`.
+        setting: &'static str,
+        /// What is wrong.
+        problem: &'static str,
+    },
     /// The `tls` table: a certificate file, or a name no certificate can
-    /// carry.
-    #[error("nats {endpoint}: tls: {source}")]
+    /// carry. Not a `source()`: the message holds it.
+    #[error("nats {endpoint}: tls: {error}")]
     Tls {
         /// The server whose TLS client could not be built.
         endpoint: String,
         /// What is wrong.
-        source: TlsClientError,
+        error: TlsClientError,
     },
+}
+
+impl NatsConfigError {
+    /// The endpoint's key the error is about, e.g. `urls[1]` or
+    /// `tls.ca_file`.
+    pub fn setting(&self, settings: &NatsSettings) -> String {
+        match self {
+            Self::NoUrls => "urls".into(),
+            Self::BadUrl { index, .. } => format!("urls[{index}]"),
+            Self::BadSubject { .. } => "subject".into(),
+            Self::BadStream { .. } => "stream".into(),
+            Self::Credentials { setting, .. } => (*setting).into(),
+            Self::Tls {
+                error: TlsClientError::Files(e),
+                ..
+            } => format!("tls.{}", e.setting()),
+            // Without `server_name`, the names checked are the URLs' hosts.
+            Self::Tls { .. }
+                if settings
+                    .tls
+                    .as_ref()
+                    .is_some_and(|t| t.server_name.is_some()) =>
+            {
+                "tls.server_name".into()
+            }
+            Self::Tls { .. } => "urls".into(),
+        }
+    }
 }
 
 /// TLS for the servers of one endpoint.
@@ -168,8 +203,10 @@ impl Validated {
         let servers = settings
             .urls
             .iter()
-            .map(|url| {
+            .enumerate()
+            .map(|(index, url)| {
                 parse_url(url).map_err(|reason| NatsConfigError::BadUrl {
+                    index,
                     url: url.clone(),
                     reason,
                 })
@@ -194,13 +231,24 @@ impl Validated {
         let user = match (&settings.user, &settings.password) {
             (Some(u), Some(p)) => Some((u.clone(), p.clone())),
             (None, None) => None,
-            (Some(_), None) => return Err(NatsConfigError::Credentials("`user` needs `password`")),
-            (None, Some(_)) => return Err(NatsConfigError::Credentials("`password` needs `user`")),
+            (Some(_), None) => {
+                return Err(NatsConfigError::Credentials {
+                    setting: "user",
+                    problem: "`user` needs `password`",
+                });
+            }
+            (None, Some(_)) => {
+                return Err(NatsConfigError::Credentials {
+                    setting: "password",
+                    problem: "`password` needs `user`",
+                });
+            }
         };
         if user.is_some() && settings.token.is_some() {
-            return Err(NatsConfigError::Credentials(
-                "set either `user`/`password` or `token`, not both",
-            ));
+            return Err(NatsConfigError::Credentials {
+                setting: "token",
+                problem: "set either `user`/`password` or `token`, not both",
+            });
         }
         let tls = match &settings.tls {
             Some(tls) => Some(tls.clone()),
@@ -227,7 +275,7 @@ impl Validated {
 fn tls_for(tls: &TlsSettings, servers: &[ServerAddr]) -> Result<NatsTls, NatsConfigError> {
     let err = |addr: &ServerAddr| {
         let endpoint = format!("tls://{addr}");
-        move |source| NatsConfigError::Tls { endpoint, source }
+        move |error| NatsConfigError::Tls { endpoint, error }
     };
     let first = &servers[0];
     let client = TlsClient::try_new(tls, &first.host).map_err(err(first))?;

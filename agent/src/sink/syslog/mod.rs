@@ -82,9 +82,9 @@ fn tls_client(
             endpoint: endpoint.to_owned(),
             name,
         },
-        TlsClientError::Files(source) => SyslogConfigError::Tls {
+        TlsClientError::Files(error) => SyslogConfigError::Tls {
             endpoint: endpoint.to_owned(),
-            source,
+            error,
         },
     })
 }

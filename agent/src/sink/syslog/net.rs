@@ -57,7 +57,8 @@ pub async fn peek(stream: &mut dyn Stream) -> Peek {
 /// address is not of that form.
 pub fn host_of(address: &str) -> Option<&str> {
     let (host, port) = address.rsplit_once(':')?;
-    port.parse::<u16>().ok()?;
+    // Port 0 is nobody's: connecting to it always fails.
+    port.parse::<u16>().ok().filter(|p| *p != 0)?;
     let host = match host.strip_prefix('[') {
         Some(inner) => inner.strip_suffix(']')?,
         None if host.contains(':') => return None,
@@ -94,6 +95,8 @@ mod tests {
         assert_eq!(host_of(":514"), None);
         assert_eq!(host_of("[]:514"), None);
         assert_eq!(host_of("host:70000"), None);
+        assert_eq!(host_of("host:99999"), None);
+        assert_eq!(host_of("host:0"), None);
     }
 
     #[test]

@@ -57,9 +57,9 @@ pub enum Transport {
 /// Why a syslog endpoint's configuration is unusable.
 #[derive(Debug, thiserror::Error)]
 pub enum SyslogConfigError {
-    /// `address` is not `host:port`.
+    /// `address` is not `host:port` with a port from 1 to 65535.
     #[error(
-        "syslog address {0:?} is not host:port; write e.g. \"collector.example:6514\" or \"[::1]:2514\""
+        "syslog address {0:?} is not host:port with a port from 1 to 65535; write e.g. \"collector.example:6514\" or \"[::1]:2514\""
     )]
     Address(String),
     /// `app_name` breaks RFC 5424.
@@ -83,14 +83,37 @@ pub enum SyslogConfigError {
         /// The endpoint.
         endpoint: String,
     },
-    /// The certificate files.
-    #[error("syslog {endpoint}: {source}")]
+    /// The certificate files. Not a `source()`: the message holds it.
+    #[error("syslog {endpoint}: {error}")]
     Tls {
         /// The endpoint.
         endpoint: String,
         /// What is wrong with which file.
-        source: TlsConfigError,
+        error: TlsConfigError,
     },
+}
+
+impl SyslogConfigError {
+    /// The endpoint's key the error is about, e.g. `address` or
+    /// `tls.ca_file`.
+    pub fn setting(&self, settings: &SyslogSettings) -> String {
+        match self {
+            Self::Address(_) => "address".into(),
+            Self::AppName(_) => "app_name".into(),
+            // Without `server_name`, the name checked is the address's host.
+            Self::ServerName { .. }
+                if settings
+                    .tls
+                    .as_ref()
+                    .is_some_and(|t| t.server_name.is_some()) =>
+            {
+                "tls.server_name".into()
+            }
+            Self::ServerName { .. } => "address".into(),
+            Self::TlsWithTcp { .. } => "tls".into(),
+            Self::Tls { error, .. } => format!("tls.{}", error.setting()),
+        }
+    }
 }
 
 #[cfg(test)]

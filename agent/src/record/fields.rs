@@ -1,0 +1,216 @@
+//! The dotted names of the fields a record can carry, for settings that
+//! name one (a group's `hash_field`): a typo must be refused, not hash
+//! every record to the same absent key.
+
+/// Every leaf field a record can carry, as its JSON line writes it
+/// (arrays count as leaves), sorted. Left out: the counter maps under
+/// `lbwitness.agent` and `lbwitness.kernel` (their members are counter
+/// names, not record fields) and `destination.bytes`/`destination.packets`
+/// (flows are one-way: only `source.*` counts).
+pub const PATHS: &[&str] = &[
+    "@timestamp",
+    "agent.id",
+    "agent.type",
+    "agent.version",
+    "destination.ip",
+    "destination.port",
+    "event.action",
+    "event.category",
+    "event.dataset",
+    "event.duration",
+    "event.end",
+    "event.hash",
+    "event.kind",
+    "event.module",
+    "event.reason",
+    "event.sequence",
+    "event.start",
+    "event.type",
+    "file.directory",
+    "file.hash.sha256",
+    "file.mtime",
+    "file.name",
+    "file.path",
+    "file.size",
+    "lbwitness.checkpoint.count",
+    "lbwitness.checkpoint.final",
+    "lbwitness.checkpoint.first_sequence",
+    "lbwitness.checkpoint.head_hash",
+    "lbwitness.checkpoint.key_id",
+    "lbwitness.checkpoint.last_sequence",
+    "lbwitness.checkpoint.next_key.key_id",
+    "lbwitness.checkpoint.next_key.public_key",
+    "lbwitness.checkpoint.signature",
+    "lbwitness.config.applied",
+    "lbwitness.config.error",
+    "lbwitness.config.path",
+    "lbwitness.config.previous_sha256",
+    "lbwitness.config.restart_required",
+    "lbwitness.config.sha256",
+    "lbwitness.file.attribution",
+    "lbwitness.file.change",
+    "lbwitness.file.previous_sha256",
+    "lbwitness.file.previous_size",
+    "lbwitness.file.unreadable",
+    "lbwitness.gap.before_hash",
+    "lbwitness.gap.class",
+    "lbwitness.gap.count",
+    "lbwitness.gap.first_sequence",
+    "lbwitness.gap.last_hash",
+    "lbwitness.gap.last_sequence",
+    "lbwitness.gap.previous_run.clean",
+    "lbwitness.gap.previous_run.durable_sequence",
+    "lbwitness.gap.previous_run.last_hash",
+    "lbwitness.gap.previous_run.last_sequence",
+    "lbwitness.gap.reason",
+    "lbwitness.gap.source",
+    "lbwitness.hook.ifindex",
+    "lbwitness.hook.interface",
+    "lbwitness.hook.kind",
+    "lbwitness.hook.mode",
+    "lbwitness.icmp.code",
+    "lbwitness.icmp.type",
+    "lbwitness.key.key_id",
+    "lbwitness.key.previous_key_id",
+    "lbwitness.start.config_sha256",
+    "lbwitness.start.hooks",
+    "lbwitness.start.interfaces",
+    "lbwitness.start.key_id",
+    "lbwitness.start.version",
+    "lbwitness.start.watch_problems",
+    "lbwitness.start.watched_files",
+    "lbwitness.stop.records",
+    "lbwitness.stop.signal",
+    "lbwitness.tcp_flags",
+    "lbwitness.watch.error",
+    "lbwitness.watch.paths",
+    "network.bytes",
+    "network.community_id",
+    "network.iana_number",
+    "network.inner.vlan.id",
+    "network.packets",
+    "network.transport",
+    "network.type",
+    "network.vlan.id",
+    "observer.hostname",
+    "observer.ingress.interface.id",
+    "observer.ingress.interface.name",
+    "observer.product",
+    "observer.type",
+    "process.executable",
+    "process.name",
+    "process.pid",
+    "source.bytes",
+    "source.ip",
+    "source.packets",
+    "source.port",
+    "user.id",
+    "user.name",
+];
+
+/// Whether a record can carry the field `path`.
+pub fn is_field(path: &str) -> bool {
+    PATHS.binary_search(&path).is_ok()
+}
+
+/// The known field closest to `path` in edit distance, when it is close
+/// enough to be the one meant (a typo such as `source.ipp`).
+pub fn closest(path: &str) -> Option<&'static str> {
+    PATHS
+        .iter()
+        .map(|p| (distance(path, p), *p))
+        .min()
+        .filter(|(d, _)| *d <= 2.max(path.len() / 5))
+        .map(|(_, p)| p)
+}
+
+/// Levenshtein distance over characters.
+fn distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut row: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut diagonal = row[0];
+        row[0] = i + 1;
+        for (j, cb) in b.iter().enumerate() {
+            let next = (row[j + 1] + 1)
+                .min(row[j] + 1)
+                .min(diagonal + usize::from(ca != *cb));
+            diagonal = row[j + 1];
+            row[j + 1] = next;
+        }
+    }
+    row[b.len()]
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeSet;
+
+    use serde_json::Value;
+
+    use super::*;
+
+    /// The leaf paths of a record's JSON, counter maps left out.
+    fn leaves(v: &Value, path: String, out: &mut BTreeSet<String>) {
+        match v {
+            Value::Object(_) if path == "lbwitness.agent" || path == "lbwitness.kernel" => {}
+            Value::Object(m) => {
+                for (k, v) in m {
+                    let p = if path.is_empty() {
+                        k.clone()
+                    } else {
+                        format!("{path}.{k}")
+                    };
+                    leaves(v, p, out);
+                }
+            }
+            _ => {
+                out.insert(path);
+            }
+        }
+    }
+
+    #[test]
+    fn the_list_is_what_records_carry() {
+        assert!(PATHS.windows(2).all(|w| w[0] < w[1]), "keep PATHS sorted");
+        let mut seen = BTreeSet::new();
+        for r in crate::record::tests::every_kind() {
+            leaves(&serde_json::to_value(&r).unwrap(), String::new(), &mut seen);
+        }
+        let unlisted: Vec<_> = seen.iter().filter(|p| !is_field(p)).collect();
+        assert!(unlisted.is_empty(), "add to PATHS: {unlisted:?}");
+        // Listed but absent from the sample records, each for a reason.
+        let unseen: Vec<&str> = PATHS
+            .iter()
+            .copied()
+            .filter(|p| !seen.contains(*p))
+            .collect();
+        assert_eq!(
+            unseen,
+            [
+                "event.hash",                // the chain adds it to the line
+                "lbwitness.file.unreadable", // a watched file that cannot be read
+                "lbwitness.gap.before_hash", // spool-loss gaps
+                "lbwitness.gap.last_hash",
+            ]
+        );
+    }
+
+    #[test]
+    fn typos_are_refused_with_a_suggestion() {
+        assert!(is_field("source.ip") && is_field("network.community_id"));
+        for typo in [
+            "source.ipp",
+            "sourceip",
+            "source",
+            "src.ip",
+            "",
+            "destination.bytes",
+        ] {
+            assert!(!is_field(typo), "{typo}");
+        }
+        assert_eq!(closest("source.ipp"), Some("source.ip"));
+        assert_eq!(closest("network.communityid"), Some("network.community_id"));
+        assert_eq!(closest("nothing.like.it"), None);
+    }
+}
