@@ -5,7 +5,7 @@ use std::path::Path;
 
 use super::{
     LossReason, OnFull, SpoolError, SpoolSettings, frame,
-    loss::{Losses, bounds, event_hash, lost, unacked},
+    loss::{Losses, bounds, declaration, event_hash, lost, unacked},
     recover::read_at,
     scan::{self, Item},
     segment,
@@ -32,6 +32,19 @@ pub fn headroom(max_bytes: u64) -> u64 {
         .clamp(16 << 10, 16 << 20)
         .min(max_bytes / 4)
 }
+
+/// Room under `max_bytes` that only essential records may use (a spool gap
+/// record, the checkpoint covering it, the start and stop records): as
+/// much as [`headroom`]. Ordinary records stop at `max_bytes - reserve`, so
+/// a full spool can still declare its loss; the same number of bytes is
+/// kept on the disk in the file `reserve`, released for essential records
+/// when the disk is full.
+pub fn reserve(max_bytes: u64) -> u64 {
+    headroom(max_bytes)
+}
+
+/// The file that holds the disk reserve.
+const RESERVE_FILE: &str = "reserve";
 
 /// Checks settings.
 pub(super) fn validate(s: &SpoolSettings) -> Result<(), SpoolError> {
@@ -110,10 +123,14 @@ impl Spool {
     /// Whether a spool that refused records may take them again (see
     /// [`headroom`]); with drop_oldest, it first drops old segments.
     pub(super) fn space_returned(&mut self, dropped: &mut Losses) -> Result<bool, SpoolError> {
-        let quota = |s: &Spool| s.settings.max_bytes.saturating_sub(s.held()) >= s.headroom;
+        let quota =
+            |s: &Spool| (s.settings.max_bytes - s.reserve).saturating_sub(s.held()) >= s.headroom;
         let ok = loop {
+            // Room for the headroom and for the disk reserve to be made
+            // again, or essential records would find none next time.
+            let refill = if self.disk_reserve { 0 } else { self.reserve };
             let disk = self.refusing != Some(Refusal::NoSpace)
-                || disk_free(&self.settings.dir)? >= self.headroom;
+                || disk_free(&self.settings.dir)? >= self.headroom + refill;
             if quota(self) && disk {
                 break true;
             }
@@ -123,18 +140,20 @@ impl Spool {
         };
         if ok {
             self.refusing = None;
+            self.fill_disk_reserve();
         }
         Ok(ok)
     }
 
-    /// Makes room for `need` more bytes under `max_bytes`: drop_oldest
-    /// drops old segments; drop_newest (or nothing left to drop) refuses.
+    /// Makes room for `need` more bytes under `limit`: drop_oldest drops
+    /// old segments; drop_newest (or nothing left to drop) refuses.
     pub(super) fn make_room(
         &mut self,
         need: u64,
+        limit: u64,
         dropped: &mut Losses,
     ) -> Result<bool, SpoolError> {
-        while self.held() + need > self.settings.max_bytes {
+        while self.held() + need > limit {
             if self.settings.on_full != OnFull::DropOldest || !self.drop_oldest(dropped)? {
                 self.refusing = Some(Refusal::Quota);
                 return Ok(false);
@@ -147,6 +166,30 @@ impl Spool {
     /// segment (true: try again); otherwise false.
     pub(super) fn free_disk(&mut self, dropped: &mut Losses) -> Result<bool, SpoolError> {
         Ok(self.settings.on_full == OnFull::DropOldest && self.drop_oldest(dropped)?)
+    }
+
+    /// Makes sure the disk reserve file holds [`reserve`] bytes. A full
+    /// disk leaves it short; it is filled again when space returns.
+    pub(super) fn fill_disk_reserve(&mut self) {
+        if self.disk_reserve {
+            return;
+        }
+        let path = self.settings.dir.join(RESERVE_FILE);
+        self.disk_reserve = allocate(&path, self.reserve).is_ok();
+    }
+
+    /// Empties the disk reserve file for essential records on a full disk;
+    /// false when it was already empty.
+    pub(super) fn release_disk_reserve(&mut self) -> bool {
+        if !std::mem::take(&mut self.disk_reserve) {
+            return false;
+        }
+        let path = self.settings.dir.join(RESERVE_FILE);
+        std::fs::OpenOptions::new()
+            .write(true)
+            .open(&path)
+            .and_then(|f| f.set_len(0))
+            .is_ok()
     }
 
     /// Deletes the oldest segment, reporting what some group it was routed
@@ -176,6 +219,7 @@ impl Spool {
             .expect("reported set poisoned")
             .clone();
         let mut prev = None;
+        let mut again = Vec::new();
         for (i, item) in found.items.iter().enumerate() {
             match item {
                 Item::Intact { header: h, offset } => {
@@ -184,6 +228,11 @@ impl Spool {
                     // A segment without its header was reported lost at open.
                     if routable && unacked(h.sequence, h.routes, &masks, &self.acked) {
                         dropped.lose(h.sequence, h.sequence, 1, LossReason::Full);
+                        // A gap record deleted undelivered takes its
+                        // declaration with it: declare it again.
+                        if let Some(d) = declaration(frame::payload(&body[*offset..], h)) {
+                            again.push(d);
+                        }
                     } else {
                         dropped.keep();
                     }
@@ -226,6 +275,9 @@ impl Spool {
             dropped.frame(&h);
         }
         dropped.keep();
+        for d in again {
+            dropped.redeclare(d);
+        }
         self.delete_front()?;
         Ok(true)
     }
@@ -248,6 +300,32 @@ impl Spool {
         self.index_dirty = true;
         Ok(())
     }
+}
+
+/// Makes `path` hold `len` allocated bytes (fallocate, or zeros where the
+/// filesystem has no fallocate).
+fn allocate(path: &Path, len: u64) -> std::io::Result<()> {
+    use std::os::fd::AsRawFd as _;
+    let f = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(path)?;
+    // SAFETY: fallocate on a descriptor we own; no memory is passed.
+    let r = unsafe { libc::fallocate(f.as_raw_fd(), 0, 0, len as libc::off_t) };
+    if r == 0 {
+        return Ok(());
+    }
+    let e = std::io::Error::last_os_error();
+    if e.raw_os_error() != Some(libc::EOPNOTSUPP) {
+        let _ = f.set_len(0);
+        return Err(e);
+    }
+    use std::os::unix::fs::FileExt as _;
+    let zeros = vec![0; len as usize];
+    f.write_all_at(&zeros, 0).inspect_err(|_| {
+        let _ = f.set_len(0);
+    })
 }
 
 /// Creates segment `id` with its header (not synced).

@@ -79,6 +79,7 @@ fn append(
             routes: routes(*q),
             line: l,
             prev: chain(q - 1),
+            essential: false,
         })
         .collect();
     s.append(&recs).expect("append").dropped
@@ -314,18 +315,21 @@ fn a_record_larger_than_a_segment_is_dropped_alone() {
             routes: A,
             line: &l1,
             prev: chain(0),
+            essential: false,
         },
         SpoolRecord {
             sequence: 2,
             routes: A,
             line: &big,
             prev: chain(1),
+            essential: false,
         },
         SpoolRecord {
             sequence: 3,
             routes: A,
             line: &l3,
             prev: chain(2),
+            essential: false,
         },
     ];
     let d = s.append(&recs).unwrap().dropped;
@@ -356,6 +360,7 @@ fn misuse_is_an_error_and_nothing_is_written() {
         routes: A,
         line: &l,
         prev: chain(4),
+        essential: false,
     }];
     assert!(matches!(
         s.append(&again),
@@ -369,6 +374,7 @@ fn misuse_is_an_error_and_nothing_is_written() {
         routes: B,
         line: &l,
         prev: chain(5),
+        essential: false,
     }];
     assert!(matches!(s.append(&bad), Err(SpoolError::Routes { .. })));
     assert!(matches!(s.reader("nope"), Err(SpoolError::UnknownGroup(_))));
