@@ -86,16 +86,26 @@ impl Losses {
     }
 
     /// Declares `loss` again: the gap record that declared it was lost
-    /// undelivered. Merges with the previous re-declaration when their
-    /// ranges touch (nothing kept between them); ends an open loss.
+    /// undelivered. Re-declarations of one reason merge into one loss
+    /// over all their ranges, counts added: each lost record is still
+    /// counted once (the ranges may overlap other declarations, which
+    /// docs/AUDIT.md allows), and one deleted segment gives at most one
+    /// re-declaration per reason however many gap records it held, so the
+    /// declarations in the spool do not grow with every segment dropped.
     pub fn redeclare(&mut self, loss: Loss) {
-        match self.again.last_mut() {
-            Some(l) if l.reason == loss.reason && l.last + 1 == loss.first => {
-                l.last = loss.last;
+        match self.again.iter_mut().find(|l| l.reason == loss.reason) {
+            Some(l) => {
+                if loss.first < l.first {
+                    l.first = loss.first;
+                    l.before_hash = loss.before_hash;
+                }
+                if loss.last > l.last {
+                    l.last = loss.last;
+                    l.last_hash = loss.last_hash;
+                }
                 l.count += loss.count;
-                l.last_hash = loss.last_hash;
             }
-            _ => self.again.push(loss),
+            None => self.again.push(loss),
         }
         self.open = false;
     }
@@ -313,29 +323,30 @@ mod tests {
     }
 
     #[test]
-    fn redeclarations_touching_merge() {
-        let loss = |first, last, count| Loss {
+    fn redeclarations_of_one_reason_merge() {
+        let loss = |first: u64, last: u64, count, reason| Loss {
             first,
             last,
             count,
-            reason: LossReason::Full,
-            before_hash: None,
+            reason,
+            before_hash: Some(h(first as u8 - 1)),
             last_hash: Some(h(last as u8)),
         };
         let mut l = Losses::default();
         l.lose(40, 41, 2, LossReason::Full);
-        l.redeclare(loss(1, 5, 5));
-        l.redeclare(loss(6, 9, 3));
-        l.redeclare(loss(12, 12, 1));
+        l.redeclare(loss(12, 14, 3, LossReason::Full));
+        l.redeclare(loss(1, 5, 5, LossReason::Full));
+        l.redeclare(loss(7, 7, 1, LossReason::Corrupt));
+        l.redeclare(loss(6, 9, 3, LossReason::Full));
         let v = l.into_vec();
         assert_eq!(
             v.iter()
-                .map(|l| (l.first, l.last, l.count, l.last_hash))
+                .map(|l| (l.first, l.last, l.count, l.before_hash, l.last_hash))
                 .collect::<Vec<_>>(),
             vec![
-                (40, 41, 2, None),
-                (1, 9, 8, Some(h(9))),
-                (12, 12, 1, Some(h(12)))
+                (40, 41, 2, None, None),
+                (1, 14, 11, Some(h(0)), Some(h(14))),
+                (7, 7, 1, Some(h(6)), Some(h(7)))
             ]
         );
     }
