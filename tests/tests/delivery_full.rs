@@ -55,7 +55,16 @@ fn full(tag: &str, spool: &str, full_for: Duration) -> Full {
     let log_lines = log.lines().count();
     traffic.stop();
     cs[0].rsyslog.restart().expect("restart rsyslogd");
-    std::thread::sleep(Duration::from_secs(4));
+    // Until the backlog is delivered: nothing new stored for 2 s.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut stored = (0, Instant::now());
+    while stored.1.elapsed() < Duration::from_secs(2) && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(250));
+        let n = cs[0].lines().len();
+        if n != stored.0 {
+            stored = (n, Instant::now());
+        }
+    }
     let exit = agent.stop_with(libc::SIGTERM);
     assert!(exit.status.success(), "clean stop: {}", agent.log_text());
     let records = wait_final(&cs, Duration::from_secs(30));
@@ -163,7 +172,13 @@ fn a_full_spool_dropping_the_oldest_keeps_every_declaration() {
 #[test]
 fn a_full_disk_declares_each_refused_range_once() {
     let disk = Tmpfs::mount(4 << 20);
-    let spool = format!("[spool]\ndir = \"{}/spool\"\n", disk.0.display());
+    // The default max_bytes (1 GiB) is far more than the disk. Segments
+    // smaller than the disk, so acknowledged ones can be deleted to make
+    // room when the collector is back.
+    let spool = format!(
+        "[spool]\ndir = \"{}/spool\"\nsegment_bytes = 65536\n",
+        disk.0.display()
+    );
     let f = full("dlfd", &spool, Duration::from_secs(8));
     assert!(f.gaps <= 16, "{} gap records", f.gaps);
     assert!(f.last < 100_000, "{} sequences", f.last);

@@ -34,13 +34,15 @@ pub fn headroom(max_bytes: u64) -> u64 {
 }
 
 /// Room under `max_bytes` that only essential records may use (a spool gap
-/// record, the checkpoint covering it, the start and stop records): as
-/// much as [`headroom`]. Ordinary records stop at `max_bytes - reserve`, so
-/// a full spool can still declare its loss; the same number of bytes is
-/// kept on the disk in the file `reserve`, released for essential records
-/// when the disk is full.
+/// record, the checkpoint covering it, the start and stop records):
+/// 1/16 of the spool, at most 64 KiB. Ordinary records stop at
+/// `max_bytes - reserve`, so a full spool can still declare its loss; the
+/// same number of bytes is kept on the disk in the file `reserve`, released
+/// for essential records when the disk is full. 64 KiB holds about 80 gap
+/// records or checkpoints; a full spool writes two or three per time space
+/// returns, and the reserve is whole again each time.
 pub fn reserve(max_bytes: u64) -> u64 {
-    headroom(max_bytes)
+    (max_bytes / 16).min(64 << 10)
 }
 
 /// The file that holds the disk reserve.
@@ -128,9 +130,12 @@ impl Spool {
         let ok = loop {
             // Room for the headroom and for the disk reserve to be made
             // again, or essential records would find none next time.
+            // On the disk, the headroom is at most a segment: a disk
+            // smaller than `max_bytes` may never have the whole headroom.
             let refill = if self.disk_reserve { 0 } else { self.reserve };
-            let disk = self.refusing != Some(Refusal::NoSpace)
-                || disk_free(&self.settings.dir)? >= self.headroom + refill;
+            let room = self.headroom.min(self.settings.segment_bytes) + refill;
+            let disk =
+                self.refusing != Some(Refusal::NoSpace) || disk_free(&self.settings.dir)? >= room;
             if quota(self) && disk {
                 break true;
             }
@@ -363,5 +368,12 @@ mod tests {
         assert_eq!(headroom(64 << 20), 2 << 20);
         assert_eq!(headroom(1 << 40), 16 << 20);
         assert_eq!(headroom(8 << 10), 2 << 10);
+    }
+
+    #[test]
+    fn reserve_bounds() {
+        assert_eq!(reserve(1 << 20), 64 << 10);
+        assert_eq!(reserve(1 << 30), 64 << 10);
+        assert_eq!(reserve(8 << 10), 512);
     }
 }
