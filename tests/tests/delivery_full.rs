@@ -146,7 +146,7 @@ fn full(tag: &str, spool: &str, full_for: Duration) -> Full {
 
 #[test]
 fn a_full_spool_refusing_the_newest_declares_each_refused_range_once() {
-    let f = full("dlfn", SMALL, Duration::from_secs(8));
+    let f = full("dlfn", SMALL, Duration::from_secs(5));
     // Refusing stops only when the collector is back: one range while it
     // is down, and a few more while the backlog drains and space returns
     // in steps.
@@ -179,7 +179,7 @@ fn a_full_disk_declares_each_refused_range_once() {
         "[spool]\ndir = \"{}/spool\"\nsegment_bytes = 65536\n",
         disk.0.display()
     );
-    let f = full("dlfd", &spool, Duration::from_secs(8));
+    let f = full("dlfd", &spool, Duration::from_secs(5));
     assert!(f.gaps <= 16, "{} gap records", f.gaps);
     assert!(f.last < 100_000, "{} sequences", f.last);
 }
