@@ -53,8 +53,12 @@ fn full(tag: &str, spool: &str, full_for: Duration) -> Full {
     // Measured while the spool is still full: that is when the loop ran.
     let log = plain(&agent.log_text());
     let log_lines = log.lines().count();
-    traffic.stop();
+    // Back under traffic: space returns in steps while the backlog drains
+    // and new records keep coming, so ranges end and are declared while
+    // the audit stage is busy.
     cs[0].rsyslog.restart().expect("restart rsyslogd");
+    std::thread::sleep(Duration::from_secs(3));
+    traffic.stop();
     // Until the backlog is delivered: nothing new stored for 2 s.
     let deadline = Instant::now() + Duration::from_secs(60);
     let mut stored = (0, Instant::now());

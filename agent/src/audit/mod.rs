@@ -270,12 +270,13 @@ impl AuditTask {
                         self.push(record)?;
                     }
                 }
-                () = ready() => {
-                    if let Some(b) = &book {
-                        self.declare(b.take_ready(), true)?;
-                    }
-                }
+                () = ready() => {}
                 () = tokio::time::sleep_until(deadline) => {}
+            }
+            // Taken here, not only when woken: under a steady stream the
+            // record branch is always ready and would starve the book's.
+            if let Some(b) = &book {
+                self.declare(b.take_ready(), true)?;
             }
             // Checked here, not only in the timer branch: under a steady
             // stream the record branch is always ready and would starve it.
