@@ -27,8 +27,9 @@ use std::{
 };
 
 use lbwitness::{
-    audit::{Batch, records::AuditRecords},
+    audit::Batch,
     config::{Config, ConfigFile, Overrides},
+    deliver::declare::LossBook,
     run::delivery,
     spool::SpoolRecord,
 };
@@ -125,6 +126,7 @@ fn throughput() {
                 routes: 1,
                 line: l,
                 prev: [0; 32],
+                essential: false,
             })
             .collect();
         opened.spool.append(&recs).expect("append");
@@ -141,7 +143,6 @@ fn throughput() {
     let (elapsed, cpu) = runtime.block_on(async {
         let (batches_tx, batches_rx) = mpsc::channel::<Batch>(64);
         let (durable, durable_rx) = watch::channel(THROUGHPUT_RECORDS);
-        let (control, _control_rx) = mpsc::channel(16);
         let start = Instant::now();
         let pipeline = delivery::start(
             opened.spool,
@@ -149,10 +150,9 @@ fn throughput() {
             &config,
             AGENT,
             THROUGHPUT_RECORDS,
-            AuditRecords::new("bench".into()),
+            LossBook::new(),
             batches_rx,
             durable,
-            control.downgrade(),
         )
         .expect("start delivery");
         let acked = pipeline.stats()[0].clone();
@@ -217,17 +217,15 @@ fn latency(fsync: &str) {
     let (entered, acks) = runtime.block_on(async {
         let (batches_tx, batches_rx) = mpsc::channel::<Batch>(64);
         let (durable, durable_rx) = watch::channel(0);
-        let (control, _control_rx) = mpsc::channel(16);
         let pipeline = delivery::start(
             opened.spool,
             opened.connectors,
             &config,
             AGENT,
             0,
-            AuditRecords::new("bench".into()),
+            LossBook::new(),
             batches_rx,
             durable,
-            control.downgrade(),
         )
         .expect("start delivery");
         let stats = pipeline.stats()[0].clone();

@@ -41,6 +41,7 @@ fn run(label: &str, fsync: FsyncPolicy, syncs_every: u64) {
                 routes: 0b11,
                 line: l,
                 prev: [0; 32],
+                essential: false,
             })
             .collect();
         assert!(spool.append(&recs).expect("append").dropped.is_empty());

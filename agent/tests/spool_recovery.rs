@@ -393,6 +393,7 @@ fn run_session(
                         } else {
                             chain(q - 1, number)
                         },
+                        essential: false,
                     })
                     .collect();
                 model
@@ -693,6 +694,7 @@ fn append_both(s: &mut Spool, seqs: std::ops::RangeInclusive<u64>, len: usize) -
             routes: 0b11,
             line: l,
             prev: chain(q - 1, 0),
+            essential: false,
         })
         .collect();
     s.append(&recs)
@@ -811,6 +813,7 @@ async fn a_writer_and_two_readers_on_other_threads_see_every_record_once_in_orde
                     routes: routes(*s),
                     line: l,
                     prev: chain(s - 1, 0),
+                    essential: false,
                 })
                 .collect();
             assert!(spool.append(&recs).unwrap().dropped.is_empty());
@@ -894,7 +897,7 @@ proptest! {
                     let recs: Vec<_> = (next..next + n)
                         .map(|q| (q, [0b01, 0b10, 0b11][(q % 3) as usize], vec![b'x'; *len as usize]))
                         .collect();
-                    let batch: Vec<_> = recs.iter().map(|(q, r, l)| SpoolRecord { sequence: *q, routes: *r, line: l, prev: chain(q - 1, 0) }).collect();
+                    let batch: Vec<_> = recs.iter().map(|(q, r, l)| SpoolRecord { sequence: *q, routes: *r, line: l, prev: chain(q - 1, 0), essential: false }).collect();
                     routes.extend(recs.iter().map(|(q, r, _)| (*q, *r)));
                     for l in spool.append(&batch).unwrap().dropped {
                         // Never counts a record every group it went to had

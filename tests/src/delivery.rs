@@ -20,7 +20,7 @@ use serde_json::Value;
 
 use crate::{
     Scratch,
-    agent::binary,
+    agent::{Agent, binary},
     collectors::rsyslog::{Input, Rsyslog},
     lab::Lab,
     netns::{DEFAULT_B_V4, NetNs, in_netns},
@@ -399,3 +399,104 @@ pub const GROUP_TUNING: &str = "batch_records = 16\nbackoff_base_ms = 100\nbacko
 /// (agent/src/run/delivery.rs) and then exits; the rest is margin for a
 /// loaded 2-core machine.
 pub const STOP_BOUND: Duration = Duration::from_secs(6);
+
+/// One RELP collector with failover, the agent under traffic, and the
+/// collector killed once it has stored a few records.
+pub struct Outage {
+    /// The namespaces.
+    pub lab: Lab,
+    /// The one collector (dead).
+    pub cs: Vec<Collector>,
+    /// The agent's config file.
+    pub conf: Scratch,
+    /// The agent's state directory.
+    pub state: Scratch,
+    /// The agent.
+    pub agent: Agent,
+    /// The traffic, still running.
+    pub traffic: Traffic,
+}
+
+impl Outage {
+    /// `spool`: a `[spool]` table for the config, or "".
+    pub fn begin(tag: &str, spool: &str) -> Self {
+        let lab = Lab::new(tag);
+        let mut cs = vec![Collector::start(&lab)];
+        let conf = config(&cs, "failover");
+        let text = std::fs::read_to_string(&conf.0).unwrap() + spool;
+        std::fs::write(&conf.0, text).unwrap();
+        let state = Scratch::path("state");
+        let agent = Agent::start_delivering(&lab.lb, lab.iface(), &conf.0, &state.0);
+        let traffic = Traffic::start(&lab);
+        cs[0]
+            .rsyslog
+            .wait_for_lines(20, Duration::from_secs(20))
+            .expect("records delivered before the outage");
+        cs[0].rsyslog.kill();
+        Self {
+            lab,
+            cs,
+            conf,
+            state,
+            agent,
+            traffic,
+        }
+    }
+}
+
+/// The count the verify report declares for `reason`.
+pub fn declared(report: &Value, reason: &str) -> u64 {
+    report["agents"][0]["declared_losses"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|l| l["reason"] == reason)
+        .map(|l| l["count"].as_u64().unwrap_or(0))
+        .sum()
+}
+
+/// Every gap record of `reason` carries the chain hashes on both sides of
+/// its hole.
+pub fn assert_gaps_tied(records: &Records, reason: &str) {
+    let gaps: Vec<&Value> = records
+        .values()
+        .map(|(v, _)| v)
+        .filter(|r| r["lbwitness"]["gap"]["reason"] == reason)
+        .collect();
+    assert!(!gaps.is_empty(), "a {reason} gap record");
+    for g in gaps {
+        let gap = &g["lbwitness"]["gap"];
+        assert!(
+            gap["before_hash"].is_string() && gap["last_hash"].is_string(),
+            "the gap carries both hashes: {g}"
+        );
+    }
+}
+
+/// A small tmpfs mounted on a fresh directory, unmounted and removed on
+/// drop: a disk that fills.
+pub struct Tmpfs(pub PathBuf);
+
+impl Tmpfs {
+    /// Mounts a tmpfs of `bytes`.
+    pub fn mount(bytes: u64) -> Self {
+        let dir = crate::temp_path("tmpfs");
+        std::fs::create_dir(&dir).expect("create the mount point");
+        let guard = Self(dir);
+        crate::run_ok(
+            Command::new("mount")
+                .args(["-t", "tmpfs", "-o"])
+                .arg(format!("size={bytes},mode=0700"))
+                .arg("tmpfs")
+                .arg(&guard.0),
+        );
+        guard
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(&self.0).status();
+        let _ = std::fs::remove_dir(&self.0);
+    }
+}

@@ -10,9 +10,7 @@
 //! * Spool corruption: a byte flipped in a spool segment while records wait
 //!   for a dead collector is declared as `spool_corrupt` with the exact count,
 //!   and the trail still verifies intact.
-//! * Spool full with `drop_oldest`: while the only collector is down, the
-//!   smallest spool drops its oldest segments; the loss is declared exactly
-//!   and the trail still verifies intact.
+//!   (A full spool, both policies and a full disk: delivery_full.rs.)
 //! * Distribution over three healthy collectors: round robin is even,
 //!   failover uses only the primary, consistent hashing on
 //!   `destination.port` keeps every port on one endpoint.
@@ -28,8 +26,8 @@ use integration_tests::{
     Scratch,
     agent::Agent,
     delivery::{
-        Collector, Records, Traffic, assert_complete, config, config_with, rng, segments,
-        verify_stored, wait_final, wait_log_line,
+        Collector, Outage, Traffic, assert_complete, assert_gaps_tied, config, config_with,
+        declared, rng, segments, verify_stored, wait_final,
     },
     lab::Lab,
 };
@@ -125,55 +123,6 @@ fn agent_killed_twenty_times_loses_nothing() {
     );
 }
 
-/// One RELP collector with failover, the agent under traffic, and the
-/// collector killed once it has stored a few records.
-struct Outage {
-    lab: Lab,
-    cs: Vec<Collector>,
-    conf: Scratch,
-    state: Scratch,
-    agent: Agent,
-    traffic: Traffic,
-}
-
-impl Outage {
-    /// `spool`: a `[spool]` table for the config, or "".
-    fn begin(tag: &str, spool: &str) -> Self {
-        let lab = Lab::new(tag);
-        let mut cs = vec![Collector::start(&lab)];
-        let conf = config(&cs, "failover");
-        let text = std::fs::read_to_string(&conf.0).unwrap() + spool;
-        std::fs::write(&conf.0, text).unwrap();
-        let state = Scratch::path("state");
-        let agent = Agent::start_delivering(&lab.lb, lab.iface(), &conf.0, &state.0);
-        let traffic = Traffic::start(&lab);
-        cs[0]
-            .rsyslog
-            .wait_for_lines(20, Duration::from_secs(20))
-            .expect("records delivered before the outage");
-        cs[0].rsyslog.kill();
-        Self {
-            lab,
-            cs,
-            conf,
-            state,
-            agent,
-            traffic,
-        }
-    }
-}
-
-/// The count the verify report declares for `reason`.
-fn declared(report: &Value, reason: &str) -> u64 {
-    report["agents"][0]["declared_losses"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter(|l| l["reason"] == reason)
-        .map(|l| l["count"].as_u64().unwrap_or(0))
-        .sum()
-}
-
 #[test]
 fn a_corrupt_spool_frame_is_declared_exactly() {
     let started = Instant::now();
@@ -237,103 +186,6 @@ fn a_corrupt_spool_frame_is_declared_exactly() {
         Some(0),
         "{text}"
     );
-}
-
-#[test]
-fn a_full_spool_dropping_the_oldest_declares_the_loss_and_still_verifies() {
-    let started = Instant::now();
-    // The smallest spool the config allows: 16 segments of 64 KiB.
-    // `_lab` and `_conf` live to the end: the namespaces and the config.
-    let Outage {
-        lab: _lab,
-        mut cs,
-        conf: _conf,
-        state,
-        mut agent,
-        traffic,
-    } = Outage::begin(
-        "dlvo",
-        "[spool]\nmax_bytes = 1048576\nsegment_bytes = 65536\non_full = \"drop_oldest\"\n",
-    );
-    // Records pile up until the spool drops its oldest segments.
-    wait_log_line(
-        || agent.log_text(),
-        &["spool lost records", "spool_full"],
-        Duration::from_secs(90),
-    );
-    std::thread::sleep(Duration::from_secs(2));
-    traffic.stop();
-    cs[0].rsyslog.restart().expect("restart rsyslogd");
-    std::thread::sleep(Duration::from_secs(3));
-    let exit = agent.stop_with(libc::SIGTERM);
-    assert!(exit.status.success(), "clean stop: {}", agent.log_text());
-    let records = wait_final(&cs, Duration::from_secs(30));
-
-    let (code, report, text) = verify_stored(&state.0, &cs);
-    let agent_report = &report["agents"][0];
-    let last = *records.keys().last().unwrap();
-    let missing = (1..=last).filter(|s| !records.contains_key(s)).count() as u64;
-    let declared = declared(&report, "spool_full");
-    // Records the spool dropped unacknowledged that had reached the
-    // collector anyway (in flight when it died): counted as lost, present.
-    let ranges: Vec<(u64, u64)> = records
-        .values()
-        .map(|(v, _)| &v["lbwitness"]["gap"])
-        .filter(|g| g["reason"] == "spool_full")
-        .map(|g| {
-            let seq = |k: &str| g[k].as_u64().expect("a declared range");
-            (seq("first_sequence"), seq("last_sequence"))
-        })
-        .collect();
-    let in_flight: Vec<u64> = records
-        .keys()
-        .copied()
-        .filter(|s| ranges.iter().any(|(f, l)| (f..=l).contains(&s)))
-        .collect();
-    eprintln!(
-        "drop_oldest: {last} records, {missing} missing, {declared} declared spool_full \
-         in {ranges:?}, present inside: {in_flight:?}, {:?}",
-        started.elapsed()
-    );
-    assert!(missing > 0, "the spool dropped records");
-    assert_eq!(agent_report["missing_undeclared"]["count"], 0, "{text}");
-    assert_eq!(declared, missing + in_flight.len() as u64, "{text}");
-    assert_gaps_tied(&records, "spool_full");
-    // Every record kept is proven, but for those in flight: a present
-    // record whose successor was dropped is bound by nothing signed
-    // (docs/AUDIT.md, rule 4), so verify reports it uncovered (exit 4, never
-    // tampering).
-    assert_eq!(agent_report["not_linked"]["count"], 0, "{text}");
-    assert_eq!(agent_report["checkpoints"]["invalid"]["count"], 0, "{text}");
-    let uncovered: Vec<u64> = agent_report["uncovered"]["ranges"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .flat_map(|r| r[0].as_u64().unwrap()..=r[1].as_u64().unwrap())
-        .collect();
-    assert!(
-        uncovered.iter().all(|s| in_flight.contains(s)),
-        "only records in flight are uncovered: {text}"
-    );
-    assert_eq!(code == 0, uncovered.is_empty(), "{text}");
-}
-
-/// Every gap record of `reason` carries the chain hashes on both sides of
-/// its hole.
-fn assert_gaps_tied(records: &Records, reason: &str) {
-    let gaps: Vec<&Value> = records
-        .values()
-        .map(|(v, _)| v)
-        .filter(|r| r["lbwitness"]["gap"]["reason"] == reason)
-        .collect();
-    assert!(!gaps.is_empty(), "a {reason} gap record");
-    for g in gaps {
-        let gap = &g["lbwitness"]["gap"];
-        assert!(
-            gap["before_hash"].is_string() && gap["last_hash"].is_string(),
-            "the gap carries both hashes: {g}"
-        );
-    }
 }
 
 /// Runs the agent for a few seconds of traffic to `ports` with one group of

@@ -53,6 +53,9 @@ pub enum Reason {
     Rotation,
     /// The agent stops; this is its last record.
     Stop,
+    /// Right after spool gap records, so they are covered even when the
+    /// spool refuses the records that follow.
+    Gap,
 }
 
 impl Reason {
@@ -63,6 +66,7 @@ impl Reason {
             Self::Interval => "interval",
             Self::Rotation => "rotation",
             Self::Stop => "stop",
+            Self::Gap => "gap",
         }
     }
 }

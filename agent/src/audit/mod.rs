@@ -17,7 +17,10 @@ pub mod keys;
 pub mod records;
 pub mod state;
 
-use std::time::{Duration, Instant, SystemTime};
+use std::{
+    sync::Arc,
+    time::{Duration, Instant, SystemTime},
+};
 
 use ed25519_dalek::SigningKey;
 use tokio::sync::{mpsc, watch};
@@ -29,8 +32,10 @@ use self::{
     state::{HeadFile, Persisted, StateError},
 };
 use crate::{
+    deliver::declare::LossBook,
     record::{Record, audit::Stop},
     route::Router,
+    spool::Loss,
 };
 
 /// Sealed NDJSON lines for the spool.
@@ -60,6 +65,8 @@ pub struct Sealed {
     pub start: usize,
     /// See `start`.
     pub end: usize,
+    /// The spool must not refuse it (`SpoolRecord::essential`).
+    pub essential: bool,
 }
 
 impl Batch {
@@ -87,6 +94,7 @@ impl Batch {
                 routes,
                 start,
                 end: batch.lines.len(),
+                essential: false,
             });
             batch.lines.push(b'\n');
         }
@@ -173,6 +181,10 @@ pub struct AuditTask {
     /// A checkpoint went into `lines`: fsync the head file with it.
     sync: bool,
     signal: &'static str,
+    /// Where the spool's losses wait to be declared (none: no spool).
+    book: Option<Arc<LossBook>>,
+    /// What is sealed now is essential (see [`Sealed::essential`]).
+    essential: bool,
 }
 
 impl AuditTask {
@@ -204,7 +216,17 @@ impl AuditTask {
             sealed: 0,
             sync: false,
             signal: "SIGTERM",
+            book: None,
+            essential: false,
         }
+    }
+
+    /// Declares the spool's losses from `book`: a gap record per loss and
+    /// a checkpoint right after them, all essential, so the spool takes
+    /// them even while full and the declaration is covered at once.
+    pub fn declaring(mut self, book: Arc<LossBook>) -> Self {
+        self.book = Some(book);
+        self
     }
 
     /// Seals `prelude` (the restart gap, start and attach records), then
@@ -216,10 +238,21 @@ impl AuditTask {
         mut records: mpsc::Receiver<Record>,
         mut control: mpsc::Receiver<Control>,
     ) -> Result<Finished, AuditError> {
+        // Essential: a spool still full from the last run must not refuse
+        // the restart gap or the start record.
+        self.essential = true;
         for record in prelude {
             self.push(record)?;
         }
+        self.essential = false;
         self.flush().await?;
+        let book = self.book.clone();
+        let ready = || async {
+            match &book {
+                Some(b) => b.ready().await,
+                None => std::future::pending().await,
+            }
+        };
         let mut batch = Vec::with_capacity(BATCH);
         let (mut records_open, mut control_open) = (true, true);
         while records_open || control_open {
@@ -238,7 +271,13 @@ impl AuditTask {
                         self.push(record)?;
                     }
                 }
+                () = ready() => {}
                 () = tokio::time::sleep_until(deadline) => {}
+            }
+            // Taken here, not only when woken: under a steady stream the
+            // record branch is always ready and would starve the book's.
+            if let Some(b) = &book {
+                self.declare(b.take_ready(), true)?;
             }
             // Checked here, not only in the timer branch: under a steady
             // stream the record branch is always ready and would starve it.
@@ -246,6 +285,18 @@ impl AuditTask {
                 self.checkpoint(Reason::Interval, None)?;
             }
             self.flush().await?;
+        }
+        // Every refused range ends here: once the spooler has seen every
+        // record, declare what is left before the stop record, and make
+        // the end essential too, so a full spool still ends the trail.
+        self.essential = true;
+        if let Some(b) = &book {
+            self.flush().await?;
+            let head = self.chain.head().sequence;
+            // An error: the spooler is gone, and nothing more reaches the
+            // spool anyway.
+            let _ = self.durable.wait_for(|d| *d >= head).await;
+            self.declare(b.take_all(), false)?;
         }
         let stop = Stop {
             records: self.sealed + 2,
@@ -302,6 +353,24 @@ impl AuditTask {
         self.push(record)
     }
 
+    /// A gap record per spool loss, essential, then (`checkpoint`) one
+    /// checkpoint covering them.
+    fn declare(&mut self, losses: Vec<Loss>, checkpoint: bool) -> Result<(), AuditError> {
+        if losses.is_empty() {
+            return Ok(());
+        }
+        let essential = std::mem::replace(&mut self.essential, true);
+        for l in &losses {
+            let record = self.records.spool_loss(SystemTime::now(), &l.into());
+            self.push(record)?;
+        }
+        if checkpoint {
+            self.checkpoint(Reason::Gap, None)?;
+        }
+        self.essential = essential;
+        Ok(())
+    }
+
     /// Routes, numbers and chains `record` into the batch being built.
     fn seal(&mut self, record: &mut Record) -> Result<u64, AuditError> {
         let start = self.lines.len();
@@ -316,6 +385,7 @@ impl AuditTask {
             routes,
             start,
             end: self.lines.len() - 1,
+            essential: self.essential,
         });
         Ok(sequence)
     }

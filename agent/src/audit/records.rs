@@ -36,6 +36,19 @@ pub struct SpoolLoss {
     pub last_hash: Option<[u8; 32]>,
 }
 
+impl From<&crate::spool::Loss> for SpoolLoss {
+    fn from(l: &crate::spool::Loss) -> Self {
+        Self {
+            reason: l.reason.as_str(),
+            first: l.first,
+            last: l.last,
+            count: l.count,
+            before_hash: l.before_hash,
+            last_hash: l.last_hash,
+        }
+    }
+}
+
 /// Makes audit records for this host.
 #[derive(Clone, Debug)]
 pub struct AuditRecords {

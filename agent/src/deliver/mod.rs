@@ -12,6 +12,7 @@
 //! when every group has passed it (docs/SPOOL.md). A batch an endpoint fails
 //! to take goes to another healthy endpoint of the group, or waits for one.
 
+pub mod declare;
 pub mod group;
 pub mod ledger;
 pub mod spooler;

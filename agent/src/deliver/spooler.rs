@@ -1,20 +1,19 @@
 //! The spooler task: appends the audit stage's sealed batches to the spool,
 //! makes them durable with one fsync per wakeup (group commit), tells the
 //! audit stage and the groups how far the spool is durable, applies the
-//! groups' acknowledgements, and turns what the spool had to drop into gap
-//! records.
+//! groups' acknowledgements, and hands what the spool had to drop to the
+//! [`LossBook`], from which the audit stage seals gap records.
 
-use std::time::{Duration, SystemTime};
+use std::{sync::Arc, time::Duration};
 
 use tokio::sync::{mpsc, watch};
 
-use super::group::{Ack, ToSpool};
+use super::{
+    declare::LossBook,
+    group::{Ack, ToSpool},
+};
 use crate::{
-    audit::{
-        Batch, Control,
-        records::{AuditRecords, SpoolLoss},
-    },
-    record::Record,
+    audit::Batch,
     spool::{Loss, Spool, SpoolError, SpoolRecord},
 };
 
@@ -26,9 +25,8 @@ const PERSIST_ACKS: Duration = Duration::from_millis(100);
 pub struct Spooler {
     spool: Spool,
     groups: Vec<String>,
-    records: AuditRecords,
-    /// Gap records the audit stage has not taken yet.
-    gaps: Vec<Record>,
+    /// Where losses go to be declared.
+    book: Arc<LossBook>,
     /// Damaged regions a group's reader found while running whose gap
     /// record is not durable yet. The spool marks such a region reported
     /// in its ack file, so a restart would not report it again: until the
@@ -40,12 +38,11 @@ pub struct Spooler {
 
 impl Spooler {
     /// `durable` is the last sequence the spool held at start.
-    pub fn new(spool: Spool, groups: Vec<String>, records: AuditRecords, durable: u64) -> Self {
+    pub fn new(spool: Spool, groups: Vec<String>, book: Arc<LossBook>, durable: u64) -> Self {
         Self {
             spool,
             groups,
-            records,
-            gaps: Vec::new(),
+            book,
             undeclared: Vec::new(),
             durable,
         }
@@ -65,9 +62,11 @@ impl Spooler {
                 routes: r.routes,
                 line: batch.line(r),
                 prev: r.prev,
+                essential: r.essential,
             })
             .collect();
         let appended = self.spool.append(&records)?;
+        let first = batch.records.first().map_or(u64::MAX, |r| r.sequence);
         for mut loss in appended.dropped {
             // The spool gives `before_hash` wherever the batch could. The
             // hash a loss ends at may be in this batch, after the frames
@@ -79,30 +78,19 @@ impl Spooler {
                         .or((r.sequence == loss.last + 1).then_some(r.prev))
                 })
             });
-            self.declare(&loss);
+            // This batch's own records were refused; anything older was
+            // already in the spool (drop_oldest) or is a declaration to
+            // make again.
+            if loss.first >= first {
+                self.book.refused(loss);
+            } else {
+                self.book.lost(loss);
+            }
+        }
+        if let Some(kept) = appended.kept_regular {
+            self.book.kept(kept);
         }
         Ok(())
-    }
-
-    /// Queues a gap record for `loss`.
-    pub fn declare(&mut self, loss: &Loss) {
-        tracing::error!(
-            reason = loss.reason.as_str(),
-            first = loss.first,
-            last = loss.last,
-            count = loss.count,
-            "the spool lost records; declaring them in a gap record"
-        );
-        let loss = SpoolLoss {
-            reason: loss.reason.as_str(),
-            first: loss.first,
-            last: loss.last,
-            count: loss.count,
-            before_hash: loss.before_hash,
-            last_hash: loss.last_hash,
-        };
-        self.gaps
-            .push(self.records.spool_loss(SystemTime::now(), &loss));
     }
 
     /// Whether the ack file may be written: not while a runtime loss's gap
@@ -139,41 +127,6 @@ impl Spooler {
         }
     }
 
-    /// Hands queued gap records to the audit stage without waiting: the
-    /// audit stage may itself be waiting for this task.
-    fn hand_over_gaps(&mut self, control: &mpsc::WeakSender<Control>) {
-        if self.gaps.is_empty() {
-            return;
-        }
-        // Weak: the audit stage ends when the run's senders are gone, and
-        // this task must not keep it alive.
-        let Some(control) = control.upgrade() else {
-            tracing::error!(
-                "a spool loss happened after the audit stage stopped; \
-                 it is in the log but not in the trail"
-            );
-            self.gaps.clear();
-            return;
-        };
-        while let Some(gap) = self.gaps.pop() {
-            match control.try_send(Control::Record(Box::new(gap))) {
-                Ok(()) => {}
-                Err(mpsc::error::TrySendError::Full(Control::Record(gap))) => {
-                    self.gaps.push(*gap);
-                    return;
-                }
-                Err(_) => {
-                    tracing::error!(
-                        "a spool loss happened after the audit stage stopped; \
-                         it is in the log but not in the trail"
-                    );
-                    self.gaps.clear();
-                    return;
-                }
-            }
-        }
-    }
-
     /// Runs until the audit stage has closed `batches` and every group has
     /// dropped its `acks` sender. Returns the last durable sequence.
     pub async fn run(
@@ -181,7 +134,6 @@ impl Spooler {
         mut batches: mpsc::Receiver<Batch>,
         mut acks: mpsc::Receiver<ToSpool>,
         durable: watch::Sender<u64>,
-        control: mpsc::WeakSender<Control>,
     ) -> Result<u64, SpoolError> {
         let mut persist = tokio::time::interval(PERSIST_ACKS);
         persist.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -228,7 +180,6 @@ impl Spooler {
                     }
                 }
             }
-            self.hand_over_gaps(&control);
         }
         if self.may_persist() {
             self.spool.persist_acks()?;
@@ -254,7 +205,7 @@ impl Spooler {
             // The spool reports each damaged region to one reader only.
             ToSpool::Lost(loss) => {
                 self.undeclared.push(loss);
-                self.declare(&loss);
+                self.book.lost(loss);
             }
         }
     }
@@ -290,7 +241,10 @@ impl super::Source for crate::spool::Reader {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::spool::{FsyncPolicy, LossReason, OnFull, SpoolSettings, acks, tests::Scratch};
+    use crate::{
+        audit::records::AuditRecords,
+        spool::{FsyncPolicy, LossReason, OnFull, SpoolSettings, acks, tests::Scratch},
+    };
 
     /// Group `g`'s acknowledgement as the ack file on disk has it.
     fn persisted(dir: &std::path::Path) -> u64 {
@@ -317,12 +271,12 @@ mod tests {
             fsync: FsyncPolicy::Never,
         })
         .unwrap();
-        let spooler = Spooler::new(spool, vec!["g".into()], AuditRecords::new("h".into()), 0);
+        let book = LossBook::new();
+        let spooler = Spooler::new(spool, vec!["g".into()], book.clone(), 0);
         let (batches, batches_rx) = mpsc::channel(8);
         let (acks_tx, acks_rx) = mpsc::channel(8);
         let (durable, mut durable_rx) = watch::channel(0);
-        let (control, mut control_rx) = mpsc::channel(8);
-        let task = tokio::spawn(spooler.run(batches_rx, acks_rx, durable, control.downgrade()));
+        let task = tokio::spawn(spooler.run(batches_rx, acks_rx, durable));
 
         let flows: Vec<Vec<u8>> = (1..=10)
             .map(|s| format!("{{\"event\":{{\"action\":\"flow\",\"sequence\":{s}}}}}").into_bytes())
@@ -359,9 +313,13 @@ mod tests {
             }))
             .await
             .unwrap();
-        let Some(Control::Record(gap)) = control_rx.recv().await else {
-            panic!("the gap record goes to the audit stage");
-        };
+        tokio::time::timeout(Duration::from_secs(5), book.ready())
+            .await
+            .expect("the loss goes to the book for the audit stage");
+        assert_eq!(book.take_ready(), vec![loss]);
+        let gap = Box::new(
+            AuditRecords::new("h".into()).spool_loss(std::time::SystemTime::now(), &(&loss).into()),
+        );
         ticks().await;
         assert_eq!(
             persisted(&dir.0),

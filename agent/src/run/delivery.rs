@@ -11,14 +11,11 @@ use tokio::{
 };
 
 use crate::{
-    audit::{
-        Batch, Control,
-        records::{AuditRecords, SpoolLoss},
-        state::Tail,
-    },
+    audit::{Batch, records::SpoolLoss, state::Tail},
     config::{Config, delivery::EndpointSettings},
     deliver::{
         Stats,
+        declare::LossBook,
         group::{Group, GroupError},
         spooler::Spooler,
     },
@@ -104,18 +101,7 @@ pub fn open(config: &Config, agent_id: &str) -> anyhow::Result<Opened> {
     } else {
         Some(last.unwrap_or(Tail::EMPTY))
     };
-    let losses = recovery
-        .losses
-        .iter()
-        .map(|l| SpoolLoss {
-            reason: l.reason.as_str(),
-            first: l.first,
-            last: l.last,
-            count: l.count,
-            before_hash: l.before_hash,
-            last_hash: l.last_hash,
-        })
-        .collect();
+    let losses = recovery.losses.iter().map(SpoolLoss::from).collect();
     Ok(Opened {
         spool,
         tail,
@@ -143,7 +129,8 @@ pub struct Pipeline {
     stats: Vec<Arc<Stats>>,
 }
 
-/// Starts the spooler and one task per group.
+/// Starts the spooler and one task per group. The spooler hands what the
+/// spool loses to `book`, for the audit stage to declare.
 #[expect(clippy::too_many_arguments, reason = "plain wiring, called once")]
 pub fn start(
     spool: Spool,
@@ -151,10 +138,9 @@ pub fn start(
     config: &Config,
     agent_id: &'static str,
     head: u64,
-    records: AuditRecords,
+    book: Arc<LossBook>,
     batches: mpsc::Receiver<Batch>,
     durable: watch::Sender<u64>,
-    control: mpsc::WeakSender<Control>,
 ) -> anyhow::Result<Pipeline> {
     let (ack_tx, ack_rx) = mpsc::channel(1024);
     let (finish, finish_rx) = watch::channel(None);
@@ -180,8 +166,8 @@ pub fn start(
         groups.spawn(group.run(reader, out_rx, finish_rx.clone()));
     }
     drop(ack_tx);
-    let spooler = Spooler::new(spool, config.delivery.group_names(), records, head);
-    let spooler = tokio::spawn(spooler.run(batches, ack_rx, durable, control));
+    let spooler = Spooler::new(spool, config.delivery.group_names(), book, head);
+    let spooler = tokio::spawn(spooler.run(batches, ack_rx, durable));
     Ok(Pipeline {
         spooler,
         groups,

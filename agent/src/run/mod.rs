@@ -41,6 +41,7 @@ use crate::{
         attach::{self, Attachment, attach},
     },
     config::{Config, Overrides},
+    deliver::declare::LossBook,
     enrich::{Captured, Enricher},
     flows::{FlowMaps, FlowSettings, FlowTask},
     preflight,
@@ -294,16 +295,16 @@ pub async fn run(config: Config, overrides: Overrides) -> anyhow::Result<()> {
     let (change_tx, mut change_rx) = mpsc::channel(64);
 
     let router = config.delivery.router();
+    let book = LossBook::new();
     let mut pipeline = delivery::start(
         opened.spool,
         opened.connectors,
         &config,
         agent_id,
         resume.head.sequence,
-        audit_records.clone(),
+        book.clone(),
         batch_rx,
         durable_tx,
-        control_tx.downgrade(),
     )?;
     let audit = AuditTask::new(
         Chain::new(agent_id, resume.head),
@@ -317,7 +318,8 @@ pub async fn run(config: Config, overrides: Overrides) -> anyhow::Result<()> {
         audit_records.clone(),
         durable_rx.clone(),
         (router, batch_tx),
-    );
+    )
+    .declaring(book);
     let mut audit = tokio::spawn(audit.run(prelude, record_rx, control_rx));
     let flow_task = FlowTask::new(
         maps,

@@ -18,6 +18,8 @@ pub(super) struct Pending {
     pub header: Header,
     /// Where it starts in the buffer.
     pub start: usize,
+    /// See [`SpoolRecord::essential`].
+    pub essential: bool,
 }
 
 impl Spool {
@@ -45,32 +47,33 @@ impl Spool {
 
     /// Appends records in ascending sequence. Does not fsync. When the spool
     /// or the disk is full, applies `on_full` and reports what was dropped.
+    ///
+    /// Ordinary records stop short of the reserve (`max_bytes` minus
+    /// [`space::reserve`]) and are refused while the spool refuses;
+    /// [`SpoolRecord::essential`] ones may fill the reserve and never start
+    /// a segment (so a full disk cannot stop them at a segment's creation).
     pub fn append(&mut self, records: &[SpoolRecord<'_>]) -> Result<Appended, SpoolError> {
         self.check(records)?;
         let mut oldest = Losses::default();
         let mut newest = Losses::default();
-        let mut next = 0;
-        let refused = self.refusing.is_some() && !self.space_returned(&mut oldest)?;
-        while !refused && next < records.len() {
-            let r = &records[next];
+        self.kept_regular = None;
+        if self.refusing.is_some() {
+            self.space_returned(&mut oldest)?;
+        }
+        for r in records {
             if r.line.len() > self.max_payload {
                 // Never fits a segment: dropped alone, the batch goes on.
-                newest.frame(&header(r));
-                newest.lose(r.sequence, r.sequence, 1, LossReason::Full);
+                self.refuse(r, &mut newest);
                 self.dropped_full += 1;
-                next += 1;
                 continue;
             }
-            let size = (frame::OVERHEAD + r.line.len()) as u64;
-            let a = self.active_seg();
-            let filled = a.len + self.buf.len() as u64;
-            let roll = filled > a.view.header_len && filled + size > self.settings.segment_bytes;
-            let need = size + if roll { self.header_len } else { 0 };
-            if !self.make_room(need, &mut oldest)? {
-                break;
-            }
-            if roll && !(self.flush(&mut newest)? && self.roll(&mut oldest)?) {
-                break;
+            if !self.admit(r, &mut oldest, &mut newest)? {
+                self.refuse(r, &mut newest);
+                match self.refusing {
+                    Some(Refusal::NoSpace) => self.dropped_no_space += 1,
+                    _ => self.dropped_full += 1,
+                }
+                continue;
             }
             if newest.is_open() {
                 // `r` ends the loss before it in the chain.
@@ -81,34 +84,55 @@ impl Spool {
             self.pending.push(Pending {
                 header: header(r),
                 start,
+                essential: r.essential,
             });
             newest.keep();
-            next += 1;
         }
-        // A full disk here reports the unwritten frames itself; `next` is
-        // already past them.
+        // A full disk here reports the unwritten frames itself.
         self.flush(&mut newest)?;
-        if let Some(rest) = records.get(next..).filter(|r| !r.is_empty()) {
-            let n = rest.len() as u64;
-            newest.frame(&header(&rest[0]));
-            newest.lose(
-                rest[0].sequence,
-                rest[n as usize - 1].sequence,
-                n,
-                LossReason::Full,
-            );
-            match self.refusing {
-                Some(Refusal::NoSpace) => self.dropped_no_space += n,
-                _ => self.dropped_full += n,
-            }
-        }
         if let Some(r) = records.last() {
             self.last_sequence = r.sequence;
         }
         oldest.append(newest);
         Ok(Appended {
             dropped: oldest.into_vec(),
+            kept_regular: self.kept_regular,
         })
+    }
+
+    /// Reports `r` refused; consecutive refusals merge into one loss.
+    fn refuse(&mut self, r: &SpoolRecord<'_>, newest: &mut Losses) {
+        newest.frame(&header(r));
+        newest.lose(r.sequence, r.sequence, 1, LossReason::Full);
+    }
+
+    /// Makes room for `r` under its limit (starting the next segment when
+    /// it would overfill the active one); false: refused.
+    fn admit(
+        &mut self,
+        r: &SpoolRecord<'_>,
+        oldest: &mut Losses,
+        newest: &mut Losses,
+    ) -> Result<bool, SpoolError> {
+        if self.refusing.is_some() && !r.essential {
+            return Ok(false);
+        }
+        let size = (frame::OVERHEAD + r.line.len()) as u64;
+        let a = self.active_seg();
+        let filled = a.len + self.buf.len() as u64;
+        let roll = !r.essential
+            && filled > a.view.header_len
+            && filled + size > self.settings.segment_bytes;
+        let need = size + if roll { self.header_len } else { 0 };
+        let limit = if r.essential {
+            self.settings.max_bytes
+        } else {
+            self.settings.max_bytes - self.reserve
+        };
+        if !self.make_room(need, limit, oldest)? {
+            return Ok(false);
+        }
+        Ok(!roll || (self.flush(newest)? && self.roll(oldest)?))
     }
 
     /// Writes the buffered frames to the active segment. On a full disk,
@@ -140,6 +164,9 @@ impl Spool {
                 let seg = self.segments.back_mut().expect("an active segment");
                 seg.add(&p.header, offset + (p.start - start) as u64);
                 seg.len += p.header.frame_len() as u64;
+                if !p.essential {
+                    self.kept_regular = Some(p.header.sequence);
+                }
                 kept += 1;
             }
             from = kept;
@@ -149,7 +176,14 @@ impl Spool {
             let len = self.active_seg().len;
             let path = self.active_seg().view.path.clone();
             self.active.set_len(len).map_err(SpoolError::io(path))?;
-            if !self.free_disk(dropped)? {
+            // The disk reserve is for essential records only: freeing it
+            // for an ordinary one would leave none for the gap record.
+            let freed = if self.pending[from].essential {
+                self.release_disk_reserve()
+            } else {
+                self.free_disk(dropped)?
+            };
+            if !freed {
                 let lost = &self.pending[from..];
                 let n = lost.len() as u64;
                 dropped.frame(&lost[0].header);

@@ -23,6 +23,8 @@ pub struct Losses {
     open: bool,
     /// The latest `(n, hash(n))` learnt.
     known: Option<(u64, ChainHash)>,
+    /// Declarations to make again ([`Losses::redeclare`]).
+    again: Vec<Loss>,
 }
 
 impl Losses {
@@ -83,14 +85,41 @@ impl Losses {
         self.open = false;
     }
 
-    /// Appends `other`'s losses (later in the spool) without merging.
-    pub fn append(&mut self, other: Losses) {
-        self.out.extend(other.out);
+    /// Declares `loss` again: the gap record that declared it was lost
+    /// undelivered. Re-declarations of one reason merge into one loss
+    /// over all their ranges, counts added: each lost record is still
+    /// counted once (the ranges may overlap other declarations, which
+    /// docs/AUDIT.md allows), and one deleted segment gives at most one
+    /// re-declaration per reason however many gap records it held, so the
+    /// declarations in the spool do not grow with every segment dropped.
+    pub fn redeclare(&mut self, loss: Loss) {
+        match self.again.iter_mut().find(|l| l.reason == loss.reason) {
+            Some(l) => {
+                if loss.first < l.first {
+                    l.first = loss.first;
+                    l.before_hash = loss.before_hash;
+                }
+                if loss.last > l.last {
+                    l.last = loss.last;
+                    l.last_hash = loss.last_hash;
+                }
+                l.count += loss.count;
+            }
+            None => self.again.push(loss),
+        }
         self.open = false;
     }
 
-    /// The losses, in the order found.
-    pub fn into_vec(self) -> Vec<Loss> {
+    /// Appends `other`'s losses (later in the spool) without merging.
+    pub fn append(&mut self, other: Losses) {
+        self.out.extend(other.out);
+        self.again.extend(other.again);
+        self.open = false;
+    }
+
+    /// The losses, in the order found, then the re-declarations.
+    pub fn into_vec(mut self) -> Vec<Loss> {
+        self.out.append(&mut self.again);
         self.out
     }
 }
@@ -110,6 +139,55 @@ pub fn event_hash(line: &[u8]) -> Option<ChainHash> {
     let mut out = [0; 32];
     hex::decode_to_slice(l.event.hash, &mut out).ok()?;
     Some(out)
+}
+
+/// The loss a spool gap record (`spool_full` or `spool_corrupt`) declares,
+/// read from its line; `None` for any other record. drop_oldest uses it to
+/// declare again what a gap record it deletes undelivered declared.
+pub fn declaration(line: &[u8]) -> Option<Loss> {
+    // Cheap filter first: this runs on every record drop_oldest deletes.
+    const GAP: &[u8] = b"\"action\":\"gap\"";
+    if !line.windows(GAP.len()).any(|w| w == GAP) {
+        return None;
+    }
+    #[derive(serde::Deserialize)]
+    struct Line<'a> {
+        #[serde(borrow)]
+        lbwitness: Lbw<'a>,
+    }
+    #[derive(serde::Deserialize)]
+    struct Lbw<'a> {
+        #[serde(borrow)]
+        gap: Gap<'a>,
+    }
+    #[derive(serde::Deserialize)]
+    struct Gap<'a> {
+        reason: &'a str,
+        first_sequence: u64,
+        last_sequence: u64,
+        count: u64,
+        before_hash: Option<&'a str>,
+        last_hash: Option<&'a str>,
+    }
+    let g = serde_json::from_slice::<Line<'_>>(line).ok()?.lbwitness.gap;
+    let reason = match g.reason {
+        "spool_full" => LossReason::Full,
+        "spool_corrupt" => LossReason::Corrupt,
+        _ => return None,
+    };
+    let hash = |h: Option<&str>| {
+        let mut out = [0; 32];
+        hex::decode_to_slice(h?, &mut out).ok()?;
+        Some(out)
+    };
+    Some(Loss {
+        first: g.first_sequence,
+        last: g.last_sequence,
+        count: g.count,
+        reason,
+        before_hash: hash(g.before_hash),
+        last_hash: hash(g.last_hash),
+    })
 }
 
 /// The sequences a damaged region of `frames` records can hold: above the
@@ -222,6 +300,55 @@ mod tests {
         l.lose(10, 10, 1, LossReason::Corrupt);
         assert_eq!(hashes(&l)[2], (Some(h(5)), None));
         assert_eq!(hashes(&l)[3], (None, None));
+    }
+
+    #[test]
+    fn a_spool_gap_record_gives_its_declaration() {
+        let line = br#"{"event":{"action":"gap","sequence":9},"lbwitness":{"gap":{"before_hash":"0101010101010101010101010101010101010101010101010101010101010101","class":"loss","count":2,"first_sequence":3,"last_sequence":5,"reason":"spool_full","source":"agent"}}}"#;
+        assert_eq!(
+            declaration(line),
+            Some(Loss {
+                first: 3,
+                last: 5,
+                count: 2,
+                reason: LossReason::Full,
+                before_hash: Some(h(1)),
+                last_hash: None,
+            })
+        );
+        // A restart gap and other records declare nothing here.
+        let restart = br#"{"event":{"action":"gap"},"lbwitness":{"gap":{"count":1,"first_sequence":3,"last_sequence":3,"reason":"restart"}}}"#;
+        assert_eq!(declaration(restart), None);
+        assert_eq!(declaration(br#"{"event":{"action":"flow"}}"#), None);
+    }
+
+    #[test]
+    fn redeclarations_of_one_reason_merge() {
+        let loss = |first: u64, last: u64, count, reason| Loss {
+            first,
+            last,
+            count,
+            reason,
+            before_hash: Some(h(first as u8 - 1)),
+            last_hash: Some(h(last as u8)),
+        };
+        let mut l = Losses::default();
+        l.lose(40, 41, 2, LossReason::Full);
+        l.redeclare(loss(12, 14, 3, LossReason::Full));
+        l.redeclare(loss(1, 5, 5, LossReason::Full));
+        l.redeclare(loss(7, 7, 1, LossReason::Corrupt));
+        l.redeclare(loss(6, 9, 3, LossReason::Full));
+        let v = l.into_vec();
+        assert_eq!(
+            v.iter()
+                .map(|l| (l.first, l.last, l.count, l.before_hash, l.last_hash))
+                .collect::<Vec<_>>(),
+            vec![
+                (40, 41, 2, None, None),
+                (1, 14, 11, Some(h(0)), Some(h(14))),
+                (7, 7, 1, Some(h(6)), Some(h(7)))
+            ]
+        );
     }
 
     #[test]

@@ -98,14 +98,25 @@ pub struct SpoolRecord<'a> {
     /// was computed from. Kept in the frame header so that a loss next to
     /// this record can still be tied into the chain.
     pub prev: [u8; 32],
+    /// A record the trail cannot do without while the spool is full: a
+    /// spool gap record, the checkpoint that covers it, the start and stop
+    /// records. It may use the reserve other records stop short of, and
+    /// is written even while the spool refuses records (docs/SPOOL.md).
+    pub essential: bool,
 }
 
 /// What an append could not keep.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Appended {
     /// Records dropped by the full policy (or found corrupt while dropping
-    /// the oldest segment), in ascending sequence.
+    /// the oldest segment), in ascending sequence; then the declarations
+    /// of spool gap records that drop_oldest deleted undelivered, to
+    /// declare again.
     pub dropped: Vec<Loss>,
+    /// The highest sequence written by this append of a record that is not
+    /// [`SpoolRecord::essential`]: the spool took ordinary records again,
+    /// so a refused range before it has ended.
+    pub kept_regular: Option<u64>,
 }
 
 /// What [`Spool::open`] found.

@@ -5,7 +5,7 @@ use std::path::Path;
 
 use super::{
     LossReason, OnFull, SpoolError, SpoolSettings, frame,
-    loss::{Losses, bounds, event_hash, lost, unacked},
+    loss::{Losses, bounds, declaration, event_hash, lost, unacked},
     recover::read_at,
     scan::{self, Item},
     segment,
@@ -32,6 +32,21 @@ pub fn headroom(max_bytes: u64) -> u64 {
         .clamp(16 << 10, 16 << 20)
         .min(max_bytes / 4)
 }
+
+/// Room under `max_bytes` that only essential records may use (a spool gap
+/// record, the checkpoint covering it, the start and stop records):
+/// 1/16 of the spool, at most 64 KiB. Ordinary records stop at
+/// `max_bytes - reserve`, so a full spool can still declare its loss; the
+/// same number of bytes is kept on the disk in the file `reserve`, released
+/// for essential records when the disk is full. 64 KiB holds about 80 gap
+/// records or checkpoints; a full spool writes two or three per time space
+/// returns, and the reserve is whole again each time.
+pub fn reserve(max_bytes: u64) -> u64 {
+    (max_bytes / 16).min(64 << 10)
+}
+
+/// The file that holds the disk reserve.
+const RESERVE_FILE: &str = "reserve";
 
 /// Checks settings.
 pub(super) fn validate(s: &SpoolSettings) -> Result<(), SpoolError> {
@@ -110,10 +125,17 @@ impl Spool {
     /// Whether a spool that refused records may take them again (see
     /// [`headroom`]); with drop_oldest, it first drops old segments.
     pub(super) fn space_returned(&mut self, dropped: &mut Losses) -> Result<bool, SpoolError> {
-        let quota = |s: &Spool| s.settings.max_bytes.saturating_sub(s.held()) >= s.headroom;
+        let quota =
+            |s: &Spool| (s.settings.max_bytes - s.reserve).saturating_sub(s.held()) >= s.headroom;
         let ok = loop {
-            let disk = self.refusing != Some(Refusal::NoSpace)
-                || disk_free(&self.settings.dir)? >= self.headroom;
+            // Room for the headroom and for the disk reserve to be made
+            // again, or essential records would find none next time.
+            // On the disk, the headroom is at most a segment: a disk
+            // smaller than `max_bytes` may never have the whole headroom.
+            let refill = if self.disk_reserve { 0 } else { self.reserve };
+            let room = self.headroom.min(self.settings.segment_bytes) + refill;
+            let disk =
+                self.refusing != Some(Refusal::NoSpace) || disk_free(&self.settings.dir)? >= room;
             if quota(self) && disk {
                 break true;
             }
@@ -123,18 +145,20 @@ impl Spool {
         };
         if ok {
             self.refusing = None;
+            self.fill_disk_reserve();
         }
         Ok(ok)
     }
 
-    /// Makes room for `need` more bytes under `max_bytes`: drop_oldest
-    /// drops old segments; drop_newest (or nothing left to drop) refuses.
+    /// Makes room for `need` more bytes under `limit`: drop_oldest drops
+    /// old segments; drop_newest (or nothing left to drop) refuses.
     pub(super) fn make_room(
         &mut self,
         need: u64,
+        limit: u64,
         dropped: &mut Losses,
     ) -> Result<bool, SpoolError> {
-        while self.held() + need > self.settings.max_bytes {
+        while self.held() + need > limit {
             if self.settings.on_full != OnFull::DropOldest || !self.drop_oldest(dropped)? {
                 self.refusing = Some(Refusal::Quota);
                 return Ok(false);
@@ -147,6 +171,30 @@ impl Spool {
     /// segment (true: try again); otherwise false.
     pub(super) fn free_disk(&mut self, dropped: &mut Losses) -> Result<bool, SpoolError> {
         Ok(self.settings.on_full == OnFull::DropOldest && self.drop_oldest(dropped)?)
+    }
+
+    /// Makes sure the disk reserve file holds [`reserve`] bytes. A full
+    /// disk leaves it short; it is filled again when space returns.
+    pub(super) fn fill_disk_reserve(&mut self) {
+        if self.disk_reserve {
+            return;
+        }
+        let path = self.settings.dir.join(RESERVE_FILE);
+        self.disk_reserve = allocate(&path, self.reserve).is_ok();
+    }
+
+    /// Empties the disk reserve file for essential records on a full disk;
+    /// false when it was already empty.
+    pub(super) fn release_disk_reserve(&mut self) -> bool {
+        if !std::mem::take(&mut self.disk_reserve) {
+            return false;
+        }
+        let path = self.settings.dir.join(RESERVE_FILE);
+        std::fs::OpenOptions::new()
+            .write(true)
+            .open(&path)
+            .and_then(|f| f.set_len(0))
+            .is_ok()
     }
 
     /// Deletes the oldest segment, reporting what some group it was routed
@@ -176,6 +224,7 @@ impl Spool {
             .expect("reported set poisoned")
             .clone();
         let mut prev = None;
+        let mut again = Vec::new();
         for (i, item) in found.items.iter().enumerate() {
             match item {
                 Item::Intact { header: h, offset } => {
@@ -184,6 +233,11 @@ impl Spool {
                     // A segment without its header was reported lost at open.
                     if routable && unacked(h.sequence, h.routes, &masks, &self.acked) {
                         dropped.lose(h.sequence, h.sequence, 1, LossReason::Full);
+                        // A gap record deleted undelivered takes its
+                        // declaration with it: declare it again.
+                        if let Some(d) = declaration(frame::payload(&body[*offset..], h)) {
+                            again.push(d);
+                        }
                     } else {
                         dropped.keep();
                     }
@@ -226,6 +280,9 @@ impl Spool {
             dropped.frame(&h);
         }
         dropped.keep();
+        for d in again {
+            dropped.redeclare(d);
+        }
         self.delete_front()?;
         Ok(true)
     }
@@ -248,6 +305,32 @@ impl Spool {
         self.index_dirty = true;
         Ok(())
     }
+}
+
+/// Makes `path` hold `len` allocated bytes (fallocate, or zeros where the
+/// filesystem has no fallocate).
+fn allocate(path: &Path, len: u64) -> std::io::Result<()> {
+    use std::os::fd::AsRawFd as _;
+    let f = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(path)?;
+    // SAFETY: fallocate on a descriptor we own; no memory is passed.
+    let r = unsafe { libc::fallocate(f.as_raw_fd(), 0, 0, len as libc::off_t) };
+    if r == 0 {
+        return Ok(());
+    }
+    let e = std::io::Error::last_os_error();
+    if e.raw_os_error() != Some(libc::EOPNOTSUPP) {
+        let _ = f.set_len(0);
+        return Err(e);
+    }
+    use std::os::unix::fs::FileExt as _;
+    let zeros = vec![0; len as usize];
+    f.write_all_at(&zeros, 0).inspect_err(|_| {
+        let _ = f.set_len(0);
+    })
 }
 
 /// Creates segment `id` with its header (not synced).
@@ -285,5 +368,12 @@ mod tests {
         assert_eq!(headroom(64 << 20), 2 << 20);
         assert_eq!(headroom(1 << 40), 16 << 20);
         assert_eq!(headroom(8 << 10), 2 << 10);
+    }
+
+    #[test]
+    fn reserve_bounds() {
+        assert_eq!(reserve(1 << 20), 64 << 10);
+        assert_eq!(reserve(1 << 30), 64 << 10);
+        assert_eq!(reserve(8 << 10), 512);
     }
 }

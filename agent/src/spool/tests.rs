@@ -79,6 +79,7 @@ fn append(
             routes: routes(*q),
             line: l,
             prev: chain(q - 1),
+            essential: false,
         })
         .collect();
     s.append(&recs).expect("append").dropped
@@ -314,18 +315,21 @@ fn a_record_larger_than_a_segment_is_dropped_alone() {
             routes: A,
             line: &l1,
             prev: chain(0),
+            essential: false,
         },
         SpoolRecord {
             sequence: 2,
             routes: A,
             line: &big,
             prev: chain(1),
+            essential: false,
         },
         SpoolRecord {
             sequence: 3,
             routes: A,
             line: &l3,
             prev: chain(2),
+            essential: false,
         },
     ];
     let d = s.append(&recs).unwrap().dropped;
@@ -356,6 +360,7 @@ fn misuse_is_an_error_and_nothing_is_written() {
         routes: A,
         line: &l,
         prev: chain(4),
+        essential: false,
     }];
     assert!(matches!(
         s.append(&again),
@@ -369,6 +374,7 @@ fn misuse_is_an_error_and_nothing_is_written() {
         routes: B,
         line: &l,
         prev: chain(5),
+        essential: false,
     }];
     assert!(matches!(s.append(&bad), Err(SpoolError::Routes { .. })));
     assert!(matches!(s.reader("nope"), Err(SpoolError::UnknownGroup(_))));
@@ -545,4 +551,116 @@ fn records_larger_than_the_read_window_and_across_its_end() {
         }
     }
     assert_eq!(got, (1..=12).collect::<Vec<_>>());
+}
+
+/// Appends `(sequence, line, essential)` records routed to group a.
+fn append_lines(s: &mut Spool, recs: &[(u64, Vec<u8>, bool)]) -> Appended {
+    let recs: Vec<SpoolRecord<'_>> = recs
+        .iter()
+        .map(|(q, l, essential)| SpoolRecord {
+            sequence: *q,
+            routes: A,
+            line: l,
+            prev: chain(q - 1),
+            essential: *essential,
+        })
+        .collect();
+    s.append(&recs).expect("append")
+}
+
+#[test]
+fn essential_records_are_written_while_the_spool_refuses() {
+    let dir = Scratch::new("essential");
+    let (max, seg) = (64 << 10, 16 << 10);
+    let (mut s, _) = Spool::open(settings(&dir.0, &["a"], max, seg, OnFull::DropNewest)).unwrap();
+    let mut q = 0;
+    while !s.stats().refusing {
+        q += 1;
+        append(&mut s, [q], |_| A, 200);
+    }
+    let held = s.stats().bytes;
+    assert!(
+        held <= max - space::reserve(max),
+        "ordinary records stop at the reserve"
+    );
+    // Refused, written, refused: two ranges, and no ordinary record kept.
+    let out = append_lines(
+        &mut s,
+        &[
+            (q + 1, line(q + 1, 200), false),
+            (q + 2, line(q + 2, 200), true),
+            (q + 3, line(q + 3, 200), false),
+        ],
+    );
+    assert_eq!(
+        out.dropped
+            .iter()
+            .map(|l| (l.first, l.last, l.count))
+            .collect::<Vec<_>>(),
+        vec![(q + 1, q + 1, 1), (q + 3, q + 3, 1)]
+    );
+    assert_eq!(out.kept_regular, None);
+    // The reserve is finite: essential records alone fill it, then are
+    // refused too.
+    let mut next = q + 4;
+    let mut written = 1;
+    loop {
+        let out = append_lines(&mut s, &[(next, line(next, 200), true)]);
+        next += 1;
+        if !out.dropped.is_empty() {
+            break;
+        }
+        written += 1;
+    }
+    assert!(s.stats().bytes <= max);
+    assert!(
+        written * 264 >= space::reserve(max) - 264,
+        "{written} fit the reserve"
+    );
+    s.sync().unwrap();
+    let stored = drain(&mut s.reader("a").unwrap()).0;
+    assert!(stored.contains(&(q + 2)) && !stored.contains(&(q + 1)));
+    // Space returns: an ordinary record is written, and says so.
+    s.ack("a", next);
+    s.persist_acks().unwrap();
+    let out = append_lines(&mut s, &[(next, line(next, 200), false)]);
+    assert!(out.dropped.is_empty());
+    assert_eq!(out.kept_regular, Some(next));
+}
+
+#[test]
+fn drop_oldest_declares_again_what_a_deleted_gap_record_declared() {
+    let dir = Scratch::new("redeclare");
+    let (max, seg) = (64 << 10, 16 << 10);
+    let (mut s, _) = Spool::open(settings(&dir.0, &["a"], max, seg, OnFull::DropOldest)).unwrap();
+    // Record 5 is a gap record declaring 1..3 lost (say from an earlier
+    // drop); nothing is ever acknowledged.
+    let gap = format!(
+        "{{\"event\":{{\"action\":\"gap\",\"hash\":\"{}\",\"sequence\":5}},\"lbwitness\":{{\"gap\":{{\"before_hash\":\"{}\",\"count\":3,\"first_sequence\":1,\"last_hash\":\"{}\",\"last_sequence\":3,\"reason\":\"spool_full\"}}}}}}",
+        hex::encode(chain(5)),
+        hex::encode(chain(0)),
+        hex::encode(chain(3))
+    );
+    append_lines(
+        &mut s,
+        &[(4, line(4, 200), false), (5, gap.into_bytes(), false)],
+    );
+    s.sync().unwrap();
+    let mut dropped = Vec::new();
+    for q in 6..600 {
+        dropped.extend(append(&mut s, [q], |_| A, 200));
+        s.sync().unwrap();
+    }
+    assert_eq!(s.stats().dropped_full, 0);
+    let again: Vec<_> = dropped.iter().filter(|l| l.first == 1).collect();
+    assert_eq!(again.len(), 1, "declared again once");
+    assert_eq!((again[0].last, again[0].count), (3, 3));
+    assert_eq!(again[0].before_hash, Some(chain(0)));
+    assert_eq!(again[0].last_hash, Some(chain(3)));
+    // The gap record itself is among the lost.
+    assert!(
+        dropped
+            .iter()
+            .any(|l| l.first <= 5 && 5 <= l.last && l.first > 3)
+    );
 }

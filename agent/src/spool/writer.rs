@@ -24,6 +24,12 @@ use super::{
 pub struct Spool {
     pub(super) settings: SpoolSettings,
     pub(super) headroom: u64,
+    /// See [`space::reserve`].
+    pub(super) reserve: u64,
+    /// The disk reserve file holds `reserve` bytes.
+    pub(super) disk_reserve: bool,
+    /// See [`super::Appended::kept_regular`]; set by the current append.
+    pub(super) kept_regular: Option<u64>,
     pub(super) max_payload: usize,
     pub(super) header_len: u64,
     pub(super) shared: Arc<Shared>,
@@ -104,6 +110,9 @@ impl Spool {
         let max_payload = (settings.segment_bytes - header_len) as usize - frame::OVERHEAD;
         let mut spool = Spool {
             headroom: space::headroom(settings.max_bytes),
+            reserve: space::reserve(settings.max_bytes),
+            disk_reserve: false,
+            kept_regular: None,
             max_payload: max_payload.min(frame::MAX_PAYLOAD),
             header_len,
             shared,
@@ -127,6 +136,12 @@ impl Spool {
             settings,
             _lock: lock,
         };
+        spool.fill_disk_reserve();
+        if !spool.disk_reserve {
+            recovery
+                .problems
+                .push("disk full: the disk reserve for gap records is made later".into());
+        }
         if let Err(e) = spool.write_index() {
             if !e.is_no_space() {
                 return Err(e);
