@@ -122,6 +122,8 @@ fn main() -> ExitCode {
                 xdp_mode,
                 output,
                 state_dir,
+                // A check starts no chain.
+                new_chain: false,
             },
         ),
         Command::Keygen { out, force } => {
