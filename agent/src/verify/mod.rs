@@ -68,13 +68,13 @@ pub fn run(args: VerifyArgs) -> ExitCode {
                 stdout.write_all(human::render(&report).as_bytes())
             };
             if let Err(e) = written.and_then(|()| stdout.flush()) {
-                eprintln!("error: cannot write the report: {e}");
+                crate::logging::error_line(format_args!("cannot write the report: {e}"));
                 return ExitCode::FAILURE;
             }
             ExitCode::from(report.exit_code)
         }
         Err(e) => {
-            eprintln!("error: {e}");
+            crate::logging::error_line(e);
             ExitCode::FAILURE
         }
     }

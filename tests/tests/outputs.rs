@@ -1,0 +1,251 @@
+//! The agent's outputs under stress, with the real binary: its own log on
+//! stderr, records on standard output, the output file's lifecycle, and
+//! `verify` on inputs a power loss or a mistake can hand it.
+//!
+//! * A stderr pipe whose reader has gone: the agent keeps running, stops
+//!   cleanly, and its output verifies.
+//! * A stderr pipe: no ANSI escapes; `--log-format json`: one JSON object
+//!   per line.
+//! * `--output -` into a reader that exits: one clear message, no warning
+//!   loop, the records it could not take stay in the spool and reach the
+//!   next run's output; the two together verify intact.
+//! * `verify /dev/zero` and a sparse multi-GiB file: bounded memory, the
+//!   over-long line reported with its file and offset.
+//! * The output file: rename + SIGHUP (logrotate) continues in a new file,
+//!   size and age rotation keep at most `keep` rotated files, new files
+//!   are 0640; every file together verifies intact.
+//!
+//! Needs root: `cargo test --release -p integration-tests --test outputs`.
+
+use std::{
+    io::{BufRead, BufReader, Read},
+    net::{SocketAddr, UdpSocket},
+    path::{Path, PathBuf},
+    process::{Command, Stdio},
+    time::{Duration, Instant},
+};
+
+use integration_tests::{
+    Scratch,
+    agent::binary,
+    lab::Lab,
+    netns::{ChildGuard, DEFAULT_B_V4, in_netns},
+};
+use serde_json::Value;
+
+/// The agent's shutdown promise, with room for a loaded CI machine.
+const STOP_BUDGET: Duration = Duration::from_secs(8);
+
+/// Polls `f` every 50 ms until it returns `Some` or `timeout` passes.
+fn wait_for<T>(timeout: Duration, mut f: impl FnMut() -> Option<T>) -> Option<T> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(v) = f() {
+            return Some(v);
+        }
+        if Instant::now() >= deadline {
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Starts `lbwitness run --iface <lab> --state-dir STATE ARGS` in the lab's
+/// load-balancer namespace with the given stdout and stderr.
+fn spawn_agent(lab: &Lab, state: &Path, args: &[&str], stdout: Stdio, stderr: Stdio) -> ChildGuard {
+    let mut cmd = lab.lb.command(binary());
+    cmd.args(["run", "--iface", lab.iface(), "--state-dir"])
+        .arg(state)
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(stdout)
+        .stderr(stderr);
+    ChildGuard::spawn(&mut cmd).unwrap_or_else(|e| panic!("{e:#}"))
+}
+
+/// Lines in `path` (0 when it does not exist).
+fn line_count(path: &Path) -> usize {
+    std::fs::read(path).map_or(0, |b| b.iter().filter(|c| **c == b'\n').count())
+}
+
+/// Waits until `path` holds at least `n` lines, failing if `agent` exits.
+#[track_caller]
+fn wait_lines(agent: &mut ChildGuard, path: &Path, n: usize) {
+    let ok = wait_for(Duration::from_secs(20), || {
+        if let Some(status) = agent.try_wait() {
+            panic!(
+                "the agent exited ({status}) while {} had {} line(s)",
+                path.display(),
+                line_count(path)
+            );
+        }
+        (line_count(path) >= n).then_some(())
+    });
+    assert!(ok.is_some(), "{} never reached {n} lines", path.display());
+}
+
+/// `count` UDP datagrams from the client to distinct lb ports: each is a
+/// new flow, so each makes a record at once.
+fn udp_flows(lab: &Lab, first_port: u16, count: u16) {
+    let tx = in_netns(&lab.client, || UdpSocket::bind("0.0.0.0:0")).expect("bind a UDP client");
+    for port in first_port..first_port + count {
+        tx.send_to(b"lbwitness", SocketAddr::from((DEFAULT_B_V4, port)))
+            .expect("send a datagram");
+    }
+}
+
+/// SIGTERM, and the exit within the budget; returns whether it succeeded.
+fn stop(agent: &mut ChildGuard) -> std::process::ExitStatus {
+    let start = Instant::now();
+    let status = agent.stop_with(libc::SIGTERM);
+    assert!(
+        start.elapsed() < STOP_BUDGET,
+        "the stop took {:?}",
+        start.elapsed()
+    );
+    status
+}
+
+/// Runs `lbwitness verify --json --key STATE/signing.key.pub FILES`:
+/// exit code and report.
+fn verify(state: &Path, files: &[PathBuf]) -> (i32, Value) {
+    let out = Command::new(binary())
+        .arg("verify")
+        .arg("--json")
+        .arg("--key")
+        .arg(state.join("signing.key.pub"))
+        .args(files)
+        .output()
+        .expect("run verify");
+    let report = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "verify printed no JSON report ({e}):\n{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        )
+    });
+    (out.status.code().unwrap_or(-1), report)
+}
+
+#[track_caller]
+fn assert_intact(state: &Path, files: &[PathBuf]) -> Value {
+    let (code, report) = verify(state, files);
+    assert_eq!(code, 0, "the trail does not verify intact: {report:#}");
+    report
+}
+
+/// A pipe: (read end, write end).
+fn pipe() -> (std::fs::File, std::fs::File) {
+    let mut fds = [0; 2];
+    // SAFETY: two fds are written into `fds`.
+    assert_eq!(unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) }, 0);
+    // SAFETY: both are fresh fds we own.
+    unsafe {
+        use std::os::fd::FromRawFd;
+        (
+            std::fs::File::from_raw_fd(fds[0]),
+            std::fs::File::from_raw_fd(fds[1]),
+        )
+    }
+}
+
+// ---------------------------------------------------------------------------
+// 6. The agent's own log
+
+#[test]
+fn a_closed_stderr_does_not_stop_the_agent() {
+    let lab = Lab::new("errpipe");
+    let state = Scratch::path("state");
+    let output = Scratch::path("records.ndjson");
+    let (reader, writer) = pipe();
+    // The reader is gone before the agent writes its first log line.
+    drop(reader);
+    let mut agent = spawn_agent(
+        &lab,
+        &state.0,
+        &["--output", output.as_str()],
+        Stdio::null(),
+        Stdio::from(writer),
+    );
+    // agent-start, hook-attach: it is running.
+    wait_lines(&mut agent, &output.0, 2);
+    udp_flows(&lab, 7000, 5);
+    // A reload logs too.
+    agent.signal(libc::SIGHUP).unwrap();
+    wait_lines(&mut agent, &output.0, 8);
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(
+        agent.try_wait().is_none(),
+        "the agent died of a closed stderr"
+    );
+    let status = stop(&mut agent);
+    assert!(status.success(), "the agent exited with {status}");
+    let report = assert_intact(&state.0, std::slice::from_ref(&output.0));
+    assert!(
+        report["agents"][0]["records"].as_u64() >= Some(8),
+        "{report:#}"
+    );
+}
+
+/// Runs an agent with stderr a pipe, sends a reload, stops it, and returns
+/// everything it logged.
+fn log_through_a_pipe(tag: &str, args: &[&str]) -> Vec<u8> {
+    let lab = Lab::new(tag);
+    let state = Scratch::path("state");
+    let output = Scratch::path("records.ndjson");
+    let (mut reader, writer) = pipe();
+    let mut all = vec!["--output", output.as_str()];
+    all.extend_from_slice(args);
+    let mut agent = spawn_agent(&lab, &state.0, &all, Stdio::null(), Stdio::from(writer));
+    let collected = std::thread::spawn(move || {
+        let mut log = Vec::new();
+        reader
+            .read_to_end(&mut log)
+            .expect("read the agent's stderr");
+        log
+    });
+    wait_lines(&mut agent, &output.0, 2);
+    agent.signal(libc::SIGHUP).unwrap();
+    wait_lines(&mut agent, &output.0, 3);
+    assert!(stop(&mut agent).success());
+    drop(agent);
+    collected.join().expect("the stderr reader")
+}
+
+#[test]
+fn logs_into_a_pipe_have_no_colour_codes() {
+    let log = log_through_a_pipe("errtext", &[]);
+    let text = String::from_utf8_lossy(&log);
+    assert!(text.contains("lbwitness running"), "{text}");
+    assert!(
+        !log.contains(&0x1b),
+        "ANSI escapes in a log written into a pipe:\n{text:?}"
+    );
+}
+
+#[test]
+fn json_logs_are_one_object_per_line() {
+    let log = log_through_a_pipe("errjson", &["--log-format", "json"]);
+    let text = String::from_utf8(log).expect("UTF-8 log");
+    let lines: Vec<Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
+        .collect();
+    assert!(lines.len() >= 4, "{text}");
+    for l in &lines {
+        assert!(
+            l.is_object() && l["level"].is_string() && l["timestamp"].is_string(),
+            "{l}"
+        );
+    }
+    let running = lines
+        .iter()
+        .find(|l| l["message"] == "lbwitness running")
+        .unwrap_or_else(|| panic!("no `lbwitness running` line:\n{text}"));
+    assert_eq!(running["level"], "INFO", "{running}");
+    assert!(
+        lines.iter().any(|l| l["message"] == "config reloaded"),
+        "{text}"
+    );
+    assert!(!text.contains('\u{1b}'), "{text:?}");
+}
