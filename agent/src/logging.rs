@@ -30,6 +30,10 @@ pub enum LogFormat {
 /// good, so later lines are not even tried.
 static STDERR_CLOSED: AtomicBool = AtomicBool::new(false);
 
+/// Set by [`init`] for `--log-format json`, so [`error_line`] keeps every
+/// line of stderr JSON.
+static JSON: AtomicBool = AtomicBool::new(false);
+
 /// Standard error, minus the failures: a write that fails is reported to
 /// the caller as done, so no log line can stop or crash the agent.
 #[derive(Clone, Copy, Debug, Default)]
@@ -59,6 +63,7 @@ pub fn init(format: LogFormat) {
         .with_env_filter(filter)
         .with_writer(|| Stderr)
         .log_internal_errors(false);
+    JSON.store(format == LogFormat::Json, Ordering::Relaxed);
     match format {
         LogFormat::Text => builder.with_ansi(colour()).init(),
         // Flattened, so a shipper finds `message` and the fields at the top.
@@ -77,8 +82,13 @@ fn colour() -> bool {
     io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty())
 }
 
-/// Writes `error: MESSAGE` on stderr, ignoring failure (unlike `eprintln!`,
-/// which panics when stderr is closed).
+/// Writes `error: MESSAGE` on stderr (with `--log-format json`, an ERROR
+/// event), ignoring failure, unlike `eprintln!`, which panics when stderr is
+/// closed.
 pub fn error_line(message: impl std::fmt::Display) {
-    let _ = writeln!(Stderr, "error: {message}");
+    if JSON.load(Ordering::Relaxed) {
+        tracing::error!("{message}");
+    } else {
+        let _ = writeln!(Stderr, "error: {message}");
+    }
 }
