@@ -18,8 +18,9 @@
 //! Needs root: `cargo test --release -p integration-tests --test outputs`.
 
 use std::{
-    io::{BufRead, BufReader, Read},
+    io::Read,
     net::{SocketAddr, UdpSocket},
+    os::fd::AsRawFd,
     path::{Path, PathBuf},
     process::{Command, Stdio},
     time::{Duration, Instant},
@@ -248,4 +249,121 @@ fn json_logs_are_one_object_per_line() {
         "{text}"
     );
     assert!(!text.contains('\u{1b}'), "{text:?}");
+}
+
+// ---------------------------------------------------------------------------
+// 7. Standard output into a pipe whose reader exits
+
+/// Reads from `pipe` until it has had nothing for `idle` (and at least
+/// `min` lines), then returns what it read with the pipe empty: the caller
+/// closes it at once, so no record waits unread in the pipe.
+fn read_until_idle(pipe: &mut impl Read, fd: i32, min: usize, idle: Duration) -> Vec<u8> {
+    let mut got = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut last = Instant::now();
+    let mut buf = [0u8; 65536];
+    loop {
+        let mut pfd = libc::pollfd {
+            fd,
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        // SAFETY: one valid pollfd.
+        let ready = unsafe { libc::poll(&mut pfd, 1, 50) };
+        if ready > 0 {
+            let n = pipe.read(&mut buf).expect("read the agent's stdout");
+            assert!(n > 0, "the agent closed its stdout");
+            got.extend_from_slice(&buf[..n]);
+            last = Instant::now();
+        }
+        let lines = got.iter().filter(|b| **b == b'\n').count();
+        let mut queued: libc::c_int = 0;
+        // SAFETY: FIONREAD writes one int.
+        let rc = unsafe { libc::ioctl(fd, libc::FIONREAD, &mut queued) };
+        if lines >= min && last.elapsed() >= idle && rc == 0 && queued == 0 {
+            return got;
+        }
+        assert!(Instant::now() < deadline, "stdout never went idle");
+    }
+}
+
+#[test]
+fn stdout_into_an_exited_reader_ends_that_output_and_keeps_the_records() {
+    let lab = Lab::new("stdout");
+    let state = Scratch::path("state");
+    let log = Scratch::path("agent.log");
+    // No timed checkpoint while the reader closes: only traffic writes.
+    let config = Scratch::file("outputs.toml", "[audit]\ncheckpoint_interval_secs = 3600\n");
+    let mut agent = spawn_agent(
+        &lab,
+        &state.0,
+        &["--config", config.as_str(), "--output", "-"],
+        Stdio::piped(),
+        Stdio::from(std::fs::File::create(&log.0).unwrap()),
+    );
+    let mut stdout = agent.child_mut().stdout.take().expect("piped stdout");
+    let fd = stdout.as_raw_fd();
+    let read = read_until_idle(&mut stdout, fd, 2, Duration::from_millis(700));
+    // The reader exits.
+    drop(stdout);
+    let before = Scratch::path("read-by-the-reader.ndjson");
+    std::fs::write(&before.0, &read).unwrap();
+    let read_lines = line_count(&before.0);
+
+    udp_flows(&lab, 7100, 5);
+    // Long enough for the old behaviour's warning loop (every 0.5 s).
+    std::thread::sleep(Duration::from_secs(3));
+    udp_flows(&lab, 7200, 5);
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(
+        agent.try_wait().is_none(),
+        "the agent stopped when stdout closed"
+    );
+    let status = stop(&mut agent);
+    let text = std::fs::read_to_string(&log.0).unwrap();
+    assert!(status.success(), "exit {status}:\n{text}");
+    assert!(text.contains("stopped cleanly"), "{text}");
+    let said: Vec<&str> = text
+        .lines()
+        .filter(|l| l.contains("collector endpoint"))
+        .collect();
+    assert_eq!(said.len(), 1, "not said exactly once:\n{text}");
+    assert!(
+        said[0].contains("ERROR") && said[0].contains("standard output was closed"),
+        "{}",
+        said[0]
+    );
+    assert!(
+        text.contains("stays in the spool"),
+        "the stop does not say where the records are:\n{text}"
+    );
+
+    // The next run, with a reader (a file), gets what stdout could not take.
+    let output = Scratch::path("records.ndjson");
+    let mut agent = spawn_agent(
+        &lab,
+        &state.0,
+        &["--config", config.as_str(), "--output", output.as_str()],
+        Stdio::null(),
+        Stdio::null(),
+    );
+    wait_lines(&mut agent, &output.0, 10);
+    assert!(stop(&mut agent).success());
+    let report = assert_intact(&state.0, &[before.0.clone(), output.0.clone()]);
+    let agent_report = &report["agents"][0];
+    assert_eq!(agent_report["first_sequence"], 1, "{report:#}");
+    assert!(
+        agent_report["records"].as_u64().unwrap() > read_lines as u64 + 10,
+        "{report:#}"
+    );
+    // The file starts right after the last record the reader took.
+    let first: Value = serde_json::from_str(
+        std::fs::read_to_string(&output.0)
+            .unwrap()
+            .lines()
+            .next()
+            .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(first["event"]["sequence"], read_lines as u64 + 1, "{first}");
 }

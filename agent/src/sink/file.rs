@@ -5,7 +5,10 @@
 use std::{
     io::{Read as _, Seek as _, SeekFrom},
     path::{Path, PathBuf},
-    sync::Arc,
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
 };
 
 use serde::Deserialize;
@@ -216,7 +219,26 @@ impl Connection for FileConnection {
 }
 
 /// Standard output: written and flushed, never acknowledged.
-pub struct StdoutConnector;
+///
+/// A pipe whose reader has exited never takes data again, so the first
+/// EPIPE ends this output for the rest of the run: the send fails with
+/// [`SinkError::Closed`] and so does every later connect, so the group
+/// neither retries nor probes it, and what it did not take stays in the
+/// spool for the next run.
+#[derive(Default)]
+pub struct StdoutConnector {
+    closed: Arc<AtomicBool>,
+}
+
+fn stdout_closed() -> SinkError {
+    SinkError::Closed {
+        endpoint: "stdout".into(),
+        detail: "standard output was closed (its reader exited); this output has ended for \
+                 this run. Records not written stay in the spool and go out when the agent \
+                 next starts with a reader on its standard output"
+            .into(),
+    }
+}
 
 impl Connector for StdoutConnector {
     fn endpoint(&self) -> &str {
@@ -229,9 +251,13 @@ impl Connector for StdoutConnector {
 
     fn connect(&self) -> BoxFuture<'_, Result<Box<dyn Connection>, SinkError>> {
         Box::pin(async {
+            if self.closed.load(Ordering::Relaxed) {
+                return Err(stdout_closed());
+            }
             Ok(Box::new(StdoutConnection {
                 out: tokio::io::stdout(),
                 buf: Vec::new(),
+                closed: self.closed.clone(),
             }) as Box<dyn Connection>)
         })
     }
@@ -240,6 +266,7 @@ impl Connector for StdoutConnector {
 struct StdoutConnection {
     out: tokio::io::Stdout,
     buf: Vec<u8>,
+    closed: Arc<AtomicBool>,
 }
 
 impl Connection for StdoutConnection {
@@ -250,12 +277,21 @@ impl Connection for StdoutConnection {
                 self.buf.extend_from_slice(&e.line);
                 self.buf.push(b'\n');
             }
-            let io = |source| SinkError::Io {
-                endpoint: "stdout".into(),
-                source,
+            let written = async {
+                self.out.write_all(&self.buf).await?;
+                self.out.flush().await
             };
-            self.out.write_all(&self.buf).await.map_err(io)?;
-            self.out.flush().await.map_err(io)
+            match written.await {
+                Ok(()) => Ok(()),
+                Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => {
+                    self.closed.store(true, Ordering::Relaxed);
+                    Err(stdout_closed())
+                }
+                Err(source) => Err(SinkError::Io {
+                    endpoint: "stdout".into(),
+                    source,
+                }),
+            }
         })
     }
 }
