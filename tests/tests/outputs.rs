@@ -367,3 +367,150 @@ fn stdout_into_an_exited_reader_ends_that_output_and_keeps_the_records() {
     .unwrap();
     assert_eq!(first["event"]["sequence"], read_lines as u64 + 1, "{first}");
 }
+
+// ---------------------------------------------------------------------------
+// 8. verify on inputs without line ends
+
+/// Runs `lbwitness verify --json ARGS` with at most 1 GiB of address
+/// space (an unbounded line buffer then fails fast instead of swapping the
+/// machine) and returns the exit code, the report, the peak RSS in KiB
+/// (`wait4`'s `ru_maxrss` of that one process) and the time it took.
+fn verify_measured(args: &[&str]) -> (i32, Value, i64, Duration) {
+    use std::os::unix::process::CommandExt as _;
+    let mut cmd = Command::new(binary());
+    cmd.arg("verify")
+        .arg("--json")
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    // SAFETY: setrlimit is async-signal-safe.
+    unsafe {
+        cmd.pre_exec(|| {
+            let limit = libc::rlimit {
+                rlim_cur: 1 << 30,
+                rlim_max: 1 << 30,
+            };
+            if libc::setrlimit(libc::RLIMIT_AS, &limit) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let started = Instant::now();
+    let mut child = cmd.spawn().expect("spawn verify");
+    let mut stdout = child.stdout.take().unwrap();
+    let mut stderr = child.stderr.take().unwrap();
+    let err = std::thread::spawn(move || {
+        let mut t = String::new();
+        let _ = stderr.read_to_string(&mut t);
+        t
+    });
+    let mut out = Vec::new();
+    stdout.read_to_end(&mut out).unwrap();
+    let mut status = 0;
+    // SAFETY: zeroed rusage is valid; wait4 fills it for our own child.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    let pid = child.id() as libc::pid_t;
+    // SAFETY: reaps our own child; `child` is not waited on afterwards.
+    let rc = unsafe { libc::wait4(pid, &mut status, 0, &mut usage) };
+    assert_eq!(rc, pid, "wait4");
+    let took = started.elapsed();
+    let err = err.join().unwrap();
+    let report = serde_json::from_slice(&out).unwrap_or_else(|e| {
+        panic!(
+            "verify {args:?} printed no report ({e}; wait status {status:#x}):\n{}{err}",
+            String::from_utf8_lossy(&out)
+        )
+    });
+    let code = if libc::WIFEXITED(status) {
+        libc::WEXITSTATUS(status)
+    } else {
+        -1
+    };
+    (code, report, usage.ru_maxrss, took)
+}
+
+/// Peak RSS a bounded verify may reach on a tiny trail: the binary, the
+/// read buffer and one line of the limit, with room to spare.
+const BOUNDED_RSS_KIB: i64 = 64 * 1024;
+
+#[test]
+fn verify_dev_zero_ends_with_the_overlong_line_reported() {
+    let (code, report, rss, took) = verify_measured(&["/dev/zero"]);
+    assert_eq!(code, 3, "{report:#}");
+    let issue = &report["unparsable"]["items"][0];
+    assert_eq!(report["unparsable"]["count"], 1, "{report:#}");
+    assert_eq!(
+        (&issue["file"], &issue["line"], &issue["offset"]),
+        (&Value::from("/dev/zero"), &Value::from(1), &Value::from(0)),
+        "{issue}"
+    );
+    let error = issue["error"].as_str().unwrap();
+    assert!(
+        error.contains("1048576-byte limit") && error.contains("not a regular file"),
+        "{error}"
+    );
+    assert!(
+        rss < BOUNDED_RSS_KIB,
+        "verify /dev/zero peaked at {rss} KiB"
+    );
+    assert!(took < Duration::from_secs(10), "took {took:?}");
+}
+
+#[test]
+fn verify_a_sparse_multi_gib_file_in_bounded_memory() {
+    // A real trail, as a collector stored it.
+    let lab = Lab::new("sparse");
+    let state = Scratch::path("state");
+    let output = Scratch::path("records.ndjson");
+    let mut agent = spawn_agent(
+        &lab,
+        &state.0,
+        &["--output", output.as_str()],
+        Stdio::null(),
+        Stdio::null(),
+    );
+    wait_lines(&mut agent, &output.0, 2);
+    udp_flows(&lab, 7300, 3);
+    wait_lines(&mut agent, &output.0, 5);
+    assert!(stop(&mut agent).success());
+    let trail = std::fs::read(&output.0).unwrap();
+    let lines = trail.iter().filter(|b| **b == b'\n').count() as u64;
+    // The power loss: 6 GiB the file system counted but never wrote, then
+    // the collector's next run appending (here: the same records again).
+    let damaged = Scratch::path("after-power-loss.ndjson");
+    let hole = 6u64 << 30;
+    {
+        let mut f = std::fs::File::create(&damaged.0).unwrap();
+        std::io::Write::write_all(&mut f, &trail).unwrap();
+        f.set_len(trail.len() as u64 + hole).unwrap();
+        std::io::Seek::seek(&mut f, std::io::SeekFrom::End(0)).unwrap();
+        std::io::Write::write_all(&mut f, &trail).unwrap();
+    }
+    let key = state.0.join("signing.key.pub");
+    let (code, report, rss, took) =
+        verify_measured(&["--key", key.to_str().unwrap(), damaged.as_str()]);
+    assert_eq!(code, 3, "{report:#}");
+    assert_eq!(report["unparsable"]["count"], 1, "{report:#}");
+    let issue = &report["unparsable"]["items"][0];
+    assert_eq!(issue["file"], damaged.as_str(), "{issue}");
+    assert_eq!(issue["line"], lines + 1, "{issue}");
+    assert_eq!(issue["offset"], trail.len() as u64, "{issue}");
+    let error = issue["error"].as_str().unwrap();
+    // The hole and the first record after it, which it swallowed.
+    let first_after = trail.iter().position(|b| *b == b'\n').unwrap() as u64;
+    assert!(
+        error.contains("NUL") && error.contains(&format!("{} bytes", hole + first_after)),
+        "{error}"
+    );
+    // Every record before and after the damage is still read: the first
+    // copy is whole, so the agent's trail is complete.
+    assert_eq!(report["agents"][0]["records"], lines, "{report:#}");
+    assert!(
+        rss < BOUNDED_RSS_KIB,
+        "verify of a {} GiB file peaked at {rss} KiB",
+        hole >> 30
+    );
+    eprintln!("verify of a sparse 6 GiB file: {took:?}, peak RSS {rss} KiB");
+}
