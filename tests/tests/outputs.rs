@@ -514,3 +514,159 @@ fn verify_a_sparse_multi_gib_file_in_bounded_memory() {
     );
     eprintln!("verify of a sparse 6 GiB file: {took:?}, peak RSS {rss} KiB");
 }
+
+// ---------------------------------------------------------------------------
+// 9. The output file: reopen on SIGHUP, rotation, retention, mode
+
+/// Files in `dir` whose names start with `prefix`, sorted (rotated names
+/// sort by time).
+fn files_named(dir: &Path, prefix: &str) -> Vec<PathBuf> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.file_name().unwrap().to_str().unwrap().starts_with(prefix))
+        .collect();
+    files.sort();
+    files
+}
+
+#[track_caller]
+fn assert_mode_0640(path: &Path) {
+    use std::os::unix::fs::PermissionsExt as _;
+    let mode = std::fs::metadata(path).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o640, "{} is {mode:o}", path.display());
+}
+
+#[test]
+fn logrotate_rename_and_sighup_continue_in_a_new_file() {
+    let lab = Lab::new("reopen");
+    let state = Scratch::path("state");
+    let dir = Scratch::path("out");
+    std::fs::create_dir_all(&dir.0).unwrap();
+    let output = dir.0.join("records.ndjson");
+    let mut agent = spawn_agent(
+        &lab,
+        &state.0,
+        &["--output", output.to_str().unwrap()],
+        Stdio::null(),
+        Stdio::null(),
+    );
+    wait_lines(&mut agent, &output, 2);
+    assert_mode_0640(&output);
+    udp_flows(&lab, 7400, 3);
+    wait_lines(&mut agent, &output, 5);
+    // What logrotate does without copytruncate: rename, then SIGHUP.
+    let renamed = dir.0.join("records.ndjson.1");
+    std::fs::rename(&output, &renamed).unwrap();
+    let before = line_count(&renamed);
+    agent.signal(libc::SIGHUP).unwrap();
+    // The config-reload record and new flows land in a new file.
+    wait_lines(&mut agent, &output, 1);
+    udp_flows(&lab, 7500, 3);
+    wait_lines(&mut agent, &output, 4);
+    assert!(stop(&mut agent).success());
+    assert_eq!(
+        line_count(&renamed),
+        before,
+        "records went on into the renamed file"
+    );
+    assert_mode_0640(&output);
+    let first: Value = serde_json::from_str(
+        std::fs::read_to_string(&output)
+            .unwrap()
+            .lines()
+            .next()
+            .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(first["event"]["sequence"], before as u64 + 1, "{first}");
+    assert_intact(&state.0, &[renamed, output]);
+}
+
+/// Starts an agent whose output rotates as `rotation` says (TOML lines of
+/// `[output_rotation]`), sends `flows` new flows `gap` apart (a batch
+/// each), stops it, and returns the output's directory listing and the
+/// state directory.
+fn rotating_agent(
+    tag: &str,
+    rotation: &str,
+    flows: u16,
+    gap: Duration,
+) -> (Scratch, Scratch, Vec<PathBuf>) {
+    let lab = Lab::new(tag);
+    let state = Scratch::path("state");
+    let dir = Scratch::path("out");
+    let output = dir.0.join("records.ndjson");
+    let config = Scratch::file(
+        "rotation.toml",
+        &format!(
+            "output = \"{}\"\n[output_rotation]\n{rotation}\n",
+            output.display()
+        ),
+    );
+    let mut agent = spawn_agent(
+        &lab,
+        &state.0,
+        &["--config", config.as_str()],
+        Stdio::null(),
+        Stdio::null(),
+    );
+    wait_lines(&mut agent, &output, 2);
+    for i in 0..flows {
+        udp_flows(&lab, 8000 + i, 1);
+        std::thread::sleep(gap);
+    }
+    assert!(stop(&mut agent).success());
+    let files = files_named(&dir.0, "records.ndjson");
+    (state, dir, files)
+}
+
+#[test]
+fn size_rotation_keeps_at_most_keep_rotated_files() {
+    let (state, dir, files) = rotating_agent(
+        "rotsize",
+        "max_bytes = 4096\nkeep = 2",
+        40,
+        Duration::from_millis(25),
+    );
+    let output = dir.0.join("records.ndjson");
+    // The current file and at most two rotated ones.
+    assert!(files.contains(&output), "{files:?}");
+    assert_eq!(files.len(), 3, "{files:?}");
+    for f in &files {
+        assert_mode_0640(f);
+    }
+    // The rotated files hold at least max_bytes each; the oldest records
+    // are gone by retention, the rest verify as a contiguous tail.
+    let rotated: Vec<&PathBuf> = files.iter().filter(|f| **f != output).collect();
+    for f in &rotated {
+        assert!(
+            std::fs::metadata(f).unwrap().len() >= 4096,
+            "{}",
+            f.display()
+        );
+    }
+    let (code, report) = verify(&state.0, &files);
+    assert_eq!(code, 4, "{report:#}");
+    let agent = &report["agents"][0];
+    let missing = &agent["missing_undeclared"]["ranges"];
+    assert_eq!(agent["missing_undeclared"]["range_count"], 1, "{report:#}");
+    assert_eq!(
+        missing[0][0], 1,
+        "only the oldest records are missing: {report:#}"
+    );
+    assert_eq!(agent["not_linked"]["count"], 0, "{report:#}");
+    assert_eq!(agent["differing_duplicates"]["count"], 0, "{report:#}");
+}
+
+#[test]
+fn age_rotation_splits_the_trail_into_files_that_verify_together() {
+    let (state, dir, files) =
+        rotating_agent("rotage", "max_age_secs = 1", 8, Duration::from_millis(400));
+    let output = dir.0.join("records.ndjson");
+    assert!(files.contains(&output), "{files:?}");
+    // 3.2 s of batches: at least two rotations; nothing is deleted
+    // without `keep`.
+    assert!(files.len() >= 3, "{files:?}");
+    assert_intact(&state.0, &files);
+}

@@ -199,7 +199,15 @@ fn spool(file: SpoolFile, state_dir: &std::path::Path) -> Result<SpoolConfig, Pr
 fn endpoint(kind: Kind, key: &str, table: toml::Table) -> Result<EndpointSettings, Problem> {
     let parse_err = |e: toml::de::Error| problem(key, e.message().to_owned());
     Ok(match kind {
-        Kind::File => EndpointSettings::File(table.try_into().map_err(parse_err)?),
+        Kind::File => {
+            let file: FileSettings = table.try_into().map_err(parse_err)?;
+            if let Some(rotation) = &file.rotation {
+                rotation
+                    .check()
+                    .map_err(|(k, p)| problem(format!("{key}.rotation.{k}"), p))?;
+            }
+            EndpointSettings::File(file)
+        }
         Kind::Stdout => {
             if !table.is_empty() {
                 return Err(problem(key, "stdout endpoints take no settings"));
