@@ -398,6 +398,10 @@ fn verify_measured(args: &[&str]) -> (i32, Value, i64, Duration) {
         });
     }
     let started = Instant::now();
+    #[expect(
+        clippy::zombie_processes,
+        reason = "reaped below with wait4, which also gives its rusage"
+    )]
     let mut child = cmd.spawn().expect("spawn verify");
     let mut stdout = child.stdout.take().unwrap();
     let mut stderr = child.stderr.take().unwrap();
