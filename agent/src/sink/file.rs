@@ -235,8 +235,17 @@ fn rotate(path: &Path, keep: Option<u32>) -> std::io::Result<Opened> {
         rotated.sort();
         let excess = rotated.len().saturating_sub(keep as usize);
         for old in &rotated[..excess] {
-            std::fs::remove_file(dir.join(old))?;
-            tracing::info!(file = %dir.join(old).display(), keep, "deleted the oldest rotated output file");
+            let old = dir.join(old);
+            // Retention failing must not fail the write: the next rotation
+            // tries again.
+            match std::fs::remove_file(&old) {
+                Ok(()) => {
+                    tracing::info!(file = %old.display(), keep, "deleted the oldest rotated output file")
+                }
+                Err(error) => {
+                    tracing::warn!(file = %old.display(), %error, "cannot delete a rotated output file; retention tries again at the next rotation")
+                }
+            }
         }
     }
     // The rename, the new file and the deletions must survive a crash.
