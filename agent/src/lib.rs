@@ -13,6 +13,7 @@ pub mod decode;
 pub mod deliver;
 pub mod enrich;
 pub mod flows;
+pub mod logging;
 pub mod preflight;
 pub mod record;
 pub mod route;

@@ -1,13 +1,21 @@
 //! The `lbwitness` command line.
 
-use std::{path::PathBuf, process::ExitCode};
+use std::{io::Write as _, path::PathBuf, process::ExitCode};
 
 use clap::{Parser, Subcommand};
-use lbwitness::config::{Config, Overrides, XdpMode};
+use lbwitness::{
+    config::{Config, Overrides, XdpMode},
+    logging::{self, LogFormat, error_line},
+};
 
 #[derive(Parser)]
 #[command(version, about = "eBPF/XDP capture agent for load-balancer hosts")]
 struct Cli {
+    /// How the agent's own log on stderr is written: `text` (colour only at
+    /// a terminal) or `json` (one object per line, for journald and log
+    /// shippers).
+    #[arg(long, value_enum, global = true, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
     #[command(subcommand)]
     command: Command,
 }
@@ -86,24 +94,21 @@ enum ConfigCommand {
 fn config_check(file: Option<&std::path::Path>, overrides: Overrides) -> ExitCode {
     match Config::load(file, overrides) {
         Ok(config) => {
-            print!("{}", lbwitness::config::summary::summary(&config));
+            // Not print!: it panics when stdout is a closed pipe.
+            let summary = lbwitness::config::summary::summary(&config);
+            let _ = std::io::Write::write_all(&mut std::io::stdout(), summary.as_bytes());
             ExitCode::SUCCESS
         }
         Err(e) => {
-            eprintln!("error: {e}");
+            error_line(e);
             ExitCode::from(2)
         }
     }
 }
 
 fn main() -> ExitCode {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
-        )
-        .with_writer(std::io::stderr)
-        .init();
     let cli = Cli::parse();
+    logging::init(cli.log_format);
     match cli.command {
         Command::Verify(args) => lbwitness::verify::run(args),
         Command::Config {
@@ -132,7 +137,9 @@ fn main() -> ExitCode {
             });
             match lbwitness::audit::keys::generate(&path, force) {
                 Ok(key) => {
-                    println!(
+                    // A closed stdout must not panic; the files are written.
+                    let _ = writeln!(
+                        std::io::stdout(),
                         "private key: {}\npublic key:  {}\nkey id:      {}",
                         path.display(),
                         lbwitness::audit::keys::public_path(&path).display(),
@@ -141,7 +148,7 @@ fn main() -> ExitCode {
                     ExitCode::SUCCESS
                 }
                 Err(e) => {
-                    eprintln!("error: {e}");
+                    error_line(e);
                     ExitCode::FAILURE
                 }
             }
@@ -164,7 +171,7 @@ fn main() -> ExitCode {
             let config = match Config::load(config.as_deref(), overrides.clone()) {
                 Ok(c) => c,
                 Err(e) => {
-                    eprintln!("error: {e}");
+                    error_line(e);
                     return ExitCode::from(2);
                 }
             };
@@ -175,14 +182,14 @@ fn main() -> ExitCode {
             {
                 Ok(rt) => rt,
                 Err(e) => {
-                    eprintln!("error: cannot start the async runtime: {e}");
+                    error_line(format_args!("cannot start the async runtime: {e}"));
                     return ExitCode::FAILURE;
                 }
             };
             match runtime.block_on(lbwitness::run::run(config, overrides)) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
-                    eprintln!("error: {e:#}");
+                    error_line(format_args!("{e:#}"));
                     ExitCode::FAILURE
                 }
             }

@@ -73,8 +73,16 @@ pub enum Change {
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum State {
-    Up { failures: u32 },
-    Down { attempt: u32, next_probe: Instant },
+    Up {
+        failures: u32,
+    },
+    Down {
+        attempt: u32,
+        next_probe: Instant,
+    },
+    /// Gone for the rest of the run (standard output whose reader exited):
+    /// never probed, never sent to again.
+    Ended,
 }
 
 /// One endpoint's health.
@@ -102,14 +110,34 @@ impl Health {
     pub fn failures(&self) -> u32 {
         match self.state {
             State::Up { failures } => failures,
-            State::Down { .. } => 0,
+            State::Down { .. } | State::Ended => 0,
         }
+    }
+
+    /// The endpoint cannot come back in this run (its connector said so):
+    /// it stays down and is never probed.
+    pub fn end(&mut self) -> Change {
+        let was_up = self.is_up();
+        self.state = State::Ended;
+        if was_up {
+            Change::WentDown
+        } else {
+            Change::Same
+        }
+    }
+
+    /// Whether [`end`](Self::end) was called.
+    pub fn is_ended(&self) -> bool {
+        self.state == State::Ended
     }
 
     /// A send succeeded. Resets the failure count; a late success from a
     /// down endpoint (a batch in flight when it went down) is proof enough
     /// that it works again, like a probe.
     pub fn on_success(&mut self) -> Change {
+        if self.is_ended() {
+            return Change::Same;
+        }
         let was_up = self.is_up();
         self.state = State::Up { failures: 0 };
         if was_up { Change::Same } else { Change::CameUp }
@@ -134,7 +162,7 @@ impl Health {
             }
             // Late failures of batches sent before it went down: the probe
             // schedule already accounts for the outage.
-            State::Down { .. } => Change::Same,
+            State::Down { .. } | State::Ended => Change::Same,
         }
     }
 
@@ -142,7 +170,7 @@ impl Health {
     pub fn next_probe(&self) -> Option<Instant> {
         match self.state {
             State::Down { next_probe, .. } => Some(next_probe),
-            State::Up { .. } => None,
+            State::Up { .. } | State::Ended => None,
         }
     }
 
@@ -155,7 +183,7 @@ impl Health {
     /// schedules the next probe with a doubled ceiling. Ignored while up.
     pub fn on_probe(&mut self, now: Instant, ok: bool, random: u64) -> Change {
         match (self.state, ok) {
-            (State::Up { .. }, _) => Change::Same,
+            (State::Up { .. } | State::Ended, _) => Change::Same,
             (State::Down { .. }, true) => self.on_success(),
             (State::Down { attempt, .. }, false) => {
                 let attempt = attempt.saturating_add(1);

@@ -350,6 +350,30 @@ fn health_goes_down_after_the_threshold_and_up_after_a_probe() {
     );
 }
 
+#[test]
+fn an_ended_endpoint_stays_down_and_is_never_probed() {
+    let p = HealthPolicy::try_new(3, Duration::from_millis(100), Duration::from_secs(1)).unwrap();
+    let now = Instant::now();
+    let mut h = Health::new(p);
+    // Ended at once, whatever the failure threshold.
+    assert_eq!(h.end(), Change::WentDown);
+    assert!(!h.is_up() && h.is_ended());
+    assert_eq!(h.next_probe(), None);
+    assert!(!h.probe_due(now + Duration::from_secs(3600)));
+    // Nothing brings it back: late outcomes of batches sent before.
+    assert_eq!(h.on_success(), Change::Same);
+    assert_eq!(h.on_probe(now, true, 0), Change::Same);
+    assert_eq!(h.on_failure(now, 0), Change::Same);
+    assert!(h.is_ended() && h.next_probe().is_none());
+    // A down endpoint ends too, and its probe schedule goes.
+    let mut down = Health::new(p);
+    for _ in 0..3 {
+        down.on_failure(now, 0);
+    }
+    assert_eq!(down.end(), Change::Same);
+    assert_eq!(down.next_probe(), None);
+}
+
 /// `cargo test --release -p lbwitness balance::tests::pick_cost -- --ignored --nocapture`
 #[test]
 #[ignore = "timing; run in release"]

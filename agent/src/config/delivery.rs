@@ -211,7 +211,15 @@ fn endpoint(kind: Kind, key: &str, table: toml::Table) -> Result<EndpointSetting
         problem(format!("{key}.{setting}"), format!("is refused: {e}"))
     };
     Ok(match kind {
-        Kind::File => EndpointSettings::File(table.try_into().map_err(parse_err)?),
+        Kind::File => {
+            let file: FileSettings = table.try_into().map_err(parse_err)?;
+            if let Some(rotation) = &file.rotation {
+                rotation
+                    .check()
+                    .map_err(|(k, p)| problem(format!("{key}.rotation.{k}"), p))?;
+            }
+            EndpointSettings::File(file)
+        }
         Kind::Stdout => {
             if !table.is_empty() {
                 return Err(problem(key, "stdout endpoints take no settings"));

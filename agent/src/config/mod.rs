@@ -129,6 +129,8 @@ pub struct ConfigFile {
     pub state_dir: Option<PathBuf>,
     /// NDJSON output path, `-` for stdout. Default: `<state_dir>/records.ndjson`.
     pub output: Option<PathBuf>,
+    /// When the output file rotates and how many rotated files stay.
+    pub output_rotation: Option<crate::sink::file::Rotation>,
     /// Capture settings.
     #[serde(default)]
     pub capture: CaptureFile,
@@ -480,6 +482,29 @@ impl Config {
                 ),
             ));
         }
+        if let Some(rotation) = &file.output_rotation {
+            if output == Output::Stdout {
+                return Err(invalid(
+                    "output_rotation",
+                    "is set, but the output is standard output (`-`); drop it".into(),
+                ));
+            }
+            if !file.groups.is_empty() {
+                return Err(invalid(
+                    "output_rotation",
+                    "is set together with [[groups]]; give the file group's endpoint a \
+                     `rotation` table instead"
+                        .into(),
+                ));
+            }
+            rotation
+                .check()
+                .map_err(|(key, problem)| ConfigError::Delivery {
+                    path: path.map(Path::to_owned),
+                    key: format!("output_rotation.{key}"),
+                    problem,
+                })?;
+        }
         let delivery = delivery::delivery(
             delivery::DeliveryFile {
                 spool: file.spool,
@@ -493,7 +518,7 @@ impl Config {
                 Output::File(path) => {
                     delivery::EndpointSettings::File(crate::sink::file::FileSettings {
                         path: path.clone(),
-                        rotate_bytes: None,
+                        rotation: file.output_rotation,
                     })
                 }
             }),
@@ -586,6 +611,34 @@ mod tests {
         assert!(err.to_string().contains("twice"));
         let err = parse("[capture]\ninterfaces=[\"a/b\"]").unwrap_err();
         assert!(err.to_string().contains("not a valid interface name"));
+    }
+
+    #[test]
+    fn output_rotation_is_checked_and_reaches_the_output() {
+        const IF: &str = "[capture]\ninterfaces = [\"a\"]\n";
+        let c = parse(&format!(
+            "output = \"/o.ndjson\"\n[output_rotation]\nmax_bytes = 1048576\nkeep = 3\n{IF}"
+        ))
+        .unwrap();
+        let delivery::EndpointSettings::File(f) = &c.delivery.groups[0].endpoints[0] else {
+            panic!("not a file endpoint");
+        };
+        assert_eq!(f.rotation.and_then(|r| r.keep), Some(3));
+        for (text, key) in [
+            ("[output_rotation]\nkeep = 3\n", "output_rotation.max_bytes"),
+            (
+                "[output_rotation]\nmax_age_secs = 0\n",
+                "output_rotation.max_age_secs",
+            ),
+            (
+                "output = \"-\"\n[output_rotation]\nmax_bytes = 4096\n",
+                "output_rotation",
+            ),
+            ("[output_rotation]\nbogus = 1\n", "bogus"),
+        ] {
+            let err = parse(&format!("{text}{IF}")).unwrap_err().to_string();
+            assert!(err.contains(key) && err.contains("t.toml"), "{err}");
+        }
     }
 
     #[test]

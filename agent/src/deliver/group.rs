@@ -19,7 +19,7 @@ use super::{
 };
 use crate::{
     balance::{self, BalanceError, Balancer, Health},
-    sink::endpoint::{Batch, Connector, Entry},
+    sink::endpoint::{Batch, Connector, Entry, SinkError},
 };
 
 /// An acknowledgement for the spool: `group` has everything routed to it
@@ -315,7 +315,15 @@ impl Group {
             } => {
                 let e = &mut self.endpoints[endpoint];
                 e.outstanding -= 1;
-                if let Some(error) = error {
+                if let Some(error @ SinkError::Closed { .. }) = error {
+                    // Said once: the endpoint is never tried again this run.
+                    if !e.health.is_ended() {
+                        e.health.end();
+                        self.stats.failed(endpoint);
+                        tracing::error!(group = %self.spec.name, endpoint = %e.name, %error,
+                            "collector endpoint ended");
+                    }
+                } else if let Some(error) = error {
                     let was_healthy = e.health.is_up();
                     e.health.on_failure(now, getrandom::u64().unwrap_or(0));
                     self.stats.failed(endpoint);

@@ -113,7 +113,7 @@ pub fn open(config: &Config, agent_id: &str) -> anyhow::Result<Opened> {
 fn connector(e: &EndpointSettings) -> anyhow::Result<Arc<dyn Connector>> {
     Ok(match e {
         EndpointSettings::File(f) => FileConnector::try_new(f.clone())?,
-        EndpointSettings::Stdout => Arc::new(StdoutConnector),
+        EndpointSettings::Stdout => Arc::new(StdoutConnector::default()),
         EndpointSettings::Syslog(s) => syslog::connector(s)?,
         EndpointSettings::Nats(n) => nats::connector(n)?,
     })

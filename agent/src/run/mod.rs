@@ -365,6 +365,8 @@ pub async fn run(config: Config, overrides: Overrides) -> anyhow::Result<()> {
             _ = sigterm.recv() => { info!("SIGTERM: stopping"); break Ending::Signal("SIGTERM") }
             _ = sigint.recv() => { info!("SIGINT: stopping"); break Ending::Signal("SIGINT") }
             _ = sighup.recv() => {
+                // logrotate renames the output, then signals: write anew.
+                crate::sink::file::reopen_files();
                 let msg = reload::reload(&mut config, &overrides, &audit_records);
                 if control_tx.send(msg).await.is_err() {
                     break Ending::Failed("the audit stage stopped".to_owned());

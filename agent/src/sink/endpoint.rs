@@ -109,6 +109,15 @@ pub enum SinkError {
         /// The collector's reason.
         detail: String,
     },
+    /// The endpoint is gone for the rest of this run and will not be
+    /// probed again: standard output whose reader exited (EPIPE).
+    #[error("{endpoint}: {detail}")]
+    Closed {
+        /// The endpoint.
+        endpoint: String,
+        /// What happened and where the records go instead.
+        detail: String,
+    },
     /// An I/O error on an established connection or a file.
     #[error("{endpoint}: {source}")]
     Io {

@@ -178,8 +178,8 @@ pub struct Verifier {
     last_agent: usize,
     lines: u64,
     blank: u64,
-    partial: Listed<(FileId, u64, String)>,
-    unparsable: Listed<(FileId, u64, String)>,
+    partial: Listed<(FileId, u64, Option<u64>, String)>,
+    unparsable: Listed<(FileId, u64, Option<u64>, String)>,
     body: Vec<u8>,
 }
 
@@ -227,11 +227,13 @@ impl Verifier {
         let parsed = match line::parse_line(text, &mut self.body) {
             Ok(parsed) => parsed,
             Err(e) if !terminated && self.live => {
-                self.partial.push_with(|| (file, line_no, e.to_string()));
+                self.partial
+                    .push_with(|| (file, line_no, None, e.to_string()));
                 return;
             }
             Err(e) => {
-                self.unparsable.push_with(|| (file, line_no, e.to_string()));
+                self.unparsable
+                    .push_with(|| (file, line_no, None, e.to_string()));
                 return;
             }
         };
@@ -269,6 +271,14 @@ impl Verifier {
         agent.push(entry);
         agent.last = Some((seq, parsed.hash));
         agent.lines += 1;
+    }
+
+    /// Takes a line that was longer than the input's limit (only its
+    /// place and length were kept): not a record, so unparsable.
+    pub fn push_overlong(&mut self, file: FileId, line_no: u64, offset: u64, error: String) {
+        self.lines += 1;
+        self.unparsable
+            .push_with(|| (file, line_no, Some(offset), error));
     }
 
     fn agent_index(&mut self, id: &str) -> usize {
@@ -322,14 +332,15 @@ impl Verifier {
                 report
             })
             .collect();
-        let issues = |listed: Listed<(FileId, u64, String)>| Listed {
+        let issues = |listed: Listed<(FileId, u64, Option<u64>, String)>| Listed {
             count: listed.count,
             items: listed
                 .items
                 .into_iter()
-                .map(|(f, line, error)| LineIssue {
+                .map(|(f, line, offset, error)| LineIssue {
                     file: name(f),
                     line,
+                    offset,
                     error,
                 })
                 .collect(),

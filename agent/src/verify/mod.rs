@@ -27,6 +27,8 @@ mod tests;
 
 use std::{io::Write as _, path::PathBuf, process::ExitCode};
 
+use clap::builder::TypedValueParser as _;
+
 pub use self::{
     index::{FileId, Verifier},
     report::{Report, Verdict},
@@ -49,6 +51,13 @@ pub struct VerifyArgs {
     /// after the latest valid checkpoint as pending.
     #[arg(long)]
     pub live: bool,
+    /// Longest line taken as a possible record, in bytes. A longer line (a
+    /// run of NUL bytes a power loss left, a file that is not a trail) is
+    /// reported unparsable with its byte offset; from a device or a pipe,
+    /// reading that input stops there.
+    #[arg(long, value_name = "BYTES", default_value_t = input::DEFAULT_MAX_LINE,
+          value_parser = clap::value_parser!(u32).range(4096..=(1 << 30)).map(|v| v as usize))]
+    pub max_line_bytes: usize,
     /// NDJSON files, or directories to read recursively.
     #[arg(required = true, value_name = "PATH")]
     pub paths: Vec<PathBuf>,
@@ -68,13 +77,13 @@ pub fn run(args: VerifyArgs) -> ExitCode {
                 stdout.write_all(human::render(&report).as_bytes())
             };
             if let Err(e) = written.and_then(|()| stdout.flush()) {
-                eprintln!("error: cannot write the report: {e}");
+                crate::logging::error_line(format_args!("cannot write the report: {e}"));
                 return ExitCode::FAILURE;
             }
             ExitCode::from(report.exit_code)
         }
         Err(e) => {
-            eprintln!("error: {e}");
+            crate::logging::error_line(e);
             ExitCode::FAILURE
         }
     }
@@ -113,7 +122,7 @@ pub fn verify_paths(args: &VerifyArgs) -> Result<Report, VerifyError> {
         verifier.trust_for(agent, key);
     }
     for file in &files {
-        input::feed_file(&mut verifier, file)?;
+        input::feed_path(&mut verifier, file, args.max_line_bytes)?;
     }
     Ok(verifier.finish())
 }

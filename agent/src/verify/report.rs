@@ -35,7 +35,8 @@
 //! Listed<T> = {"count": n, "items": [T, ...]}   (at most 20 items; count is exact)
 //! Ranges    = {"count": n, "range_count": n, "ranges": [[first, last], ...]}
 //!             (count: sequences; at most 20 ranges listed)
-//! Line       = {"file", "line", "error"}
+//! Line       = {"file", "line", "error"}, and "offset" (bytes) for a line
+//!              over the length limit (`--max-line-bytes`)
 //! Record     = {"sequence", "file", "line", "detail"}
 //! Checkpoint = {"sequence", "file", "line", "status", "detail"}, status one of
 //!              "malformed", "inconsistent", "bad-signature", "unknown-key",
@@ -149,6 +150,10 @@ pub struct LineIssue {
     pub file: String,
     /// The line number, from 1.
     pub line: u64,
+    /// Where the line starts in the file, in bytes; given for a line over
+    /// the length limit, where a line number alone is hard to find.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub offset: Option<u64>,
     /// Why.
     pub error: String,
 }
