@@ -499,11 +499,7 @@ impl Config {
             }
             rotation
                 .check()
-                .map_err(|(key, problem)| ConfigError::Delivery {
-                    path: path.map(Path::to_owned),
-                    key: format!("output_rotation.{key}"),
-                    problem,
-                })?;
+                .map_err(|(key, problem)| invalid(&format!("output_rotation.{key}"), problem))?;
         }
         let delivery = delivery::delivery(
             delivery::DeliveryFile {

@@ -109,9 +109,9 @@ fn group_line(g: &GroupConfig) -> String {
 fn endpoint(e: &EndpointSettings) -> String {
     match e {
         EndpointSettings::Stdout => "standard output".into(),
-        EndpointSettings::File(f) => match f.rotate_bytes {
+        EndpointSettings::File(f) => match &f.rotation {
             None => format!("file {}", f.path.display()),
-            Some(n) => format!("files in {} (new one every {n} bytes)", f.path.display()),
+            Some(r) => format!("file {} ({})", f.path.display(), rotation(r)),
         },
         EndpointSettings::Syslog(s) => {
             let scheme = match (s.transport, s.tls.is_some()) {
@@ -205,4 +205,20 @@ mod tests {
             "{text}"
         );
     }
+}
+
+/// A rotation table in words, e.g. `rotated at 100000000 bytes or 86400 s, 7 kept`.
+fn rotation(r: &crate::sink::file::Rotation) -> String {
+    let mut when = Vec::new();
+    if let Some(n) = r.max_bytes {
+        when.push(format!("{n} bytes"));
+    }
+    if let Some(n) = r.max_age_secs {
+        when.push(format!("{n} s"));
+    }
+    let kept = match r.keep {
+        Some(n) => format!("{n} kept"),
+        None => "all kept".into(),
+    };
+    format!("rotated at {}, {kept}", when.join(" or "))
 }
