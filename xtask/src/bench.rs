@@ -5,7 +5,8 @@
 //! append, group-commit fsync and read throughput (agent/benches/spool.rs),
 //! and delivery from the spool to a TCP collector: throughput on one core and
 //! spool-to-acknowledgement latency at 50 000 records/s
-//! (agent/benches/delivery.rs).
+//! (agent/benches/delivery.rs), and the real agent's stop time with
+//! 100 000, 500 000 and 1 000 000 open flows (tests/benches/stop.rs).
 
 use anyhow::Result;
 
@@ -15,7 +16,17 @@ use crate::{setup, util};
 pub fn run() -> Result<()> {
     setup::build_tools()?;
     util::require_root("BPF_PROG_TEST_RUN loads eBPF programs")?;
-    util::cargo(&["bench", "-p", "integration-tests", "--bench", "xdp"])?;
+    // The stop benchmark runs the real agent binary.
+    util::build_release()?;
+    util::cargo(&[
+        "bench",
+        "-p",
+        "integration-tests",
+        "--bench",
+        "xdp",
+        "--bench",
+        "stop",
+    ])?;
     util::cargo(&[
         "bench",
         "-p",

@@ -2,39 +2,32 @@
 //! sweeps the kernel flow map on a timer and applies the decisions of the
 //! pure [`table::FlowTable`].
 
+mod maps;
+pub mod recover;
 pub mod table;
 
 use std::{
     collections::{BTreeMap, HashSet},
-    os::fd::AsFd,
-    sync::Arc,
+    sync::{Arc, OnceLock},
     time::{Duration, SystemTime},
 };
 
 use agent_common::{
     counter::{Counter, CounterClass},
-    flow::{FlowEvent, FlowKey, FlowStats, reason},
+    flow::{FlowEvent, FlowKey, reason},
 };
-use aya::maps::{HashMap as BpfHashMap, IterableMap as _, MapData, PerCpuArray};
 use tokio::sync::mpsc;
 
+pub use self::maps::{Baselines, FlowMaps};
+use self::recover::{CounterBaseline, Recovered};
 use self::table::{FlowTable, ReportReason, Verdict};
 use crate::{
-    capture::sys::lookup_and_delete,
     clock::{Clock, monotonic_ns},
     config::FlowTimeouts,
     enrich::Enricher,
     record::{CounterValue, Record},
     telemetry::Telemetry,
 };
-
-/// The kernel maps the flow task owns.
-pub struct FlowMaps {
-    /// `FLOWS`.
-    pub flows: BpfHashMap<MapData, FlowKey, FlowStats>,
-    /// `COUNTERS`.
-    pub counters: PerCpuArray<MapData, u64>,
-}
 
 /// Settings of the flow task.
 #[derive(Clone, Copy, Debug)]
@@ -45,6 +38,16 @@ pub struct FlowSettings {
     pub sweep_interval: Duration,
     /// Whether lifecycle events become records.
     pub lifecycle_records: bool,
+}
+
+/// How long the final flush may take before it declares the flows it has
+/// not reported yet: 3.5 s, as before tables grew large, plus 10 µs per open
+/// flow (measured at about 4 µs per flow through the audit stage and the
+/// spool; see README "Stopping").
+pub fn flush_budget(open_flows: u64) -> Duration {
+    const BASE: Duration = Duration::from_millis(3500);
+    const PER_FLOW: Duration = Duration::from_micros(10);
+    BASE + PER_FLOW * u32::try_from(open_flows).unwrap_or(u32::MAX)
 }
 
 /// Counter totals at the previous counters record.
@@ -66,6 +69,8 @@ pub struct FlowTask {
     reported: Reported,
     clock: Clock,
     out: mpsc::Sender<Record>,
+    /// What a crashed run left unreported, reported first.
+    recovered: Recovered,
 }
 
 /// The writer is gone; nothing more can be delivered.
@@ -74,9 +79,10 @@ pub struct FlowTask {
 pub struct WriterGone;
 
 impl FlowTask {
-    /// A task over `maps` that sends records to `out`.
+    /// A task over `maps` that sends records to `out`, first those of what
+    /// crashed runs left unreported.
     pub fn new(
-        maps: FlowMaps,
+        (maps, recovered): (FlowMaps, Recovered),
         enricher: Enricher,
         settings: FlowSettings,
         telemetry: Arc<Telemetry>,
@@ -95,15 +101,71 @@ impl FlowTask {
             },
             clock: Clock::sample(),
             out,
+            recovered,
         }
+    }
+
+    /// Reports what crashed runs left in their pinned maps, then unpins
+    /// them. Their ktime stamps are of this boot: pins do not survive a
+    /// reboot.
+    async fn report_recovered(&mut self) -> Result<(), WriterGone> {
+        let recovered = std::mem::take(&mut self.recovered);
+        if recovered.dirs.is_empty() {
+            return Ok(());
+        }
+        let (packets, bytes) = recovered
+            .flows
+            .iter()
+            .fold((0, 0), |(p, b), r| (p + r.packets, b + r.bytes));
+        tracing::info!(
+            flows = recovered.flows.len(),
+            packets,
+            bytes,
+            unread_events = recovered.unread_events,
+            "recovered a crashed run's unreported flow counts"
+        );
+        self.clock.refresh();
+        for report in &recovered.flows {
+            self.emit(self.enricher.flow_record(&self.clock, report))
+                .await?;
+        }
+        let now = SystemTime::now();
+        for &(counter, delta, since) in &recovered.counters {
+            let class = match counter.class() {
+                CounterClass::Loss => "loss",
+                CounterClass::Malformed => "malformed",
+                CounterClass::Info => continue,
+            };
+            let gap = self
+                .enricher
+                .gap_record(since, now, "kernel", counter.name(), class, delta);
+            self.emit(gap).await?;
+        }
+        if recovered.unread_events > 0 {
+            let gap = self.enricher.gap_record(
+                now,
+                now,
+                "kernel",
+                "ringbuf_unread",
+                "loss",
+                recovered.unread_events,
+            );
+            self.emit(gap).await?;
+        }
+        recovered.remove_pins();
+        Ok(())
     }
 
     /// Runs until `events` closes (the capture task has drained the ring
     /// after detach), then reports every open flow and the final counters.
+    /// `stopping` is when the stop began: the final flush's budget counts
+    /// from then.
     pub async fn run(
         mut self,
         mut events: mpsc::Receiver<Vec<FlowEvent>>,
+        stopping: Arc<OnceLock<tokio::time::Instant>>,
     ) -> Result<(), WriterGone> {
+        self.report_recovered().await?;
         let mut tick = tokio::time::interval(self.settings.sweep_interval);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
@@ -112,11 +174,37 @@ impl FlowTask {
                     Some(batch) => self.on_events(&batch).await?,
                     None => break,
                 },
-                _ = tick.tick() => self.sweep().await?,
+                _ = tick.tick() => {
+                    if !self.catch_up(&mut events).await? {
+                        break;
+                    }
+                    self.sweep().await?;
+                }
             }
         }
-        self.flush_all().await?;
+        let began = stopping
+            .get()
+            .copied()
+            .unwrap_or_else(tokio::time::Instant::now);
+        self.flush_all(began).await?;
         self.report_counters(true).await
+    }
+
+    /// Handles every event batch already queued, so a backlog is not worked
+    /// off one batch per sweep: with a large table a sweep takes long, and
+    /// at a stop each queued batch would delay the final flush by one more
+    /// sweep. `false` when the capture task has finished (the stop).
+    async fn catch_up(
+        &mut self,
+        events: &mut mpsc::Receiver<Vec<FlowEvent>>,
+    ) -> Result<bool, WriterGone> {
+        loop {
+            match events.try_recv() {
+                Ok(batch) => self.on_events(&batch).await?,
+                Err(mpsc::error::TryRecvError::Empty) => return Ok(true),
+                Err(mpsc::error::TryRecvError::Disconnected) => return Ok(false),
+            }
+        }
     }
 
     async fn emit(&self, record: Record) -> Result<(), WriterGone> {
@@ -145,16 +233,25 @@ impl FlowTask {
         let mut present = HashSet::new();
         let mut to_end = Vec::new();
         let mut reports = Vec::new();
-        for entry in self.maps.flows.iter() {
-            let Ok((key, stats)) = entry else {
-                // The map changed under the iterator; the next sweep sees it.
-                continue;
-            };
+        let entries = match self.maps.entries() {
+            Ok(entries) => entries,
+            Err(err) => {
+                self.telemetry.map_errors.inc();
+                tracing::warn!(%err, "reading the kernel flow map failed; the next sweep retries");
+                return self.report_counters(false).await;
+            }
+        };
+        for (key, stats) in entries {
             present.insert(key);
             match self.table.classify(&key, &stats, now) {
                 Verdict::Keep => {}
                 Verdict::Report => {
                     reports.push(self.table.report(key, &stats, ReportReason::ActiveTimeout));
+                    if let Err(err) = self.maps.note_reported(&key, &stats) {
+                        // A restart after a crash would count these twice.
+                        self.telemetry.map_errors.inc();
+                        tracing::warn!(%err, "recording a flow's reported counts failed");
+                    }
                 }
                 Verdict::End(why) => to_end.push((key, why)),
             }
@@ -168,8 +265,8 @@ impl FlowTask {
         // a changing hash map can skip keys) before declaring them evicted.
         let absent: Vec<FlowKey> = self.table.absent(&present).collect();
         for key in absent {
-            if self.maps.flows.get(&key, 0).is_err() {
-                self.table.evicted(&key);
+            if !self.maps.contains(&key) {
+                self.forget(&key);
                 self.telemetry.flows_evicted.inc();
             }
         }
@@ -183,10 +280,14 @@ impl FlowTask {
     /// Removes a flow from the kernel map with its final counts and reports
     /// it. `None` when the kernel evicted it first.
     fn end_flow(&mut self, key: FlowKey, why: ReportReason) -> Option<table::FlowReport> {
-        match lookup_and_delete::<FlowKey, FlowStats>(self.maps.flows.map().fd().as_fd(), &key) {
-            Ok(Some(stats)) => Some(self.table.report(key, &stats, why)),
+        match self.maps.remove(&key) {
+            Ok(Some(stats)) => {
+                let report = self.table.report(key, &stats, why);
+                self.forget(&key);
+                Some(report)
+            }
             Ok(None) => {
-                self.table.evicted(&key);
+                self.forget(&key);
                 self.telemetry.flows_evicted.inc();
                 None
             }
@@ -198,19 +299,65 @@ impl FlowTask {
         }
     }
 
-    /// Reports every flow left in the map (at shutdown, after detach).
-    async fn flush_all(&mut self) -> Result<(), WriterGone> {
-        self.clock.refresh();
-        let keys: Vec<FlowKey> = self.maps.flows.keys().filter_map(Result::ok).collect();
-        let mut reports = Vec::with_capacity(keys.len());
-        for key in keys {
-            if let Some(report) = self.end_flow(key, ReportReason::Shutdown) {
-                reports.push(report);
-            }
+    /// Forgets a flow that left the kernel map, here and in its baseline.
+    fn forget(&mut self, key: &FlowKey) {
+        self.table.evicted(key);
+        if let Err(err) = self.maps.forget(key) {
+            self.telemetry.map_errors.inc();
+            tracing::warn!(%err, "removing a flow's reported counts failed");
         }
-        for report in &reports {
-            self.emit(self.enricher.flow_record(&self.clock, report))
-                .await?;
+    }
+
+    /// Reports every flow left in the map (at shutdown, after detach),
+    /// within [`flush_budget`] of the flow count: one batched drain of the
+    /// map, then one record per flow for as long as the pipeline takes them
+    /// in time. Flows left when the budget runs out are declared in one
+    /// `shutdown-unflushed` gap record with their count.
+    async fn flush_all(&mut self, began: tokio::time::Instant) -> Result<(), WriterGone> {
+        let since = SystemTime::now();
+        self.clock.refresh();
+        let drained = match self.maps.drain() {
+            Ok(drained) => drained,
+            Err(err) => {
+                // The final counters record declares the map error.
+                self.telemetry.map_errors.inc();
+                tracing::warn!(%err, "draining the kernel flow map at shutdown failed");
+                Vec::new()
+            }
+        };
+        let deadline = began + flush_budget(drained.len() as u64);
+        let mut flushed = 0;
+        for (key, stats) in &drained {
+            let report = self.table.report(*key, stats, ReportReason::Shutdown);
+            let record = self.enricher.flow_record(&self.clock, &report);
+            match tokio::time::timeout_at(deadline, self.out.send(record)).await {
+                Ok(sent) => sent.map_err(|_| WriterGone)?,
+                Err(_) => break,
+            }
+            flushed += 1;
+        }
+        let unflushed = (drained.len() - flushed) as u64;
+        tracing::info!(
+            flows = drained.len(),
+            unflushed,
+            took_ms = began.elapsed().as_millis() as u64,
+            "final flow sweep"
+        );
+        if unflushed > 0 {
+            tracing::warn!(
+                unflushed,
+                "the stop budget ran out before every open flow was reported; \
+                 declaring the rest in a gap record"
+            );
+            let gap = self.enricher.gap_record(
+                since,
+                SystemTime::now(),
+                "agent",
+                "shutdown-unflushed",
+                "loss",
+                unflushed,
+            );
+            self.emit(gap).await?;
         }
         Ok(())
     }
@@ -225,8 +372,8 @@ impl FlowTask {
         let mut lost = false;
         let mut gaps = Vec::new();
         for counter in Counter::ALL {
-            let total = match self.maps.counters.get(&(counter as u32), 0) {
-                Ok(per_cpu) => per_cpu.iter().sum::<u64>(),
+            let total = match self.maps.counter_total(counter) {
+                Ok(total) => total,
                 Err(err) => {
                     self.telemetry.map_errors.inc();
                     tracing::warn!(%err, counter = counter.name(), "reading a kernel counter failed");
@@ -272,10 +419,20 @@ impl FlowTask {
         for (name, v) in &agent {
             self.reported.agent.insert(name, v.total);
         }
+        let now = SystemTime::now();
+        let baseline = CounterBaseline {
+            totals: self.reported.kernel,
+            at_unix_ns: now
+                .duration_since(SystemTime::UNIX_EPOCH)
+                .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)),
+        };
+        if let Err(err) = self.maps.note_counters(&baseline) {
+            self.telemetry.map_errors.inc();
+            tracing::warn!(%err, "recording the reported counter totals failed");
+        }
         if lost {
             tracing::warn!("capture loss since the previous counters record");
         }
-        let now = SystemTime::now();
         let since = std::mem::replace(&mut self.reported.at, now);
         for (source, reason, class, count) in gaps {
             let gap = self

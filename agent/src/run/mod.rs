@@ -17,7 +17,7 @@ use std::{
 
 use agent_common::names;
 use anyhow::{Context as _, anyhow};
-use aya::maps::{HashMap as BpfHashMap, PerCpuArray, RingBuf};
+use aya::maps::{HashMap as BpfHashMap, Map, MapData, PerCpuArray, RingBuf};
 use tokio::{
     signal::unix::SignalKind,
     sync::{mpsc, watch},
@@ -38,10 +38,11 @@ use crate::{
     capture::{
         self,
         attach::{Attachment, attach},
+        pins::Pins,
     },
     config::{Config, Overrides},
     enrich::Enricher,
-    flows::{FlowMaps, FlowSettings, FlowTask},
+    flows::{Baselines, FlowMaps, FlowSettings, FlowTask, recover::Recovered},
     preflight,
     record::{
         Record,
@@ -56,8 +57,16 @@ const EVENT_BATCHES: usize = 64;
 const RECORDS: usize = 8192;
 const BATCHES: usize = 16;
 const CONTROL: usize = 256;
-/// The whole shutdown, detach to last flush, must fit in this.
-const SHUTDOWN_BUDGET: Duration = Duration::from_millis(4500);
+/// What a stop needs after the final flow flush: the audit stage's last
+/// records, the final checkpoint and the spool's last fsync.
+const STOP_TAIL: Duration = Duration::from_millis(1000);
+
+/// The longest a clean stop takes with `open_flows` flows in the kernel
+/// map: 4.5 s with few flows, growing by 10 µs per open flow (the final
+/// flush's [`crate::flows::flush_budget`]).
+pub fn stop_budget(open_flows: u64) -> Duration {
+    crate::flows::flush_budget(open_flows) + STOP_TAIL
+}
 
 fn hostname() -> String {
     std::fs::read_to_string("/proc/sys/kernel/hostname")
@@ -160,6 +169,55 @@ fn prelude(
     prelude
 }
 
+/// Takes the ring buffer and the flow task's maps from the loaded object,
+/// and pins them with their baselines in this run's directory, so that a
+/// crash leaves their unreported counts for the next start. When pinning
+/// fails the run goes on unpinned (`pins` becomes `None`), with a warning.
+fn take_maps(
+    ebpf: &mut aya::Ebpf,
+    pins: &mut Option<Pins>,
+    entries: u32,
+) -> anyhow::Result<(RingBuf<MapData>, FlowMaps)> {
+    let mut take = |name: &str| {
+        ebpf.take_map(name)
+            .ok_or_else(|| anyhow!("the eBPF object has no map `{name}`: rebuild the agent"))
+    };
+    let (flows, counters, events) = (
+        take(names::FLOW_MAP)?,
+        take(names::COUNTERS_MAP)?,
+        take(names::EVENTS_MAP)?,
+    );
+    let baselines = pins.as_ref().and_then(|p| {
+        let pin = |map: &Map, name: &str| map.pin(p.path(name)).map_err(anyhow::Error::from);
+        // Baselines first: a run directory with FLOWS always has them.
+        let pinned = Baselines::create_pinned(entries, p)
+            .map_err(anyhow::Error::from)
+            .and_then(|b| {
+                pin(&flows, names::FLOW_MAP)?;
+                pin(&counters, names::COUNTERS_MAP)?;
+                pin(&events, names::EVENTS_MAP)?;
+                Ok(b)
+            });
+        match pinned {
+            Ok(b) => Some(b),
+            Err(err) => {
+                tracing::warn!(%err, "pinning the flow maps failed; a crash will lose the counts not yet reported");
+                p.remove();
+                None
+            }
+        }
+    });
+    if baselines.is_none() {
+        *pins = None;
+    }
+    let maps = FlowMaps {
+        flows: BpfHashMap::try_from(flows)?,
+        counters: PerCpuArray::try_from(counters)?,
+        baselines,
+    };
+    Ok((RingBuf::try_from(events)?, maps))
+}
+
 /// Why the main loop ended.
 enum Ending {
     /// SIGTERM or SIGINT: a clean stop.
@@ -204,9 +262,20 @@ pub async fn run(config: Config, overrides: Overrides) -> anyhow::Result<()> {
         config.state_dir.join("watch.state"),
     )?;
 
+    // What crashed runs left pinned, read before this run pins its own.
+    let (mut pins, recovered) = match Pins::prepare(&config.bpffs, agent_id) {
+        Ok((pins, left)) => (Some(pins), Recovered::read(left)),
+        Err(err) => {
+            tracing::warn!(%err, "the flow maps will not be pinned; a crash will lose the counts not yet reported");
+            (None, Recovered::default())
+        }
+    };
+
     raise_memlock();
 
     let mut ebpf = capture::load(config.flow_table_entries, config.ring_buffer_bytes)?;
+    // Pinned before attach, so every packet counted is in a pinned map.
+    let (ring, maps) = take_maps(&mut ebpf, &mut pins, config.flow_table_entries)?;
     let mut attachments = Vec::new();
     {
         let prog = capture::xdp_program(&mut ebpf)?;
@@ -217,16 +286,6 @@ pub async fn run(config: Config, overrides: Overrides) -> anyhow::Result<()> {
             attachments.push(a);
         }
     }
-
-    let take = |ebpf: &mut aya::Ebpf, name: &str| {
-        ebpf.take_map(name)
-            .ok_or_else(|| anyhow!("the eBPF object has no map `{name}`: rebuild the agent"))
-    };
-    let ring = RingBuf::try_from(take(&mut ebpf, names::EVENTS_MAP)?)?;
-    let maps = FlowMaps {
-        flows: BpfHashMap::try_from(take(&mut ebpf, names::FLOW_MAP)?)?,
-        counters: PerCpuArray::try_from(take(&mut ebpf, names::COUNTERS_MAP)?)?,
-    };
 
     let host = hostname();
     let audit_records = AuditRecords::new(host.clone());
@@ -282,7 +341,7 @@ pub async fn run(config: Config, overrides: Overrides) -> anyhow::Result<()> {
     );
     let mut audit = tokio::spawn(audit.run(prelude, record_rx, control_rx));
     let flow_task = FlowTask::new(
-        maps,
+        (maps, recovered),
         Enricher::new(host, interfaces.into_iter().collect()),
         FlowSettings {
             timeouts: config.timeouts,
@@ -292,7 +351,8 @@ pub async fn run(config: Config, overrides: Overrides) -> anyhow::Result<()> {
         telemetry.clone(),
         record_tx,
     );
-    let mut flows = tokio::spawn(flow_task.run(event_rx));
+    let stopping = Arc::new(std::sync::OnceLock::new());
+    let mut flows = tokio::spawn(flow_task.run(event_rx, stopping.clone()));
     let mut reader: JoinHandle<std::io::Result<()>> = tokio::spawn(capture::ringbuf::run(
         ring,
         event_tx,
@@ -356,6 +416,9 @@ pub async fn run(config: Config, overrides: Overrides) -> anyhow::Result<()> {
             r = &mut reader => break Ending::Failed(format!("the ring-buffer reader stopped: {r:?}")),
         }
     };
+    // The stop budget counts from here.
+    let stop_began = tokio::time::Instant::now();
+    let _ = stopping.set(stop_began);
     watch_stop.cancel();
 
     // Detach first, so what the maps hold afterwards is final.
@@ -378,7 +441,10 @@ pub async fn run(config: Config, overrides: Overrides) -> anyhow::Result<()> {
     let _ = control_tx.send(Control::Stopping(signal)).await;
     drop(control_tx);
     shutdown.cancel();
-    let drained = tokio::time::timeout(SHUTDOWN_BUDGET, async {
+    // The flow task keeps its flush within its own budget for the flows it
+    // finds; the map cannot hold more than its capacity.
+    let budget = stop_budget(u64::from(config.flow_table_entries));
+    let drained = tokio::time::timeout_at(stop_began + budget, async {
         reader.await.context("ring-buffer reader panicked")??;
         flows.await.context("flow task panicked")??;
         let finished = audit.await.context("audit stage panicked")??;
@@ -388,6 +454,10 @@ pub async fn run(config: Config, overrides: Overrides) -> anyhow::Result<()> {
     })
     .await
     .context("shutdown took longer than its budget; some records may be unwritten")??;
+    // Everything was reported: nothing is left for a restart to recover.
+    if let Some(pins) = &pins {
+        pins.remove();
+    }
     info!(sequence = drained, "stopped cleanly");
     Ok(())
 }
