@@ -29,7 +29,7 @@ use std::{
 };
 
 /// `statfs(2)`'s `f_type` of bpffs (include/uapi/linux/magic.h).
-const BPF_FS_MAGIC: i64 = 0xcafe_4a11;
+const BPF_FS_MAGIC: u64 = 0xcafe_4a11;
 
 /// Failure to set up the pin directory.
 #[derive(Debug, thiserror::Error)]
@@ -130,7 +130,8 @@ fn is_bpffs(path: &Path) -> io::Result<bool> {
     if unsafe { libc::statfs(c.as_ptr(), &mut st) } != 0 {
         return Err(io::Error::last_os_error());
     }
-    Ok(i64::from(st.f_type) == BPF_FS_MAGIC)
+    // `f_type`'s integer type differs between targets.
+    Ok(u64::try_from(st.f_type).ok() == Some(BPF_FS_MAGIC))
 }
 
 fn ensure_bpffs(path: &Path) -> Result<(), PinError> {

@@ -58,8 +58,14 @@ const RECORDS: usize = 8192;
 const BATCHES: usize = 16;
 const CONTROL: usize = 256;
 /// What a stop needs after the final flow flush: the audit stage's last
-/// records, the final checkpoint and the spool's last fsync.
-const STOP_TAIL: Duration = Duration::from_millis(1000);
+/// records, the final checkpoint, the spool's last fsync, and the groups'
+/// 2.5 s to deliver what is spooled (`run::delivery::DRAIN`).
+const STOP_TAIL: Duration = Duration::from_millis(3000);
+
+/// What the stop's last part always gets, even after an overrun: the
+/// audit stage's queued records, the final checkpoint, and the groups'
+/// 2.5 s to deliver (`run::delivery::DRAIN`).
+const TAIL_FLOOR: Duration = Duration::from_secs(4);
 
 /// The longest a clean stop takes with `open_flows` flows in the kernel
 /// map: 4.5 s with few flows, growing by 10 µs per open flow (the final
@@ -441,12 +447,16 @@ pub async fn run(config: Config, overrides: Overrides) -> anyhow::Result<()> {
     let _ = control_tx.send(Control::Stopping(signal)).await;
     drop(control_tx);
     shutdown.cancel();
-    // The flow task keeps its flush within its own budget for the flows it
-    // finds; the map cannot hold more than its capacity.
-    let budget = stop_budget(u64::from(config.flow_table_entries));
-    let drained = tokio::time::timeout_at(stop_began + budget, async {
-        reader.await.context("ring-buffer reader panicked")??;
-        flows.await.context("flow task panicked")??;
+    // The flow task keeps its flush within its own budget, declaring what
+    // it could not report, so it is awaited without a limit: cutting it
+    // off would leave the trail open. What follows it gets at least
+    // STOP_TAIL, and never ends past the budget for a full table unless
+    // the flows already did.
+    reader.await.context("ring-buffer reader panicked")??;
+    flows.await.context("flow task panicked")??;
+    let full = stop_began + stop_budget(u64::from(config.flow_table_entries));
+    let tail_until = full.max(tokio::time::Instant::now() + TAIL_FLOOR);
+    let drained = tokio::time::timeout_at(tail_until, async {
         let finished = audit.await.context("audit stage panicked")??;
         let written = pipeline.drain(finished.head.sequence, durable_rx).await?;
         finished.mark_clean(written)?;
@@ -454,6 +464,13 @@ pub async fn run(config: Config, overrides: Overrides) -> anyhow::Result<()> {
     })
     .await
     .context("shutdown took longer than its budget; some records may be unwritten")??;
+    let took = stop_began.elapsed();
+    if took > stop_budget(u64::from(config.flow_table_entries)) {
+        tracing::warn!(
+            took_ms = took.as_millis() as u64,
+            "the stop overran its budget: the host is short of CPU or disk"
+        );
+    }
     // Everything was reported: nothing is left for a restart to recover.
     if let Some(pins) = &pins {
         pins.remove();
