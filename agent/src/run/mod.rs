@@ -286,8 +286,13 @@ pub async fn run(config: Config, overrides: Overrides) -> anyhow::Result<()> {
     {
         let prog = capture::xdp_program(&mut ebpf)?;
         for (ifindex, name) in &interfaces {
-            // On error, dropping `ebpf` detaches what was attached so far.
-            let a = attach(prog, name, *ifindex, config.xdp_mode)?;
+            // On error, dropping `ebpf` detaches what was attached so far;
+            // the run counted nothing, so its pins go too.
+            let a = attach(prog, name, *ifindex, config.xdp_mode).inspect_err(|_| {
+                if let Some(pins) = &pins {
+                    pins.remove();
+                }
+            })?;
             info!(iface = %a.iface, ifindex = a.ifindex, mode = a.mode.as_str(), "attached XDP");
             attachments.push(a);
         }
