@@ -146,6 +146,29 @@ impl Agent {
         }
     }
 
+    /// Sends `signal` and waits up to `grace` for the exit, then SIGKILLs
+    /// (for stops that may take longer than the default 5 s grace).
+    pub fn stop_within(&mut self, signal: libc::c_int, grace: Duration) -> Exit {
+        let start = Instant::now();
+        if self.child.try_wait().is_none() {
+            self.signal(signal);
+        }
+        while start.elapsed() < grace {
+            if let Some(status) = self.child.try_wait() {
+                return Exit {
+                    status,
+                    took: start.elapsed(),
+                };
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let status = self.child.stop_with(libc::SIGKILL);
+        Exit {
+            status,
+            took: start.elapsed(),
+        }
+    }
+
     /// The log so far.
     pub fn log_text(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()

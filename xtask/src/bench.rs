@@ -5,8 +5,10 @@
 //! append, group-commit fsync and read throughput (agent/benches/spool.rs),
 //! and delivery from the spool to a TCP collector: throughput on one core and
 //! spool-to-acknowledgement latency at 50 000 records/s
-//! (agent/benches/delivery.rs), and the agent's memory at 100 000 and
-//! 1 000 000 flows (tests/benches/agent_memory.rs).
+//! (agent/benches/delivery.rs), the agent's memory at 100 000 and
+//! 1 000 000 flows (tests/benches/agent_memory.rs), and the real agent's
+//! stop time with 100 000, 500 000 and 1 000 000 open flows
+//! (tests/benches/stop.rs).
 
 use anyhow::Result;
 
@@ -16,6 +18,8 @@ use crate::{setup, util};
 pub fn run() -> Result<()> {
     setup::build_tools()?;
     util::require_root("BPF_PROG_TEST_RUN loads eBPF programs")?;
+    // The stop benchmark runs the real agent binary.
+    util::build_release()?;
     util::cargo(&[
         "bench",
         "-p",
@@ -24,6 +28,8 @@ pub fn run() -> Result<()> {
         "xdp",
         "--bench",
         "agent_memory",
+        "--bench",
+        "stop",
     ])?;
     util::cargo(&[
         "bench",

@@ -1,6 +1,7 @@
 //! Loading the kernel programs, attaching them, and reading their events.
 
 pub mod attach;
+pub mod pins;
 pub mod ringbuf;
 pub mod sys;
 

@@ -181,6 +181,9 @@ pub struct CaptureFile {
     pub flow_table_entries: Option<u32>,
     /// Ring buffer size in bytes (a power of two, at least one page).
     pub ring_buffer_bytes: Option<u32>,
+    /// Where bpffs is (or is to be mounted); the flow maps are pinned below
+    /// it so a restart after a crash recovers their unreported counts.
+    pub bpffs: Option<PathBuf>,
 }
 
 /// `[flows]`.
@@ -250,6 +253,8 @@ pub struct Config {
     pub flow_table_entries: u32,
     /// Ring buffer bytes.
     pub ring_buffer_bytes: u32,
+    /// The bpffs mount the maps are pinned in.
+    pub bpffs: PathBuf,
     /// Flow timeouts.
     pub timeouts: FlowTimeouts,
     /// Sweep period.
@@ -535,6 +540,11 @@ impl Config {
                 .unwrap_or_default(),
             flow_table_entries,
             ring_buffer_bytes,
+            bpffs: file
+                .capture
+                .bpffs
+                .clone()
+                .unwrap_or_else(|| PathBuf::from("/sys/fs/bpf")),
             timeouts: FlowTimeouts {
                 active,
                 idle,

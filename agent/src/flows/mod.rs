@@ -3,28 +3,28 @@
 //! pure [`table::FlowTable`].
 
 pub mod evictions;
+mod maps;
+mod pace;
+pub mod recover;
 pub mod table;
 
 use std::{
     collections::BTreeMap,
-    os::fd::AsFd,
-    sync::Arc,
+    sync::{Arc, OnceLock},
     time::{Duration, SystemTime},
 };
 
 use agent_common::{
     counter::{Counter, CounterClass},
-    flow::{FlowEvent, FlowKey, FlowStats},
+    flow::{FlowEvent, FlowKey},
 };
-use aya::maps::{HashMap as BpfHashMap, IterableMap as _, MapData, PerCpuArray};
 use tokio::sync::mpsc;
 
-use self::{
-    evictions::Evictions,
-    table::{FlowTable, ReportReason, Verdict},
-};
+pub use self::maps::{Baselines, FlowMaps};
+use self::evictions::Evictions;
+use self::recover::{CounterBaseline, Recovered};
+use self::table::{FlowTable, ReportReason, Verdict};
 use crate::{
-    capture::sys::lookup_and_delete,
     clock::{Clock, monotonic_ns},
     config::FlowTimeouts,
     enrich::Enricher,
@@ -35,14 +35,6 @@ use crate::{
 /// Flows ended and reported per step of a sweep.
 const END_CHUNK: usize = 1024;
 
-/// The kernel maps the flow task owns.
-pub struct FlowMaps {
-    /// `FLOWS`.
-    pub flows: BpfHashMap<MapData, FlowKey, FlowStats>,
-    /// `COUNTERS`.
-    pub counters: PerCpuArray<MapData, u64>,
-}
-
 /// Settings of the flow task.
 #[derive(Clone, Copy, Debug)]
 pub struct FlowSettings {
@@ -52,6 +44,16 @@ pub struct FlowSettings {
     pub sweep_interval: Duration,
     /// Whether lifecycle events become records.
     pub lifecycle_records: bool,
+}
+
+/// How long the final flush may take, from the stop signal, before it
+/// declares the flows it has not reported yet: 1.5 s plus 10 µs per open
+/// flow (a shutdown record costs 5–15 µs through the enricher, the audit
+/// stage and the spool on the 2-vCPU development VM; README "Benchmarks").
+pub fn flush_budget(open_flows: u64) -> Duration {
+    const BASE: Duration = Duration::from_millis(1500);
+    const PER_FLOW: Duration = Duration::from_micros(10);
+    BASE + PER_FLOW * u32::try_from(open_flows).unwrap_or(u32::MAX)
 }
 
 /// Counter totals at the previous counters record.
@@ -74,6 +76,10 @@ pub struct FlowTask {
     reported: Reported,
     clock: Clock,
     out: mpsc::Sender<Record>,
+    /// What a crashed run left unreported, reported first.
+    recovered: Recovered,
+    /// Set when the stop begins: a sweep then gives way to the final flush.
+    stopping: Arc<OnceLock<tokio::time::Instant>>,
 }
 
 /// The writer is gone; nothing more can be delivered.
@@ -82,9 +88,10 @@ pub struct FlowTask {
 pub struct WriterGone;
 
 impl FlowTask {
-    /// A task over `maps` that sends records to `out`.
+    /// A task over `maps` that sends records to `out`, first those of what
+    /// crashed runs left unreported.
     pub fn new(
-        maps: FlowMaps,
+        (maps, recovered): (FlowMaps, Recovered),
         enricher: Enricher,
         settings: FlowSettings,
         telemetry: Arc<Telemetry>,
@@ -105,16 +112,76 @@ impl FlowTask {
             },
             clock: Clock::sample(),
             out,
+            recovered,
+            stopping: Arc::default(),
         }
+    }
+
+    /// Reports what crashed runs left in their pinned maps, then unpins
+    /// them. Their ktime stamps are of this boot: pins do not survive a
+    /// reboot.
+    async fn report_recovered(&mut self) -> Result<(), WriterGone> {
+        let recovered = std::mem::take(&mut self.recovered);
+        if recovered.dirs.is_empty() {
+            return Ok(());
+        }
+        let (packets, bytes) = recovered
+            .flows
+            .iter()
+            .fold((0, 0), |(p, b), r| (p + r.packets, b + r.bytes));
+        tracing::info!(
+            flows = recovered.flows.len(),
+            packets,
+            bytes,
+            unread_events = recovered.unread_events,
+            "recovered a crashed run's unreported flow counts"
+        );
+        self.clock.refresh();
+        for report in &recovered.flows {
+            self.emit(self.enricher.flow_record(&self.clock, report))
+                .await?;
+        }
+        let now = SystemTime::now();
+        for &(counter, delta, since) in &recovered.counters {
+            let class = match counter.class() {
+                CounterClass::Loss => "loss",
+                CounterClass::Malformed => "malformed",
+                CounterClass::Info => continue,
+            };
+            let gap = self
+                .enricher
+                .gap_record(since, now, "kernel", counter.name(), class, delta);
+            self.emit(gap).await?;
+        }
+        if recovered.unread_events > 0 {
+            let gap = self.enricher.gap_record(
+                now,
+                now,
+                "kernel",
+                "ringbuf_unread",
+                "loss",
+                recovered.unread_events,
+            );
+            self.emit(gap).await?;
+        }
+        recovered.remove_pins();
+        Ok(())
     }
 
     /// Runs until `events` closes (the capture task has drained the ring
     /// after detach), then reports every open flow and the final counters.
+    /// `stopping` is when the stop began: the final flush's budget counts
+    /// from then.
     pub async fn run(
         mut self,
         mut events: mpsc::Receiver<Vec<FlowEvent>>,
+        stopping: Arc<OnceLock<tokio::time::Instant>>,
     ) -> Result<(), WriterGone> {
-        let present = self.maps.flows.keys().count() as u64;
+        self.stopping = stopping;
+        self.report_recovered().await?;
+        // This run's maps are its own (a crashed run's pins are read apart),
+        // so what they hold now is the ledger's starting point.
+        let present = self.maps.entries().map_or(0, |e| e.all.len() as u64);
         let inserted = self.kernel_total(Counter::FlowsInserted).unwrap_or(0);
         self.evictions = Evictions::starting_from(present, inserted);
         let mut tick = tokio::time::interval(self.settings.sweep_interval);
@@ -125,11 +192,38 @@ impl FlowTask {
                     Some(batch) => self.on_events(&batch).await?,
                     None => break,
                 },
-                _ = tick.tick() => self.sweep().await?,
+                _ = tick.tick() => {
+                    if !self.catch_up(&mut events).await? {
+                        break;
+                    }
+                    self.sweep().await?;
+                }
             }
         }
-        self.flush_all().await?;
+        let began = self
+            .stopping
+            .get()
+            .copied()
+            .unwrap_or_else(tokio::time::Instant::now);
+        self.flush_all(began).await?;
         self.report_counters(true).await
+    }
+
+    /// Handles every event batch already queued, so a backlog is not worked
+    /// off one batch per sweep: with a large table a sweep takes long, and
+    /// at a stop each queued batch would delay the final flush by one more
+    /// sweep. `false` when the capture task has finished (the stop).
+    async fn catch_up(
+        &mut self,
+        events: &mut mpsc::Receiver<Vec<FlowEvent>>,
+    ) -> Result<bool, WriterGone> {
+        loop {
+            match events.try_recv() {
+                Ok(batch) => self.on_events(&batch).await?,
+                Err(mpsc::error::TryRecvError::Empty) => return Ok(true),
+                Err(mpsc::error::TryRecvError::Disconnected) => return Ok(false),
+            }
+        }
     }
 
     async fn emit(&self, record: Record) -> Result<(), WriterGone> {
@@ -159,42 +253,57 @@ impl FlowTask {
         let now = monotonic_ns();
         // Before the walk, so the eviction count is a lower bound.
         let inserted = self.kernel_total(Counter::FlowsInserted);
+        let entries = match self.maps.entries() {
+            Ok(entries) => entries,
+            Err(err) => {
+                self.telemetry.map_errors.inc();
+                tracing::warn!(%err, "reading the kernel flow map failed; the next sweep retries");
+                return self.report_counters(false).await;
+            }
+        };
         self.table.begin_sweep();
-        let mut present = 0_u64;
-        let mut complete = true;
+        let mut present = entries.all.len() as u64;
         let mut to_end = Vec::new();
-        let mut reports = Vec::new();
-        for entry in self.maps.flows.iter() {
-            let Ok((key, stats)) = entry else {
-                // The map changed under the iterator; the next sweep sees
-                // it. The count of what is present is unknown now, and an
-                // undercount would declare evictions that did not happen.
-                complete = false;
-                continue;
-            };
-            present += 1;
+        let mut to_report = Vec::new();
+        for (i, (key, stats)) in entries.all.into_iter().enumerate() {
+            // With a large table a sweep takes long; at a stop, give way to
+            // the final flush, which reports every flow anyway. Nothing is
+            // reported or removed before this loop ends, so leaving it
+            // loses nothing.
+            if i.is_multiple_of(4096) && self.stopping.get().is_some() {
+                return Ok(());
+            }
             match self.table.classify(&key, &stats, now) {
                 Verdict::Keep => {}
-                Verdict::Report => {
-                    reports.push(self.table.report(key, &stats, ReportReason::ActiveTimeout));
-                }
+                Verdict::Report => to_report.push((key, stats)),
                 Verdict::End(why) => to_end.push((key, why)),
             }
         }
-        // Known flows the iteration did not meet: look again (iteration over
-        // a changing hash map can skip keys) before forgetting them.
+        // Known flows the walk did not meet: look again (a per-element walk
+        // over a changing hash map can skip keys) before forgetting them.
         let unseen: Vec<FlowKey> = self.table.unseen().collect();
         for key in unseen {
-            if self.maps.flows.get(&key, 0).is_ok() {
+            if self.maps.contains(&key) {
                 present += 1;
             } else {
-                self.table.forget(&key);
+                self.forget(&key);
             }
         }
         // Before this sweep removes anything, so `removed` and `present`
-        // describe the same moment.
-        if let Some(inserted) = inserted.filter(|_| complete) {
+        // describe the same moment. A walk that skipped entries leaves the
+        // count of what is present unknown, and an undercount would declare
+        // evictions that did not happen.
+        if let Some(inserted) = inserted.filter(|_| entries.complete) {
             self.observe_evictions(inserted, present);
+        }
+        let mut reports = Vec::new();
+        for (key, stats) in to_report {
+            reports.push(self.table.report(key, &stats, ReportReason::ActiveTimeout));
+            if let Err(err) = self.maps.note_reported(&key, &stats) {
+                // A restart after a crash would count these twice.
+                self.telemetry.map_errors.inc();
+                tracing::warn!(%err, "recording a flow's reported counts failed");
+            }
         }
         for report in &reports {
             self.emit(self.enricher.flow_record(&self.clock, report))
@@ -220,14 +329,16 @@ impl FlowTask {
     /// Removes a flow from the kernel map with its final counts and reports
     /// it. `None` when the kernel evicted it first.
     fn end_flow(&mut self, key: FlowKey, why: ReportReason) -> Option<table::FlowReport> {
-        match lookup_and_delete::<FlowKey, FlowStats>(self.maps.flows.map().fd().as_fd(), &key) {
+        match self.maps.remove(&key) {
             Ok(Some(stats)) => {
                 self.evictions.removed();
-                Some(self.table.report(key, &stats, why))
+                let report = self.table.report(key, &stats, why);
+                self.forget(&key);
+                Some(report)
             }
             Ok(None) => {
                 // Evicted since the walk; the ledger counts it next time.
-                self.table.forget(&key);
+                self.forget(&key);
                 None
             }
             Err(err) => {
@@ -238,25 +349,91 @@ impl FlowTask {
         }
     }
 
-    /// Reports every flow left in the map (at shutdown, after detach).
-    async fn flush_all(&mut self) -> Result<(), WriterGone> {
+    /// Forgets a flow that left the kernel map, here and in its baseline.
+    fn forget(&mut self, key: &FlowKey) {
+        self.table.forget(key);
+        if let Err(err) = self.maps.forget(key) {
+            self.telemetry.map_errors.inc();
+            tracing::warn!(%err, "removing a flow's reported counts failed");
+        }
+    }
+
+    /// Reports every flow left in the map (at shutdown, after detach),
+    /// within [`flush_budget`] of the flow count: one batched drain of the
+    /// map, then one record per flow for as long as the pipeline can still
+    /// take them, and those queued before them, in time. Flows left then
+    /// are declared in one `shutdown-unflushed` gap record with their
+    /// count.
+    async fn flush_all(&mut self, began: tokio::time::Instant) -> Result<(), WriterGone> {
+        let since = SystemTime::now();
         self.clock.refresh();
-        let keys: Vec<FlowKey> = self.maps.flows.keys().filter_map(Result::ok).collect();
-        let mut reports = Vec::with_capacity(keys.len());
-        for key in keys {
-            if let Some(report) = self.end_flow(key, ReportReason::Shutdown) {
-                reports.push(report);
+        let drained = match self.maps.drain() {
+            Ok(drained) => drained,
+            Err(err) => {
+                // The final counters record declares the map error.
+                self.telemetry.map_errors.inc();
+                tracing::warn!(%err, "draining the kernel flow map at shutdown failed");
+                Vec::new()
             }
+        };
+        for _ in &drained {
+            self.evictions.removed();
         }
         // Detached: nothing inserts or evicts any more, so this count is
         // exact. What a map error left in the map is present, not evicted.
         if let Some(inserted) = self.kernel_total(Counter::FlowsInserted) {
-            let left = self.maps.flows.keys().count() as u64;
+            let left = self.maps.entries().map_or(0, |e| e.all.len() as u64);
             self.observe_evictions(inserted, left);
         }
-        for report in &reports {
-            self.emit(self.enricher.flow_record(&self.clock, report))
-                .await?;
+        let drain_ms = began.elapsed().as_millis() as u64;
+        let deadline = began + flush_budget(drained.len() as u64);
+        let mut flushed: usize = 0;
+        let emitting = tokio::time::Instant::now();
+        for (key, stats) in &drained {
+            // Stop while what is queued can still reach the spool in time.
+            if flushed.is_multiple_of(256) {
+                let queued = (self.out.max_capacity() - self.out.capacity()) as u64;
+                let now = tokio::time::Instant::now();
+                if !pace::fits(
+                    now - emitting,
+                    flushed as u64,
+                    queued + pace::DOWNSTREAM,
+                    deadline.saturating_duration_since(now),
+                ) {
+                    break;
+                }
+            }
+            let report = self.table.report(*key, stats, ReportReason::Shutdown);
+            let record = self.enricher.flow_record(&self.clock, &report);
+            match tokio::time::timeout_at(deadline, self.out.send(record)).await {
+                Ok(sent) => sent.map_err(|_| WriterGone)?,
+                Err(_) => break,
+            }
+            flushed += 1;
+        }
+        let unflushed = (drained.len() - flushed) as u64;
+        tracing::info!(
+            flows = drained.len(),
+            unflushed,
+            drained_ms = drain_ms,
+            took_ms = began.elapsed().as_millis() as u64,
+            "final flow sweep (times since the stop signal)"
+        );
+        if unflushed > 0 {
+            tracing::warn!(
+                unflushed,
+                "the stop budget ran out before every open flow was reported; \
+                 declaring the rest in a gap record"
+            );
+            let gap = self.enricher.gap_record(
+                since,
+                SystemTime::now(),
+                "agent",
+                "shutdown-unflushed",
+                "loss",
+                unflushed,
+            );
+            self.emit(gap).await?;
         }
         Ok(())
     }
@@ -271,8 +448,8 @@ impl FlowTask {
     /// A kernel counter summed over the CPUs; `None` (counted as a map
     /// error) when the map cannot be read.
     fn kernel_total(&self, counter: Counter) -> Option<u64> {
-        match self.maps.counters.get(&(counter as u32), 0) {
-            Ok(per_cpu) => Some(per_cpu.iter().sum::<u64>()),
+        match self.maps.counter_total(counter) {
+            Ok(total) => Some(total),
             Err(err) => {
                 self.telemetry.map_errors.inc();
                 tracing::warn!(%err, counter = counter.name(), "reading a kernel counter failed");
@@ -333,10 +510,20 @@ impl FlowTask {
         for (name, v) in &agent {
             self.reported.agent.insert(name, v.total);
         }
+        let now = SystemTime::now();
+        let baseline = CounterBaseline {
+            totals: self.reported.kernel,
+            at_unix_ns: now
+                .duration_since(SystemTime::UNIX_EPOCH)
+                .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)),
+        };
+        if let Err(err) = self.maps.note_counters(&baseline) {
+            self.telemetry.map_errors.inc();
+            tracing::warn!(%err, "recording the reported counter totals failed");
+        }
         if lost {
             tracing::warn!("capture loss since the previous counters record");
         }
-        let now = SystemTime::now();
         let since = std::mem::replace(&mut self.reported.at, now);
         for (source, reason, class, count) in gaps {
             let gap = self

@@ -24,6 +24,9 @@ pub enum ReportReason {
     EndOfFlow,
     /// The agent is stopping.
     Shutdown,
+    /// Counts a crashed run had not reported, recovered from its pinned
+    /// map at the restart (flows/recover.rs).
+    Recovered,
 }
 
 impl ReportReason {
@@ -34,6 +37,7 @@ impl ReportReason {
             Self::IdleTimeout => "idle-timeout",
             Self::EndOfFlow => "end-of-flow",
             Self::Shutdown => "shutdown",
+            Self::Recovered => "recovered",
         }
     }
 

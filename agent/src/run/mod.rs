@@ -17,7 +17,7 @@ use std::{
 
 use agent_common::names;
 use anyhow::{Context as _, anyhow};
-use aya::maps::{HashMap as BpfHashMap, PerCpuArray, RingBuf};
+use aya::maps::{HashMap as BpfHashMap, Map, MapData, PerCpuArray, RingBuf};
 use tokio::{
     signal::unix::SignalKind,
     sync::{mpsc, watch},
@@ -39,11 +39,12 @@ use crate::{
     capture::{
         self,
         attach::{self, Attachment, attach},
+        pins::Pins,
     },
     config::{Config, Overrides},
     deliver::declare::LossBook,
     enrich::{Captured, Enricher},
-    flows::{FlowMaps, FlowSettings, FlowTask},
+    flows::{Baselines, FlowMaps, FlowSettings, FlowTask, recover::Recovered},
     preflight,
     record::{
         Record,
@@ -58,8 +59,22 @@ const EVENT_BATCHES: usize = 64;
 const RECORDS: usize = 8192;
 const BATCHES: usize = 16;
 const CONTROL: usize = 256;
-/// The whole shutdown, detach to last flush, must fit in this.
-const SHUTDOWN_BUDGET: Duration = Duration::from_millis(4500);
+/// What a stop needs after the final flow flush: the audit stage's last
+/// records, the final checkpoint, the spool's last fsync, and the groups'
+/// 2.5 s to deliver what is spooled (`run::delivery::DRAIN`).
+const STOP_TAIL: Duration = Duration::from_millis(3000);
+
+/// What the stop's last part always gets, even after an overrun: the
+/// audit stage's queued records, the final checkpoint, and the groups'
+/// 2.5 s to deliver (`run::delivery::DRAIN`).
+const TAIL_FLOOR: Duration = Duration::from_secs(4);
+
+/// The longest a clean stop takes with `open_flows` flows in the kernel
+/// map: 4.5 s with few flows, growing by 10 µs per open flow (the final
+/// flush's [`crate::flows::flush_budget`]).
+pub fn stop_budget(open_flows: u64) -> Duration {
+    crate::flows::flush_budget(open_flows) + STOP_TAIL
+}
 
 fn hostname() -> String {
     std::fs::read_to_string("/proc/sys/kernel/hostname")
@@ -172,6 +187,55 @@ fn prelude(
     prelude
 }
 
+/// Takes the ring buffer and the flow task's maps from the loaded object,
+/// and pins them with their baselines in this run's directory, so that a
+/// crash leaves their unreported counts for the next start. When pinning
+/// fails the run goes on unpinned (`pins` becomes `None`), with a warning.
+fn take_maps(
+    ebpf: &mut aya::Ebpf,
+    pins: &mut Option<Pins>,
+    entries: u32,
+) -> anyhow::Result<(RingBuf<MapData>, FlowMaps)> {
+    let mut take = |name: &str| {
+        ebpf.take_map(name)
+            .ok_or_else(|| anyhow!("the eBPF object has no map `{name}`: rebuild the agent"))
+    };
+    let (flows, counters, events) = (
+        take(names::FLOW_MAP)?,
+        take(names::COUNTERS_MAP)?,
+        take(names::EVENTS_MAP)?,
+    );
+    let baselines = pins.as_ref().and_then(|p| {
+        let pin = |map: &Map, name: &str| map.pin(p.path(name)).map_err(anyhow::Error::from);
+        // Baselines first: a run directory with FLOWS always has them.
+        let pinned = Baselines::create_pinned(entries, p)
+            .map_err(anyhow::Error::from)
+            .and_then(|b| {
+                pin(&flows, names::FLOW_MAP)?;
+                pin(&counters, names::COUNTERS_MAP)?;
+                pin(&events, names::EVENTS_MAP)?;
+                Ok(b)
+            });
+        match pinned {
+            Ok(b) => Some(b),
+            Err(err) => {
+                tracing::warn!(%err, "pinning the flow maps failed; a crash will lose the counts not yet reported");
+                p.remove();
+                None
+            }
+        }
+    });
+    if baselines.is_none() {
+        *pins = None;
+    }
+    let maps = FlowMaps {
+        flows: BpfHashMap::try_from(flows)?,
+        counters: PerCpuArray::try_from(counters)?,
+        baselines,
+    };
+    Ok((RingBuf::try_from(events)?, maps))
+}
+
 /// Why the main loop ended.
 enum Ending {
     /// SIGTERM or SIGINT: a clean stop.
@@ -229,6 +293,15 @@ pub async fn run(config: Config, overrides: Overrides) -> anyhow::Result<()> {
         config.state_dir.join("watch.state"),
     )?;
 
+    // What crashed runs left pinned, read before this run pins its own.
+    let (mut pins, recovered) = match Pins::prepare(&config.bpffs, agent_id) {
+        Ok((pins, left)) => (Some(pins), Recovered::read(left)),
+        Err(err) => {
+            tracing::warn!(%err, "the flow maps will not be pinned; a crash will lose the counts not yet reported");
+            (None, Recovered::default())
+        }
+    };
+
     raise_memlock();
 
     let mut ebpf = capture::load(
@@ -236,12 +309,19 @@ pub async fn run(config: Config, overrides: Overrides) -> anyhow::Result<()> {
         config.ring_buffer_bytes,
         config.lifecycle_records,
     )?;
+    // Pinned before attach, so every packet counted is in a pinned map.
+    let (ring, maps) = take_maps(&mut ebpf, &mut pins, config.flow_table_entries)?;
     let mut attachments = Vec::new();
     {
         let prog = capture::xdp_program(&mut ebpf)?;
         for (ifindex, name) in &interfaces {
-            // On error, dropping `ebpf` detaches what was attached so far.
-            let a = attach(prog, name, *ifindex, config.xdp_mode)?;
+            // On error, dropping `ebpf` detaches what was attached so far;
+            // the run counted nothing, so its pins go too.
+            let a = attach(prog, name, *ifindex, config.xdp_mode).inspect_err(|_| {
+                if let Some(pins) = &pins {
+                    pins.remove();
+                }
+            })?;
             info!(iface = %a.iface, ifindex = a.ifindex, mode = a.mode.as_str(), "attached XDP");
             if let Some(why) = &a.fallback {
                 warn!(
@@ -255,16 +335,6 @@ pub async fn run(config: Config, overrides: Overrides) -> anyhow::Result<()> {
             attachments.push(a);
         }
     }
-
-    let take = |ebpf: &mut aya::Ebpf, name: &str| {
-        ebpf.take_map(name)
-            .ok_or_else(|| anyhow!("the eBPF object has no map `{name}`: rebuild the agent"))
-    };
-    let ring = RingBuf::try_from(take(&mut ebpf, names::EVENTS_MAP)?)?;
-    let maps = FlowMaps {
-        flows: BpfHashMap::try_from(take(&mut ebpf, names::FLOW_MAP)?)?,
-        counters: PerCpuArray::try_from(take(&mut ebpf, names::COUNTERS_MAP)?)?,
-    };
 
     let host = hostname();
     let audit_records = AuditRecords::new(host.clone());
@@ -322,7 +392,7 @@ pub async fn run(config: Config, overrides: Overrides) -> anyhow::Result<()> {
     .declaring(book);
     let mut audit = tokio::spawn(audit.run(prelude, record_rx, control_rx));
     let flow_task = FlowTask::new(
-        maps,
+        (maps, recovered),
         Enricher::new(
             host,
             attachments
@@ -338,7 +408,8 @@ pub async fn run(config: Config, overrides: Overrides) -> anyhow::Result<()> {
         telemetry.clone(),
         record_tx,
     );
-    let mut flows = tokio::spawn(flow_task.run(event_rx));
+    let stopping = Arc::new(std::sync::OnceLock::new());
+    let mut flows = tokio::spawn(flow_task.run(event_rx, stopping.clone()));
     let mut reader: JoinHandle<std::io::Result<()>> = tokio::spawn(capture::ringbuf::run(
         ring,
         event_tx,
@@ -404,6 +475,9 @@ pub async fn run(config: Config, overrides: Overrides) -> anyhow::Result<()> {
             r = &mut reader => break Ending::Failed(format!("the ring-buffer reader stopped: {r:?}")),
         }
     };
+    // The stop budget counts from here.
+    let stop_began = tokio::time::Instant::now();
+    let _ = stopping.set(stop_began);
     watch_stop.cancel();
 
     // Detach first, so what the maps hold afterwards is final.
@@ -426,9 +500,16 @@ pub async fn run(config: Config, overrides: Overrides) -> anyhow::Result<()> {
     let _ = control_tx.send(Control::Stopping(signal)).await;
     drop(control_tx);
     shutdown.cancel();
-    let drained = tokio::time::timeout(SHUTDOWN_BUDGET, async {
-        reader.await.context("ring-buffer reader panicked")??;
-        flows.await.context("flow task panicked")??;
+    // The flow task keeps its flush within its own budget, declaring what
+    // it could not report, so it is awaited without a limit: cutting it
+    // off would leave the trail open. What follows it gets at least
+    // STOP_TAIL, and never ends past the budget for a full table unless
+    // the flows already did.
+    reader.await.context("ring-buffer reader panicked")??;
+    flows.await.context("flow task panicked")??;
+    let full = stop_began + stop_budget(u64::from(config.flow_table_entries));
+    let tail_until = full.max(tokio::time::Instant::now() + TAIL_FLOOR);
+    let drained = tokio::time::timeout_at(tail_until, async {
         let finished = audit.await.context("audit stage panicked")??;
         let written = pipeline.drain(finished.head.sequence, durable_rx).await?;
         finished.mark_clean(written)?;
@@ -436,6 +517,17 @@ pub async fn run(config: Config, overrides: Overrides) -> anyhow::Result<()> {
     })
     .await
     .context("shutdown took longer than its budget; some records may be unwritten")??;
+    let took = stop_began.elapsed();
+    if took > stop_budget(u64::from(config.flow_table_entries)) {
+        tracing::warn!(
+            took_ms = took.as_millis() as u64,
+            "the stop overran its budget: the host is short of CPU or disk"
+        );
+    }
+    // Everything was reported: nothing is left for a restart to recover.
+    if let Some(pins) = &pins {
+        pins.remove();
+    }
     info!(sequence = drained, "stopped cleanly");
     Ok(())
 }

@@ -83,6 +83,7 @@ fn apply(
             "capture.ring_buffer_bytes",
             new.ring_buffer_bytes != running.ring_buffer_bytes,
         ),
+        ("capture.bpffs", new.bpffs != running.bpffs),
         (
             "flows",
             new.timeouts != running.timeouts || new.sweep_interval != running.sweep_interval,
