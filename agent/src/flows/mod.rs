@@ -20,8 +20,8 @@ use agent_common::{
 };
 use tokio::sync::mpsc;
 
-pub use self::maps::{Baselines, FlowMaps};
 use self::evictions::Evictions;
+pub use self::maps::{Baselines, FlowMaps};
 use self::recover::{CounterBaseline, Recovered};
 use self::table::{FlowTable, ReportReason, Verdict};
 use crate::{
