@@ -151,6 +151,22 @@ fn words(value: &impl std::fmt::Debug) -> String {
     out
 }
 
+/// A rotation table in words, e.g. `rotated at 100000000 bytes or 86400 s, 7 kept`.
+fn rotation(r: &crate::sink::file::Rotation) -> String {
+    let mut when = Vec::new();
+    if let Some(n) = r.max_bytes {
+        when.push(format!("{n} bytes"));
+    }
+    if let Some(n) = r.max_age_secs {
+        when.push(format!("{n} s"));
+    }
+    let kept = match r.keep {
+        Some(n) => format!("{n} kept"),
+        None => "all kept".into(),
+    };
+    format!("rotated at {}, {kept}", when.join(" or "))
+}
+
 #[cfg(test)]
 mod tests {
     use std::path::Path;
@@ -205,20 +221,4 @@ mod tests {
             "{text}"
         );
     }
-}
-
-/// A rotation table in words, e.g. `rotated at 100000000 bytes or 86400 s, 7 kept`.
-fn rotation(r: &crate::sink::file::Rotation) -> String {
-    let mut when = Vec::new();
-    if let Some(n) = r.max_bytes {
-        when.push(format!("{n} bytes"));
-    }
-    if let Some(n) = r.max_age_secs {
-        when.push(format!("{n} s"));
-    }
-    let kept = match r.keep {
-        Some(n) => format!("{n} kept"),
-        None => "all kept".into(),
-    };
-    format!("rotated at {}, {kept}", when.join(" or "))
 }
