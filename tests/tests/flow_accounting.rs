@@ -23,7 +23,7 @@ use std::{
     time::Duration,
 };
 
-use integration_tests::{Scratch, delivery::verify};
+use integration_tests::{Scratch, delivery::verify_files};
 use serde_json::Value;
 
 use self::flood::{FLOOD_PORT, flood, quiet_lab, wait_quiet};
@@ -102,13 +102,8 @@ fn run_flood(tag: &str, config: &str, n: u32) -> Tally {
         t.starts,
         t.gaps
     );
-    let public = agent.state_dir.join("signing.key.pub");
-    let (code, stdout, stderr) = verify(&[
-        "--key",
-        public.to_str().unwrap(),
-        agent.output.to_str().unwrap(),
-    ]);
-    assert_eq!(code, 0, "{stdout}\n{stderr}");
+    let (code, _, out) = verify_files(&agent.state_dir, &[&agent.output]);
+    assert_eq!(code, 0, "{out}");
     t
 }
 

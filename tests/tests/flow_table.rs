@@ -18,7 +18,7 @@ mod flood;
 
 use std::{os::fd::AsFd as _, time::Duration};
 
-use integration_tests::{Scratch, agent::Agent, delivery::verify, lab::Lab};
+use integration_tests::{Scratch, agent::Agent, delivery::verify_files, lab::Lab};
 
 use crate::flood::{Sent, Tally, attached_program, fill};
 
@@ -37,13 +37,8 @@ fn config(entries: u32, capture: &str, flows: &str) -> Scratch {
 }
 
 fn verify_intact(agent: &Agent) {
-    let public = agent.state_dir.join("signing.key.pub");
-    let (code, stdout, stderr) = verify(&[
-        "--key",
-        public.to_str().unwrap(),
-        agent.output.to_str().unwrap(),
-    ]);
-    assert_eq!(code, 0, "{stdout}\n{stderr}");
+    let (code, _, out) = verify_files(&agent.state_dir, &[&agent.output]);
+    assert_eq!(code, 0, "{out}");
 }
 
 #[test]
