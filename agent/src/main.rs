@@ -24,22 +24,11 @@ struct Cli {
 enum Command {
     /// Capture on interfaces and write ECS flow records as NDJSON.
     Run {
-        /// Interface to attach to (repeatable). Overrides the config's list.
-        #[arg(long = "iface", value_name = "IF")]
-        interfaces: Vec<String>,
-        /// XDP attach mode.
-        #[arg(long, value_enum)]
-        xdp_mode: Option<XdpMode>,
-        /// NDJSON output path; `-` for standard output.
-        /// Default: <state dir>/records.ndjson.
-        #[arg(long, value_name = "PATH")]
-        output: Option<PathBuf>,
+        #[command(flatten)]
+        flags: OverrideFlags,
         /// TOML config file.
         #[arg(long, value_name = "FILE")]
         config: Option<PathBuf>,
-        /// State directory (default /var/lib/lbwitness).
-        #[arg(long, value_name = "DIR")]
-        state_dir: Option<PathBuf>,
         /// When the state directory kept agent.id but lost its chain's head
         /// (audit.head and the spool), start a new chain under a new id
         /// instead of refusing to start. Ignored while the head is intact.
@@ -75,19 +64,40 @@ enum ConfigCommand {
     Check {
         /// TOML config file (without one: the defaults and the flags).
         file: Option<PathBuf>,
-        /// Interface (repeatable), as `run --iface`.
-        #[arg(long = "iface", value_name = "IF")]
-        interfaces: Vec<String>,
-        /// As `run --xdp-mode`.
-        #[arg(long, value_enum)]
-        xdp_mode: Option<XdpMode>,
-        /// As `run --output`.
-        #[arg(long, value_name = "PATH")]
-        output: Option<PathBuf>,
-        /// As `run --state-dir`.
-        #[arg(long, value_name = "DIR")]
-        state_dir: Option<PathBuf>,
+        #[command(flatten)]
+        flags: OverrideFlags,
     },
+}
+
+/// The flags that override the config file, shared by `run` and `config
+/// check` so that a check validates exactly what a run would.
+#[derive(clap::Args)]
+struct OverrideFlags {
+    /// Interface to attach to (repeatable). Overrides the config's list.
+    #[arg(long = "iface", value_name = "IF")]
+    interfaces: Vec<String>,
+    /// XDP attach mode.
+    #[arg(long, value_enum)]
+    xdp_mode: Option<XdpMode>,
+    /// NDJSON output path; `-` for standard output.
+    /// Default: <state dir>/records.ndjson.
+    #[arg(long, value_name = "PATH")]
+    output: Option<PathBuf>,
+    /// State directory (default /var/lib/lbwitness).
+    #[arg(long, value_name = "DIR")]
+    state_dir: Option<PathBuf>,
+}
+
+impl OverrideFlags {
+    fn overrides(self, new_chain: bool) -> Overrides {
+        Overrides {
+            interfaces: self.interfaces,
+            xdp_mode: self.xdp_mode,
+            output: self.output,
+            state_dir: self.state_dir,
+            new_chain,
+        }
+    }
 }
 
 /// `lbwitness config check`.
@@ -112,25 +122,9 @@ fn main() -> ExitCode {
     match cli.command {
         Command::Verify(args) => lbwitness::verify::run(args),
         Command::Config {
-            command:
-                ConfigCommand::Check {
-                    file,
-                    interfaces,
-                    xdp_mode,
-                    output,
-                    state_dir,
-                },
-        } => config_check(
-            file.as_deref(),
-            Overrides {
-                interfaces,
-                xdp_mode,
-                output,
-                state_dir,
-                // A check starts no chain.
-                new_chain: false,
-            },
-        ),
+            command: ConfigCommand::Check { file, flags },
+            // A check starts no chain: `new_chain` stays off.
+        } => config_check(file.as_deref(), flags.overrides(false)),
         Command::Keygen { out, force } => {
             let path = out.unwrap_or_else(|| {
                 PathBuf::from(lbwitness::config::DEFAULT_STATE_DIR).join("signing.key")
@@ -154,20 +148,11 @@ fn main() -> ExitCode {
             }
         }
         Command::Run {
-            interfaces,
-            xdp_mode,
-            output,
+            flags,
             config,
-            state_dir,
             new_chain,
         } => {
-            let overrides = Overrides {
-                interfaces,
-                xdp_mode,
-                output,
-                state_dir,
-                new_chain,
-            };
+            let overrides = flags.overrides(new_chain);
             let config = match Config::load(config.as_deref(), overrides.clone()) {
                 Ok(c) => c,
                 Err(e) => {
