@@ -37,6 +37,20 @@ use std::process::{Command, Output};
 
 use anyhow::{Context, bail};
 
+/// Polls `f` every 50 ms until it returns `Some` or `timeout` passes.
+pub fn wait_for<T>(timeout: std::time::Duration, mut f: impl FnMut() -> Option<T>) -> Option<T> {
+    let deadline = std::time::Instant::now() + timeout;
+    loop {
+        if let Some(v) = f() {
+            return Some(v);
+        }
+        if std::time::Instant::now() >= deadline {
+            return None;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}
+
 /// Renders a command line for error messages, e.g. `ip netns add lbw-1-0`.
 pub fn describe(cmd: &Command) -> String {
     std::iter::once(cmd.get_program())

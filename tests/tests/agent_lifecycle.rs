@@ -28,7 +28,7 @@ use std::{
         unix::process::ExitStatusExt,
     },
     process::Stdio,
-    time::{Duration, Instant},
+    time::Duration,
 };
 
 use integration_tests::{
@@ -37,6 +37,7 @@ use integration_tests::{
     find_program,
     lab::Lab,
     netns::{DEFAULT_A_V4, DEFAULT_A_V6, DEFAULT_B_V4, DEFAULT_B_V6, NetNs, in_netns},
+    wait_for,
 };
 use serde_json::Value;
 
@@ -53,20 +54,6 @@ const XDP_ATTACHED_SKB: u64 = 2;
 
 // ---------------------------------------------------------------------------
 // Setup
-
-/// Polls `f` every 50 ms until it returns `Some` or `timeout` passes.
-fn wait_for<T>(timeout: Duration, mut f: impl FnMut() -> Option<T>) -> Option<T> {
-    let deadline = Instant::now() + timeout;
-    loop {
-        if let Some(v) = f() {
-            return Some(v);
-        }
-        if Instant::now() >= deadline {
-            return None;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
 
 // ---------------------------------------------------------------------------
 // Traffic (real sockets, client namespace to lb namespace)

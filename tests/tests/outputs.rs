@@ -31,25 +31,12 @@ use integration_tests::{
     agent::binary,
     lab::Lab,
     netns::{ChildGuard, DEFAULT_B_V4, in_netns},
+    wait_for,
 };
 use serde_json::Value;
 
 /// The agent's shutdown promise, with room for a loaded CI machine.
 const STOP_BUDGET: Duration = Duration::from_secs(8);
-
-/// Polls `f` every 50 ms until it returns `Some` or `timeout` passes.
-fn wait_for<T>(timeout: Duration, mut f: impl FnMut() -> Option<T>) -> Option<T> {
-    let deadline = Instant::now() + timeout;
-    loop {
-        if let Some(v) = f() {
-            return Some(v);
-        }
-        if Instant::now() >= deadline {
-            return None;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
 
 /// Starts `lbwitness run --iface <lab> --state-dir STATE ARGS` in the lab's
 /// load-balancer namespace with the given stdout and stderr.
