@@ -9,14 +9,14 @@ use std::{hint::black_box, time::Instant};
 
 use agent_common::flow::{FlowKey, IP_V4, proto, tcp_flag};
 use lbwitness::{
-    audit::{
-        chain::{Chain, Head},
-        jcs,
-    },
     capture::attach::AttachedMode,
     clock::Clock,
     enrich::{Captured, Enricher},
     flows::table::{FlowReport, ReportReason},
+};
+use lbwitness_trail::{
+    chain::{Chain, Head},
+    jcs,
 };
 use sha2::{Digest as _, Sha256};
 

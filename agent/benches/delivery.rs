@@ -27,14 +27,14 @@ use std::{
 };
 
 use lbwitness::{
-    audit::Batch,
     config::{Config, ConfigFile, Overrides},
-    deliver::declare::LossBook,
     run::delivery,
-    spool::SpoolRecord,
 };
+use lbwitness_delivery::sealed::Batch;
+use lbwitness_delivery::{deliver::declare::LossBook, spool::SpoolRecord};
 use tokio::sync::{mpsc, watch};
 
+#[path = "../../delivery/benches/common/mod.rs"]
 mod common;
 
 use common::{AGENT, Scratch, line};

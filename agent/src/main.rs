@@ -48,7 +48,7 @@ enum Command {
     },
     /// Check an audit trail (NDJSON files or directories): exit 0 intact,
     /// 1 unreadable input or key, 3 tampering, 4 incomplete.
-    Verify(lbwitness::verify::VerifyArgs),
+    Verify(lbwitness_trail::verify::VerifyArgs),
     /// Work with config files.
     Config {
         #[command(subcommand)]
@@ -120,7 +120,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     logging::init(cli.log_format);
     match cli.command {
-        Command::Verify(args) => lbwitness::verify::run(args),
+        Command::Verify(args) => lbwitness_trail::verify::run(args, |e| logging::error_line(e)),
         Command::Config {
             command: ConfigCommand::Check { file, flags },
             // A check starts no chain: `new_chain` stays off.
@@ -129,15 +129,15 @@ fn main() -> ExitCode {
             let path = out.unwrap_or_else(|| {
                 PathBuf::from(lbwitness::config::DEFAULT_STATE_DIR).join("signing.key")
             });
-            match lbwitness::audit::keys::generate(&path, force) {
+            match lbwitness_trail::keys::generate(&path, force) {
                 Ok(key) => {
                     // A closed stdout must not panic; the files are written.
                     let _ = writeln!(
                         std::io::stdout(),
                         "private key: {}\npublic key:  {}\nkey id:      {}",
                         path.display(),
-                        lbwitness::audit::keys::public_path(&path).display(),
-                        lbwitness::audit::keys::key_id(&key.verifying_key())
+                        lbwitness_trail::keys::public_path(&path).display(),
+                        lbwitness_trail::keys::key_id(&key.verifying_key())
                     );
                     ExitCode::SUCCESS
                 }

@@ -14,13 +14,13 @@ use std::{
 };
 
 use ed25519_dalek::SigningKey;
-use lbwitness::{
-    audit::{
-        chain::Chain,
-        checkpoint::{self, Signer},
-        records::AuditRecords,
-        state::{self, HeadFile, Persisted},
-    },
+use lbwitness::audit::{
+    records::AuditRecords,
+    state::{self, HeadFile, Persisted},
+};
+use lbwitness_trail::{
+    chain::Chain,
+    checkpoint::{self, Signer},
     record::{Record, audit::Hook, audit::Stop},
     verify::{Verdict, Verifier, input},
 };
@@ -169,7 +169,7 @@ proptest! {
         let mut v = Verifier::new(&[signer.public()], false);
         input::feed(&mut v, "records.ndjson", std::fs::File::open(&output).unwrap()).unwrap();
         let report = v.finish();
-        let text = lbwitness::verify::human::render(&report);
+        let text = lbwitness_trail::verify::human::render(&report);
         prop_assert_eq!(report.verdict, Verdict::Intact, "{}", text);
         prop_assert_eq!(report.agents.len(), 1, "{}", text);
         prop_assert_eq!(report.agents[0].identical_duplicates, 0, "{}", text);

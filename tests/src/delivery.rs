@@ -210,8 +210,24 @@ pub fn config_with(collectors: &[Collector], strategy: &str, extra: &str) -> Scr
 }
 
 /// Runs `lbwitness verify ARGS`: exit code, stdout, stderr.
+///
+/// It runs the auditor's `lbwitness-verify ARGS` too (built beside the
+/// agent, from the trail crate alone) and asserts that both give the same
+/// exit code and byte-identical reports, so every trail a test verifies
+/// proves the two verifiers agree.
+///
+/// # Panics
+/// When they differ.
 pub fn verify(args: &[&str]) -> (i32, String, String) {
     let out = run_output(Command::new(binary()).arg("verify").args(args)).expect("run verify");
+    let auditor = binary().with_file_name("lbwitness-verify");
+    let theirs = run_output(Command::new(&auditor).args(args))
+        .unwrap_or_else(|e| panic!("run {}: {e}", auditor.display()));
+    assert_eq!(
+        (out.status.code(), &out.stdout),
+        (theirs.status.code(), &theirs.stdout),
+        "`lbwitness verify` and `lbwitness-verify` disagree on {args:?}"
+    );
     (
         out.status.code().unwrap_or(-1),
         String::from_utf8_lossy(&out.stdout).into_owned(),

@@ -16,7 +16,7 @@ use std::{
 };
 
 use integration_tests::collectors::nats::{NatsCluster, NatsServer, StreamSpec, poll};
-use lbwitness::sink::{
+use lbwitness_delivery::sink::{
     endpoint::{Connection, Guarantee, SinkError},
     nats::connector,
 };

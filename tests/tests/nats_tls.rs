@@ -14,7 +14,7 @@ use integration_tests::collectors::{
     certs::{EXPIRED_NOT_AFTER, Pki},
     nats::{NatsCluster, NatsServer, poll},
 };
-use lbwitness::sink::nats::connector;
+use lbwitness_delivery::sink::nats::connector;
 
 mod nats_common;
 

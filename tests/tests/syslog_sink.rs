@@ -36,7 +36,7 @@ use integration_tests::collectors::{
     rsyslog::{Driver, Input, Rsyslog, TlsInput},
     syslog_ng::SyslogNg,
 };
-use lbwitness::sink::{
+use lbwitness_delivery::sink::{
     endpoint::{Batch, Connection, Connector, Entry, SinkError},
     syslog::{Facility, SyslogSettings, TlsSettings, Transport, connector},
 };

@@ -1,8 +1,8 @@
 //! `cargo xtask bench`: the XDP per-packet cost against a no-op program,
 //! measured by the kernel (BPF_PROG_TEST_RUN, tests/benches/xdp.rs), the
 //! audit chain's cost per record (agent/benches/chain.rs),
-//! `lbwitness verify` throughput (agent/benches/verify.rs) and the spool's
-//! append, group-commit fsync and read throughput (agent/benches/spool.rs),
+//! `lbwitness verify` throughput (trail/benches/verify.rs) and the spool's
+//! append, group-commit fsync and read throughput (delivery/benches/spool.rs),
 //! and delivery from the spool to a TCP collector: throughput on one core and
 //! spool-to-acknowledgement latency at 50 000 records/s
 //! (agent/benches/delivery.rs), the agent's memory at 100 000 and
@@ -31,16 +31,14 @@ pub fn run() -> Result<()> {
         "--bench",
         "stop",
     ])?;
+    util::cargo(&["bench", "-p", "lbwitness-trail", "--bench", "verify"])?;
+    util::cargo(&["bench", "-p", "lbwitness-delivery", "--bench", "spool"])?;
     util::cargo(&[
         "bench",
         "-p",
         "lbwitness",
         "--bench",
         "chain",
-        "--bench",
-        "verify",
-        "--bench",
-        "spool",
         "--bench",
         "delivery",
     ])

@@ -43,9 +43,17 @@ pub fn cargo(args: &[&str]) -> Result<()> {
         .current_dir(workspace_root()))
 }
 
-/// Builds the agent binary (see [`agent_binary`] for its path).
+/// Builds the agent binary (see [`agent_binary`] for its path) and
+/// `lbwitness-verify` beside it.
 pub fn build_release() -> Result<()> {
-    cargo(&["build", "--release", "-p", "lbwitness"])
+    cargo(&[
+        "build",
+        "--release",
+        "-p",
+        "lbwitness",
+        "-p",
+        "lbwitness-trail",
+    ])
 }
 
 /// Path of the release agent binary, under `CARGO_TARGET_DIR` when set

@@ -27,11 +27,9 @@ use std::{
     path::{Path, PathBuf},
 };
 
-use super::{
-    chain::Head,
-    state::{self, HeadFile, Persisted, StateError},
-};
-use crate::record::audit::PreviousChain;
+use lbwitness_trail::{chain::Head, record::audit::PreviousChain};
+
+use super::state::{self, HeadFile, Persisted, StateError};
 
 /// Why the chain's identity could not be settled.
 #[derive(Debug, thiserror::Error)]

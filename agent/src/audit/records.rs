@@ -7,47 +7,17 @@ use std::{path::Path, time::SystemTime};
 use super::state::PreviousRun;
 use crate::{
     clock::rfc3339,
-    record::{
-        Event, Observer, Record,
-        audit::{
-            ConfigReload, File, FileExtra, FileHash, Gap, Hook, KeyRotation, PreviousRun as Prev,
-            Process, Start, Stop, User, WatchStopped,
-        },
-    },
     watch::{ChangeKind, FileChange},
+};
+use lbwitness_trail::record::{
+    Event, Observer, Record,
+    audit::{
+        ConfigReload, File, FileExtra, FileHash, Gap, Hook, KeyRotation, PreviousRun as Prev,
+        Process, Start, Stop, User, WatchStopped,
+    },
 };
 
 const DATASET: &str = "lbwitness.audit";
-
-/// Records the spool lost, for [`AuditRecords::spool_loss`].
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct SpoolLoss {
-    /// `spool_full` or `spool_corrupt`.
-    pub reason: &'static str,
-    /// The first sequence of the range.
-    pub first: u64,
-    /// The last sequence of the range.
-    pub last: u64,
-    /// How many of the range are lost.
-    pub count: u64,
-    /// Chain hash of `first - 1`, when known.
-    pub before_hash: Option<[u8; 32]>,
-    /// Chain hash of `last`, when known.
-    pub last_hash: Option<[u8; 32]>,
-}
-
-impl From<&crate::spool::Loss> for SpoolLoss {
-    fn from(l: &crate::spool::Loss) -> Self {
-        Self {
-            reason: l.reason.as_str(),
-            first: l.first,
-            last: l.last,
-            count: l.count,
-            before_hash: l.before_hash,
-            last_hash: l.last_hash,
-        }
-    }
-}
 
 /// Makes audit records for this host.
 #[derive(Clone, Debug)]
@@ -109,7 +79,12 @@ impl AuditRecords {
 
     /// The restart gap record: the first record of every run but the first.
     /// `last` is the head this run continues after.
-    pub fn restart(&self, at: SystemTime, last: super::chain::Head, prev: PreviousRun) -> Record {
+    pub fn restart(
+        &self,
+        at: SystemTime,
+        last: lbwitness_trail::chain::Head,
+        prev: PreviousRun,
+    ) -> Record {
         let mut r = self.record("gap", "event", &["process"], &["start"], at);
         r.event.reason = Some(if prev.clean {
             "restart"
@@ -137,20 +112,10 @@ impl AuditRecords {
 
     /// A spool loss: `count` records of `first..=last` were sealed but lost
     /// before any collector group had them all (docs/AUDIT.md).
-    pub fn spool_loss(&self, at: SystemTime, loss: &SpoolLoss) -> Record {
+    pub fn spool_loss(&self, at: SystemTime, gap: Gap) -> Record {
         let mut r = self.record("gap", "event", &["process"], &["info", "error"], at);
-        r.event.reason = Some(loss.reason);
-        r.lbwitness.gap = Some(Gap {
-            before_hash: loss.before_hash.map(hex::encode),
-            class: "loss",
-            count: loss.count,
-            first_sequence: Some(loss.first),
-            last_hash: loss.last_hash.map(hex::encode),
-            last_sequence: Some(loss.last),
-            previous_run: None,
-            reason: loss.reason,
-            source: "agent",
-        });
+        r.event.reason = Some(gap.reason);
+        r.lbwitness.gap = Some(gap);
         r
     }
 

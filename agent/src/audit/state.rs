@@ -16,7 +16,7 @@ use std::{
 
 use sha2::{Digest as _, Sha256};
 
-use super::chain::{Hash, Head};
+use lbwitness_trail::chain::{Hash, Head};
 
 /// Why state could not be read or written.
 #[derive(Debug, thiserror::Error)]

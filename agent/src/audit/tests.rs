@@ -8,7 +8,7 @@ use ed25519_dalek::SigningKey;
 use tokio::sync::{mpsc, watch};
 
 use super::*;
-use crate::verify::{Verdict, Verifier, input};
+use lbwitness_trail::verify::{Verdict, Verifier, input};
 
 fn record() -> Record {
     Record::for_test("lbwitness.flow", "flow")
@@ -38,11 +38,11 @@ impl Run {
 /// Runs a task with `every` and `interval`, feeding it what `feed` sends,
 /// and collects its output; checks the head file against every batch.
 /// Every record to one group.
-fn one_group() -> crate::route::Router {
-    let routing = crate::route::RoutingFile {
+fn one_group() -> lbwitness_delivery::route::Router {
+    let routing = lbwitness_delivery::route::RoutingFile {
         default: vec!["g".into()],
     };
-    crate::route::Router::try_new(&[], &routing, &["g".to_owned()]).unwrap()
+    lbwitness_delivery::route::Router::try_new(&[], &routing, &["g".to_owned()]).unwrap()
 }
 
 async fn run(

@@ -7,10 +7,9 @@ use std::{path::PathBuf, time::Duration};
 
 use serde::Deserialize;
 
-use crate::{
+use lbwitness_delivery::{
     balance::{HealthPolicy, Strategy},
     deliver::{GroupSpec, worker::Timeouts},
-    record::fields,
     route::{RouteError, RouteFile, Router, RoutingFile},
     sink::{
         file::FileSettings,
@@ -19,6 +18,7 @@ use crate::{
     },
     spool::{FsyncPolicy, OnFull},
 };
+use lbwitness_trail::record::fields;
 
 /// `[spool]` as written.
 #[derive(Debug, Default, Deserialize)]
@@ -228,7 +228,7 @@ fn endpoint(kind: Kind, key: &str, table: toml::Table) -> Result<EndpointSetting
         }
         Kind::Syslog => {
             let settings: SyslogSettings = table.try_into().map_err(parse_err)?;
-            crate::sink::syslog::connector(&settings)
+            lbwitness_delivery::sink::syslog::connector(&settings)
                 .map_err(|e| refused(e.setting(&settings), &e))?;
             EndpointSettings::Syslog(settings)
         }

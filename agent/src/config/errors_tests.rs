@@ -234,22 +234,22 @@ fn connector_errors_say_it_once_with_their_chain() {
     // (`{:#}`): a cause that is both in the message and its `source()`
     // would print twice.
     let ca = "/nonexistent/lbw-chain-ca.pem";
-    let mut nats = crate::sink::nats::NatsSettings::new(["tls://127.0.0.1:4222"]);
-    nats.tls = Some(crate::sink::tls::TlsSettings {
+    let mut nats = lbwitness_delivery::sink::nats::NatsSettings::new(["tls://127.0.0.1:4222"]);
+    nats.tls = Some(lbwitness_delivery::sink::tls::TlsSettings {
         ca_file: Some(ca.into()),
         ..Default::default()
     });
-    let Err(e) = crate::sink::nats::connector(&nats) else {
+    let Err(e) = lbwitness_delivery::sink::nats::connector(&nats) else {
         panic!("a missing CA file is refused")
     };
     let text = format!("{:#}", anyhow::Error::new(e));
     assert_eq!(text.matches(ca).count(), 1, "{text}");
 
-    let syslog: crate::sink::syslog::SyslogSettings = toml::from_str(&format!(
+    let syslog: lbwitness_delivery::sink::syslog::SyslogSettings = toml::from_str(&format!(
         "address = \"c.example:6514\"\ntransport = \"tls\"\n[tls]\nca_file = \"{ca}\"\n"
     ))
     .unwrap();
-    let Err(e) = crate::sink::syslog::connector(&syslog) else {
+    let Err(e) = lbwitness_delivery::sink::syslog::connector(&syslog) else {
         panic!("a missing CA file is refused")
     };
     let text = format!("{:#}", anyhow::Error::new(e));

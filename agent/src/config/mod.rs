@@ -130,7 +130,7 @@ pub struct ConfigFile {
     /// NDJSON output path, `-` for stdout. Default: `<state_dir>/records.ndjson`.
     pub output: Option<PathBuf>,
     /// When the output file rotates and how many rotated files stay.
-    pub output_rotation: Option<crate::sink::file::Rotation>,
+    pub output_rotation: Option<lbwitness_delivery::sink::file::Rotation>,
     /// Capture settings.
     #[serde(default)]
     pub capture: CaptureFile,
@@ -148,9 +148,9 @@ pub struct ConfigFile {
     pub groups: Vec<delivery::GroupFile>,
     /// Routes from records to groups.
     #[serde(default)]
-    pub routes: Vec<crate::route::RouteFile>,
+    pub routes: Vec<lbwitness_delivery::route::RouteFile>,
     /// Where unrouted records go.
-    pub routing: Option<crate::route::RoutingFile>,
+    pub routing: Option<lbwitness_delivery::route::RoutingFile>,
 }
 
 /// `[audit]`.
@@ -517,7 +517,7 @@ impl Config {
             Some(match &output {
                 Output::Stdout => delivery::EndpointSettings::Stdout,
                 Output::File(path) => {
-                    delivery::EndpointSettings::File(crate::sink::file::FileSettings {
+                    delivery::EndpointSettings::File(lbwitness_delivery::sink::file::FileSettings {
                         path: path.clone(),
                         rotation: file.output_rotation,
                     })

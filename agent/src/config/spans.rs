@@ -17,7 +17,7 @@ use toml::{
 };
 
 use super::{ConfigFile, delivery::Kind};
-use crate::sink::{file::FileSettings, nats::NatsSettings, syslog::SyslogSettings};
+use lbwitness_delivery::sink::{file::FileSettings, nats::NatsSettings, syslog::SyslogSettings};
 
 /// The parsed document, with the byte span of every key and value.
 pub type Document<'a> = Spanned<DeTable<'a>>;

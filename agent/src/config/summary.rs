@@ -7,7 +7,7 @@ use super::{
     Config,
     delivery::{EndpointSettings, GroupConfig},
 };
-use crate::{balance::Strategy, sink::syslog::Transport};
+use lbwitness_delivery::{balance::Strategy, sink::syslog::Transport};
 
 /// The summary of `config`, one line per concern, ending in a newline.
 pub fn summary(config: &Config) -> String {
@@ -152,7 +152,7 @@ fn words(value: &impl std::fmt::Debug) -> String {
 }
 
 /// A rotation table in words, e.g. `rotated at 100000000 bytes or 86400 s, 7 kept`.
-fn rotation(r: &crate::sink::file::Rotation) -> String {
+fn rotation(r: &lbwitness_delivery::sink::file::Rotation) -> String {
     let mut when = Vec::new();
     if let Some(n) = r.max_bytes {
         when.push(format!("{n} bytes"));

@@ -11,10 +11,10 @@ use crate::{
     capture::attach::AttachedMode,
     clock::{Clock, rfc3339},
     flows::table::FlowReport,
-    record::{
-        CaptureExtra, CounterValue, Endpoint, Event, Icmp, Ingress, Inner, Interface, Network,
-        Observer, Record, Vlan, audit::Gap,
-    },
+};
+use lbwitness_trail::record::{
+    CaptureExtra, CounterValue, Endpoint, Event, Icmp, Ingress, Inner, Interface, Network,
+    Observer, Record, Vlan, audit::Gap,
 };
 
 /// Static context for records: host, and the interfaces captured on.

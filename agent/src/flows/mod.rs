@@ -28,9 +28,9 @@ use crate::{
     clock::{Clock, monotonic_ns},
     config::FlowTimeouts,
     enrich::Enricher,
-    record::{CounterValue, Record},
     telemetry::Telemetry,
 };
+use lbwitness_trail::record::{CounterValue, Record};
 
 /// Flows ended and reported per step of a sweep.
 const END_CHUNK: usize = 1024;

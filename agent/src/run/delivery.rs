@@ -11,8 +11,10 @@ use tokio::{
 };
 
 use crate::{
-    audit::{Batch, records::SpoolLoss, state::Tail},
+    audit::state::Tail,
     config::{Config, delivery::EndpointSettings},
+};
+use lbwitness_delivery::{
     deliver::{
         Stats,
         declare::LossBook,
@@ -26,6 +28,8 @@ use crate::{
     },
     spool::{Spool, SpoolError, SpoolSettings},
 };
+use lbwitness_delivery::{sealed::Batch, spool::Loss};
+use lbwitness_trail::record::audit::Gap;
 
 /// How often each group's per-endpoint counts are logged.
 pub const REPORT_EVERY: Duration = Duration::from_secs(10);
@@ -42,7 +46,7 @@ pub struct Opened {
     /// given again; the head file decides).
     pub tail: Option<Tail>,
     /// What recovery found lost, to declare.
-    pub losses: Vec<SpoolLoss>,
+    pub losses: Vec<Gap>,
     /// Each group's endpoints, checked (files writable, certificates
     /// readable) before anything is attached.
     pub connectors: Vec<Vec<Arc<dyn Connector>>>,
@@ -101,7 +105,7 @@ pub fn open(config: &Config, agent_id: &str) -> anyhow::Result<Opened> {
     } else {
         Some(last.unwrap_or(Tail::EMPTY))
     };
-    let losses = recovery.losses.iter().map(SpoolLoss::from).collect();
+    let losses = recovery.losses.iter().map(Loss::gap).collect();
     Ok(Opened {
         spool,
         tail,

@@ -29,10 +29,7 @@ use tracing::{info, warn};
 use crate::{
     audit::{
         AuditTask, Control,
-        chain::{Chain, Head},
-        checkpoint::Signer,
         identity::StateDir,
-        keys,
         records::AuditRecords,
         state::{self, HeadFile, Resume},
     },
@@ -42,16 +39,21 @@ use crate::{
         pins::Pins,
     },
     config::{Config, Overrides},
-    deliver::declare::LossBook,
     enrich::{Captured, Enricher},
     flows::{Baselines, FlowMaps, FlowSettings, FlowTask, recover::Recovered},
     preflight,
+    telemetry::Telemetry,
+    watch::{PathNote, Startup, Watcher},
+};
+use lbwitness_delivery::deliver::declare::LossBook;
+use lbwitness_trail::{
+    chain::{Chain, Head},
+    checkpoint::Signer,
+    keys,
     record::{
         Record,
         audit::{CaptureInterface, Hook, PreviousChain, Start, WatchProblem, WatchedFile},
     },
-    telemetry::Telemetry,
-    watch::{PathNote, Startup, Watcher},
 };
 
 /// Channel depths: enough to ride out a burst, small enough to push back.
@@ -352,7 +354,7 @@ pub async fn run(config: Config, overrides: Overrides) -> anyhow::Result<()> {
         opened
             .losses
             .iter()
-            .map(|l| audit_records.spool_loss(SystemTime::now(), l)),
+            .map(|l| audit_records.spool_loss(SystemTime::now(), l.clone())),
     );
 
     let telemetry = Arc::new(Telemetry::default());
@@ -437,7 +439,7 @@ pub async fn run(config: Config, overrides: Overrides) -> anyhow::Result<()> {
             _ = sigint.recv() => { info!("SIGINT: stopping"); break Ending::Signal("SIGINT") }
             _ = sighup.recv() => {
                 // logrotate renames the output, then signals: write anew.
-                crate::sink::file::reopen_files();
+                lbwitness_delivery::sink::file::reopen_files();
                 let msg = reload::reload(&mut config, &overrides, &audit_records);
                 if control_tx.send(msg).await.is_err() {
                     break Ending::Failed("the audit stage stopped".to_owned());

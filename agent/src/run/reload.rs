@@ -4,10 +4,10 @@
 use std::time::SystemTime;
 
 use crate::{
-    audit::{Control, keys, records::AuditRecords},
+    audit::{Control, records::AuditRecords},
     config::{Config, Overrides},
-    record::audit::ConfigReload,
 };
+use lbwitness_trail::{keys, record::audit::ConfigReload};
 
 /// Reloads the config `running` came from. `running` is updated with what
 /// was applied; the returned message records the reload and carries the

@@ -14,7 +14,7 @@ use integration_tests::collectors::{
     certs::Pki,
     nats::{JsClient, StoredMessage, StreamSpec, poll},
 };
-use lbwitness::sink::{
+use lbwitness_delivery::sink::{
     endpoint::{Batch, Connection, Connector, Entry, SinkError},
     nats::{NatsSettings, connector},
     tls::TlsSettings,
