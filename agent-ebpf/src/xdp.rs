@@ -385,7 +385,7 @@ fn account(key: &FlowKey, len: u32, flags: u16) {
             tcp_flags: u32::from(flags),
             _pad: 0,
         };
-        if FLOWS.insert(key, &stats, u64::from(BPF_NOEXIST)).is_ok() {
+        if FLOWS.insert(key, stats, u64::from(BPF_NOEXIST)).is_ok() {
             // Counted after the insert, so a count the agent reads never
             // runs ahead of the map: its eviction count stays a lower bound.
             count(Counter::FlowsInserted);
