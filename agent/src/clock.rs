@@ -2,41 +2,38 @@
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use rustix::time::{ClockId, clock_gettime};
+
+/// Smallest change of offset taken as a clock step, in ns (1 ms).
+pub const STEP_NS: u64 = 1_000_000;
+
 /// Offset between CLOCK_REALTIME and CLOCK_MONOTONIC, taken at one moment.
 ///
 /// One offset is kept and reused, so a kernel time always renders to the same
 /// wall time (adjacent flow reports share a boundary). [`Clock::refresh`]
 /// adopts a new sample only when the clocks really stepped apart.
-/// Smallest change of offset taken as a clock step, in ns (1 ms).
-pub const STEP_NS: u64 = 1_000_000;
-
 #[derive(Clone, Copy, Debug)]
 pub struct Clock {
     /// Realtime minus monotonic, in ns.
     offset_ns: i128,
 }
 
-fn clock_ns(id: libc::clockid_t) -> i128 {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: valid pointer to a timespec; both clocks always exist on Linux.
-    let rc = unsafe { libc::clock_gettime(id, &mut ts) };
-    debug_assert_eq!(rc, 0);
+fn clock_ns(id: ClockId) -> i128 {
+    // Both clocks always exist on Linux, so rustix's infallible call applies.
+    let ts = clock_gettime(id);
     i128::from(ts.tv_sec) * 1_000_000_000 + i128::from(ts.tv_nsec)
 }
 
 /// CLOCK_MONOTONIC now, in ns: the clock `bpf_ktime_get_ns` reads.
 pub fn monotonic_ns() -> u64 {
-    u64::try_from(clock_ns(libc::CLOCK_MONOTONIC)).unwrap_or(0)
+    u64::try_from(clock_ns(ClockId::Monotonic)).unwrap_or(0)
 }
 
 impl Clock {
     /// Samples both clocks now.
     pub fn sample() -> Self {
-        let mono = clock_ns(libc::CLOCK_MONOTONIC);
-        let real = clock_ns(libc::CLOCK_REALTIME);
+        let mono = clock_ns(ClockId::Monotonic);
+        let real = clock_ns(ClockId::Realtime);
         Self::from_offset(real - mono)
     }
 

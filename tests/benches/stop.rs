@@ -9,7 +9,7 @@
 #[path = "../tests/flood/mod.rs"]
 mod flood;
 
-use std::{os::fd::AsFd as _, time::Duration};
+use std::time::Duration;
 
 use integration_tests::{Scratch, lab::Lab, netns::require_root};
 
@@ -31,7 +31,7 @@ fn main() {
         );
         let mut agent = lab.start_agent(&["--config", config.0.to_str().unwrap()]);
         let prog = attached_program(&lab.lb, lab.iface());
-        fill(prog.as_fd(), 0..flows, |_| 1);
+        fill(&prog, 0..flows, |_| 1);
         // One sweep over the full table before the stop, as in steady state.
         std::thread::sleep(Duration::from_secs(2));
         let budget = lbwitness::run::stop_budget(u64::from(flows));

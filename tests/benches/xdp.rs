@@ -1,4 +1,5 @@
-//! XDP cost per packet, measured by the kernel with BPF_PROG_TEST_RUN:
+//! XDP cost per packet, measured by the kernel with BPF_PROG_TEST_RUN (aya's
+//! `TestRun::test_run`):
 //! the capture program against a no-op `return XDP_PASS` on the same frames
 //! in the same run. Prints `xdp_ns <case> capture=<ns> noop=<ns>`.
 //!
@@ -9,10 +10,8 @@
 //! read; the no-op baseline is measured the same way and carries the same
 //! overhead).
 
-use std::os::fd::{AsFd, BorrowedFd};
-
 use agent_common::names;
-use aya::maps::RingBuf;
+use aya::{TestRun as _, TestRunOptions, maps::RingBuf, programs::Xdp};
 use integration_tests::frames::{Frame, tcp_flags};
 use lbwitness::capture::{self, sys};
 
@@ -21,11 +20,23 @@ const NEW_FLOWS: u32 = 1_000_000;
 /// Target from issue #2: a mid-flow packet costs at most noop + 15 ns.
 const MIDFLOW_BUDGET_NS: f64 = 15.0;
 
-fn mean_ns(prog: BorrowedFd<'_>, frame: &[u8], repeat: u32) -> f64 {
+/// Mean ns per run of `prog` on `frame` over `repeat` runs, as the kernel
+/// timed them.
+fn run_ns(prog: &Xdp, frame: &[u8], repeat: u32) -> u64 {
+    let r = prog
+        .test_run(TestRunOptions {
+            data_in: Some(frame),
+            repeat,
+            ..TestRunOptions::default()
+        })
+        .expect("BPF_PROG_TEST_RUN");
+    u64::try_from(r.duration.as_nanos()).unwrap_or(u64::MAX)
+}
+
+fn mean_ns(prog: &Xdp, frame: &[u8], repeat: u32) -> f64 {
     // Warm up (creates the flow for mid-flow cases), then measure.
-    sys::test_run(prog, frame, 1000).expect("BPF_PROG_TEST_RUN");
-    let r = sys::test_run(prog, frame, repeat).expect("BPF_PROG_TEST_RUN");
-    f64::from(r.duration_ns)
+    run_ns(prog, frame, 1000);
+    run_ns(prog, frame, repeat) as f64
 }
 
 fn main() {
@@ -83,10 +94,9 @@ fn main() {
     let mut worst_midflow_excess = f64::MIN;
     {
         let prog = capture::xdp_program(&mut ebpf).expect("program");
-        let fd = prog.fd().expect("loaded").as_fd();
         for (name, frame) in &cases {
-            let capture = mean_ns(fd, frame, REPEAT);
-            let base = mean_ns(noop.as_fd(), frame, REPEAT);
+            let capture = mean_ns(prog, frame, REPEAT);
+            let base = mean_ns(&noop, frame, REPEAT);
             println!("xdp_ns {name} capture={capture:.0} noop={base:.0}");
             worst_midflow_excess = worst_midflow_excess.max(capture - base);
         }
@@ -109,14 +119,9 @@ fn main() {
     for (i, frame) in frames.iter().enumerate() {
         {
             let prog = capture::xdp_program(&mut ebpf).expect("program");
-            let fd = prog.fd().expect("loaded").as_fd();
-            capture_sum += u64::from(sys::test_run(fd, frame, 1).expect("run").duration_ns);
+            capture_sum += run_ns(prog, frame, 1);
         }
-        noop_sum += u64::from(
-            sys::test_run(noop.as_fd(), frame, 1)
-                .expect("run")
-                .duration_ns,
-        );
+        noop_sum += run_ns(&noop, frame, 1);
         if i % 4096 == 4095 {
             let mut ring =
                 RingBuf::try_from(ebpf.map_mut(names::EVENTS_MAP).expect("ring")).expect("ring");

@@ -24,7 +24,7 @@ use std::{
     io::{self, Read, Write},
     net::{IpAddr, Shutdown, SocketAddr, TcpListener, TcpStream, UdpSocket},
     os::{
-        fd::{AsRawFd, FromRawFd, OwnedFd},
+        fd::{AsFd as _, AsRawFd, BorrowedFd, FromRawFd, OwnedFd},
         unix::process::ExitStatusExt,
     },
     process::Stdio,
@@ -325,7 +325,7 @@ fn xdp_prog(ns: &NetNs, iface: &str) -> Option<XdpProg> {
 /// Attaches `prog` to `ifindex` in `ns` in generic (skb) mode with a plain
 /// `RTM_SETLINK IFLA_XDP` request: the legacy attachment `ip link set dev IF
 /// xdpgeneric ...` makes, which stays after `prog` is closed.
-fn attach_generic_netlink(ns: &NetNs, ifindex: u32, prog: &OwnedFd) -> io::Result<()> {
+fn attach_generic_netlink(ns: &NetNs, ifindex: u32, prog: BorrowedFd<'_>) -> io::Result<()> {
     const RTM_SETLINK: u16 = 19;
     const NLMSG_ERROR: u16 = 2;
     const IFLA_XDP: u16 = 43;
@@ -590,7 +590,8 @@ fn foreign_xdp_program_is_never_replaced() {
     let lab = Lab::new("foreign");
     let prog = lbwitness::capture::sys::load_pass_xdp("lbw_foreign")
         .unwrap_or_else(|e| panic!("loading a trivial XDP program with bpf(2): {e}"));
-    attach_generic_netlink(&lab.lb, lab.veth.b.ifindex, &prog)
+    let fd = prog.fd().expect("loaded").as_fd();
+    attach_generic_netlink(&lab.lb, lab.veth.b.ifindex, fd)
         .unwrap_or_else(|e| panic!("attaching it to {} in generic mode: {e}", lab.iface()));
     // The attachment holds the program; our descriptor is not needed.
     drop(prog);

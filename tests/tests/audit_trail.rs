@@ -14,8 +14,9 @@
 //!
 //! Needs root: `cargo test --release -p integration-tests --test audit_trail`.
 
-use std::{collections::BTreeMap, os::fd::AsFd as _, path::Path, process::Command, time::Duration};
+use std::{collections::BTreeMap, path::Path, process::Command, time::Duration};
 
+use aya::{TestRun as _, TestRunOptions};
 use integration_tests::{
     Scratch,
     agent::{Agent, binary, read_records},
@@ -281,19 +282,21 @@ fn ring_buffer_flood_loss_is_declared_exactly() {
         &["--config", config.0.to_str().unwrap()],
     );
     let id = xdp_prog_id(&lab.lb, lab.iface());
-    let prog = aya::programs::loaded_programs()
-        .filter_map(Result::ok)
-        .find(|p| p.id() == id)
-        .expect("the agent's program is loaded");
-    let fd = prog.fd().expect("a descriptor for the agent's program");
+    let prog = lbwitness::capture::sys::xdp_by_id(id).expect("the agent's program is loaded");
     // A SYN makes one lifecycle event per packet; the run's source port is
     // unique to this test.
     let syn = Frame::ipv4([198, 51, 100, 7], [198, 51, 100, 8])
         .tcp(47_111, 443)
         .tcp_flags(tcp_flags::SYN)
         .build();
-    let run = lbwitness::capture::sys::test_run(fd.as_fd(), &syn, N).expect("BPF_PROG_TEST_RUN");
-    assert_eq!(run.retval, 2, "XDP_PASS");
+    let run = prog
+        .test_run(TestRunOptions {
+            data_in: Some(&syn),
+            repeat: N,
+            ..TestRunOptions::default()
+        })
+        .expect("BPF_PROG_TEST_RUN");
+    assert_eq!(run.return_value, 2, "XDP_PASS");
     std::thread::sleep(Duration::from_millis(1500));
     let exit = agent.stop_with(libc::SIGTERM);
     assert!(exit.status.success(), "{}", agent.log_text());

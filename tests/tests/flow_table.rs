@@ -16,7 +16,7 @@
 
 mod flood;
 
-use std::{os::fd::AsFd as _, time::Duration};
+use std::time::Duration;
 
 use integration_tests::{Scratch, agent::Agent, delivery::verify_files, lab::Lab};
 
@@ -51,7 +51,7 @@ fn a_clean_stop_reports_every_flow_of_a_large_table() {
     let state = Scratch::path("state");
     let mut agent = Agent::start_with(&lab.lb, lab.iface(), &output.0, &state.0, &args);
     let prog = attached_program(&lab.lb, lab.iface());
-    let sent = fill(prog.as_fd(), 0..FLOWS, |i| 1 + i % 3);
+    let sent = fill(&prog, 0..FLOWS, |i| 1 + i % 3);
 
     let budget = lbwitness::run::stop_budget(u64::from(FLOWS));
     let exit = agent.stop_within(libc::SIGTERM, budget + Duration::from_secs(10));
@@ -115,7 +115,7 @@ fn a_restart_after_sigkill_recovers_the_pinned_counts() {
     {
         let mut agent = Agent::start_with(&lab.lb, lab.iface(), &output.0, &state.0, &args);
         let prog = attached_program(&lab.lb, lab.iface());
-        sent += fill(prog.as_fd(), 0..FLOWS, |i| 1 + i % 3);
+        sent += fill(&prog, 0..FLOWS, |i| 1 + i % 3);
         // Wait for the sweep that reports the first fill by active
         // timeout, then add to the same flows, so the kernel map holds
         // counts already reported and counts not reported.
@@ -128,7 +128,7 @@ fn a_restart_after_sigkill_recovers_the_pinned_counts() {
             );
             std::thread::sleep(Duration::from_millis(20));
         }
-        sent += fill(prog.as_fd(), 0..FLOWS, |i| 1 + i % 2);
+        sent += fill(&prog, 0..FLOWS, |i| 1 + i % 2);
         let exit = agent.stop_with(libc::SIGKILL);
         assert!(!exit.status.success());
     }

@@ -10,7 +10,7 @@ use agent_common::{
     names,
 };
 use aya::{
-    Ebpf,
+    Ebpf, TestRun as _, TestRunOptions,
     maps::{HashMap as BpfHashMap, MapData, PerCpuArray, RingBuf},
 };
 use integration_tests::{
@@ -20,7 +20,7 @@ use integration_tests::{
     netns::require_root,
 };
 use lbwitness::{
-    capture::{self, sys::test_run},
+    capture,
     decode::{Event, decode},
 };
 
@@ -60,10 +60,17 @@ impl Prog {
 
     fn run_n(&mut self, frame: &[u8], repeat: u32) {
         let prog = capture::xdp_program(&mut self.ebpf).expect("program");
-        let fd = prog.fd().expect("loaded");
-        let result =
-            test_run(std::os::fd::AsFd::as_fd(fd), frame, repeat).expect("BPF_PROG_TEST_RUN");
-        assert_eq!(result.retval, XDP_PASS, "capture must never change traffic");
+        let result = prog
+            .test_run(TestRunOptions {
+                data_in: Some(frame),
+                repeat,
+                ..TestRunOptions::default()
+            })
+            .expect("BPF_PROG_TEST_RUN");
+        assert_eq!(
+            result.return_value, XDP_PASS,
+            "capture must never change traffic"
+        );
     }
 
     fn flows(&self) -> Vec<(FlowKey, FlowStats)> {

@@ -66,10 +66,40 @@ fn test(args: &[String]) -> Result<()> {
         "-D",
         "warnings",
     ])?;
+    clippy_ebpf()?;
     util::build_release()?;
     // Not --workspace: that would include agent-ebpf, which only builds for
     // the BPF target (default-members leaves it out).
     let mut cmd = vec!["test", "--release"];
     cmd.extend(args.iter().map(String::as_str));
     util::cargo(&cmd)
+}
+
+/// Clippy on the kernel programs, which only build for the BPF target:
+/// nightly (as aya-build builds them, through `rustup run`, since `CARGO` is
+/// the stable toolchain's own cargo) with `core` built from rust-src.
+fn clippy_ebpf() -> Result<()> {
+    util::run(
+        std::process::Command::new("rustup")
+            .args([
+                "run",
+                "nightly",
+                "cargo",
+                "clippy",
+                "--package",
+                "agent-ebpf",
+            ])
+            .args([
+                "--release",
+                "--target",
+                "bpfel-unknown-none",
+                "-Z",
+                "build-std=core",
+            ])
+            .args(["--", "-D", "warnings"])
+            // What the outer cargo set for the host toolchain.
+            .env_remove("RUSTC")
+            .env_remove("RUSTC_WORKSPACE_WRAPPER")
+            .current_dir(util::workspace_root()),
+    )
 }

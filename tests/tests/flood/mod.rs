@@ -11,10 +11,10 @@
 
 use std::{
     io::{BufRead as _, BufReader},
-    os::fd::BorrowedFd,
     path::Path,
 };
 
+use aya::{TestRun as _, TestRunOptions, programs::Xdp};
 use serde_json::Value;
 
 use integration_tests::{frames::Frame, netns::NetNs};
@@ -137,16 +137,19 @@ impl Drop for Bpffs {
 ///
 /// # Panics
 /// If a test run fails or the program does not return XDP_PASS.
-pub fn fill(
-    prog: BorrowedFd<'_>,
-    flows: std::ops::Range<u32>,
-    packets: impl Fn(u32) -> u32,
-) -> Sent {
+pub fn fill(prog: &Xdp, flows: std::ops::Range<u32>, packets: impl Fn(u32) -> u32) -> Sent {
     let mut sent = Sent::default();
     for i in flows {
         let n = packets(i);
-        let run = lbwitness::capture::sys::test_run(prog, &frame(i), n).expect("BPF_PROG_TEST_RUN");
-        assert_eq!(run.retval, 2, "XDP_PASS");
+        let frame = frame(i);
+        let run = prog
+            .test_run(TestRunOptions {
+                data_in: Some(&frame),
+                repeat: n,
+                ..TestRunOptions::default()
+            })
+            .expect("BPF_PROG_TEST_RUN");
+        assert_eq!(run.return_value, 2, "XDP_PASS");
         sent.flows += 1;
         sent.packets += u64::from(n);
         sent.bytes += u64::from(n) * PACKET_BYTES;
@@ -154,23 +157,18 @@ pub fn fill(
     sent
 }
 
-/// A descriptor for the XDP program attached to `iface` in `ns` (the
-/// agent's), by the id `ip -j link show` gives.
+/// A handle on the XDP program attached to `iface` in `ns` (the agent's),
+/// by the id `ip -j link show` gives.
 ///
 /// # Panics
 /// If `iface` has no XDP program.
-pub fn attached_program(ns: &NetNs, iface: &str) -> aya::programs::ProgramFd {
+pub fn attached_program(ns: &NetNs, iface: &str) -> Xdp {
     let text = ns.ip(&["-j", "link", "show", "dev", iface]);
     let v: Value = serde_json::from_str(&text).expect("ip -j output");
     let id = v[0]["xdp"]["prog"]["id"]
         .as_u64()
         .unwrap_or_else(|| panic!("no XDP program on {iface}: {text}")) as u32;
-    aya::programs::loaded_programs()
-        .filter_map(Result::ok)
-        .find(|p| p.id() == id)
-        .expect("the agent's program is loaded")
-        .fd()
-        .expect("a descriptor for the agent's program")
+    lbwitness::capture::sys::xdp_by_id(id).expect("the agent's program is loaded")
 }
 
 /// What a trail says about the flood flows, read line by line (a large

@@ -3,10 +3,11 @@
 //! each of many distinct SYN frames, faster than the agent reads.
 
 use std::{
-    os::fd::AsFd as _,
     path::Path,
     time::{Duration, Instant},
 };
+
+use aya::{TestRun as _, TestRunOptions};
 
 use integration_tests::{
     frames::{Frame, tcp_flags},
@@ -31,11 +32,7 @@ fn xdp_prog_id(ns: &NetNs, iface: &str) -> u32 {
 /// distinct flows (10.x.y.z:port -> 198.51.100.8:FLOOD_PORT).
 pub fn flood(lab: &Lab, n: u32) -> Duration {
     let id = xdp_prog_id(&lab.lb, lab.iface());
-    let prog = aya::programs::loaded_programs()
-        .filter_map(Result::ok)
-        .find(|p| p.id() == id)
-        .expect("the agent's program is loaded");
-    let fd = prog.fd().expect("a descriptor for the agent's program");
+    let prog = lbwitness::capture::sys::xdp_by_id(id).expect("the agent's program is loaded");
     let started = Instant::now();
     for i in 0..n {
         let [_, a, b, c] = (i / 50_000).to_be_bytes();
@@ -43,9 +40,13 @@ pub fn flood(lab: &Lab, n: u32) -> Duration {
             .tcp(10_000 + (i % 50_000) as u16, FLOOD_PORT)
             .tcp_flags(tcp_flags::SYN)
             .build();
-        let run =
-            lbwitness::capture::sys::test_run(fd.as_fd(), &frame, 1).expect("BPF_PROG_TEST_RUN");
-        assert_eq!(run.retval, 2, "XDP_PASS");
+        let run = prog
+            .test_run(TestRunOptions {
+                data_in: Some(&frame),
+                ..TestRunOptions::default()
+            })
+            .expect("BPF_PROG_TEST_RUN");
+        assert_eq!(run.return_value, 2, "XDP_PASS");
     }
     let took = started.elapsed();
     eprintln!(
