@@ -23,11 +23,11 @@
 use std::{
     fs::{File, OpenOptions},
     io::Write as _,
-    os::fd::AsRawFd as _,
     path::{Path, PathBuf},
 };
 
 use lbwitness_trail::{chain::Head, record::audit::PreviousChain};
+use rustix::{fs::FlockOperation, io::Errno};
 
 use super::state::{self, HeadFile, Persisted, StateError};
 
@@ -339,7 +339,7 @@ impl StateDir {
 fn create(dir: &Path) -> Result<(), IdentityError> {
     match std::fs::metadata(dir) {
         Ok(m) if m.is_dir() => return Ok(()),
-        Ok(_) => return Err(io(dir)(std::io::Error::from_raw_os_error(libc::ENOTDIR))),
+        Ok(_) => return Err(io(dir)(Errno::NOTDIR.into())),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
         Err(e) => return Err(io(dir)(e)),
     }
@@ -370,11 +370,9 @@ fn lock(dir: &Path) -> Result<File, IdentityError> {
         .write(true)
         .open(&path)
         .map_err(io(&path))?;
-    // SAFETY: flock on a descriptor we own; no memory is passed.
-    if unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
-        let e = std::io::Error::last_os_error();
-        if e.raw_os_error() != Some(libc::EWOULDBLOCK) {
-            return Err(io(&path)(e));
+    if let Err(e) = rustix::fs::flock(&f, FlockOperation::NonBlockingLockExclusive) {
+        if e != Errno::WOULDBLOCK {
+            return Err(io(&path)(e.into()));
         }
         let holder = std::fs::read_to_string(&path)
             .ok()

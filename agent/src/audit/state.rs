@@ -15,6 +15,7 @@ use std::{
 };
 
 use sha2::{Digest as _, Sha256};
+use uuid::{Builder, Uuid};
 
 use lbwitness_trail::chain::{Hash, Head};
 
@@ -102,11 +103,11 @@ pub fn read_agent_id(dir: &Path) -> Result<Option<String>, StateError> {
 
 /// A new random agent id (UUID v4), not yet written anywhere.
 pub fn new_agent_id() -> Result<String, StateError> {
+    // The kernel's randomness, asked for here so that its failure is an
+    // error rather than `Uuid::new_v4`'s panic.
     let mut b = [0u8; 16];
     getrandom::fill(&mut b).map_err(|e| StateError::Random(e.to_string()))?;
-    b[6] = (b[6] & 0x0f) | 0x40;
-    b[8] = (b[8] & 0x3f) | 0x80;
-    Ok(id_text(&b))
+    Ok(id_text(Builder::from_random_bytes(b).as_uuid().as_bytes()))
 }
 
 /// Writes `<dir>/agent.id` (atomically).
@@ -116,34 +117,26 @@ pub fn write_agent_id(dir: &Path, id: &str) -> Result<(), StateError> {
 
 /// An agent id's 16 bytes (`None`: not an id).
 pub fn id_bytes(id: &str) -> Option<[u8; 16]> {
-    if !is_uuid(id) {
-        return None;
-    }
-    let mut b = [0u8; 16];
-    hex::decode_to_slice(id.replace('-', ""), &mut b).ok()?;
-    Some(b)
+    parse_id(id).map(Uuid::into_bytes)
 }
 
-/// The text form of an agent id's 16 bytes.
+/// The text form of an agent id's 16 bytes: lowercase, hyphenated.
 pub fn id_text(b: &[u8; 16]) -> String {
-    let h = hex::encode(b);
-    format!(
-        "{}-{}-{}-{}-{}",
-        &h[..8],
-        &h[8..12],
-        &h[12..16],
-        &h[16..20],
-        &h[20..]
-    )
+    Uuid::from_bytes(*b).hyphenated().to_string()
 }
 
 /// Whether `s` is an agent id: a UUID in lowercase hex.
 pub fn is_uuid(s: &str) -> bool {
-    s.len() == 36
-        && s.char_indices().all(|(i, c)| match i {
-            8 | 13 | 18 | 23 => c == '-',
-            _ => c.is_ascii_hexdigit() && !c.is_ascii_uppercase(),
-        })
+    parse_id(s).is_some()
+}
+
+/// `s` as a UUID when it is in the one form agent ids take: hyphenated,
+/// lowercase (`Uuid::try_parse` also takes uppercase, braces, URNs and
+/// the plain 32 digits).
+fn parse_id(s: &str) -> Option<Uuid> {
+    let id = Uuid::try_parse(s).ok()?;
+    let mut text = Uuid::encode_buffer();
+    (id.hyphenated().encode_lower(&mut text) == s).then_some(id)
 }
 
 /// Writes `path` via a temporary file, fsync and rename.
@@ -506,6 +499,30 @@ mod tests {
         let _ = std::fs::remove_dir_all(&d);
         std::fs::create_dir_all(&d).unwrap();
         d
+    }
+
+    #[test]
+    fn agent_ids_are_lowercase_hyphenated_v4() {
+        for _ in 0..64 {
+            let id = new_agent_id().unwrap();
+            assert!(is_uuid(&id), "{id}");
+            let u = Uuid::try_parse(&id).unwrap();
+            assert_eq!(u.get_version_num(), 4, "{id}");
+            assert_eq!(u.get_variant(), uuid::Variant::RFC4122, "{id}");
+        }
+        let id = "0f8fad5b-d9cb-469f-a165-70867728950e";
+        assert!(is_uuid(id));
+        for not in [
+            "0F8FAD5B-D9CB-469F-A165-70867728950E",
+            "0f8fad5bd9cb469fa16570867728950e",
+            "{0f8fad5b-d9cb-469f-a165-70867728950e}",
+            "urn:uuid:0f8fad5b-d9cb-469f-a165-70867728950e",
+            "0f8fad5b-d9cb-469f-a165-70867728950",
+            "0f8fad5b-d9cb-469f-a165-70867728950g",
+            "",
+        ] {
+            assert!(!is_uuid(not), "{not}");
+        }
     }
 
     #[test]

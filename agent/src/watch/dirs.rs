@@ -7,6 +7,8 @@ use std::{
     path::{Path, PathBuf},
 };
 
+use rustix::fs::inotify::ReadFlags;
+
 use super::{fanotify::DirId, inotify};
 
 /// Where a watched path's content lives: an entry of a watched directory.
@@ -93,14 +95,15 @@ impl Registry {
 
     /// What `event` calls for.
     pub(crate) fn effect(&self, event: &inotify::Event) -> Effect {
-        if event.mask & libc::IN_Q_OVERFLOW != 0 {
+        let mask = ReadFlags::from_bits_retain(event.mask);
+        if mask.contains(ReadFlags::QUEUE_OVERFLOW) {
             Effect::RehashAll
-        } else if event.mask & libc::IN_IGNORED != 0 {
+        } else if mask.contains(ReadFlags::IGNORED) {
             Effect::Lost
         } else {
             Effect::Rehash {
                 paths: self.affected(event.wd, &event.name),
-                drop_watch: event.mask & libc::IN_MOVE_SELF != 0,
+                drop_watch: mask.contains(ReadFlags::MOVE_SELF),
             }
         }
     }

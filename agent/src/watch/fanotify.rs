@@ -14,16 +14,14 @@
 //! processes).
 
 use std::{
-    ffi::{OsStr, OsString},
+    ffi::{CString, OsStr, OsString},
     io,
     os::{
-        fd::{AsRawFd, FromRawFd as _, OwnedFd, RawFd},
+        fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd as _, OwnedFd, RawFd},
         unix::ffi::OsStrExt as _,
     },
     path::{Path, PathBuf},
 };
-
-use super::inotify::c_path;
 
 /// `AT_HANDLE_FID` (Linux 6.5+): ask name_to_handle_at(2) for the handle
 /// encoding fanotify uses, also on filesystems that cannot be NFS-exported.
@@ -116,10 +114,22 @@ impl Fanotify {
     }
 }
 
+impl AsFd for Fanotify {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        self.fd.as_fd()
+    }
+}
+
 impl AsRawFd for Fanotify {
     fn as_raw_fd(&self) -> RawFd {
         self.fd.as_raw_fd()
     }
+}
+
+/// A path as a C string; paths with NUL bytes cannot exist on Linux.
+fn c_path(path: &Path) -> io::Result<CString> {
+    CString::new(path.as_os_str().as_bytes())
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "path contains a NUL byte"))
 }
 
 /// A directory as fanotify names it: filesystem id and file handle.
@@ -170,14 +180,10 @@ pub(crate) fn dir_id(dir: &Path) -> io::Result<DirId> {
         Err(e) if e.raw_os_error() == Some(libc::EINVAL) => encode(0)?,
         other => other?,
     }
-    // SAFETY: statfs fills the struct; zeroed is a valid initial value.
-    let mut st: libc::statfs = unsafe { std::mem::zeroed() };
-    // SAFETY: a valid path and struct.
-    if unsafe { libc::statfs(c.as_ptr(), &raw mut st) } < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    // SAFETY: fsid_t is two ints (its field is private in libc).
-    let fsid = unsafe { std::mem::transmute::<libc::fsid_t, [i32; 2]>(st.f_fsid) };
+    // statvfs packs statfs's two-int f_fsid as `val[0] | val[1] << 32`
+    // (rustix's own conversion, each half taken as u32).
+    let packed = rustix::fs::statvfs(dir)?.f_fsid;
+    let fsid = [packed as u32 as i32, (packed >> 32) as u32 as i32];
     let len = (fh.handle_bytes as usize).min(MAX_HANDLE_SZ);
     Ok(DirId {
         fsid,
@@ -282,7 +288,7 @@ pub(crate) struct Event {
 /// Reads and parses what is queued (EAGAIN as `WouldBlock`), closing every
 /// descriptor the kernel opened for us.
 pub(crate) fn read(group: &Fanotify, buf: &mut [u8]) -> io::Result<Vec<Event>> {
-    let n = super::inotify::read(group.as_raw_fd(), buf)?;
+    let n = super::inotify::read(group, buf)?;
     let raw = parse(&buf[..n]);
     // Take ownership of every descriptor first, so none leaks.
     let owned: Vec<_> = raw

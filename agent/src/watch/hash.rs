@@ -7,7 +7,7 @@
 use std::{
     fs::{self, File, FileType},
     io::{self, Read as _},
-    os::unix::fs::{FileTypeExt as _, OpenOptionsExt as _},
+    os::unix::fs::FileTypeExt as _,
     path::Path,
 };
 
@@ -53,19 +53,17 @@ pub(crate) fn observe(path: &Path) -> Observation {
 /// trace a forensic look at atime would mistake for the load balancer's
 /// read), and non-blocking in case the path became a FIFO since the stat.
 fn open(path: &Path) -> io::Result<File> {
-    let flags = libc::O_NONBLOCK | libc::O_CLOEXEC;
-    match fs::OpenOptions::new()
-        .read(true)
-        .custom_flags(flags | libc::O_NOATIME)
-        .open(path)
-    {
+    use rustix::{
+        fs::{Mode, OFlags},
+        io::Errno,
+    };
+    let flags = OFlags::RDONLY | OFlags::NONBLOCK | OFlags::CLOEXEC;
+    let fd = match rustix::fs::open(path, flags | OFlags::NOATIME, Mode::empty()) {
         // O_NOATIME needs ownership or CAP_FOWNER.
-        Err(e) if e.raw_os_error() == Some(libc::EPERM) => fs::OpenOptions::new()
-            .read(true)
-            .custom_flags(flags)
-            .open(path),
+        Err(Errno::PERM) => rustix::fs::open(path, flags, Mode::empty()),
         other => other,
-    }
+    }?;
+    Ok(File::from(fd))
 }
 
 /// Streams the file through SHA-256: lowercase hex digest and bytes read.
@@ -190,9 +188,8 @@ mod tests {
             }
         );
         let fifo = dir.0.join("fifo");
-        let c = std::ffi::CString::new(fifo.as_os_str().as_encoded_bytes()).unwrap();
-        // SAFETY: a valid NUL-terminated path.
-        assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+        use rustix::fs::{CWD, FileType, Mode, mknodat};
+        mknodat(CWD, &fifo, FileType::Fifo, Mode::from_raw_mode(0o600), 0).unwrap();
         assert_eq!(observe(&fifo).unreadable_reason(), Some("a FIFO"));
         assert_eq!(observe(&dir.0.join("none")), Observation::Absent);
         // A parent that is a file, not a directory.

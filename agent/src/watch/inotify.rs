@@ -5,31 +5,33 @@
 //! watch on the file itself follows the old inode away.
 
 use std::{
-    ffi::{CString, OsStr, OsString},
+    ffi::{OsStr, OsString},
     io,
     os::{
-        fd::{AsRawFd, FromRawFd as _, OwnedFd, RawFd},
+        fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd},
         unix::ffi::OsStrExt as _,
     },
     path::Path,
 };
+
+use rustix::fs::inotify::{self as sys, CreateFlags, WatchFlags};
 
 /// Events that can change what is at a name in the directory, plus the
 /// directory itself going away. IN_MODIFY covers writers that keep the file
 /// open and truncate(2) by path, which never close; IN_ATTRIB covers link
 /// count and permission changes. IN_EXCL_UNLINK: writes to an already
 /// unlinked file concern no name.
-pub(crate) const DIR_MASK: u32 = libc::IN_CLOSE_WRITE
-    | libc::IN_MODIFY
-    | libc::IN_ATTRIB
-    | libc::IN_CREATE
-    | libc::IN_DELETE
-    | libc::IN_MOVED_FROM
-    | libc::IN_MOVED_TO
-    | libc::IN_DELETE_SELF
-    | libc::IN_MOVE_SELF
-    | libc::IN_ONLYDIR
-    | libc::IN_EXCL_UNLINK;
+pub(crate) const DIR_MASK: WatchFlags = WatchFlags::CLOSE_WRITE
+    .union(WatchFlags::MODIFY)
+    .union(WatchFlags::ATTRIB)
+    .union(WatchFlags::CREATE)
+    .union(WatchFlags::DELETE)
+    .union(WatchFlags::MOVED_FROM)
+    .union(WatchFlags::MOVED_TO)
+    .union(WatchFlags::DELETE_SELF)
+    .union(WatchFlags::MOVE_SELF)
+    .union(WatchFlags::ONLYDIR)
+    .union(WatchFlags::EXCL_UNLINK);
 
 /// An inotify instance (non-blocking, close-on-exec).
 #[derive(Debug)]
@@ -37,32 +39,32 @@ pub(crate) struct Inotify(OwnedFd);
 
 impl Inotify {
     pub(crate) fn new() -> io::Result<Self> {
-        // SAFETY: no pointers.
-        let fd = unsafe { libc::inotify_init1(libc::IN_NONBLOCK | libc::IN_CLOEXEC) };
-        if fd < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        // SAFETY: a fresh descriptor that nothing else owns.
-        Ok(Self(unsafe { OwnedFd::from_raw_fd(fd) }))
+        Ok(Self(sys::init(
+            CreateFlags::NONBLOCK | CreateFlags::CLOEXEC,
+        )?))
     }
 
     /// Watches a directory; returns the watch descriptor (the same one when
     /// the directory, by any name, is already watched).
     pub(crate) fn add_dir(&self, dir: &Path) -> io::Result<i32> {
-        let c = c_path(dir)?;
-        // SAFETY: a valid NUL-terminated path.
-        let wd = unsafe { libc::inotify_add_watch(self.0.as_raw_fd(), c.as_ptr(), DIR_MASK) };
-        if wd < 0 {
-            Err(io::Error::last_os_error())
-        } else {
-            Ok(wd)
-        }
+        Ok(sys::add_watch(&self.0, dir, DIR_MASK)?)
     }
 
     /// Drops a watch; the kernel then queues IN_IGNORED for it.
     pub(crate) fn remove(&self, wd: i32) {
-        // SAFETY: no pointers; an unknown wd only yields EINVAL.
-        unsafe { libc::inotify_rm_watch(self.0.as_raw_fd(), wd) };
+        // An unknown wd only yields EINVAL: nothing to undo.
+        let _ = sys::remove_watch(&self.0, wd);
+    }
+
+    /// Reads what is queued into `buf` (EAGAIN as `WouldBlock`).
+    pub(crate) fn read(&self, buf: &mut [u8]) -> io::Result<usize> {
+        read(self, buf)
+    }
+}
+
+impl AsFd for Inotify {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        self.0.as_fd()
     }
 }
 
@@ -72,21 +74,10 @@ impl AsRawFd for Inotify {
     }
 }
 
-/// A path as a C string; paths with NUL bytes cannot exist on Linux.
-pub(crate) fn c_path(path: &Path) -> io::Result<CString> {
-    CString::new(path.as_os_str().as_bytes())
-        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "path contains a NUL byte"))
-}
-
-/// Reads what is queued into `buf` (EAGAIN as `WouldBlock`).
-pub(crate) fn read(fd: RawFd, buf: &mut [u8]) -> io::Result<usize> {
-    // SAFETY: `buf` is valid for writes of its length.
-    let n = unsafe { libc::read(fd, buf.as_mut_ptr().cast(), buf.len()) };
-    if n < 0 {
-        Err(io::Error::last_os_error())
-    } else {
-        Ok(n as usize)
-    }
+/// One read(2) of a notification queue, inotify's or fanotify's, into
+/// `buf` (EAGAIN as `WouldBlock`).
+pub(crate) fn read(fd: impl AsFd, buf: &mut [u8]) -> io::Result<usize> {
+    Ok(rustix::io::read(fd, buf)?)
 }
 
 /// One inotify event.
@@ -177,7 +168,7 @@ mod tests {
         assert_eq!(ino.add_dir(&dir).unwrap(), wd, "same directory, same wd");
         std::fs::write(dir.join("f"), b"x").unwrap();
         let mut buf = vec![0u8; 4096];
-        let n = read(ino.as_raw_fd(), &mut buf).unwrap();
+        let n = ino.read(&mut buf).unwrap();
         let events = parse(&buf[..n]);
         assert!(
             events

@@ -1,7 +1,7 @@
 //! Watched files: detects changes to files such as the load balancer's
 //! config and, where the kernel allows it, who made them.
 //!
-//! - Detection (`run`, `dirs`, `pending`, `hash`, `change`): inotify on each
+//! - Detection (`session`, `dirs`, `pending`, `hash`, `change`): inotify on each
 //!   file's parent directory, so rename-over and delete-then-recreate are
 //!   seen, filtered by name. A path is re-hashed once its events have
 //!   settled, and a change is reported only when its SHA-256 or its
@@ -13,7 +13,7 @@
 //!   `current -> releases/N` link) is re-watched within seconds. A dangling
 //!   link is an absent file; a directory, FIFO, socket or device in the
 //!   file's place is reported as [`ChangeKind::Unreadable`], never opened.
-//! - Attribution (`fanotify`, `writers`, `procfs`, `attribution`): fanotify on
+//! - Attribution (`fanotify`, `session`, `procfs`, `attribution`): fanotify on
 //!   the same directories reports the pid of each writer, which is resolved
 //!   through /proc at once (the process may exit right after) and kept a few
 //!   seconds, until inotify's change has settled and been hashed.
@@ -40,11 +40,9 @@ mod hash;
 mod inotify;
 mod pending;
 mod procfs;
-mod run;
-mod settle;
+mod session;
 mod state;
 mod watcher;
-mod writers;
 
 use std::{io, path::PathBuf, time::Duration};
 

@@ -102,8 +102,7 @@ mod tests {
     #[test]
     fn resolves_this_process_and_root() {
         let me = writer(std::process::id());
-        // SAFETY: no arguments.
-        assert_eq!(me.uid, Some(unsafe { libc::getuid() }));
+        assert_eq!(me.uid, Some(rustix::process::getuid().as_raw()));
         assert!(me.process_name.is_some());
         assert!(me.executable.is_some());
         assert_eq!(user_name(0).as_deref(), Some("root"));

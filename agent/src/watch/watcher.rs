@@ -1,5 +1,6 @@
-//! Setting up: watches on every parent directory, the first hashes, and the
-//! comparison with the previous run's state file.
+//! [`Watcher`], set up: watches on every parent directory, the first
+//! hashes, and the comparison with the previous run's state file. Running
+//! it is [`Session`]'s.
 
 use std::{
     fs, io,
@@ -7,27 +8,32 @@ use std::{
     time::SystemTime,
 };
 
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
 use tracing::warn;
 
 use super::{
-    AttributionMode, ChangeKind, Observation, PathNote, Startup, WatchError, WatchOptions,
+    AttributionMode, ChangeKind, FileChange, Observation, PathNote, Startup, WatchError,
+    WatchOptions,
     change::{change, classify},
     dirs::{Dir, FanIdentity, Location, Registry, Watched},
     fanotify::{self, Fanotify, Mode},
     hash,
     inotify::Inotify,
+    session::Session,
     state,
 };
 
 /// Watches files for changes; see the [module](super) documentation.
 #[derive(Debug)]
 pub struct Watcher {
-    pub(super) core: Core,
-    pub(super) inotify: Inotify,
-    pub(super) fanotify: Option<Fanotify>,
+    core: Core,
+    inotify: Inotify,
+    fanotify: Option<Fanotify>,
 }
 
-/// Everything but the kernel objects, which `run` hands to tokio.
+/// Everything but the kernel objects, which [`Watcher::run`] hands to
+/// tokio.
 #[derive(Debug)]
 pub(super) struct Core {
     pub(super) registry: Registry,
@@ -115,6 +121,35 @@ impl Watcher {
         }
         let startup = core.startup(skipped);
         Ok((watcher, startup))
+    }
+
+    /// Sends a [`FileChange`] each time a watched path's content (SHA-256)
+    /// or existence changes, until `shutdown`; then reports what is already
+    /// queued and returns. Also returns, `Ok`, when the receiver is dropped.
+    /// Changes that make no difference to the content (`touch`, a rewrite
+    /// with the same bytes) are not reported.
+    ///
+    /// The state file is rewritten first, then after each batch of changes,
+    /// always after the changes were sent: a crash in between makes the next
+    /// run report them again (as changed-while-stopped), never lose them.
+    /// Failing to write it at start is an error; later failures are logged
+    /// and retried with the next change.
+    ///
+    /// # Errors
+    ///
+    /// [`WatchError::StateFile`] when the state file cannot be written at
+    /// start, [`WatchError::Register`] outside a tokio runtime with I/O, and
+    /// [`WatchError::Read`] when inotify cannot be read. Fanotify failures
+    /// are never errors: attribution stops and detection goes on.
+    pub async fn run(
+        self,
+        tx: mpsc::Sender<FileChange>,
+        shutdown: CancellationToken,
+    ) -> Result<(), WatchError> {
+        Session::start(self.core, self.inotify, self.fanotify, tx)
+            .await?
+            .run(shutdown)
+            .await
     }
 }
 
@@ -222,15 +257,20 @@ impl Core {
         }
     }
 
-    /// Every path and its last reported observation, for the state file.
-    pub(super) fn encode_state(&self) -> Vec<u8> {
-        state::encode(
+    /// Rewrites the state file, on the blocking pool, with every path and
+    /// its last reported observation.
+    pub(super) async fn persist(&self) -> io::Result<()> {
+        let bytes = state::encode(
             self.registry
                 .paths
                 .iter()
                 .map(|w| w.path.as_path())
                 .zip(&self.states),
-        )
+        );
+        let path = self.state_file.clone();
+        tokio::task::spawn_blocking(move || state::save(&path, &bytes))
+            .await
+            .unwrap_or_else(|e| Err(io::Error::other(e)))
     }
 
     fn startup(&self, skipped: Vec<PathNote>) -> Startup {
@@ -318,7 +358,7 @@ fn check_state_dir(state_file: &Path) -> Result<(), WatchError> {
     let dir = state_file.parent().unwrap_or(Path::new("/"));
     match fs::metadata(dir) {
         Ok(meta) if meta.is_dir() => Ok(()),
-        Ok(_) => Err(io::Error::from_raw_os_error(libc::ENOTDIR)),
+        Ok(_) => Err(rustix::io::Errno::NOTDIR.into()),
         Err(e) => Err(e),
     }
     .map_err(|source| WatchError::StateDir {
