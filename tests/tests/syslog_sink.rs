@@ -376,6 +376,7 @@ fn account(delta: i64) {
 // allocate.
 unsafe impl GlobalAlloc for PerThread {
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        // SAFETY: the caller's contract for `alloc`, passed on unchanged.
         let p = unsafe { System.alloc(layout) };
         if !p.is_null() {
             account(layout.size() as i64);
@@ -384,6 +385,7 @@ unsafe impl GlobalAlloc for PerThread {
     }
 
     unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
+        // SAFETY: the caller's contract for `alloc_zeroed`, passed on unchanged.
         let p = unsafe { System.alloc_zeroed(layout) };
         if !p.is_null() {
             account(layout.size() as i64);
@@ -392,11 +394,13 @@ unsafe impl GlobalAlloc for PerThread {
     }
 
     unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        // SAFETY: `ptr` came from this allocator, which is the system's.
         unsafe { System.dealloc(ptr, layout) };
         account(-(layout.size() as i64));
     }
 
     unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        // SAFETY: `ptr` came from this allocator, which is the system's.
         let p = unsafe { System.realloc(ptr, layout, new_size) };
         if !p.is_null() {
             account(new_size as i64 - layout.size() as i64);

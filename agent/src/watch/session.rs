@@ -82,7 +82,7 @@ impl Session {
                 path: core.state_file.clone(),
                 source,
             })?;
-        // SAFETY (both): `Inotify` and `Fanotify` own their descriptor and
+        // SAFETY: `Inotify` and `Fanotify` (below) own their descriptor and
         // never close or replace it while the AsyncFd owns them.
         let inotify = unsafe { AsyncFd::register_with_interest(inotify, Interest::READABLE) }
             .map_err(|e| WatchError::Register(e.into()))?;
