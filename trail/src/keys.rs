@@ -1,16 +1,23 @@
 //! The checkpoint signing key: generation, storage with safe permissions,
 //! loading. Private keys are PKCS#8 PEM, public keys SubjectPublicKeyInfo
 //! PEM, the formats `openssl pkey` reads and writes for Ed25519.
+//!
+//! Making and loading a private key checks Unix permissions, so those
+//! functions exist on Unix only (the agent's side); key ids build anywhere,
+//! for the verifier.
 
+use std::path::{Path, PathBuf};
+#[cfg(unix)]
 use std::{
     fs::OpenOptions,
     io::Write as _,
     os::unix::fs::{MetadataExt as _, OpenOptionsExt as _},
-    path::{Path, PathBuf},
 };
 
+use ed25519_dalek::VerifyingKey;
+#[cfg(unix)]
 use ed25519_dalek::{
-    SigningKey, VerifyingKey,
+    SigningKey,
     pkcs8::{
         DecodePrivateKey as _, EncodePrivateKey as _, EncodePublicKey as _,
         spki::der::pem::LineEnding,
@@ -71,6 +78,7 @@ pub fn public_path(private: &Path) -> PathBuf {
     PathBuf::from(name)
 }
 
+#[cfg(unix)]
 /// Makes a new key pair at `path` (mode 0600) and `<path>.pub` (0644).
 pub fn generate(path: &Path, force: bool) -> Result<SigningKey, KeyError> {
     let io = |error| KeyError::Io {
@@ -114,6 +122,7 @@ pub fn generate(path: &Path, force: bool) -> Result<SigningKey, KeyError> {
     Ok(key)
 }
 
+#[cfg(unix)]
 /// Loads the private key at `path`, refusing it when group or other users
 /// can read or write it.
 pub fn load(path: &Path) -> Result<SigningKey, KeyError> {
@@ -136,6 +145,7 @@ pub fn load(path: &Path) -> Result<SigningKey, KeyError> {
     })
 }
 
+#[cfg(unix)]
 /// Loads the key at `path`, making one first when there is none (the way
 /// sshd makes host keys). Returns whether it was made.
 pub fn load_or_generate(path: &Path) -> Result<(SigningKey, bool), KeyError> {
@@ -145,7 +155,7 @@ pub fn load_or_generate(path: &Path) -> Result<(SigningKey, bool), KeyError> {
     }
 }
 
-#[cfg(test)]
+#[cfg(all(test, unix))]
 mod tests {
     use std::os::unix::fs::PermissionsExt as _;
 

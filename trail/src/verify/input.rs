@@ -112,36 +112,48 @@ impl<R: Read> BufRead for Plain<R> {
 
 impl<R: Read> Input for Plain<R> {}
 
-/// Where lseek(2) has SEEK_DATA (Linux 3.1+, FreeBSD 8+), a hole is skipped.
-#[cfg(any(target_os = "linux", target_os = "android", target_os = "freebsd"))]
+/// Where lseek(2) has SEEK_DATA (Linux 3.1+, the BSDs, macOS, illumos), a
+/// hole is skipped.
+#[cfg(any(
+    target_os = "linux",
+    target_os = "android",
+    target_os = "freebsd",
+    target_os = "dragonfly",
+    target_vendor = "apple",
+    target_os = "solaris",
+    target_os = "illumos"
+))]
 impl Input for BufReader<File> {
     fn skip_hole(&mut self) -> io::Result<u64> {
-        use std::{io::Seek as _, os::fd::AsRawFd as _};
+        use std::io::Seek as _;
+
+        use rustix::{fs::SeekFrom, io::Errno};
         if !self.buffer().is_empty() {
             return Ok(0);
         }
         let pos = self.stream_position()?;
-        let Ok(at) = libc::off_t::try_from(pos) else {
-            return Ok(0);
-        };
-        // SAFETY: lseek on our own open fd; it only moves the offset.
-        let data = unsafe { libc::lseek(self.get_ref().as_raw_fd(), at, libc::SEEK_DATA) };
-        let next = if data >= 0 {
-            data as u64
-        } else if io::Error::last_os_error().raw_os_error() == Some(libc::ENXIO) {
+        let next = match rustix::fs::seek(self.get_ref(), SeekFrom::Data(pos)) {
+            Ok(data) => data,
             // No data after `pos`: a hole to the end.
-            self.get_ref().metadata()?.len().max(pos)
-        } else {
-            // No SEEK_DATA here (EINVAL): read the zeros.
-            pos
+            Err(Errno::NXIO) => self.get_ref().metadata()?.len().max(pos),
+            // No SEEK_DATA on this filesystem (EINVAL): read the zeros.
+            Err(_) => pos,
         };
         self.seek(io::SeekFrom::Start(next))?;
         Ok(next - pos)
     }
 }
 
-/// Elsewhere (macOS has no SEEK_DATA for every filesystem), the zeros are read.
-#[cfg(not(any(target_os = "linux", target_os = "android", target_os = "freebsd")))]
+/// Elsewhere the zeros are read.
+#[cfg(not(any(
+    target_os = "linux",
+    target_os = "android",
+    target_os = "freebsd",
+    target_os = "dragonfly",
+    target_vendor = "apple",
+    target_os = "solaris",
+    target_os = "illumos"
+)))]
 impl Input for BufReader<File> {}
 
 /// Reads one line (without its `\n`) into `line`, keeping at most `max`
