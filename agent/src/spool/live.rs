@@ -2,14 +2,15 @@
 //! durable (what the index may say about it).
 
 use std::{
-    path::PathBuf,
+    fs::File,
+    path::{Path, PathBuf},
     sync::{
         Arc,
         atomic::{AtomicU64, Ordering},
     },
 };
 
-use super::{frame::Header, index::IndexEntry, segment, shared::SegView};
+use super::{SpoolError, frame::Header, index::IndexEntry, segment, shared::SegView};
 
 /// A live segment as the writer tracks it.
 #[derive(Debug)]
@@ -58,6 +59,27 @@ impl Segment {
             routes: 0,
             last_frame: 0,
         }
+    }
+
+    /// Creates segment `id` in `dir` with its header for `groups` (not
+    /// synced), and opens it for appending.
+    pub fn create(dir: &Path, id: u64, groups: &[String]) -> Result<(Self, File), SpoolError> {
+        use std::io::Write as _;
+        let path = dir.join(segment::file_name(id));
+        let header = segment::encode(id, groups);
+        let mut file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create_new(true)
+            .open(&path)
+            .map_err(SpoolError::io(&path))?;
+        if let Err(e) = file.write_all(&header) {
+            drop(file);
+            let _ = std::fs::remove_file(&path);
+            return Err(SpoolError::io(path)(e));
+        }
+        let seg = Segment::new(id, path, header.len() as u64, Some(groups), groups);
+        Ok((seg, file))
     }
 
     pub fn id(&self) -> u64 {
