@@ -102,11 +102,11 @@ impl AckBook {
     /// acknowledged through its last record. A segment whose header was lost
     /// was reported at open and holds nothing deliverable.
     pub fn passed(&self, s: &Segment) -> bool {
-        !s.view.routable()
-            || s.view
+        !s.view().routable()
+            || s.view()
                 .masks
                 .iter()
                 .zip(&self.acked)
-                .all(|(&m, &a)| s.routes & m == 0 || a >= s.last)
+                .all(|(&m, &a)| s.routes() & m == 0 || a >= s.last())
     }
 }

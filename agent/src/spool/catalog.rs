@@ -2,7 +2,7 @@
 //! active one), what each holds, what of it is durable, and whether the
 //! index file (format in [`super::index`]) is behind.
 
-use std::{collections::VecDeque, path::Path, sync::atomic::Ordering};
+use std::{collections::VecDeque, path::Path};
 
 use super::{GroupStats, SpoolError, index, live::Segment};
 
@@ -47,7 +47,7 @@ impl Catalog {
 
     /// Bytes in segment files.
     pub fn bytes(&self) -> u64 {
-        self.segments.iter().map(|s| s.len).sum()
+        self.segments.iter().map(Segment::len).sum()
     }
 
     /// Segments from this id on are never deleted: `durable` (the one
@@ -58,7 +58,7 @@ impl Catalog {
             .segments
             .iter()
             .rev()
-            .find(|s| s.last > 0)
+            .find(|s| s.last() > 0)
             .map_or(durable, Segment::id);
         durable.min(last_record)
     }
@@ -77,8 +77,7 @@ impl Catalog {
     /// Closes the active segment (readers learn its last record) and
     /// makes `seg` the active one.
     pub fn roll(&mut self, seg: Segment) {
-        let closed = self.active();
-        closed.view.last.store(closed.last, Ordering::Release);
+        self.active().close();
         self.segments.push_back(seg);
         self.dirty = true;
     }
@@ -96,7 +95,11 @@ impl Catalog {
 
     /// The last record held (after a sync: the last durable one).
     pub fn last_record(&self) -> Option<u64> {
-        self.segments.iter().rev().map(|s| s.last).find(|&l| l > 0)
+        self.segments
+            .iter()
+            .rev()
+            .map(Segment::last)
+            .find(|&l| l > 0)
     }
 
     /// Where a reader of a group acknowledged through `acked` starts:
@@ -106,11 +109,11 @@ impl Catalog {
         let start = self
             .segments
             .iter()
-            .position(|s| s.id() >= durable || s.last == 0 || s.last > acked)
+            .position(|s| s.id() >= durable || s.last() == 0 || s.last() > acked)
             .expect("the active segment qualifies");
         let prev = start
             .checked_sub(1)
-            .map(|p| self.segments[p].last)
+            .map(|p| self.segments[p].last())
             .filter(|&l| l > 0);
         (start, prev)
     }
@@ -123,7 +126,7 @@ impl Catalog {
     /// Writes the index of what is durable to `dir`.
     pub fn write(&mut self, dir: &Path) -> Result<(), SpoolError> {
         // Only what is durable: a segment never synced is not listed yet.
-        let entries: Vec<_> = self.segments.iter().filter_map(|s| s.synced).collect();
+        let entries: Vec<_> = self.segments.iter().filter_map(Segment::synced).collect();
         index::write_atomically(dir, "index", &index::encode(&entries))?;
         self.dirty = false;
         Ok(())
@@ -131,12 +134,12 @@ impl Catalog {
 
     /// The lowest sequence held.
     pub fn first_sequence(&self) -> Option<u64> {
-        self.segments.iter().map(|s| s.first).find(|&f| f > 0)
+        self.segments.iter().map(Segment::first).find(|&f| f > 0)
     }
 
     /// Intact records held.
     pub fn records(&self) -> u64 {
-        self.segments.iter().map(|s| s.records).sum()
+        self.segments.iter().map(Segment::records).sum()
     }
 
     /// A group's progress, acknowledged through `acked`.
@@ -144,11 +147,13 @@ impl Catalog {
         GroupStats {
             name: name.to_owned(),
             acked_through: acked,
-            oldest_unacked: self
-                .segments
-                .iter()
-                .find(|s| s.last > acked)
-                .map(|s| if s.first > acked { s.first } else { acked + 1 }),
+            oldest_unacked: self.segments.iter().find(|s| s.last() > acked).map(|s| {
+                if s.first() > acked {
+                    s.first()
+                } else {
+                    acked + 1
+                }
+            }),
         }
     }
 }

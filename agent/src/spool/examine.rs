@@ -170,7 +170,7 @@ pub(super) fn examine(
         problems.push(format!(
             "segment {id}: {unknown_groups} records were routed to groups no longer configured; they are not sent there"
         ));
-    } else if seg.routes & !seg.known_bits() != 0 && header_len > 0 {
+    } else if seg.routes() & !seg.known_bits() != 0 && header_len > 0 {
         problems.push(format!("segment {id}: records were routed to groups no longer configured; they are not sent there"));
     }
 
@@ -208,7 +208,7 @@ pub(super) fn examine(
         keep = keep.min(end);
     }
     if let Some(e) = truncated {
-        let found_frames = seg.records + damaged_frames;
+        let found_frames = seg.records() + damaged_frames;
         let lost = e.records.saturating_sub(found_frames);
         if lost > 0 {
             pieces.push(Piece::Missing {
@@ -218,7 +218,7 @@ pub(super) fn examine(
             });
         }
     }
-    seg.len = keep;
+    seg.set_len(keep);
     seg.mark_synced();
     Examined {
         seg,

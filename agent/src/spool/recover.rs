@@ -162,7 +162,7 @@ pub(super) fn recover(dir: &Path, groups: &[String]) -> Result<Opened, SpoolErro
     let mut rec = decided.recovery;
     if let Some((k, offset)) = decided.last {
         let s: &Segment = &decided.segments[k];
-        let path = &s.view.path;
+        let path = &s.view().path;
         let file = File::open(path).map_err(SpoolError::io(path))?;
         let head = read_at(&file, path, offset, frame::HEADER as u64)?;
         let h = frame::header(&head).expect("an intact frame found by the scan");
@@ -307,7 +307,7 @@ impl<'a> Recovering<'a> {
                 settled.already
             ));
         }
-        let live: BTreeSet<u64> = self.segments.iter().map(|s| s.view.id).collect();
+        let live: BTreeSet<u64> = self.segments.iter().map(Segment::id).collect();
         reported.retain(|(id, _)| live.contains(id));
         let reported_before = self
             .state

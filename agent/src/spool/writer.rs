@@ -8,7 +8,7 @@
 use std::{
     fs::File,
     path::Path,
-    sync::{Arc, Mutex, RwLock, atomic::Ordering},
+    sync::{Arc, Mutex, RwLock},
 };
 
 use tokio::sync::watch;
@@ -62,13 +62,13 @@ impl Spool {
         let header_len = segment::encode(0, &settings.groups).len() as u64;
         let reusable = segments
             .back()
-            .is_some_and(|s| s.view.routable() && s.groups.as_ref() == Some(&settings.groups));
+            .is_some_and(|s| s.view().routable() && s.groups() == Some(&settings.groups[..]));
         let active = match opened.last_file {
             Some(f) if reusable => f,
             _ => {
                 let id = segments.back().map_or(1, |s| s.id() + 1);
                 let (mut seg, file) = Segment::create(&dir, id, &settings.groups)?;
-                file.sync_data().map_err(SpoolError::io(&seg.view.path))?;
+                file.sync_data().map_err(SpoolError::io(&seg.view().path))?;
                 File::open(&dir)
                     .and_then(|d| d.sync_all())
                     .map_err(SpoolError::io(&dir))?;
@@ -79,12 +79,12 @@ impl Spool {
         };
         let n = segments.len();
         for s in segments.iter().take(n - 1) {
-            s.view.last.store(s.last, Ordering::Release);
+            s.close();
         }
         let a = segments.back().expect("an active segment");
         let (tx, _) = watch::channel(Durable {
             segment: a.id(),
-            offset: a.len,
+            offset: a.len(),
         });
         let durable_sequence = recovery.last.as_ref().map(|e| e.sequence);
         let last_sequence = recovery.highest_sequence().unwrap_or(0);
@@ -93,7 +93,7 @@ impl Spool {
             segments: RwLock::new(
                 segments
                     .iter()
-                    .map(|s| (s.id(), Arc::clone(&s.view)))
+                    .map(|s| (s.id(), Arc::clone(s.view())))
                     .collect(),
             ),
             reported: Mutex::new(opened.reported),
@@ -196,13 +196,13 @@ impl Spool {
     /// lets readers see it. Call once after appending every queued batch.
     pub fn sync(&mut self) -> Result<(), SpoolError> {
         let fsync = self.settings.fsync == FsyncPolicy::Always;
-        let path = &self.catalog.active().view.path;
+        let path = &self.catalog.active().view().path;
         self.active.sync(fsync, path, &self.settings.dir)?;
         self.catalog.mark_synced();
         let a = self.catalog.active();
         let end = Durable {
             segment: a.id(),
-            offset: a.len,
+            offset: a.len(),
         };
         self.durable_sequence = self.catalog.last_record().or(self.durable_sequence);
         self.durable
@@ -220,7 +220,7 @@ impl Spool {
         let durable = self.durable.borrow().segment;
         // Skip closed segments the group is wholly past.
         let (start, prev) = self.catalog.reader_start(durable, acked);
-        let view = &self.catalog.get(start).expect("a live segment").view;
+        let view = self.catalog.get(start).expect("a live segment").view();
         Ok(Reader::new(
             Arc::clone(&self.shared),
             k,
@@ -314,7 +314,7 @@ impl Spool {
     /// The last record of the oldest segment (tests).
     #[cfg(test)]
     pub(super) fn oldest_segment_last(&self) -> u64 {
-        self.catalog.get(0).expect("a segment").last
+        self.catalog.get(0).expect("a segment").last()
     }
 
     fn check(&self, records: &[SpoolRecord<'_>]) -> Result<(), SpoolError> {
@@ -363,9 +363,9 @@ impl Spool {
         }
         let size = (frame::OVERHEAD + r.line.len()) as u64;
         let a = self.catalog.active();
-        let filled = a.len + self.active.buffered();
+        let filled = a.len() + self.active.buffered();
         let roll = !r.essential
-            && filled > a.view.header_len
+            && filled > a.view().header_len
             && filled + size > self.settings.segment_bytes;
         let need = size + if roll { self.header_len } else { 0 };
         let limit = self.budget.limit(r.essential);
@@ -381,25 +381,26 @@ impl Spool {
     fn flush(&mut self, dropped: &mut Losses) -> Result<bool, SpoolError> {
         let mut from = 0; // index of the first buffered frame not written
         while !self.active.pending(from).is_empty() {
-            let offset = self.catalog.active().len;
+            let offset = self.catalog.active().len();
             let written = self.active.write(from, offset).map_err(|e| {
-                let path = self.catalog.active().view.path.clone();
+                let path = self.catalog.active().view().path.clone();
                 SpoolError::io(path)(e)
             })?;
             // Frames that reached the file whole are kept.
             let landed = self.active.landed(from, written);
             let seg = self.catalog.active_mut();
             for (p, at) in &landed {
-                seg.add(&p.header, offset + at);
-                seg.len += p.header.frame_len() as u64;
+                seg.append(&p.header, offset + at);
             }
             from += landed.len();
             let Some(&next) = self.active.pending(from).first() else {
                 break;
             };
             let a = self.catalog.active();
-            let path = a.view.path.clone();
-            self.active.truncate(a.len).map_err(SpoolError::io(path))?;
+            let path = a.view().path.clone();
+            self.active
+                .truncate(a.len())
+                .map_err(SpoolError::io(path))?;
             // The disk reserve is for essential records only: freeing it
             // for an ordinary one would leave none for the gap record.
             let freed = if next.essential {
@@ -443,12 +444,12 @@ impl Spool {
             }
         };
         self.active
-            .roll(file, self.catalog.active().view.path.clone());
+            .roll(file, self.catalog.active().view().path.clone());
         self.shared
             .segments
             .write()
             .expect("segment map poisoned")
-            .insert(id, Arc::clone(&seg.view));
+            .insert(id, Arc::clone(seg.view()));
         self.catalog.roll(seg);
         Ok(true)
     }
@@ -502,17 +503,17 @@ impl Spool {
         let Some(s) = self.catalog.oldest_before(keep) else {
             return Ok(false);
         };
-        let path = &s.view.path;
+        let path = &s.view().path;
         let file = File::open(path).map_err(SpoolError::io(path))?;
-        let body = read_at(&file, path, 0, s.len)?;
+        let body = read_at(&file, path, 0, s.len())?;
         let next = self.catalog.get(1);
         let doomed = Doomed {
             id: s.id(),
             body: &body,
-            header_len: s.view.header_len,
+            header_len: s.view().header_len,
             masks: s.loss_masks(),
-            next_first: next.map(|n| n.first).filter(|&f| f > 0),
-            next_header: next.and_then(|n| n.view.first_header()),
+            next_first: next.map(Segment::first).filter(|&f| f > 0),
+            next_header: next.and_then(|n| n.view().first_header()),
         };
         let reported = self
             .shared
@@ -529,7 +530,7 @@ impl Spool {
     fn delete_oldest(&mut self) -> Result<(), SpoolError> {
         let s = self.catalog.pop_oldest();
         let id = s.id();
-        std::fs::remove_file(&s.view.path).map_err(SpoolError::io(&s.view.path))?;
+        std::fs::remove_file(&s.view().path).map_err(SpoolError::io(&s.view().path))?;
         self.shared
             .segments
             .write()
