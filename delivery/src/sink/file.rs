@@ -537,12 +537,11 @@ mod tests {
     }
 
     fn umask() -> u32 {
-        // SAFETY: umask only swaps the process mask; set it straight back.
-        unsafe {
-            let m = libc::umask(0o022);
-            libc::umask(m);
-            m
-        }
+        use rustix::{fs::Mode, process::umask};
+        // umask can only be read by swapping it: set it straight back.
+        let m = umask(Mode::from_raw_mode(0o022));
+        umask(m);
+        m.as_raw_mode()
     }
 
     #[test]

@@ -1,124 +1,77 @@
-//! Opening one segment: where the index vouches for it up to, scanning the
-//! rest, cutting what a crash tore off (or what is damaged past the last
-//! intact record of the spool), and the pieces recovery settles.
-
-use std::{fs::File, path::Path};
+//! Deciding what one segment image holds: where the index vouches for it
+//! up to, what the scan of the rest finds, what a crash tore off the end
+//! (or what is damaged past the last intact record of the spool), and the
+//! pieces recovery settles. Pure: the image was read before, and the cut
+//! it decides is made after, by `recover`.
 
 use super::{
-    Recovery, SpoolError,
-    frame::{self, Parsed},
-    index::IndexEntry,
+    frame,
+    image::SegmentImage,
     live::Segment,
-    loss::{ChainHash, event_hash},
-    recover::read_at,
+    loss::event_hash,
     scan::{self, Item},
     segment,
     settle::Piece,
 };
 
-/// What a vouched segment's last frame says about the chain: its `prev`
-/// and its own `event.hash` (both `None` for an empty segment).
-struct Vouched {
-    prev: Option<ChainHash>,
-    hash: Option<ChainHash>,
+/// Where the image sits in the spool.
+#[derive(Clone, Copy, Debug)]
+pub(super) struct Place<'a> {
+    /// The configured groups.
+    pub groups: &'a [String],
+    /// Its position among the segments found (for [`Piece`]s).
+    pub k: usize,
+    /// It is the last segment (the one a crash may have torn).
+    pub last: bool,
 }
 
-/// Whether the index's entry matches the file: its last frame is intact
-/// where it says and ends at its `good` offset. If so, the chain hashes
-/// that frame gives.
-fn vouches(
-    file: &File,
-    path: &Path,
-    e: &IndexEntry,
-    header_len: u64,
-    len: u64,
-) -> Result<Option<Vouched>, SpoolError> {
-    if e.good < header_len || e.good > len {
-        return Ok(None);
-    }
-    if e.records == 0 {
-        return Ok((e.good == header_len).then_some(Vouched {
-            prev: None,
-            hash: None,
-        }));
-    }
-    if e.last_frame < header_len || e.last_frame >= e.good {
-        return Ok(None);
-    }
-    let buf = read_at(file, path, e.last_frame, e.good - e.last_frame)?;
-    Ok(match frame::parse(&buf) {
-        Parsed::Intact(h)
-            if h.sequence == e.last && h.frame_len() as u64 == e.good - e.last_frame =>
-        {
-            Some(Vouched {
-                prev: Some(h.prev),
-                hash: event_hash(frame::payload(&buf, &h)),
-            })
-        }
-        _ => None,
-    })
+/// What one segment holds, decided.
+#[derive(Debug)]
+pub(super) struct Examined {
+    /// The segment as the writer tracks it, at its length after the cut.
+    pub seg: Segment,
+    /// What recovery settles, in file order.
+    pub pieces: Vec<Piece>,
+    /// Notes for the log.
+    pub problems: Vec<String>,
+    /// The index did not vouch for it.
+    pub index_rebuilt: bool,
+    /// Bytes a crash tore off the end (never durable).
+    pub torn_bytes: u64,
+    /// The length the file must be cut to (its length: no cut).
+    pub keep: u64,
+    /// Bytes were scanned that readers may send from now on: the file must
+    /// be made durable.
+    pub sync: bool,
 }
 
-/// The `prev` of the frame at `offset` when it is record `sequence`.
-fn prev_at(
-    file: &File,
-    path: &Path,
-    (offset, end): (u64, u64),
-    sequence: u64,
-) -> Result<Option<ChainHash>, SpoolError> {
-    if offset + frame::HEADER as u64 > end {
-        return Ok(None);
-    }
-    let buf = read_at(file, path, offset, frame::HEADER as u64)?;
-    Ok(frame::header(&buf)
-        .filter(|h| h.sequence == sequence)
-        .map(|h| h.prev))
-}
-
-/// Scans one segment, cuts what must go, and adds what it found to `pieces`.
-#[expect(
-    clippy::too_many_arguments,
-    reason = "one call site; the arguments are the recovery's state"
-)]
+/// Decides what `image`, at `place`, holds; `path` is its file.
 pub(super) fn examine(
-    dir: &Path,
-    id: u64,
-    entry: Option<&IndexEntry>,
-    groups: &[String],
-    last: bool,
-    k: usize,
-    pieces: &mut Vec<Piece>,
-    rec: &mut Recovery,
-) -> Result<(Segment, File), SpoolError> {
-    let path = dir.join(segment::file_name(id));
-    let file = std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .open(&path)
-        .map_err(SpoolError::io(&path))?;
-    let len = file.metadata().map_err(SpoolError::io(&path))?.len();
-    let head = read_at(&file, &path, 0, len.min(segment::MAX_HEADER as u64))?;
-    let decoded = segment::decode(&head);
+    image: &SegmentImage,
+    place: Place<'_>,
+    path: std::path::PathBuf,
+) -> Examined {
+    let (id, len, k) = (image.id, image.len, place.k);
+    let mut problems = Vec::new();
+    let mut index_rebuilt = false;
+    let decoded = image.header();
     if let Err(segment::HeaderError::Version(v)) = decoded {
-        rec.problems.push(format!(
+        problems.push(format!(
             "segment {id} is in spool format {v}; this lbwitness reads format {}",
             segment::VERSION
         ));
     }
     let header = decoded.ok().filter(|h| h.id == id);
     let (header_len, seg_groups) = header.map_or((0, None), |h| (h.len as u64, Some(h.groups)));
-    let mut seg = Segment::new(id, path.clone(), header_len, seg_groups.as_deref(), groups);
+    let mut seg = Segment::new(id, path, header_len, seg_groups.as_deref(), place.groups);
+    let mut pieces = Vec::new();
 
     // Where the index vouches for the segment up to, and what it says.
-    let mut start = header_len;
+    let entry = image.entry.as_ref();
+    let start = image.body_start;
     let mut truncated = None;
-    let vouched = match entry {
-        Some(e) if header_len > 0 => vouches(&file, &path, e, header_len, len)?,
-        _ => None,
-    };
-    match (entry, vouched) {
+    match (entry, image.vouched()) {
         (Some(e), Some(last)) => {
-            start = e.good;
             seg.absorb_entry(e);
             if e.records > 0 {
                 // The vouched part, by its ends: neighbours for damage found
@@ -128,7 +81,7 @@ pub(super) fn examine(
                     sequence: e.first,
                     at: None,
                     unroutable: None,
-                    prev: prev_at(&file, &path, (header_len, e.good), e.first)?,
+                    prev: image.first_prev(e.first),
                     hash: None,
                 });
                 pieces.push(Piece::Intact {
@@ -141,34 +94,33 @@ pub(super) fn examine(
             }
         }
         (Some(e), None) if header_len > 0 => {
-            rec.index_rebuilt = true;
+            index_rebuilt = true;
             if e.good > len {
                 truncated = Some(*e);
-                rec.problems.push(format!(
+                problems.push(format!(
                     "segment {id} is shorter than the index says: records were cut from it"
                 ));
             } else {
-                rec.problems.push(format!(
+                problems.push(format!(
                     "the index disagrees with segment {id}: rescanning it"
                 ));
             }
         }
-        (None, _) if header_len > 0 => rec.index_rebuilt = true,
+        (None, _) if header_len > 0 => index_rebuilt = true,
         _ => {}
     }
-    let body = read_at(&file, &path, start, len - start)?;
+    let body = &image.body;
     let from = if header_len > 0 {
         0
     } else {
-        frame::resync(&body, 0).unwrap_or(body.len())
+        frame::resync(body, 0).unwrap_or(body.len())
     };
     if header_len == 0 {
-        rec.problems.push(format!(
+        problems.push(format!(
             "segment {id}: header damaged; its records cannot be routed and are reported lost"
         ));
     }
-    let found = scan::scan(&body, from);
-    let first_piece = pieces.len();
+    let found = scan::scan(body, from);
     let mut damaged_frames = 0;
     let mut unknown_groups = 0u64;
     // An intact record's own hash is read where damage without a header,
@@ -182,13 +134,13 @@ pub(super) fn examine(
     for (i, item) in found.items.iter().enumerate() {
         match *item {
             Item::Intact { offset, header } => {
+                let at = offset;
                 let offset = start + offset as u64;
                 seg.add(&header, offset);
                 if header_len > 0 && header.routes & !seg.known_bits() != 0 {
                     unknown_groups += 1;
                 }
                 let hash = if own_hash_needed(i) {
-                    let at = offset as usize - start as usize;
                     event_hash(frame::payload(&body[at..], &header))
                 } else {
                     None
@@ -215,19 +167,20 @@ pub(super) fn examine(
         }
     }
     if unknown_groups > 0 {
-        rec.problems.push(format!(
+        problems.push(format!(
             "segment {id}: {unknown_groups} records were routed to groups no longer configured; they are not sent there"
         ));
-    } else if seg.routes & !seg.known_bits() != 0 && header_len > 0 {
-        rec.problems.push(format!("segment {id}: records were routed to groups no longer configured; they are not sent there"));
+    } else if seg.routes() & !seg.known_bits() != 0 && header_len > 0 {
+        problems.push(format!("segment {id}: records were routed to groups no longer configured; they are not sent there"));
     }
 
     // The end: what follows the last intact frame.
     let mut keep = len;
+    let mut torn_bytes = 0;
     if let Some(cut) = found.cut {
         keep = start + cut.start as u64;
-        if last && header_len > 0 && truncated.is_none() {
-            rec.torn_bytes += len - keep;
+        if place.last && header_len > 0 && truncated.is_none() {
+            torn_bytes += len - keep;
         } else if truncated.is_none() {
             // A sealed segment cut short (only a power failure does that,
             // with later segments surviving): the cut record is lost.
@@ -241,10 +194,10 @@ pub(super) fn examine(
             });
         }
     }
-    if last && header_len > 0 {
+    if place.last && header_len > 0 {
         let intact_end = start + found.intact_end(0) as u64;
         let end = intact_end.max(start);
-        for p in &mut pieces[first_piece..] {
+        for p in &mut pieces {
             if let Piece::Damaged { key, hint, cut, .. } = p
                 && key.1 >= end
             {
@@ -255,7 +208,7 @@ pub(super) fn examine(
         keep = keep.min(end);
     }
     if let Some(e) = truncated {
-        let found_frames = seg.records + damaged_frames;
+        let found_frames = seg.records() + damaged_frames;
         let lost = e.records.saturating_sub(found_frames);
         if lost > 0 {
             pieces.push(Piece::Missing {
@@ -265,14 +218,15 @@ pub(super) fn examine(
             });
         }
     }
-    if keep < len {
-        file.set_len(keep).map_err(SpoolError::io(&path))?;
-    }
-    if start < len {
-        // What was scanned may be sent from now on: make it durable first.
-        file.sync_data().map_err(SpoolError::io(&path))?;
-    }
-    seg.len = keep;
+    seg.set_len(keep);
     seg.mark_synced();
-    Ok((seg, file))
+    Examined {
+        seg,
+        pieces,
+        problems,
+        index_rebuilt,
+        torn_bytes,
+        keep,
+        sync: start < len,
+    }
 }

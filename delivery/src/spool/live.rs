@@ -2,33 +2,34 @@
 //! durable (what the index may say about it).
 
 use std::{
-    path::PathBuf,
+    fs::File,
+    path::{Path, PathBuf},
     sync::{
         Arc,
         atomic::{AtomicU64, Ordering},
     },
 };
 
-use super::{frame::Header, index::IndexEntry, segment, shared::SegView};
+use super::{SpoolError, frame::Header, index::IndexEntry, segment, shared::SegView};
 
 /// A live segment as the writer tracks it.
 #[derive(Debug)]
 pub(super) struct Segment {
     /// What readers see.
-    pub view: Arc<SegView>,
+    view: Arc<SegView>,
     /// The groups its header names (None: header lost).
-    pub groups: Option<Vec<String>>,
+    groups: Option<Vec<String>>,
     /// Bytes in the file.
-    pub len: u64,
+    len: u64,
     /// What is durable, as the index may say it (None: never synced).
-    pub synced: Option<IndexEntry>,
+    synced: Option<IndexEntry>,
     /// First and last intact sequence (0: none), intact records, union of
     /// route masks, offset of the last intact frame.
-    pub first: u64,
-    pub last: u64,
-    pub records: u64,
-    pub routes: u64,
-    pub last_frame: u64,
+    first: u64,
+    last: u64,
+    records: u64,
+    routes: u64,
+    last_frame: u64,
 }
 
 impl Segment {
@@ -60,8 +61,85 @@ impl Segment {
         }
     }
 
+    /// Creates segment `id` in `dir` with its header for `groups` (not
+    /// synced), and opens it for appending.
+    pub fn create(dir: &Path, id: u64, groups: &[String]) -> Result<(Self, File), SpoolError> {
+        use std::io::Write as _;
+        let path = dir.join(segment::file_name(id));
+        let header = segment::encode(id, groups);
+        let mut file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create_new(true)
+            .open(&path)
+            .map_err(SpoolError::io(&path))?;
+        if let Err(e) = file.write_all(&header) {
+            drop(file);
+            let _ = std::fs::remove_file(&path);
+            return Err(SpoolError::io(path)(e));
+        }
+        let seg = Segment::new(id, path, header.len() as u64, Some(groups), groups);
+        Ok((seg, file))
+    }
+
     pub fn id(&self) -> u64 {
         self.view.id
+    }
+
+    /// What readers see of it.
+    pub fn view(&self) -> &Arc<SegView> {
+        &self.view
+    }
+
+    /// The groups its header names (None: header lost).
+    pub fn groups(&self) -> Option<&[String]> {
+        self.groups.as_deref()
+    }
+
+    /// Bytes in the file.
+    pub fn len(&self) -> u64 {
+        self.len
+    }
+
+    /// The file is `len` bytes long now.
+    pub fn set_len(&mut self, len: u64) {
+        self.len = len;
+    }
+
+    /// The first intact sequence (0: none).
+    pub fn first(&self) -> u64 {
+        self.first
+    }
+
+    /// The last intact sequence (0: none).
+    pub fn last(&self) -> u64 {
+        self.last
+    }
+
+    /// Intact records.
+    pub fn records(&self) -> u64 {
+        self.records
+    }
+
+    /// Union of the intact records' route masks.
+    pub fn routes(&self) -> u64 {
+        self.routes
+    }
+
+    /// What is durable, as the index may say it (None: never synced).
+    pub fn synced(&self) -> Option<IndexEntry> {
+        self.synced
+    }
+
+    /// The segment is closed: readers learn its last record.
+    pub fn close(&self) {
+        self.view.last.store(self.last, Ordering::Release);
+    }
+
+    /// Counts an intact frame appended at `offset`, at the end of the file.
+    pub fn append(&mut self, h: &Header, offset: u64) {
+        self.add(h, offset);
+        self.len += h.frame_len() as u64;
     }
 
     /// Takes what the index says about the segment's durable part.

@@ -11,14 +11,17 @@
 //! state files).
 
 pub mod acks;
-mod append;
+mod active;
+mod book;
+mod catalog;
+mod evict;
 mod examine;
 pub mod frame;
 mod gap;
+mod image;
 pub mod index;
 mod live;
 mod loss;
-mod persist;
 mod reader;
 mod recover;
 pub mod scan;
@@ -28,6 +31,8 @@ mod shared;
 mod space;
 mod writer;
 
+#[cfg(test)]
+mod props;
 #[cfg(test)]
 pub(crate) mod tests;
 
@@ -58,6 +63,42 @@ pub struct SpoolSettings {
     pub groups: Vec<String>,
     /// When appended records reach the disk.
     pub fsync: FsyncPolicy,
+}
+
+impl SpoolSettings {
+    /// Checks the settings.
+    fn validate(&self) -> Result<(), SpoolError> {
+        let bad = |m: String| Err(SpoolError::Settings(m));
+        if self.groups.is_empty() || self.groups.len() > 64 {
+            return bad(format!(
+                "{} collector groups; the spool takes 1 to 64",
+                self.groups.len()
+            ));
+        }
+        for (i, g) in self.groups.iter().enumerate() {
+            if g.is_empty() || g.len() > 255 {
+                return bad(format!("group name {g:?} must be 1 to 255 bytes"));
+            }
+            if self.groups[..i].contains(g) {
+                return bad(format!("group {g:?} is named twice"));
+            }
+        }
+        let header = segment::encode(0, &self.groups).len() as u64;
+        if self.segment_bytes < 4096 || self.segment_bytes < header + frame::OVERHEAD as u64 + 1024
+        {
+            return bad(format!(
+                "segment_bytes {} is too small: at least 4 KiB and room for a 1 KiB record after the {header}-byte header",
+                self.segment_bytes
+            ));
+        }
+        if self.max_bytes < 2 * self.segment_bytes {
+            return bad(format!(
+                "max_bytes {} must be at least twice segment_bytes ({}): the segment being written is never dropped",
+                self.max_bytes, self.segment_bytes
+            ));
+        }
+        Ok(())
+    }
 }
 
 /// What a full spool drops.
@@ -283,11 +324,18 @@ pub enum SpoolError {
 impl SpoolError {
     /// Whether this is a full disk (ENOSPC or EDQUOT).
     pub fn is_no_space(&self) -> bool {
-        matches!(self, SpoolError::Io { source, .. } if space::is_no_space(source))
+        matches!(self, SpoolError::Io { source, .. } if is_no_space(source))
     }
 
     pub(crate) fn io(path: impl Into<PathBuf>) -> impl FnOnce(std::io::Error) -> SpoolError {
         let path = path.into();
         move |source| SpoolError::Io { path, source }
     }
+}
+
+/// ENOSPC or EDQUOT.
+fn is_no_space(e: &std::io::Error) -> bool {
+    use rustix::io::Errno;
+    let raw = e.raw_os_error();
+    raw == Some(Errno::NOSPC.raw_os_error()) || raw == Some(Errno::DQUOT.raw_os_error())
 }

@@ -451,7 +451,7 @@ fn a_lost_segment_header_reports_its_unacknowledged_records() {
         let (mut s, _) = Spool::open(cfg.clone()).unwrap();
         append(&mut s, 1..=100, |_| A | B, 300);
         s.sync().unwrap();
-        per_first = s.segments[0].last;
+        per_first = s.oldest_segment_last();
         s.ack("a", 10);
         s.ack("b", 5);
         s.persist_acks().unwrap();
