@@ -38,7 +38,10 @@ async fn nkey_authentication_stores_every_record() {
 
     let stranger = Scratch::file("stranger.nk", &KeyPair::new_user().seed().unwrap());
     s.nkey_seed_file = Some(stranger.0.clone());
-    let err = connect(&*connector(&s).unwrap()).await.err().expect("refused");
+    let err = connect(&*connector(&s).unwrap())
+        .await
+        .err()
+        .expect("refused");
     assert!(matches!(err, SinkError::Rejected { .. }), "{err}");
     assert!(err.to_string().contains("Authorization Violation"), "{err}");
 }

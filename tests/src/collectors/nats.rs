@@ -217,7 +217,10 @@ impl NatsServer {
     /// the accounts' JWTs (`(public key, JWT)`) are preloaded in a memory
     /// resolver. No JetStream, and the test client cannot log in: it is
     /// for checking `.creds` authentication itself.
-    pub fn start_operator(operator_jwt: &str, accounts: &[(String, String)]) -> anyhow::Result<Self> {
+    pub fn start_operator(
+        operator_jwt: &str,
+        accounts: &[(String, String)],
+    ) -> anyhow::Result<Self> {
         let dir = Scratch::path("nats-operator");
         std::fs::create_dir_all(&dir.0)?;
         let port = free_ports(1)[0];

@@ -176,7 +176,9 @@ pub fn publish_error(
                 endpoint: endpoint.into(),
                 source: io::Error::new(
                     io::ErrorKind::ConnectionAborted,
-                    format!("the connection closed before JetStream acknowledged record {sequence}"),
+                    format!(
+                        "the connection closed before JetStream acknowledged record {sequence}"
+                    ),
                 ),
             };
         }

@@ -239,6 +239,10 @@ mod tests {
             err.contains("unexpected `HTTP/1.1 400 Bad Request`; is this a NATS server"),
             "{err}"
         );
-        assert!(not_nats("e", &[0x16, 0xff]).to_string().contains("\\x16\\xff"));
+        assert!(
+            not_nats("e", &[0x16, 0xff])
+                .to_string()
+                .contains("\\x16\\xff")
+        );
     }
 }

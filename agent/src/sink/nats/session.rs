@@ -138,7 +138,12 @@ impl Session {
                     doing: "waiting for JetStream's stream info",
                 });
             }
-            Err(e) => return Err(advice::protocol(&self.endpoint, format!("stream info: {e}"))),
+            Err(e) => {
+                return Err(advice::protocol(
+                    &self.endpoint,
+                    format!("stream info: {e}"),
+                ));
+            }
         };
         problem.map_err(|p| advice::stream_problem(&self.endpoint, &p, stream, subject))
     }
@@ -279,7 +284,9 @@ fn options(
         });
     options = match &settings.auth {
         Auth::None => options,
-        Auth::UserPassword(user, password) => options.user_and_password(user.clone(), password.clone()),
+        Auth::UserPassword(user, password) => {
+            options.user_and_password(user.clone(), password.clone())
+        }
         Auth::Token(token) => options.token(token.clone()),
         Auth::NKey(seed) => options.nkey(seed.clone()),
         Auth::Creds(text) => options.credentials(text).map_err(|e| SinkError::Rejected {

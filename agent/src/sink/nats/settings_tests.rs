@@ -171,10 +171,8 @@ struct TempFile(std::path::PathBuf);
 
 impl TempFile {
     fn new(name: &str, contents: &str) -> Self {
-        let path = std::env::temp_dir().join(format!(
-            "lbw-nats-settings-{}-{name}",
-            std::process::id()
-        ));
+        let path =
+            std::env::temp_dir().join(format!("lbw-nats-settings-{}-{name}", std::process::id()));
         std::fs::write(&path, contents).unwrap();
         Self(path)
     }
@@ -197,7 +195,10 @@ fn nkey_seed_files_are_read_and_checked_at_start() {
         Auth::NKey(read) => assert_eq!(read, seed),
         _ => panic!("an NKey seed file gives NKey authentication"),
     }
-    assert!(!format!("{s:?}").contains(&seed), "Debug shows the path only");
+    assert!(
+        !format!("{s:?}").contains(&seed),
+        "Debug shows the path only"
+    );
 
     let check = |path: std::path::PathBuf, want: &str| {
         let mut s = NatsSettings::new(["nats://a:4222"]);
@@ -233,7 +234,10 @@ fn creds_files_are_read_and_checked_at_start() {
     let good = TempFile::new("user.creds", &creds);
     let mut s = NatsSettings::new(["nats://a:4222"]);
     s.creds_file = Some(good.0.clone());
-    assert!(matches!(Validated::try_new(&s).unwrap().auth, Auth::Creds(_)));
+    assert!(matches!(
+        Validated::try_new(&s).unwrap().auth,
+        Auth::Creds(_)
+    ));
 
     let bad = TempFile::new("bad.creds", "just some text\n");
     s.creds_file = Some(bad.0.clone());
