@@ -35,6 +35,20 @@ pub fn server_error(endpoint: &str, text: &str) -> SinkError {
     rejected(endpoint, format!("the server said -ERR '{text}': {hint}"))
 }
 
+/// The server refused the NKey or JWT of `setting` (`nkey_seed_file` or
+/// `creds_file`).
+pub fn key_refused(endpoint: &str, setting: &str) -> SinkError {
+    let hint = if setting == "creds_file" {
+        "check that the server trusts the operator that signed the account, knows the account (its resolver), and that the user JWT has not expired or been revoked"
+    } else {
+        "check that the server's authorization lists the public key (U...) of this seed"
+    };
+    rejected(
+        endpoint,
+        format!("the server said -ERR 'Authorization Violation' for `{setting}`: {hint}"),
+    )
+}
+
 /// Why async-nats could not connect. `tls` is the endpoint's TLS client for
 /// this server, if TLS is configured; `limit` is async-nats' own timeout.
 pub fn connect_error(
@@ -321,6 +335,19 @@ mod tests {
         );
         let other = server_error(E, "Stale Connection");
         assert!(matches!(other, SinkError::Protocol { .. }), "{other}");
+    }
+
+    #[test]
+    fn refused_keys_name_their_setting() {
+        let nkey = key_refused(E, "nkey_seed_file").to_string();
+        assert!(
+            nkey.contains("Authorization Violation' for `nkey_seed_file`")
+                && nkey.contains("public key"),
+            "{nkey}"
+        );
+        let creds = key_refused(E, "creds_file");
+        assert!(matches!(creds, SinkError::Rejected { .. }));
+        assert!(creds.to_string().contains("operator"), "{creds}");
     }
 
     #[test]

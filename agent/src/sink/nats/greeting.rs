@@ -51,8 +51,6 @@ pub enum Mismatch {
     TlsRequired,
     /// TLS is configured; the server does not offer it.
     TlsNotOffered,
-    /// The server sent more than `INFO` before the handshake.
-    EarlyBytes,
 }
 
 impl Mismatch {
@@ -74,22 +72,17 @@ impl Mismatch {
                  plain text: enable `tls { ... }` on the server, or remove `tls` \
                  and use nats:// URLs on a trusted network",
             ),
-            Self::EarlyBytes => advice::protocol(
-                endpoint,
-                "the server sent more than INFO before the TLS handshake".into(),
-            ),
         }
     }
 }
 
-/// What follows `info` when TLS is (or is not) `configured`; `drained`
-/// says nothing but `INFO` was read. Configured TLS is never given up.
-pub fn plan(info: &ServerInfo, configured: bool, drained: bool) -> Result<Plan, Mismatch> {
+/// What follows `info` when TLS is (or is not) `configured`. Configured
+/// TLS is never given up.
+pub fn plan(info: &ServerInfo, configured: bool) -> Result<Plan, Mismatch> {
     match (configured, info.tls_required || info.tls_available) {
         (false, _) if info.tls_required => Err(Mismatch::TlsRequired),
         (false, _) => Ok(Plan::Plain),
         (true, false) => Err(Mismatch::TlsNotOffered),
-        (true, true) if !drained => Err(Mismatch::EarlyBytes),
         (true, true) => Ok(Plan::Tls),
     }
 }
@@ -193,19 +186,17 @@ mod tests {
     fn every_combination() {
         use Mismatch::*;
         use Plan::*;
-        for (required, available, configured, drained, want) in [
-            (false, false, false, true, Ok(Plain)),
-            (false, true, false, true, Ok(Plain)),
-            (true, false, false, true, Err(TlsRequired)),
-            (true, true, false, true, Err(TlsRequired)),
-            (false, false, true, true, Err(TlsNotOffered)),
-            (false, true, true, true, Ok(Tls)),
-            (true, false, true, true, Ok(Tls)),
-            (true, false, true, false, Err(EarlyBytes)),
-            (false, false, false, false, Ok(Plain)),
+        for (required, available, configured, want) in [
+            (false, false, false, Ok(Plain)),
+            (false, true, false, Ok(Plain)),
+            (true, false, false, Err(TlsRequired)),
+            (true, true, false, Err(TlsRequired)),
+            (false, false, true, Err(TlsNotOffered)),
+            (false, true, true, Ok(Tls)),
+            (true, false, true, Ok(Tls)),
         ] {
-            let got = plan(&info(required, available), configured, drained);
-            assert_eq!(got, want, "{required} {available} {configured} {drained}");
+            let got = plan(&info(required, available), configured);
+            assert_eq!(got, want, "{required} {available} {configured}");
         }
     }
 
@@ -218,7 +209,6 @@ mod tests {
             Mismatch::TlsNotOffered.error("e"),
             SinkError::Tls { .. }
         ));
-        assert!(text(Mismatch::EarlyBytes).contains("protocol error"));
     }
 
     #[test]

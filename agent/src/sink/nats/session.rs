@@ -78,7 +78,7 @@ impl Session {
             None => None,
         };
         let (lost_tx, lost) = watch::channel(None);
-        let client = match options(settings, Arc::new(lost_tx))?
+        let client = match options(&endpoint, settings, Arc::new(lost_tx))?
             .connect(format!("nats://{addr}"))
             .await
         {
@@ -247,6 +247,7 @@ impl Session {
 /// async-nats' options for one server of `settings`; its events go to
 /// `lost`.
 fn options(
+    endpoint: &str,
     settings: &Validated,
     lost: Arc<watch::Sender<Option<Lost>>>,
 ) -> Result<ConnectOptions, SinkError> {
@@ -289,10 +290,10 @@ fn options(
         }
         Auth::Token(token) => options.token(token.clone()),
         Auth::NKey(seed) => options.nkey(seed.clone()),
-        Auth::Creds(text) => options.credentials(text).map_err(|e| SinkError::Rejected {
-            endpoint: "nats".into(),
-            detail: format!("creds_file: {e}"),
-        })?,
+        // Checked when the config was loaded; kept for the type's sake.
+        Auth::Creds(text) => options
+            .credentials(text)
+            .map_err(|e| advice::rejected(endpoint, format!("creds_file: {e}")))?,
     };
     if let Some(tls) = &settings.tls {
         // Never plain text: async-nats upgrades every connection or fails.
@@ -315,13 +316,18 @@ async fn diagnose(
     err: &async_nats::ConnectError,
 ) -> SinkError {
     let plain = || advice::connect_error(endpoint, err, tls, CLIENT_LIMIT);
-    if err.kind() == async_nats::ConnectErrorKind::AuthorizationViolation
-        || advice::is_tcp_failure(err)
-    {
+    if err.kind() == async_nats::ConnectErrorKind::AuthorizationViolation {
+        return match settings.auth {
+            Auth::NKey(_) => advice::key_refused(endpoint, "nkey_seed_file"),
+            Auth::Creds(_) => advice::key_refused(endpoint, "creds_file"),
+            _ => plain(),
+        };
+    }
+    if advice::is_tcp_failure(err) {
         return plain();
     }
     match tokio::time::timeout(PROBE_LIMIT, greeting::probe(addr, endpoint)).await {
-        Ok(Ok(info)) => match greeting::plan(&info, settings.tls.is_some(), true) {
+        Ok(Ok(info)) => match greeting::plan(&info, settings.tls.is_some()) {
             Err(mismatch) => mismatch.error(endpoint),
             Ok(_) => plain(),
         },
