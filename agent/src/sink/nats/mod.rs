@@ -40,7 +40,13 @@
 //!   have `connect()` check that it exists and captures `subject`.
 //! * TLS (a `tls` table or `tls://` URLs) applies to every server of the
 //!   endpoint, advertised ones included, and is never given up: a server
-//!   that does not offer TLS is refused, not spoken to in plain text.
+//!   that does not offer TLS is refused, not spoken to in plain text. An
+//!   endpoint without TLS configured whose server requires it is upgraded
+//!   by async-nats with the system's CAs; if the server's certificate does
+//!   not chain to them, the error says to add a `tls` table.
+//! * Timeouts are the delivery stage's (`connect_timeout_ms`,
+//!   `send_timeout_ms`): they bound the connect and the wait for a batch's
+//!   acks, and a connection whose send timed out counts as failed.
 
 pub mod advice;
 pub mod greeting;
