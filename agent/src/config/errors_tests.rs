@@ -109,6 +109,26 @@ fn nats_settings_are_checked() {
 }
 
 #[test]
+fn nats_credential_files_are_read_at_load() {
+    let good = "urls = [\"nats://127.0.0.1:4222\"]\n";
+    let text = refused(
+        &nats(&format!("{good}nkey_seed_file = \"/nonexistent/lbw.nk\"\n")),
+        8,
+        "groups[0].endpoints[0].nkey_seed_file",
+    );
+    assert!(
+        text.contains("/nonexistent/lbw.nk") && text.contains("cannot read it"),
+        "{text}"
+    );
+    let text = refused(
+        &nats(&format!("{good}creds_file = \"/nonexistent/lbw.creds\"\n")),
+        8,
+        "groups[0].endpoints[0].creds_file",
+    );
+    assert!(text.contains("cannot read it"), "{text}");
+}
+
+#[test]
 fn unreadable_ca_files_are_named_once() {
     let ca = "/nonexistent/lbw-ca.pem";
     let text = refused(

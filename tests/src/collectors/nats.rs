@@ -62,6 +62,9 @@ struct Node {
     tls: Option<Arc<ClientConfig>>,
     /// Whether the server runs in a process group of its own.
     own_group: bool,
+    /// Ready once its `INFO` holds this (servers the test client cannot
+    /// log in to: operator mode).
+    ready_info: Option<&'static str>,
     child: Option<ChildGuard>,
 }
 
@@ -98,14 +101,19 @@ impl Node {
     /// client's handshake; a TLS one greets with an `INFO` requiring TLS
     /// (its certificate may be one the tests expect to be refused).
     fn ready(&self) -> bool {
-        if self.tls.is_some() {
+        let want = match (&self.tls, self.ready_info) {
+            (_, Some(want)) => Some(want),
+            (Some(_), None) => Some("\"tls_required\":true"),
+            (None, None) => None,
+        };
+        if let Some(want) = want {
             let info = TcpStream::connect(("127.0.0.1", self.port))
                 .map_err(anyhow::Error::from)
                 .and_then(|tcp| {
                     tcp.set_read_timeout(Some(Duration::from_secs(1)))?;
                     read_info_line(&tcp)
                 });
-            return info.is_ok_and(|line| line.contains("\"tls_required\":true"));
+            return info.is_ok_and(|line| line.contains(want));
         }
         self.client().is_ok()
     }
@@ -143,6 +151,7 @@ fn write_config(dir: &Path, name: &str, port: u16, extra: &str) -> anyhow::Resul
         auth: None,
         tls: None,
         own_group: false,
+        ready_info: None,
         child: None,
     })
 }
@@ -187,6 +196,61 @@ impl NatsServer {
     /// Starts one that requires `user`/`password`.
     pub fn start_with_auth(user: &str, password: &str) -> anyhow::Result<Self> {
         Self::start_with(Some((user.into(), password.into())))
+    }
+
+    /// Starts one with two users: the NKey user `nkey_public` (`U...`),
+    /// and `user`/`password`, which the test [`client`](Self::client) logs
+    /// in as to read back what the NKey user published.
+    pub fn start_with_nkey(nkey_public: &str, user: &str, password: &str) -> anyhow::Result<Self> {
+        let dir = Scratch::path("nats-nkey");
+        std::fs::create_dir_all(&dir.0)?;
+        let extra = format!(
+            "authorization {{ users = [ {{ nkey: \"{nkey_public}\" }}, {{ user: \"{user}\", password: \"{password}\" }} ] }}\n"
+        );
+        let mut node = write_config(&dir.0, "nkey", free_ports(1)[0], &extra)?;
+        node.auth = Some((user.into(), password.into()));
+        node.spawn()?;
+        Ok(Self { node, _dir: dir })
+    }
+
+    /// Starts one in operator (JWT) mode: `operator_jwt` is trusted and
+    /// the accounts' JWTs (`(public key, JWT)`) are preloaded in a memory
+    /// resolver. No JetStream, and the test client cannot log in: it is
+    /// for checking `.creds` authentication itself.
+    pub fn start_operator(
+        operator_jwt: &str,
+        accounts: &[(String, String)],
+    ) -> anyhow::Result<Self> {
+        let dir = Scratch::path("nats-operator");
+        std::fs::create_dir_all(&dir.0)?;
+        let port = free_ports(1)[0];
+        let operator = dir.0.join("operator.jwt");
+        std::fs::write(&operator, operator_jwt)?;
+        let preload: String = accounts
+            .iter()
+            .map(|(key, jwt)| format!("  {key}: \"{jwt}\"\n"))
+            .collect();
+        let config = dir.0.join("operator.conf");
+        std::fs::write(
+            &config,
+            format!(
+                "server_name: operator\nlisten: \"127.0.0.1:{port}\"\noperator: \"{}\"\nresolver: MEMORY\nresolver_preload: {{\n{preload}}}\n",
+                operator.display()
+            ),
+        )?;
+        let mut node = Node {
+            name: "operator".into(),
+            port,
+            config,
+            log: dir.0.join("operator.log"),
+            auth: None,
+            tls: None,
+            own_group: false,
+            ready_info: Some("\"auth_required\":true"),
+            child: None,
+        };
+        node.spawn()?;
+        Ok(Self { node, _dir: dir })
     }
 
     /// Starts one that accepts only TLS on its client port, with `cert` as

@@ -1,8 +1,20 @@
-//! What the server said, turned into a [`SinkError`] that tells the
-//! operator what to fix. Pure: no I/O.
+//! What the server or async-nats said, turned into a [`SinkError`] that
+//! tells the operator what to fix. Pure: no I/O.
+//!
+//! async-nats' errors are kinds with a source chain ("IO error" over an
+//! `io::Error` over a `rustls::Error`); the chain is searched for the part
+//! that says what to fix.
+
+use std::{error::Error as _, io, time::Duration};
+
+use async_nats::{ConnectError, ConnectErrorKind, jetstream::context::PublishErrorKind};
 
 use super::jetstream::{Refusal, StreamProblem};
-use crate::sink::endpoint::SinkError;
+use crate::sink::{
+    endpoint::SinkError,
+    net::TlsClient,
+    tls::{HandshakeContext, explain, rustls_error},
+};
 
 /// JetStream's error code for "stream not found".
 const STREAM_NOT_FOUND: u32 = 10059;
@@ -21,6 +33,201 @@ pub fn server_error(endpoint: &str, text: &str) -> SinkError {
         return protocol(endpoint, format!("the server said -ERR '{text}'"));
     };
     rejected(endpoint, format!("the server said -ERR '{text}': {hint}"))
+}
+
+/// The server refused the NKey or JWT of `setting` (`nkey_seed_file` or
+/// `creds_file`).
+pub fn key_refused(endpoint: &str, setting: &str) -> SinkError {
+    let hint = if setting == "creds_file" {
+        "check that the server trusts the operator that signed the account, knows the account (its resolver), and that the user JWT has not expired or been revoked"
+    } else {
+        "check that the server's authorization lists the public key (U...) of this seed"
+    };
+    rejected(
+        endpoint,
+        format!("the server said -ERR 'Authorization Violation' for `{setting}`: {hint}"),
+    )
+}
+
+/// Why async-nats could not connect. `tls` is the endpoint's TLS client for
+/// this server, if TLS is configured; `limit` is async-nats' own timeout.
+pub fn connect_error(
+    endpoint: &str,
+    err: &ConnectError,
+    tls: Option<&TlsClient>,
+    limit: Duration,
+) -> SinkError {
+    if let Some(tls_err) = rustls_in(err) {
+        return match tls {
+            Some(client) => SinkError::Tls {
+                endpoint: endpoint.into(),
+                message: explain(
+                    tls_err,
+                    &HandshakeContext {
+                        ca_file: &client.ca_file,
+                        server_name: &client.server_name_text,
+                        client_cert: client.client_cert,
+                    },
+                ),
+            },
+            None => SinkError::Tls {
+                endpoint: endpoint.into(),
+                message: format!("{tls_err}; add a `tls` table to this endpoint"),
+            },
+        };
+    }
+    let io = io_in(err);
+    match err.kind() {
+        ConnectErrorKind::AuthorizationViolation => {
+            server_error(endpoint, "Authorization Violation")
+        }
+        ConnectErrorKind::Authentication => rejected(
+            endpoint,
+            format!(
+                "{}: the NKey seed or the .creds file could not sign the server's nonce; check `nkey_seed_file` or `creds_file`",
+                chain(err)
+            ),
+        ),
+        ConnectErrorKind::TimedOut => SinkError::Timeout {
+            endpoint: endpoint.into(),
+            timeout: limit,
+            doing: "connecting (TCP, INFO, TLS, CONNECT and PONG)",
+        },
+        ConnectErrorKind::Tls => SinkError::Tls {
+            endpoint: endpoint.into(),
+            message: format!("{}; check the `tls` table", chain(err)),
+        },
+        ConnectErrorKind::Dns => SinkError::Connect {
+            endpoint: endpoint.into(),
+            source: io::Error::new(io::ErrorKind::NotFound, chain(err)),
+        },
+        _ => match io {
+            Some(io) if is_connect_failure(io) => SinkError::Connect {
+                endpoint: endpoint.into(),
+                source: io::Error::new(io.kind(), io.to_string()),
+            },
+            Some(io) => SinkError::Io {
+                endpoint: endpoint.into(),
+                source: io::Error::new(io.kind(), io.to_string()),
+            },
+            None => protocol(endpoint, chain(err)),
+        },
+    }
+}
+
+/// Whether `err` means the TCP connection could not be made, as opposed to
+/// one that broke after it was made.
+pub fn is_tcp_failure(err: &ConnectError) -> bool {
+    err.kind() == ConnectErrorKind::Dns || io_in(err).is_some_and(is_connect_failure)
+}
+
+fn is_connect_failure(err: &io::Error) -> bool {
+    use io::ErrorKind::*;
+    matches!(
+        err.kind(),
+        ConnectionRefused | HostUnreachable | NetworkUnreachable | AddrNotAvailable
+    )
+}
+
+/// The first `io::Error` in `err`'s chain.
+fn io_in<'a>(err: &'a (dyn std::error::Error + 'static)) -> Option<&'a io::Error> {
+    let mut next = Some(err);
+    while let Some(e) = next {
+        if let Some(io) = e.downcast_ref::<io::Error>() {
+            return Some(io);
+        }
+        next = e.source();
+    }
+    None
+}
+
+/// The rustls error in `err`'s chain: a refused certificate, an alert.
+fn rustls_in<'a>(err: &'a (dyn std::error::Error + 'static)) -> Option<&'a rustls::Error> {
+    let mut next = Some(err);
+    while let Some(e) = next {
+        if let Some(tls) = e.downcast_ref::<rustls::Error>() {
+            return Some(tls);
+        }
+        if let Some(tls) = e.downcast_ref::<io::Error>().and_then(rustls_error) {
+            return Some(tls);
+        }
+        next = e.source();
+    }
+    None
+}
+
+/// `err` and its sources, `: `-separated.
+fn chain(err: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = err.to_string();
+    let mut next = err.source();
+    while let Some(e) = next {
+        text.push_str(": ");
+        text.push_str(&e.to_string());
+        next = e.source();
+    }
+    text
+}
+
+/// Why JetStream did not take record `sequence`: the publish or its ack
+/// failed. `jetstream_enabled` is from the server's `INFO`.
+pub fn publish_error(
+    endpoint: &str,
+    err: &async_nats::jetstream::context::PublishError,
+    sequence: u64,
+    subject: &str,
+    jetstream_enabled: bool,
+) -> SinkError {
+    let refusal = match err.kind() {
+        PublishErrorKind::StreamNotFound => Refusal::NoResponders,
+        PublishErrorKind::TimedOut => {
+            return protocol(
+                endpoint,
+                format!("no publish ack for record {sequence} in time"),
+            );
+        }
+        PublishErrorKind::BrokenPipe => {
+            return SinkError::Io {
+                endpoint: endpoint.into(),
+                source: io::Error::new(
+                    io::ErrorKind::ConnectionAborted,
+                    format!(
+                        "the connection closed before JetStream acknowledged record {sequence}"
+                    ),
+                ),
+            };
+        }
+        PublishErrorKind::MaxPayloadExceeded => {
+            return rejected(
+                endpoint,
+                format!(
+                    "record {sequence}: {}; raise max_payload in the server config",
+                    chain(err)
+                ),
+            );
+        }
+        _ => match err.source() {
+            Some(source) => match source.downcast_ref::<async_nats::jetstream::Error>() {
+                Some(js) => {
+                    let text = js.to_string();
+                    // Its Display appends " (code …, error code …)".
+                    let description = text
+                        .rfind(" (code ")
+                        .map_or(text.as_str(), |at| &text[..at]);
+                    Refusal::JetStream {
+                        code: u16::try_from(js.code()).unwrap_or(u16::MAX),
+                        err_code: u32::try_from(js.error_code().0).unwrap_or(u32::MAX),
+                        description: description.to_owned(),
+                    }
+                }
+                None if source.is::<serde_json::Error>() => {
+                    Refusal::Malformed(format!("not a JetStream publish ack ({source})"))
+                }
+                None => return protocol(endpoint, format!("record {sequence}: {}", chain(err))),
+            },
+            None => return protocol(endpoint, format!("record {sequence}: {err}")),
+        },
+    };
+    refused(endpoint, &refusal, sequence, subject, jetstream_enabled)
 }
 
 /// JetStream did not store record `sequence` published to `subject`.
@@ -128,6 +335,19 @@ mod tests {
         );
         let other = server_error(E, "Stale Connection");
         assert!(matches!(other, SinkError::Protocol { .. }), "{other}");
+    }
+
+    #[test]
+    fn refused_keys_name_their_setting() {
+        let nkey = key_refused(E, "nkey_seed_file").to_string();
+        assert!(
+            nkey.contains("Authorization Violation' for `nkey_seed_file`")
+                && nkey.contains("public key"),
+            "{nkey}"
+        );
+        let creds = key_refused(E, "creds_file");
+        assert!(matches!(creds, SinkError::Rejected { .. }));
+        assert!(creds.to_string().contains("operator"), "{creds}");
     }
 
     #[test]

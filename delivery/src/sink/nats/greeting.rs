@@ -1,23 +1,39 @@
 //! The start of a NATS connection, before `CONNECT`: the server's `INFO`
 //! greeting, always in plain text, and whether the connection continues in
-//! plain text or goes TLS. NATS' classic TLS: after `INFO` the client
-//! starts the TLS handshake on the same TCP connection and everything from
-//! `CONNECT` on is encrypted. [`plan`] is pure.
+//! plain text or goes TLS (NATS' classic TLS: after `INFO` the client
+//! starts the TLS handshake on the same TCP connection).
+//!
+//! async-nats does this itself and never falls back to plain text when told
+//! `require_tls`, but when it fails it says only "IO error" or rustls'
+//! complaint about a corrupt message. So after a failed connect, [`probe`]
+//! reads the greeting once more on a connection of its own and [`plan`]
+//! (pure) says what was wrong in the operator's terms: no NATS server
+//! there, TLS configured but not offered, TLS required but not configured.
 
-use bytes::BytesMut;
-use tokio::{io::AsyncReadExt as _, net::TcpStream};
+use serde::Deserialize;
+use tokio::io::AsyncReadExt as _;
 
-use super::{
-    advice,
-    parse::{self, ServerOp},
-    wire::ServerInfo,
-};
-use crate::sink::endpoint::SinkError;
+use super::{advice, servers::ServerAddr};
+use crate::sink::{endpoint::SinkError, net::connect_tcp};
 
 /// The longest `INFO` greeting accepted, in bytes: a large cluster's
 /// `connect_urls` fit many times over; a server streaming garbage does not
 /// make us buffer it forever.
 const MAX_INFO: usize = 64 * 1024;
+
+/// The fields of `INFO` the checks need.
+#[derive(Clone, Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(default)]
+pub struct ServerInfo {
+    /// The server speaks only TLS.
+    pub tls_required: bool,
+    /// The server accepts TLS (and plain text).
+    pub tls_available: bool,
+    /// The server supports message headers (`Nats-Msg-Id` needs them).
+    pub headers: bool,
+    /// nats-server's version, for messages.
+    pub version: String,
+}
 
 /// How the connection goes on after `INFO`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -35,8 +51,6 @@ pub enum Mismatch {
     TlsRequired,
     /// TLS is configured; the server does not offer it.
     TlsNotOffered,
-    /// The server sent more than `INFO` before the handshake.
-    EarlyBytes,
 }
 
 impl Mismatch {
@@ -58,49 +72,64 @@ impl Mismatch {
                  plain text: enable `tls { ... }` on the server, or remove `tls` \
                  and use nats:// URLs on a trusted network",
             ),
-            Self::EarlyBytes => advice::protocol(
-                endpoint,
-                "the server sent more than INFO before the TLS handshake".into(),
-            ),
         }
     }
 }
 
-/// What follows `info` when TLS is (or is not) `configured`; `drained`
-/// says nothing but `INFO` was read. Configured TLS is never given up.
-pub fn plan(info: &ServerInfo, configured: bool, drained: bool) -> Result<Plan, Mismatch> {
+/// What follows `info` when TLS is (or is not) `configured`. Configured
+/// TLS is never given up.
+pub fn plan(info: &ServerInfo, configured: bool) -> Result<Plan, Mismatch> {
     match (configured, info.tls_required || info.tls_available) {
         (false, _) if info.tls_required => Err(Mismatch::TlsRequired),
         (false, _) => Ok(Plan::Plain),
         (true, false) => Err(Mismatch::TlsNotOffered),
-        (true, true) if !drained => Err(Mismatch::EarlyBytes),
         (true, true) => Ok(Plan::Tls),
     }
 }
 
-/// Reads the server's plain-text `INFO` greeting from `tcp`. Bytes read past
-/// it stay in `rbuf`.
-pub async fn read_info(
-    tcp: &mut TcpStream,
-    rbuf: &mut BytesMut,
-    endpoint: &str,
-) -> Result<ServerInfo, SinkError> {
+/// What the first bytes of a connection are.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Greeting<'a> {
+    /// An `INFO` line: its JSON.
+    Info(&'a [u8]),
+    /// Something else, up to its line end: not a NATS server.
+    Other(&'a [u8]),
+    /// Not enough bytes yet.
+    Partial,
+}
+
+/// Classifies what a server sent first. Pure.
+pub fn classify(buf: &[u8]) -> Greeting<'_> {
+    const INFO: &[u8] = b"INFO ";
+    let line = buf
+        .iter()
+        .position(|&b| b == b'\n')
+        .map(|end| buf[..end].strip_suffix(b"\r").unwrap_or(&buf[..end]));
+    let head = &buf[..buf.len().min(INFO.len())];
+    match line {
+        Some(line) if line.starts_with(INFO) => Greeting::Info(&line[INFO.len()..]),
+        Some(line) => Greeting::Other(line),
+        // Refuse garbage as soon as it cannot become `INFO `.
+        None if !INFO.starts_with(head) => Greeting::Other(buf),
+        None => Greeting::Partial,
+    }
+}
+
+/// Connects to `addr` on a connection of its own and reads the server's
+/// plain-text `INFO` greeting. Only used to explain a failed connect.
+pub async fn probe(addr: &ServerAddr, endpoint: &str) -> Result<ServerInfo, SinkError> {
+    let mut tcp = connect_tcp(endpoint, (addr.host.as_str(), addr.port)).await?;
+    let mut buf = Vec::with_capacity(4096);
     let mut chunk = [0u8; 4096];
     loop {
-        match parse::next_op(rbuf).map_err(|e| advice::protocol(endpoint, e.to_string()))? {
-            Some(ServerOp::Info(json)) => {
-                return ServerInfo::parse(&json).map_err(|e| advice::protocol(endpoint, e));
+        match classify(&buf) {
+            Greeting::Info(json) => {
+                return serde_json::from_slice(json).map_err(|e| {
+                    advice::protocol(endpoint, format!("the server's INFO is not JSON: {e}"))
+                });
             }
-            Some(ServerOp::Err(text)) => return Err(advice::server_error(endpoint, &text)),
-            Some(other) => {
-                return Err(advice::protocol(
-                    endpoint,
-                    format!(
-                        "expected the server's INFO greeting, got {other:?}; is this a NATS client port?"
-                    ),
-                ));
-            }
-            None if rbuf.len() > MAX_INFO => {
+            Greeting::Other(bytes) => return Err(not_nats(endpoint, bytes)),
+            Greeting::Partial if buf.len() > MAX_INFO => {
                 return Err(advice::protocol(
                     endpoint,
                     format!(
@@ -108,10 +137,10 @@ pub async fn read_info(
                     ),
                 ));
             }
-            None => {}
+            Greeting::Partial => {}
         }
         match tcp.read(&mut chunk).await {
-            Ok(0) => {
+            Ok(0) if buf.is_empty() => {
                 return Err(SinkError::Io {
                     endpoint: endpoint.to_owned(),
                     source: std::io::Error::new(
@@ -120,7 +149,8 @@ pub async fn read_info(
                     ),
                 });
             }
-            Ok(n) => rbuf.extend_from_slice(&chunk[..n]),
+            Ok(0) => return Err(not_nats(endpoint, &buf)),
+            Ok(n) => buf.extend_from_slice(&chunk[..n]),
             Err(source) => {
                 return Err(SinkError::Io {
                     endpoint: endpoint.to_owned(),
@@ -129,6 +159,15 @@ pub async fn read_info(
             }
         }
     }
+}
+
+/// The server's first bytes were not `INFO`.
+fn not_nats(endpoint: &str, bytes: &[u8]) -> SinkError {
+    let shown: String = bytes.escape_ascii().to_string().chars().take(120).collect();
+    advice::protocol(
+        endpoint,
+        format!("unexpected `{shown}`; is this a NATS server's client port?"),
+    )
 }
 
 #[cfg(test)]
@@ -147,19 +186,17 @@ mod tests {
     fn every_combination() {
         use Mismatch::*;
         use Plan::*;
-        for (required, available, configured, drained, want) in [
-            (false, false, false, true, Ok(Plain)),
-            (false, true, false, true, Ok(Plain)),
-            (true, false, false, true, Err(TlsRequired)),
-            (true, true, false, true, Err(TlsRequired)),
-            (false, false, true, true, Err(TlsNotOffered)),
-            (false, true, true, true, Ok(Tls)),
-            (true, false, true, true, Ok(Tls)),
-            (true, false, true, false, Err(EarlyBytes)),
-            (false, false, false, false, Ok(Plain)),
+        for (required, available, configured, want) in [
+            (false, false, false, Ok(Plain)),
+            (false, true, false, Ok(Plain)),
+            (true, false, false, Err(TlsRequired)),
+            (true, true, false, Err(TlsRequired)),
+            (false, false, true, Err(TlsNotOffered)),
+            (false, true, true, Ok(Tls)),
+            (true, false, true, Ok(Tls)),
         ] {
-            let got = plan(&info(required, available), configured, drained);
-            assert_eq!(got, want, "{required} {available} {configured} {drained}");
+            let got = plan(&info(required, available), configured);
+            assert_eq!(got, want, "{required} {available} {configured}");
         }
     }
 
@@ -172,6 +209,30 @@ mod tests {
             Mismatch::TlsNotOffered.error("e"),
             SinkError::Tls { .. }
         ));
-        assert!(text(Mismatch::EarlyBytes).contains("protocol error"));
+    }
+
+    #[test]
+    fn first_bytes() {
+        assert_eq!(
+            classify(b"INFO {\"a\":1} \r\nPING"),
+            Greeting::Info(b"{\"a\":1} ")
+        );
+        assert_eq!(classify(b"INF"), Greeting::Partial);
+        assert_eq!(classify(b"INFO {\"a\""), Greeting::Partial);
+        assert_eq!(
+            classify(b"HTTP/1.1 400 Bad Request\r\n\r\n"),
+            Greeting::Other(b"HTTP/1.1 400 Bad Request")
+        );
+        assert_eq!(classify(&[0x16, 0x03]), Greeting::Other(&[0x16, 0x03]));
+        let err = not_nats("nats://h:1", b"HTTP/1.1 400 Bad Request").to_string();
+        assert!(
+            err.contains("unexpected `HTTP/1.1 400 Bad Request`; is this a NATS server"),
+            "{err}"
+        );
+        assert!(
+            not_nats("e", &[0x16, 0xff])
+                .to_string()
+                .contains("\\x16\\xff")
+        );
     }
 }

@@ -1,21 +1,9 @@
-//! JetStream's answers: publish acks and stream info. Pure: a reply message
-//! in, a verdict out.
+//! JetStream's answers in our terms: why a publish or an API request was
+//! refused, and whether the configured stream captures our subject. Pure:
+//! a reply's status and payload in, a verdict out. async-nats itself parses
+//! publish acks; this is what it leaves to the caller.
 
 use serde::Deserialize;
-
-use super::parse::Message;
-
-/// A record JetStream stored (or had already stored).
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct PubAck {
-    /// The stream that holds it.
-    pub stream: String,
-    /// Its sequence in the stream.
-    pub seq: u64,
-    /// JetStream had it already (same `Nats-Msg-Id` within the stream's
-    /// duplicate window) and dropped this copy: still success.
-    pub duplicate: bool,
-}
 
 /// Why a reply is not a success.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -49,26 +37,9 @@ struct ApiError {
     description: String,
 }
 
-#[derive(Deserialize)]
-struct AckJson {
-    error: Option<ApiError>,
-    stream: Option<String>,
-    seq: Option<u64>,
-    #[serde(default)]
-    duplicate: bool,
-}
-
-/// The status of a reply's header block (`NATS/1.0 503`), if it has one.
-fn status(msg: &Message) -> Option<&str> {
-    let headers = std::str::from_utf8(msg.headers.as_deref()?).ok()?;
-    let first = headers.lines().next()?;
-    let status = first.strip_prefix("NATS/1.0")?.trim();
-    (!status.is_empty()).then_some(status)
-}
-
 /// Status first (a 503 has no body), then JetStream's JSON `error`.
-fn refusal(msg: &Message, error: Option<ApiError>) -> Option<Refusal> {
-    if let Some(status) = status(msg) {
+fn refusal(status: Option<&str>, error: Option<ApiError>) -> Option<Refusal> {
+    if let Some(status) = status {
         return Some(if status.starts_with("503") {
             Refusal::NoResponders
         } else {
@@ -80,28 +51,6 @@ fn refusal(msg: &Message, error: Option<ApiError>) -> Option<Refusal> {
         err_code: e.err_code,
         description: e.description,
     })
-}
-
-/// Classifies the reply to one published record.
-pub fn pub_ack(msg: &Message) -> Result<PubAck, Refusal> {
-    if let Some(r) = refusal(msg, None) {
-        return Err(r);
-    }
-    let json: AckJson = serde_json::from_slice(&msg.payload)
-        .map_err(|e| Refusal::Malformed(format!("not a JetStream publish ack ({e})")))?;
-    if let Some(r) = refusal(msg, json.error) {
-        return Err(r);
-    }
-    match (json.stream, json.seq) {
-        (Some(stream), Some(seq)) => Ok(PubAck {
-            stream,
-            seq,
-            duplicate: json.duplicate,
-        }),
-        _ => Err(Refusal::Malformed(
-            "a publish ack without stream or seq".into(),
-        )),
-    }
 }
 
 #[derive(Deserialize)]
@@ -129,18 +78,23 @@ pub enum StreamProblem {
     },
 }
 
-/// Checks the reply to `$JS.API.STREAM.INFO.<stream>`: the stream exists
-/// and one of its subjects matches `subject`.
-pub fn check_stream_info(msg: &Message, subject: &str) -> Result<(), StreamProblem> {
-    if let Some(r) = refusal(msg, None) {
+/// Checks the reply to `$JS.API.STREAM.INFO.<stream>` (its status line,
+/// e.g. `408 Request Timeout`, if it has one, and its payload): the stream
+/// exists and one of its subjects matches `subject`.
+pub fn check_stream_info(
+    status: Option<&str>,
+    payload: &[u8],
+    subject: &str,
+) -> Result<(), StreamProblem> {
+    if let Some(r) = refusal(status, None) {
         return Err(StreamProblem::Refused(r));
     }
-    let json: StreamInfoJson = serde_json::from_slice(&msg.payload).map_err(|e| {
+    let json: StreamInfoJson = serde_json::from_slice(payload).map_err(|e| {
         StreamProblem::Refused(Refusal::Malformed(format!(
             "not a JetStream stream info ({e})"
         )))
     })?;
-    if let Some(r) = refusal(msg, json.error) {
+    if let Some(r) = refusal(None, json.error) {
         return Err(StreamProblem::Refused(r));
     }
     let config = json.config.ok_or_else(|| {
@@ -180,96 +134,43 @@ pub fn subject_matches(filter: &str, subject: &str) -> bool {
 
 #[cfg(test)]
 mod tests {
-    use bytes::Bytes;
-
     use super::*;
-
-    fn reply(headers: Option<&'static [u8]>, payload: &'static [u8]) -> Message {
-        Message {
-            subject: "_INBOX.x.1".into(),
-            sid: "1".into(),
-            reply: None,
-            headers: headers.map(Bytes::from_static),
-            payload: Bytes::from_static(payload),
-        }
-    }
-
-    #[test]
-    fn acks_as_nats_server_2_9_writes_them() {
-        let ack = pub_ack(&reply(None, br#"{"stream":"S", "seq":1}"#)).unwrap();
-        assert_eq!(
-            (ack.stream.as_str(), ack.seq, ack.duplicate),
-            ("S", 1, false)
-        );
-        let dup = pub_ack(&reply(
-            None,
-            br#"{"stream":"S", "seq":1,"duplicate": true}"#,
-        ));
-        assert!(dup.unwrap().duplicate);
-    }
-
-    #[test]
-    fn refusals() {
-        let no_responders = reply(Some(b"NATS/1.0 503\r\n\r\n"), b"");
-        assert_eq!(pub_ack(&no_responders), Err(Refusal::NoResponders));
-        let timeout = reply(Some(b"NATS/1.0 408 Request Timeout\r\n\r\n"), b"");
-        assert_eq!(
-            pub_ack(&timeout),
-            Err(Refusal::Status("408 Request Timeout".into()))
-        );
-        let full =
-            br#"{"error":{"code":503,"err_code":10077,"description":"maximum messages exceeded"}}"#;
-        assert_eq!(
-            pub_ack(&reply(None, full)),
-            Err(Refusal::JetStream {
-                code: 503,
-                err_code: 10077,
-                description: "maximum messages exceeded".into()
-            })
-        );
-        for bad in [&b""[..], b"nope", b"{}", br#"{"stream":"S"}"#, b"[1]"] {
-            let got = pub_ack(&Message {
-                payload: Bytes::copy_from_slice(bad),
-                ..reply(None, b"")
-            });
-            assert!(
-                matches!(got, Err(Refusal::Malformed(_))),
-                "{bad:?}: {got:?}"
-            );
-        }
-        // Headers without a status (plain headers on a reply) are not a refusal.
-        let plain = reply(
-            Some(b"NATS/1.0\r\nX: y\r\n\r\n"),
-            br#"{"stream":"S","seq":2}"#,
-        );
-        assert_eq!(pub_ack(&plain).unwrap().seq, 2);
-    }
 
     #[test]
     fn stream_info() {
         let info = br#"{"type":"io.nats.jetstream.api.v1.stream_info_response","config":{"name":"S","subjects":["lbw.\u003e","x.*"]},"state":{}}"#;
-        assert_eq!(check_stream_info(&reply(None, info), "lbw.audit"), Ok(()));
-        assert_eq!(check_stream_info(&reply(None, info), "x.y"), Ok(()));
+        assert_eq!(check_stream_info(None, info, "lbw.audit"), Ok(()));
+        assert_eq!(check_stream_info(None, info, "x.y"), Ok(()));
         assert_eq!(
-            check_stream_info(&reply(None, info), "lbwitness.audit"),
+            check_stream_info(None, info, "lbwitness.audit"),
             Err(StreamProblem::DoesNotCapture {
                 subjects: vec!["lbw.>".into(), "x.*".into()]
             })
         );
         let unnamed = br#"{"config":{"name":"S"}}"#;
-        assert_eq!(check_stream_info(&reply(None, unnamed), "S"), Ok(()));
+        assert_eq!(check_stream_info(None, unnamed, "S"), Ok(()));
         let missing = br#"{"type":"io.nats.jetstream.api.v1.stream_info_response","error":{"code":404,"err_code":10059,"description":"stream not found"},"total":0}"#;
         assert!(matches!(
-            check_stream_info(&reply(None, missing), "S"),
+            check_stream_info(None, missing, "S"),
             Err(StreamProblem::Refused(Refusal::JetStream {
                 err_code: 10059,
                 ..
             }))
         ));
         assert_eq!(
-            check_stream_info(&reply(Some(b"NATS/1.0 503\r\n\r\n"), b""), "S"),
+            check_stream_info(Some("503"), b"", "S"),
             Err(StreamProblem::Refused(Refusal::NoResponders))
         );
+        assert_eq!(
+            check_stream_info(Some("408 Request Timeout"), b"", "S"),
+            Err(StreamProblem::Refused(Refusal::Status(
+                "408 Request Timeout".into()
+            )))
+        );
+        assert!(matches!(
+            check_stream_info(None, b"nope", "S"),
+            Err(StreamProblem::Refused(Refusal::Malformed(_)))
+        ));
     }
 
     #[test]

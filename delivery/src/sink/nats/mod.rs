@@ -1,17 +1,25 @@
-//! The NATS JetStream sink: each record is published with `HPUB` to one
-//! subject, carrying the header `Nats-Msg-Id: <agent.id>:<event.sequence>`,
-//! and counts as delivered only when JetStream's publish ack for it
-//! arrives. A minimal client of its own over tokio TCP, optionally TLS
-//! (rustls, the `tls` table syslog endpoints use too).
+//! The NATS JetStream sink: each record is published to one subject with
+//! the header `Nats-Msg-Id: <agent.id>:<event.sequence>`, and counts as
+//! delivered only when JetStream's publish ack for it arrives. Acks are
+//! pipelined: a batch is published whole, then its ack futures awaited.
 //!
-//! * [`parse`]: the server's operations, incrementally; [`wire`]: ours.
-//! * [`jetstream`]: publish acks, refusals, stream info; [`advice`]: what
-//!   each failure means for the operator.
-//! * [`servers`]: URLs and the order they are tried in, including the
-//!   addresses a cluster advertises (`connect_urls`).
-//! * [`greeting`]: the plain-text `INFO` and whether TLS follows.
-//! * [`session`]: the handshake (`INFO`, `CONNECT`, `SUB`, `PING`/`PONG`)
-//!   and the pipelined publish of a batch.
+//! The client is the official `async-nats` crate: it speaks the protocol,
+//! JetStream publish and acks, TLS over rustls (our trust anchors and
+//! client certificate, the ring provider), and user/password, token, NKey
+//! and `.creds` (JWT) authentication. We keep what it does not do for us:
+//!
+//! * [`settings`]: validation at config load, credential files included;
+//! * [`servers`]: the order servers are tried in, configured ones first,
+//!   then the addresses the cluster advertises, with TLS for all of them;
+//!   each `connect()` gives async-nats one server;
+//! * [`session`]: one client per connection, its automatic reconnects
+//!   turned into a failed connection the delivery stage can see;
+//! * [`greeting`]: after a failed connect, why, from the server's `INFO`
+//!   (TLS configured but not offered, required but not configured, not a
+//!   NATS server at all);
+//! * [`jetstream`] (stream check, refusals) and [`advice`]: what each
+//!   failure means for the operator;
+//! * [`verifier`]: a fixed `server_name` checked for every server.
 //!
 //! What an ack means, and what to configure on the server:
 //!
@@ -32,18 +40,25 @@
 //!   have `connect()` check that it exists and captures `subject`.
 //! * TLS (a `tls` table or `tls://` URLs) applies to every server of the
 //!   endpoint, advertised ones included, and is never given up: a server
-//!   that does not offer TLS is refused, not spoken to in plain text.
+//!   that does not offer TLS is refused, not spoken to in plain text. An
+//!   endpoint without TLS configured whose server requires it is upgraded
+//!   by async-nats with the system's CAs; if the server's certificate does
+//!   not chain to them, the error says to add a `tls` table.
+//! * Timeouts are the delivery stage's (`connect_timeout_ms`,
+//!   `send_timeout_ms`): they bound the connect and the wait for a batch's
+//!   acks, and a connection whose send timed out counts as failed.
 
 pub mod advice;
 pub mod greeting;
 pub mod jetstream;
-pub mod parse;
 pub mod servers;
 pub mod session;
 pub mod settings;
-pub mod wire;
+pub mod verifier;
 
 use std::sync::{Arc, Mutex, PoisonError};
+
+use async_nats::Subject;
 
 pub use self::settings::{NatsConfigError, NatsSettings};
 use self::{servers::Servers, session::Session, settings::Validated};
@@ -93,15 +108,14 @@ impl NatsConnector {
         for (index, addr) in order {
             lock(&self.servers).attempting(index);
             match Session::open(&addr, &self.settings).await {
-                Ok(mut session) => {
+                Ok(session) => {
                     let mut servers = lock(&self.servers);
                     servers.succeeded(index);
-                    servers.learn(&session.info.connect_urls);
-                    session.info_changed = false;
-                    tracing::debug!(endpoint = %self.endpoint, server = %addr, name = %session.info.server_name, "connected");
+                    servers.learn(&session.connect_urls());
+                    tracing::debug!(endpoint = %self.endpoint, server = %addr, "connected");
                     return Ok(NatsConnection {
                         session: Some(session),
-                        subject: self.settings.subject.clone(),
+                        subject: Subject::from(self.settings.subject.as_str()),
                         servers: Arc::clone(&self.servers),
                         index,
                         in_flight: false,
@@ -158,7 +172,7 @@ impl Connector for NatsConnector {
 /// A session with one server of the cluster.
 struct NatsConnection {
     session: Option<Session>,
-    subject: String,
+    subject: Subject,
     servers: Arc<Mutex<Servers>>,
     index: usize,
     /// A send started and has not succeeded: if the connection is dropped
@@ -171,7 +185,7 @@ impl Connection for NatsConnection {
         Box::pin(async move {
             let session = self
                 .session
-                .as_mut()
+                .as_ref()
                 .expect("only close() takes the session");
             self.in_flight = true;
             let duplicates = session.publish(batch, &self.subject).await?;
@@ -183,10 +197,8 @@ impl Connection for NatsConnection {
                     "JetStream already had some records"
                 );
             }
-            if session.info_changed {
-                session.info_changed = false;
-                lock(&self.servers).learn(&session.info.connect_urls);
-            }
+            // The cluster may have grown since the connect (INFO updates).
+            lock(&self.servers).learn(&session.connect_urls());
             Ok(())
         })
     }

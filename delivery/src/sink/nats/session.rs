@@ -1,69 +1,68 @@
-//! One connection to one NATS server: the handshake and the pipelined
-//! publish of a batch. The thin async shell around [`parse`], [`wire`] and
-//! [`jetstream`].
-//! The plain-text greeting and whether TLS follows are [`greeting`]'s.
+//! One async-nats client connected to one NATS server: the connect with our
+//! options, the stream check, and the pipelined publish of a batch.
+//!
+//! async-nats reconnects by itself; the delivery stage must still see a
+//! dead endpoint. So a session listens to the client's events, and from
+//! the first disconnect (or server `-ERR`) on, every call fails: the
+//! connection counts as broken, the group marks the endpoint down and
+//! re-routes its batches, and a later `connect()` makes a new client. The
+//! client gets one reconnect attempt at most, so a dropped session leaves
+//! no task retrying in the background.
 
-use std::{future::poll_fn, pin::Pin, task::Poll};
+use std::{future::Future, sync::Arc, time::Duration};
 
-use bytes::{Buf as _, BytesMut};
-use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _, ReadBuf};
+use async_nats::{
+    ConnectOptions, Event, RequestErrorKind, Subject,
+    header::{HeaderMap, NATS_MESSAGE_ID},
+    jetstream,
+};
+use bytes::Bytes;
+use tokio::sync::watch;
 
 use super::{
-    advice,
-    greeting::{self, Plan},
-    jetstream,
-    parse::{self, Message, ServerOp},
+    advice, greeting,
+    jetstream::{StreamProblem, check_stream_info},
     servers::ServerAddr,
-    settings::Validated,
-    wire::{self, ServerInfo},
+    settings::{Auth, Validated},
 };
 use crate::sink::{
     endpoint::{Batch, SinkError},
-    net::{Stream, TlsClient, connect_tcp},
+    net::TlsClient,
 };
 
-/// Bytes of records encoded ahead of the socket: enough to keep a loopback
-/// connection busy, small enough that a batch is never copied whole.
-const WRITE_AHEAD: usize = 64 * 1024;
+/// async-nats' own limits on a connect, a request and a publish ack. The
+/// delivery stage bounds every connect and send by its configured timeouts
+/// (`connect_timeout_ms`, `send_timeout_ms`, at most 10 minutes) and drops
+/// the connection when one fires; these only keep async-nats from giving
+/// up first.
+const CLIENT_LIMIT: Duration = Duration::from_secs(600);
 
-/// Spare room for each socket read, in bytes.
-const READ_CHUNK: usize = 16 * 1024;
+/// How long the greeting probe that explains a failed connect may take.
+const PROBE_LIMIT: Duration = Duration::from_secs(5);
 
-/// Our only subscription: every reply inbox.
-const SID: u32 = 1;
-
-/// A connected, greeted, authenticated NATS session.
-pub struct Session {
-    stream: Box<dyn Stream>,
-    rbuf: BytesMut,
-    wbuf: BytesMut,
-    /// Bytes the stream accepted but may still hold (TLS records rustls
-    /// has not written to the socket yet): flush before waiting on reads.
-    unflushed: bool,
-    /// Socket reads land here first, then in `rbuf`.
-    scratch: Box<[u8]>,
-    /// With TLS: explains rustls' errors on any read or write.
-    tls: Option<TlsClient>,
-    endpoint: String,
-    inbox: String,
-    next_token: u64,
-    /// The server's latest `INFO`.
-    pub info: ServerInfo,
-    /// Set when an `INFO` update arrives; cleared by whoever learns from it.
-    pub info_changed: bool,
+/// Why a session stopped being usable.
+#[derive(Clone, Debug)]
+enum Lost {
+    /// The client lost its connection (it may have reconnected since).
+    Disconnected,
+    /// The server sent `-ERR` on the established connection.
+    ServerError(String),
 }
 
-enum Event {
-    Read(std::io::Result<usize>),
-    Wrote(std::io::Result<usize>),
-    Flushed(std::io::Result<()>),
+/// A connected, authenticated client of one server.
+pub struct Session {
+    client: async_nats::Client,
+    jetstream: jetstream::Context,
+    lost: watch::Receiver<Option<Lost>>,
+    endpoint: String,
+    /// The server has JetStream on (from its `INFO`), for messages.
+    jetstream_enabled: bool,
+    max_payload: usize,
 }
 
 impl Session {
-    /// Connects to `addr`, reads `INFO`, upgrades to TLS when `settings`
-    /// ask for it, sends `CONNECT`, subscribes to the reply inbox and waits
-    /// for the `PONG` that proves the server took all of it; then checks the
-    /// configured stream.
+    /// Connects to `addr` (TCP, `INFO`, TLS when configured, `CONNECT`,
+    /// `PING`/`PONG`), then checks the configured stream.
     pub async fn open(addr: &ServerAddr, settings: &Validated) -> Result<Self, SinkError> {
         let scheme = if settings.tls.is_some() {
             "tls"
@@ -71,9 +70,6 @@ impl Session {
             "nats"
         };
         let endpoint = format!("{scheme}://{addr}");
-        let mut tcp = connect_tcp(&endpoint, (addr.host.as_str(), addr.port)).await?;
-        let mut rbuf = BytesMut::with_capacity(READ_CHUNK);
-        let info = greeting::read_info(&mut tcp, &mut rbuf, &endpoint).await?;
         let tls = match &settings.tls {
             Some(tls) => Some(tls.for_server(addr).map_err(|e| SinkError::Tls {
                 endpoint: endpoint.clone(),
@@ -81,283 +77,281 @@ impl Session {
             })?),
             None => None,
         };
-        let stream: Box<dyn Stream> = match greeting::plan(&info, tls.is_some(), rbuf.is_empty()) {
-            Err(mismatch) => return Err(mismatch.error(&endpoint)),
-            Ok(Plan::Plain) => Box::new(tcp),
-            Ok(Plan::Tls) => {
-                let tls = tls.as_ref().expect("the plan is TLS only when configured");
-                tls.handshake(&endpoint, tcp).await?
-            }
+        let (lost_tx, lost) = watch::channel(None);
+        let client = match options(&endpoint, settings, Arc::new(lost_tx))?
+            .connect(format!("nats://{addr}"))
+            .await
+        {
+            Ok(client) => client,
+            Err(e) => return Err(diagnose(&endpoint, addr, settings, tls.as_ref(), &e).await),
         };
-        let mut random = [0u8; 11];
-        getrandom::fill(&mut random).map_err(|e| SinkError::Io {
-            endpoint: endpoint.clone(),
-            source: std::io::Error::other(format!("no randomness for the reply inbox: {e}")),
-        })?;
-        let mut session = Self {
-            stream,
-            rbuf,
-            wbuf: BytesMut::with_capacity(WRITE_AHEAD),
-            unflushed: false,
-            scratch: vec![0; READ_CHUNK].into_boxed_slice(),
-            tls,
+        let info = client.server_info();
+        if !info.headers {
+            return Err(advice::protocol(
+                &endpoint,
+                format!(
+                    "server {} does not support message headers, which JetStream dedup needs; upgrade to nats-server 2.2 or later",
+                    info.version
+                ),
+            ));
+        }
+        let mut jetstream = jetstream::new(client.clone());
+        jetstream.set_timeout(CLIENT_LIMIT);
+        let session = Self {
+            client,
+            jetstream,
+            lost,
             endpoint,
-            inbox: format!("_INBOX.{}", hex::encode(random)),
-            next_token: 0,
-            info,
-            info_changed: false,
+            jetstream_enabled: info.jetstream,
+            max_payload: info.max_payload,
         };
-        session.handshake(settings).await?;
+        if let Some(stream) = &settings.stream {
+            session.check_stream(stream, &settings.subject).await?;
+        }
         Ok(session)
     }
 
-    async fn handshake(&mut self, settings: &Validated) -> Result<(), SinkError> {
-        if !self.info.headers {
-            return Err(self.protocol(format!("server {} does not support message headers, which JetStream dedup needs; upgrade to nats-server 2.2 or later", self.info.version)));
-        }
-        let auth = wire::Auth {
-            user: settings.user.as_ref().map(|(u, _)| u.as_str()),
-            pass: settings.user.as_ref().map(|(_, p)| p.as_str()),
-            auth_token: settings.token.as_deref(),
-        };
-        wire::connect(&mut self.wbuf, auth, self.tls.is_some());
-        wire::sub(&mut self.wbuf, &format!("{}.*", self.inbox), SID);
-        wire::ping(&mut self.wbuf);
-        self.flush().await?;
-        while !matches!(self.read_op().await?, ServerOp::Pong) {}
-        if let Some(stream) = &settings.stream {
-            self.check_stream(stream, &settings.subject).await?;
-        }
-        Ok(())
+    /// The addresses the server advertises for its cluster, as of its
+    /// latest `INFO`.
+    pub fn connect_urls(&self) -> Vec<String> {
+        self.client.server_info().connect_urls
     }
 
     /// Asks JetStream for `stream`'s info and checks it captures `subject`.
-    async fn check_stream(&mut self, stream: &str, subject: &str) -> Result<(), SinkError> {
-        let reply = format!("{}.info", self.inbox);
+    async fn check_stream(&self, stream: &str, subject: &str) -> Result<(), SinkError> {
         let api = format!("$JS.API.STREAM.INFO.{stream}");
-        wire::publish(&mut self.wbuf, &api, &reply, b"");
-        self.flush().await?;
-        let msg = loop {
-            if let ServerOp::Msg(msg) = self.read_op().await?
-                && msg.subject == reply
-            {
-                break msg;
+        let problem = match self.guard(self.client.request(api, Bytes::new())).await? {
+            Ok(reply) => {
+                let status = reply.status.map(|code| {
+                    let text = reply.description.as_deref().unwrap_or("");
+                    format!("{} {text}", code.as_u16()).trim_end().to_owned()
+                });
+                check_stream_info(status.as_deref(), &reply.payload, subject)
+            }
+            Err(e) if e.kind() == RequestErrorKind::NoResponders => Err(StreamProblem::Refused(
+                super::jetstream::Refusal::NoResponders,
+            )),
+            Err(e) if e.kind() == RequestErrorKind::TimedOut => {
+                return Err(SinkError::Timeout {
+                    endpoint: self.endpoint.clone(),
+                    timeout: CLIENT_LIMIT,
+                    doing: "waiting for JetStream's stream info",
+                });
+            }
+            Err(e) => {
+                return Err(advice::protocol(
+                    &self.endpoint,
+                    format!("stream info: {e}"),
+                ));
             }
         };
-        jetstream::check_stream_info(&msg, subject)
-            .map_err(|problem| advice::stream_problem(&self.endpoint, &problem, stream, subject))
+        problem.map_err(|p| advice::stream_problem(&self.endpoint, &p, stream, subject))
     }
 
-    /// Publishes every record of `batch` to `subject`, pipelined, and
-    /// returns once JetStream acknowledged each one. Returns how many of
-    /// them JetStream already had (duplicates it dropped).
-    pub async fn publish(&mut self, batch: &Batch, subject: &str) -> Result<usize, SinkError> {
+    /// Publishes every record of `batch` to `subject`, each with
+    /// `Nats-Msg-Id: <agent.id>:<event.sequence>`, pipelined: all of them
+    /// first, then the acks. Returns once JetStream acknowledged each one,
+    /// with how many of them it already had (duplicates it dropped).
+    pub async fn publish(&self, batch: &Batch, subject: &Subject) -> Result<usize, SinkError> {
+        if let Some(lost) = self.lost.borrow().clone() {
+            return Err(self.lost_error(lost));
+        }
         let agent = &*batch.agent_id;
-        if !wire::header_safe(agent) {
-            return Err(self.rejected(format!(
-                "agent.id {agent:?} contains CR or LF and cannot be a Nats-Msg-Id"
-            )));
+        if agent.contains(['\r', '\n']) {
+            return Err(advice::rejected(
+                &self.endpoint,
+                format!("agent.id {agent:?} contains CR or LF and cannot be a Nats-Msg-Id"),
+            ));
         }
         for entry in &batch.entries {
-            let size = wire::message_size(agent, entry.sequence, entry.line.len());
-            if size > self.info.max_payload {
-                return Err(self.rejected(format!(
-                    "record {} is {size} bytes with headers, over the server's max_payload of {} bytes; raise max_payload in the server config",
-                    entry.sequence, self.info.max_payload
-                )));
+            let size = message_size(agent, entry.sequence, entry.line.len());
+            if size > self.max_payload {
+                return Err(advice::rejected(
+                    &self.endpoint,
+                    format!(
+                        "record {} is {size} bytes with headers, over the server's max_payload of {} bytes; raise max_payload in the server config",
+                        entry.sequence, self.max_payload
+                    ),
+                ));
             }
         }
-        let count = batch.entries.len();
-        let base = self.next_token;
-        self.next_token += count as u64;
-        let mut acked = vec![false; count];
-        let (mut remaining, mut duplicates, mut next) = (count, 0, 0);
-        loop {
-            while next < count && self.wbuf.len() < WRITE_AHEAD {
-                let entry = &batch.entries[next];
-                let reply = format!("{}.{}", self.inbox, base + next as u64);
-                wire::hpub_record(
-                    &mut self.wbuf,
-                    subject,
-                    &reply,
-                    agent,
-                    entry.sequence,
-                    &entry.line,
-                );
-                next += 1;
-            }
-            while let Some(op) = self.take_op()? {
-                let ServerOp::Msg(msg) = op else { continue };
-                let Some(i) = self.reply_index(&msg, base, count) else {
-                    continue;
-                };
-                match jetstream::pub_ack(&msg) {
-                    Ok(ack) if !acked[i] => {
-                        acked[i] = true;
-                        remaining -= 1;
-                        duplicates += usize::from(ack.duplicate);
-                    }
-                    Ok(_) => {}
-                    Err(refusal) => {
-                        let sequence = batch.entries[i].sequence;
-                        let enabled = self.info.jetstream;
-                        return Err(advice::refused(
-                            &self.endpoint,
-                            &refusal,
-                            sequence,
-                            subject,
-                            enabled,
-                        ));
-                    }
-                }
-            }
-            if remaining == 0 {
-                // Only PONGs can be left to write.
-                self.flush().await?;
-                return Ok(duplicates);
-            }
-            match self.next_event().await {
-                Event::Read(Ok(0)) => return Err(self.closed()),
-                Event::Read(Ok(_)) => {}
-                Event::Wrote(Ok(n)) => {
-                    self.wbuf.advance(n);
-                    self.unflushed = true;
-                }
-                Event::Flushed(Ok(())) => self.unflushed = false,
-                Event::Read(Err(e)) | Event::Wrote(Err(e)) | Event::Flushed(Err(e)) => {
-                    return Err(self.io(e));
-                }
-            }
-        }
-    }
-
-    /// Waits until the stream can be read, written or flushed, and does
-    /// that: one `&mut` stream polled both ways, since a TLS stream cannot
-    /// be split into halves the way a `TcpStream` can.
-    async fn next_event(&mut self) -> Event {
-        let Self {
-            stream,
-            rbuf,
-            wbuf,
-            unflushed,
-            scratch,
-            ..
-        } = self;
-        poll_fn(|cx| {
-            // Drain replies first so the server never waits on us.
-            let mut buf = ReadBuf::new(scratch);
-            if let Poll::Ready(read) = Pin::new(&mut **stream).poll_read(cx, &mut buf) {
-                rbuf.extend_from_slice(buf.filled());
-                return Poll::Ready(Event::Read(read.map(|()| buf.filled().len())));
-            }
-            if !wbuf.is_empty() {
-                if let Poll::Ready(wrote) = Pin::new(&mut **stream).poll_write(cx, wbuf) {
-                    return Poll::Ready(Event::Wrote(wrote));
-                }
-            } else if *unflushed
-                && let Poll::Ready(flushed) = Pin::new(&mut **stream).poll_flush(cx)
-            {
-                return Poll::Ready(Event::Flushed(flushed));
-            }
-            Poll::Pending
-        })
-        .await
-    }
-
-    /// Shuts the socket down politely (NATS has no goodbye).
-    pub async fn close(mut self) {
-        let _ = self.stream.shutdown().await;
-    }
-
-    /// The index in the batch that `msg` answers, if it is one of ours.
-    fn reply_index(&self, msg: &Message, base: u64, count: usize) -> Option<usize> {
-        let token = msg.subject.strip_prefix(&self.inbox)?.strip_prefix('.')?;
-        let token = token.parse::<u64>().ok()?.checked_sub(base)?;
-        usize::try_from(token).ok().filter(|i| *i < count)
-    }
-
-    /// Reads until one operation other than `PING`, `+OK` or an `INFO`
-    /// update arrives, answering and noting those on the way.
-    async fn read_op(&mut self) -> Result<ServerOp, SinkError> {
-        loop {
-            if let Some(op) = self.take_op()? {
-                self.flush().await?;
-                return Ok(op);
-            }
-            match self.stream.read(&mut self.scratch).await {
-                Ok(0) => return Err(self.closed()),
-                Ok(n) => self.rbuf.extend_from_slice(&self.scratch[..n]),
-                Err(e) => return Err(self.io(e)),
-            }
-        }
-    }
-
-    /// Takes the next interesting operation already read, if any. `PING`
-    /// queues a `PONG`, `-ERR` becomes an error.
-    fn take_op(&mut self) -> Result<Option<ServerOp>, SinkError> {
-        loop {
-            let op = parse::next_op(&mut self.rbuf).map_err(|e| self.protocol(e.to_string()))?;
-            match op {
-                Some(ServerOp::Ping) => wire::pong(&mut self.wbuf),
-                Some(ServerOp::Ok) => {}
-                Some(ServerOp::Info(json)) => {
-                    // An update (cluster topology, lame duck): only the
-                    // addresses matter; an unreadable one changes nothing.
-                    if let Ok(info) = ServerInfo::parse(&json) {
-                        self.info.connect_urls = info.connect_urls;
-                        self.info_changed = true;
-                    }
-                }
-                Some(ServerOp::Err(text)) => {
-                    return Err(advice::server_error(&self.endpoint, &text));
-                }
-                other => return Ok(other),
-            }
-        }
-    }
-
-    async fn flush(&mut self) -> Result<(), SinkError> {
-        if !self.wbuf.is_empty() {
-            let result = self.stream.write_all(&self.wbuf).await;
-            result.map_err(|e| self.io(e))?;
-            self.wbuf.clear();
-            self.unflushed = true;
-        }
-        if self.unflushed {
-            // A no-op on TCP; with TLS, the records rustls still holds.
-            let result = self.stream.flush().await;
-            result.map_err(|e| self.io(e))?;
-            self.unflushed = false;
-        }
-        Ok(())
-    }
-
-    fn closed(&self) -> SinkError {
-        self.io(std::io::Error::new(
-            std::io::ErrorKind::UnexpectedEof,
-            "the server closed the connection",
-        ))
-    }
-
-    /// An I/O error; with TLS, rustls' reasons (an alert such as "client
-    /// certificate required", which TLS 1.3 delivers after the handshake)
-    /// become [`SinkError::Tls`].
-    fn io(&self, source: std::io::Error) -> SinkError {
-        let plain = |source| SinkError::Io {
-            endpoint: self.endpoint.clone(),
-            source,
+        let failed = |e: &jetstream::context::PublishError, sequence| {
+            advice::publish_error(
+                &self.endpoint,
+                e,
+                sequence,
+                subject.as_str(),
+                self.jetstream_enabled,
+            )
         };
-        match &self.tls {
-            Some(tls) => tls.error(&self.endpoint, source, plain),
-            None => plain(source),
+        let mut acks = Vec::with_capacity(batch.entries.len());
+        for entry in &batch.entries {
+            let mut headers = HeaderMap::new();
+            headers.insert(
+                NATS_MESSAGE_ID,
+                format!("{agent}:{}", entry.sequence).as_str(),
+            );
+            let publish =
+                self.jetstream
+                    .publish_with_headers(subject.clone(), headers, entry.line.clone());
+            let ack = self
+                .guard(publish)
+                .await?
+                .map_err(|e| failed(&e, entry.sequence))?;
+            acks.push(ack);
+        }
+        let mut duplicates = 0;
+        for (ack, entry) in acks.into_iter().zip(&batch.entries) {
+            let ack = self
+                .guard(std::future::IntoFuture::into_future(ack))
+                .await?
+                .map_err(|e| failed(&e, entry.sequence))?;
+            duplicates += usize::from(ack.duplicate);
+        }
+        Ok(duplicates)
+    }
+
+    /// Flushes what the client still holds and lets it go.
+    pub async fn close(self) {
+        let _ = self.client.flush().await;
+    }
+
+    /// `work`, unless the connection is lost first.
+    async fn guard<T>(&self, work: impl Future<Output = T>) -> Result<T, SinkError> {
+        let mut lost = self.lost.clone();
+        tokio::select! {
+            biased;
+            done = work => Ok(done),
+            why = lost.wait_for(Option::is_some) => {
+                // The sender is gone only when the client's tasks ended.
+                let why = why.map_or(Lost::Disconnected, |w| w.clone().unwrap_or(Lost::Disconnected));
+                Err(self.lost_error(why))
+            }
         }
     }
 
-    fn protocol(&self, detail: String) -> SinkError {
-        advice::protocol(&self.endpoint, detail)
+    fn lost_error(&self, lost: Lost) -> SinkError {
+        match lost {
+            Lost::Disconnected => SinkError::Io {
+                endpoint: self.endpoint.clone(),
+                source: std::io::Error::new(
+                    std::io::ErrorKind::ConnectionAborted,
+                    "the connection to the server was lost; records not acknowledged are sent again",
+                ),
+            },
+            Lost::ServerError(text) => advice::server_error(&self.endpoint, &text),
+        }
     }
+}
 
-    fn rejected(&self, detail: String) -> SinkError {
-        advice::rejected(&self.endpoint, detail)
+/// async-nats' options for one server of `settings`; its events go to
+/// `lost`.
+fn options(
+    endpoint: &str,
+    settings: &Validated,
+    lost: Arc<watch::Sender<Option<Lost>>>,
+) -> Result<ConnectOptions, SinkError> {
+    let mut options = ConnectOptions::new()
+        .name("lbwitness")
+        .no_echo()
+        // One server per client: the connector picks it (configured ones
+        // first) and learns the advertised ones itself.
+        .retain_servers_order()
+        .ignore_discovered_servers()
+        .max_reconnects(1)
+        .connection_timeout(CLIENT_LIMIT)
+        .request_timeout(Some(CLIENT_LIMIT))
+        .event_callback(move |event| {
+            let lost = Arc::clone(&lost);
+            async move {
+                let why = match event {
+                    Event::Disconnected | Event::Closed => Lost::Disconnected,
+                    Event::ServerError(async_nats::ServerError::Other(text)) => {
+                        Lost::ServerError(text)
+                    }
+                    Event::ServerError(async_nats::ServerError::AuthorizationViolation) => {
+                        Lost::ServerError("Authorization Violation".into())
+                    }
+                    _ => return,
+                };
+                lost.send_if_modified(|now| {
+                    let first = now.is_none();
+                    if first {
+                        *now = Some(why);
+                    }
+                    first
+                });
+            }
+        });
+    options = match &settings.auth {
+        Auth::None => options,
+        Auth::UserPassword(user, password) => {
+            options.user_and_password(user.clone(), password.clone())
+        }
+        Auth::Token(token) => options.token(token.clone()),
+        Auth::NKey(seed) => options.nkey(seed.clone()),
+        // Checked when the config was loaded; kept for the type's sake.
+        Auth::Creds(text) => options
+            .credentials(text)
+            .map_err(|e| advice::rejected(endpoint, format!("creds_file: {e}")))?,
+    };
+    if let Some(tls) = &settings.tls {
+        // Never plain text: async-nats upgrades every connection or fails.
+        options = options
+            .require_tls(true)
+            .tls_client_config(tls.rustls.clone());
+    }
+    Ok(options)
+}
+
+/// The error for a failed connect, in the operator's terms: a refusal of
+/// the credentials as such; otherwise, unless the TCP connection itself
+/// failed, what the server's greeting shows (no NATS server there, TLS
+/// mismatched); else async-nats' error, rustls' reason explained.
+async fn diagnose(
+    endpoint: &str,
+    addr: &ServerAddr,
+    settings: &Validated,
+    tls: Option<&TlsClient>,
+    err: &async_nats::ConnectError,
+) -> SinkError {
+    let plain = || advice::connect_error(endpoint, err, tls, CLIENT_LIMIT);
+    if err.kind() == async_nats::ConnectErrorKind::AuthorizationViolation {
+        return match settings.auth {
+            Auth::NKey(_) => advice::key_refused(endpoint, "nkey_seed_file"),
+            Auth::Creds(_) => advice::key_refused(endpoint, "creds_file"),
+            _ => plain(),
+        };
+    }
+    if advice::is_tcp_failure(err) {
+        return plain();
+    }
+    match tokio::time::timeout(PROBE_LIMIT, greeting::probe(addr, endpoint)).await {
+        Ok(Ok(info)) => match greeting::plan(&info, settings.tls.is_some()) {
+            Err(mismatch) => mismatch.error(endpoint),
+            Ok(_) => plain(),
+        },
+        Ok(Err(e @ SinkError::Protocol { .. })) => e,
+        Ok(Err(_)) | Err(_) => plain(),
+    }
+}
+
+/// The size of one published record as the server counts it against
+/// `max_payload`: the header block and the payload.
+fn message_size(agent: &str, sequence: u64, payload: usize) -> usize {
+    // "NATS/1.0\r\n" "Nats-Msg-Id: " <agent> ":" <sequence> "\r\n" "\r\n"
+    let digits = sequence.checked_ilog10().unwrap_or(0) as usize + 1;
+    10 + "Nats-Msg-Id".len() + 2 + agent.len() + 1 + digits + 2 + 2 + payload
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn message_size_counts_the_header_block() {
+        let block = "NATS/1.0\r\nNats-Msg-Id: a:123\r\n\r\n";
+        assert_eq!(message_size("a", 123, 5), block.len() + 5);
+        assert_eq!(message_size("a", 0, 0), block.len() - 2);
     }
 }

@@ -1,6 +1,11 @@
-//! `[sink.nats]`-style settings, validated before anything connects.
+//! `[sink.nats]`-style settings, validated before anything connects:
+//! URLs, subject and stream names, one way to authenticate (its files read
+//! and checked here, so a bad seed stops the agent at start), TLS.
 
-use std::fmt;
+use std::{
+    fmt,
+    path::{Path, PathBuf},
+};
 
 use serde::Deserialize;
 
@@ -32,6 +37,18 @@ pub struct NatsSettings {
     /// Authentication token (instead of `user`/`password`).
     #[serde(default)]
     pub token: Option<String>,
+    /// NKey authentication: a file holding the user's NKey seed, one line
+    /// starting with `SU` (as `nk -gen user` writes it). The server's
+    /// `authorization { users = [{ nkey: "U..." }] }` lists the public key.
+    /// Read and checked when the config is loaded; keep it readable by the
+    /// agent only.
+    #[serde(default)]
+    pub nkey_seed_file: Option<PathBuf>,
+    /// JWT authentication (decentralised, operator mode): a `.creds` file
+    /// with the user JWT and its NKey seed, as `nsc generate creds` writes
+    /// it. Read and checked when the config is loaded.
+    #[serde(default)]
+    pub creds_file: Option<PathBuf>,
     /// TLS for every server of the endpoint, including the ones the
     /// cluster advertises. A `tls://` URL asks for TLS with the defaults
     /// (system CAs, the URL's host as the name).
@@ -54,6 +71,8 @@ impl NatsSettings {
             user: None,
             password: None,
             token: None,
+            nkey_seed_file: None,
+            creds_file: None,
             tls: None,
         }
     }
@@ -70,6 +89,8 @@ impl fmt::Debug for NatsSettings {
             .field("user", &self.user)
             .field("password", &redacted(&self.password))
             .field("token", &redacted(&self.token))
+            .field("nkey_seed_file", &self.nkey_seed_file)
+            .field("creds_file", &self.creds_file)
             .field("tls", &self.tls)
             .finish()
     }
@@ -112,10 +133,22 @@ pub enum NatsConfigError {
     /// Credentials that do not go together.
     #[error("nats: {problem}")]
     Credentials {
-        /// The setting at fault: `user`, `password` or `token`.
+        /// The setting at fault: `user`, `password`, `token`,
+        /// `nkey_seed_file` or `creds_file`.
         setting: &'static str,
         /// What is wrong.
         problem: &'static str,
+    },
+    /// An NKey seed or `.creds` file that cannot be read or holds no usable
+    /// key. The secret itself is never in the message.
+    #[error("nats: {setting} `{}`: {reason}", path.display())]
+    CredentialsFile {
+        /// `nkey_seed_file` or `creds_file`.
+        setting: &'static str,
+        /// The file.
+        path: PathBuf,
+        /// What is wrong and what to do.
+        reason: String,
     },
     /// The `tls` table: a certificate file, or a name no certificate can
     /// carry. Not a `source()`: the message holds it.
@@ -137,7 +170,9 @@ impl NatsConfigError {
             Self::BadUrl { index, .. } => format!("urls[{index}]"),
             Self::BadSubject { .. } => "subject".into(),
             Self::BadStream { .. } => "stream".into(),
-            Self::Credentials { setting, .. } => (*setting).into(),
+            Self::Credentials { setting, .. } | Self::CredentialsFile { setting, .. } => {
+                (*setting).into()
+            }
             Self::Tls {
                 error: TlsClientError::Files(e),
                 ..
@@ -163,6 +198,10 @@ pub struct NatsTls {
     client: TlsClient,
     /// `server_name` was configured: every server must carry it.
     fixed_name: bool,
+    /// What async-nats is given: our trust anchors and client certificate,
+    /// checking the configured `server_name` when there is one (async-nats
+    /// itself checks the URL's host).
+    pub rustls: rustls::ClientConfig,
 }
 
 impl NatsTls {
@@ -186,10 +225,8 @@ pub struct Validated {
     pub subject: String,
     /// The stream to check, if any.
     pub stream: Option<String>,
-    /// `user` and `password`.
-    pub user: Option<(String, String)>,
-    /// `token`.
-    pub token: Option<String>,
+    /// How to authenticate.
+    pub auth: Auth,
     /// TLS, when a `tls` table or a `tls://` URL asks for it.
     pub tls: Option<NatsTls>,
 }
@@ -250,6 +287,20 @@ impl Validated {
                 problem: "set either `user`/`password` or `token`, not both",
             });
         }
+        let auth = match (
+            user,
+            &settings.token,
+            &settings.nkey_seed_file,
+            &settings.creds_file,
+        ) {
+            (None, None, None, None) => Auth::None,
+            (Some((user, password)), None, None, None) => Auth::UserPassword(user, password),
+            (None, Some(token), None, None) => Auth::Token(token.clone()),
+            (None, None, Some(path), None) => Auth::NKey(read_nkey_seed(path)?),
+            (None, None, None, Some(path)) => Auth::Creds(read_creds(path)?),
+            (.., Some(_)) => return Err(several("creds_file")),
+            (..) => return Err(several("nkey_seed_file")),
+        };
         let tls = match &settings.tls {
             Some(tls) => Some(tls.clone()),
             None if settings.urls.iter().any(|url| is_tls_url(url)) => Some(TlsSettings::default()),
@@ -263,8 +314,7 @@ impl Validated {
             servers,
             subject: settings.subject.clone(),
             stream: settings.stream.clone(),
-            user,
-            token: settings.token.clone(),
+            auth,
             tls,
         })
     }
@@ -279,14 +329,93 @@ fn tls_for(tls: &TlsSettings, servers: &[ServerAddr]) -> Result<NatsTls, NatsCon
     };
     let first = &servers[0];
     let client = TlsClient::try_new(tls, &first.host).map_err(err(first))?;
+    let rustls = match &tls.server_name {
+        Some(_) => super::verifier::with_fixed_name(&client).map_err(err(first))?,
+        None => (**client.connector.config()).clone(),
+    };
     let nats = NatsTls {
         client,
         fixed_name: tls.server_name.is_some(),
+        rustls,
     };
     for addr in servers {
         nats.for_server(addr).map_err(err(addr))?;
     }
     Ok(nats)
+}
+
+/// How a connection authenticates: at most one way. No `Debug`: secrets.
+#[derive(Clone)]
+pub enum Auth {
+    /// No credentials.
+    None,
+    /// `user` and `password`.
+    UserPassword(String, String),
+    /// `token`.
+    Token(String),
+    /// The NKey seed read from `nkey_seed_file`.
+    NKey(String),
+    /// The contents of `creds_file` (user JWT and seed), checked.
+    Creds(String),
+}
+
+fn several(setting: &'static str) -> NatsConfigError {
+    NatsConfigError::Credentials {
+        setting,
+        problem: "set one way to authenticate: `user`/`password`, `token`, `nkey_seed_file` or `creds_file`, not several",
+    }
+}
+
+fn read_secret(setting: &'static str, path: &Path) -> Result<String, NatsConfigError> {
+    std::fs::read_to_string(path).map_err(|e| NatsConfigError::CredentialsFile {
+        setting,
+        path: path.to_owned(),
+        reason: format!("cannot read it: {e}"),
+    })
+}
+
+/// The seed in `path`, checked to be a user NKey seed.
+fn read_nkey_seed(path: &Path) -> Result<String, NatsConfigError> {
+    let text = read_secret("nkey_seed_file", path)?;
+    let bad = |reason: String| NatsConfigError::CredentialsFile {
+        setting: "nkey_seed_file",
+        path: path.to_owned(),
+        reason,
+    };
+    // `nk -gen user -pubout` writes the public key on a second line.
+    let seed = text
+        .lines()
+        .map(str::trim)
+        .find(|l| !l.is_empty())
+        .ok_or_else(|| bad("the file is empty; write the user's seed (SU...) in it".into()))?;
+    let key = nkeys::KeyPair::from_seed(seed).map_err(|e| {
+        bad(format!(
+            "not an NKey seed ({e}); the file holds one line starting with `SU`, as `nk -gen user` writes it"
+        ))
+    })?;
+    if !seed.starts_with("SU") {
+        return Err(bad(format!(
+            "a seed of the wrong kind (its public key starts with `{}`, a user's with `U`); a client authenticates with a user seed, starting with `SU`",
+            &key.public_key()[..1]
+        )));
+    }
+    Ok(seed.to_owned())
+}
+
+/// The text of the `.creds` file `path`, checked to hold a JWT and a user
+/// seed.
+fn read_creds(path: &Path) -> Result<String, NatsConfigError> {
+    let text = read_secret("creds_file", path)?;
+    async_nats::ConnectOptions::new()
+        .credentials(&text)
+        .map_err(|e| NatsConfigError::CredentialsFile {
+            setting: "creds_file",
+            path: path.to_owned(),
+            reason: format!(
+                "not a NATS credentials file ({e}); it holds a `BEGIN NATS USER JWT` and a `BEGIN USER NKEY SEED` block, as `nsc generate creds` writes it"
+            ),
+        })?;
+    Ok(text)
 }
 
 /// What makes `subject` unusable for publishing, if anything.

@@ -165,3 +165,100 @@ fn debug_hides_secrets() {
         "{text}"
     );
 }
+
+/// A file holding `contents` under the temp dir, removed on drop.
+struct TempFile(std::path::PathBuf);
+
+impl TempFile {
+    fn new(name: &str, contents: &str) -> Self {
+        let path =
+            std::env::temp_dir().join(format!("lbw-nats-settings-{}-{name}", std::process::id()));
+        std::fs::write(&path, contents).unwrap();
+        Self(path)
+    }
+}
+
+impl Drop for TempFile {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+#[test]
+fn nkey_seed_files_are_read_and_checked_at_start() {
+    let user = nkeys::KeyPair::new_user();
+    let seed = user.seed().unwrap();
+    let good = TempFile::new("user.nk", &format!("{seed}\n{}\n", user.public_key()));
+    let mut s = NatsSettings::new(["nats://a:4222"]);
+    s.nkey_seed_file = Some(good.0.clone());
+    match Validated::try_new(&s).unwrap().auth {
+        Auth::NKey(read) => assert_eq!(read, seed),
+        _ => panic!("an NKey seed file gives NKey authentication"),
+    }
+    assert!(
+        !format!("{s:?}").contains(&seed),
+        "Debug shows the path only"
+    );
+
+    let check = |path: std::path::PathBuf, want: &str| {
+        let mut s = NatsSettings::new(["nats://a:4222"]);
+        s.nkey_seed_file = Some(path.clone());
+        let err = Validated::try_new(&s).err().expect("refused");
+        assert_eq!(err.setting(&s), "nkey_seed_file");
+        let text = err.to_string();
+        assert!(
+            text.contains(want) && text.contains(&path.display().to_string()),
+            "{text}"
+        );
+        text
+    };
+    check("/nonexistent/lbw.nk".into(), "cannot read it");
+    let garbage = TempFile::new("garbage.nk", "SUNOTASEED\n");
+    check(garbage.0.clone(), "not an NKey seed");
+    let empty = TempFile::new("empty.nk", "\n");
+    check(empty.0.clone(), "is empty");
+    let account = nkeys::KeyPair::new_account();
+    let wrong = TempFile::new("account.nk", &account.seed().unwrap());
+    let text = check(wrong.0.clone(), "wrong kind");
+    assert!(!text.contains(&account.seed().unwrap()), "{text}");
+}
+
+#[test]
+fn creds_files_are_read_and_checked_at_start() {
+    let user = nkeys::KeyPair::new_user();
+    let seed = user.seed().unwrap();
+    let creds = format!(
+        "-----BEGIN NATS USER JWT-----\neyJ0eXAiOiJKV1QiLCJhbGciOiJlZDI1NTE5LW5rZXkifQ.e30.c2ln\n------END NATS USER JWT------\n\n\
+         -----BEGIN USER NKEY SEED-----\n{seed}\n------END USER NKEY SEED------\n"
+    );
+    let good = TempFile::new("user.creds", &creds);
+    let mut s = NatsSettings::new(["nats://a:4222"]);
+    s.creds_file = Some(good.0.clone());
+    assert!(matches!(
+        Validated::try_new(&s).unwrap().auth,
+        Auth::Creds(_)
+    ));
+
+    let bad = TempFile::new("bad.creds", "just some text\n");
+    s.creds_file = Some(bad.0.clone());
+    let err = Validated::try_new(&s).err().unwrap();
+    assert_eq!(err.setting(&s), "creds_file");
+    assert!(
+        err.to_string().contains("not a NATS credentials file"),
+        "{err}"
+    );
+    s.creds_file = Some("/nonexistent/lbw.creds".into());
+    let err = Validated::try_new(&s).err().unwrap().to_string();
+    assert!(err.contains("cannot read it"), "{err}");
+
+    // One way to authenticate at a time.
+    s.creds_file = Some(good.0.clone());
+    s.token = Some("t".into());
+    let err = Validated::try_new(&s).err().unwrap();
+    assert_eq!(err.setting(&s), "creds_file");
+    assert!(err.to_string().contains("not several"), "{err}");
+    s.creds_file = None;
+    s.nkey_seed_file = Some(good.0.clone());
+    let err = Validated::try_new(&s).err().unwrap();
+    assert_eq!(err.setting(&s), "nkey_seed_file");
+}
