@@ -715,9 +715,10 @@ pub fn ensure_link(ns: Option<&NetNs>, iface: &str) -> anyhow::Result<()> {
 
 #[cfg(test)]
 mod tests {
-    use super::*;
     use std::io::{Read, Write};
     use std::net::{SocketAddr, TcpListener, TcpStream, UdpSocket};
+
+    use super::*;
 
     fn links(ns: Option<&str>) -> String {
         run_ok(ip_in(ns).args(["-o", "link", "show"]))

@@ -630,6 +630,8 @@ fn ipv6_chain(row: &[Vec<String>]) -> anyhow::Result<Option<(u8, bool)>> {
 
 #[cfg(test)]
 mod tests {
+    use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, TcpListener, TcpStream, UdpSocket};
+
     use super::*;
     use crate::frames::{
         ExtHeader, Frame, L3, proto, sctp_chunk, sctp_chunk_type, sctp_init_chunk, tcp_flags,
@@ -639,7 +641,6 @@ mod tests {
         DEFAULT_A_V4, DEFAULT_A_V6, DEFAULT_B_V4, DEFAULT_B_V6, VethPair, disable_offloads,
         in_netns, require_root,
     };
-    use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, TcpListener, TcpStream, UdpSocket};
 
     const A4: Ipv4Addr = DEFAULT_A_V4;
     const B4: Ipv4Addr = DEFAULT_B_V4;

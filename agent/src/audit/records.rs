@@ -4,17 +4,18 @@
 
 use std::{path::Path, time::SystemTime};
 
-use super::state::PreviousRun;
-use crate::{
-    clock::rfc3339,
-    watch::{ChangeKind, FileChange},
-};
 use lbwitness_trail::record::{
     Event, Observer, Record,
     audit::{
         ConfigReload, File, FileExtra, FileHash, Gap, Hook, KeyRotation, PreviousRun as Prev,
         Process, Start, Stop, User, WatchStopped,
     },
+};
+
+use super::state::PreviousRun;
+use crate::{
+    clock::rfc3339,
+    watch::{ChangeKind, FileChange},
 };
 
 const DATASET: &str = "lbwitness.audit";

@@ -14,10 +14,9 @@ use std::{
     path::{Path, PathBuf},
 };
 
+use lbwitness_trail::chain::{Hash, Head};
 use sha2::{Digest as _, Sha256};
 use uuid::{Builder, Uuid};
-
-use lbwitness_trail::chain::{Hash, Head};
 
 /// Why state could not be read or written.
 #[derive(Debug, thiserror::Error)]

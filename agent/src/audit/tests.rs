@@ -5,10 +5,10 @@
 use std::time::Duration;
 
 use ed25519_dalek::SigningKey;
+use lbwitness_trail::verify::{Verdict, Verifier, input};
 use tokio::sync::{mpsc, watch};
 
 use super::*;
-use lbwitness_trail::verify::{Verdict, Verifier, input};
 
 fn record() -> Record {
     Record::for_test("lbwitness.flow", "flow")

@@ -5,8 +5,6 @@
 
 use std::{path::PathBuf, time::Duration};
 
-use serde::Deserialize;
-
 use lbwitness_delivery::{
     balance::{HealthPolicy, Strategy},
     deliver::{GroupSpec, worker::Timeouts},
@@ -19,6 +17,7 @@ use lbwitness_delivery::{
     spool::{FsyncPolicy, OnFull},
 };
 use lbwitness_trail::record::fields;
+use serde::Deserialize;
 
 /// `[spool]` as written.
 #[derive(Debug, Default, Deserialize)]

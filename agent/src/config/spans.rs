@@ -10,6 +10,7 @@
 
 use std::{fmt, ops::Range};
 
+use lbwitness_delivery::sink::{file::FileSettings, nats::NatsSettings, syslog::SyslogSettings};
 use serde::Deserialize as _;
 use toml::{
     Spanned,
@@ -17,7 +18,6 @@ use toml::{
 };
 
 use super::{ConfigFile, delivery::Kind};
-use lbwitness_delivery::sink::{file::FileSettings, nats::NatsSettings, syslog::SyslogSettings};
 
 /// The parsed document, with the byte span of every key and value.
 pub type Document<'a> = Spanned<DeTable<'a>>;

@@ -3,11 +3,12 @@
 
 use std::fmt::Write as _;
 
+use lbwitness_delivery::{balance::Strategy, sink::syslog::Transport};
+
 use super::{
     Config,
     delivery::{EndpointSettings, GroupConfig},
 };
-use lbwitness_delivery::{balance::Strategy, sink::syslog::Transport};
 
 /// The summary of `config`, one line per concern, ending in a newline.
 pub fn summary(config: &Config) -> String {

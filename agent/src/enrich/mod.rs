@@ -6,15 +6,15 @@ pub mod community_id;
 use std::collections::{BTreeMap, HashMap};
 
 use agent_common::flow::{FlowEvent, FlowKey, IP_V4, proto, reason, tcp_flag};
+use lbwitness_trail::record::{
+    CaptureExtra, CounterValue, Endpoint, Event, Icmp, Ingress, Inner, Interface, Network,
+    Observer, Record, Vlan, audit::Gap,
+};
 
 use crate::{
     capture::attach::AttachedMode,
     clock::{Clock, rfc3339},
     flows::table::FlowReport,
-};
-use lbwitness_trail::record::{
-    CaptureExtra, CounterValue, Endpoint, Event, Icmp, Ingress, Inner, Interface, Network,
-    Observer, Record, Vlan, audit::Gap,
 };
 
 /// Static context for records: host, and the interfaces captured on.

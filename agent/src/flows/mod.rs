@@ -18,6 +18,7 @@ use agent_common::{
     counter::{Counter, CounterClass},
     flow::{FlowEvent, FlowKey},
 };
+use lbwitness_trail::record::{CounterValue, Record};
 use tokio::sync::mpsc;
 
 use self::evictions::Evictions;
@@ -30,7 +31,6 @@ use crate::{
     enrich::Enricher,
     telemetry::Telemetry,
 };
-use lbwitness_trail::record::{CounterValue, Record};
 
 /// Flows ended and reported per step of a sweep.
 const END_CHUNK: usize = 1024;

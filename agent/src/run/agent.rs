@@ -7,6 +7,8 @@ use std::{
 };
 
 use anyhow::{Context as _, anyhow};
+use lbwitness_delivery::deliver::declare::LossBook;
+use lbwitness_trail::chain::Chain;
 use tokio::{
     sync::{mpsc, watch},
     task::{JoinError, JoinHandle},
@@ -35,8 +37,6 @@ use crate::{
     telemetry::Telemetry,
     watch::{FileChange, WatchError, Watcher},
 };
-use lbwitness_delivery::deliver::declare::LossBook;
-use lbwitness_trail::chain::Chain;
 
 /// Why [`Agent::supervise`] returned.
 #[derive(Debug)]

@@ -5,15 +5,6 @@
 use std::{sync::Arc, time::Duration};
 
 use anyhow::Context as _;
-use tokio::{
-    sync::{mpsc, watch},
-    task::{JoinHandle, JoinSet},
-};
-
-use crate::{
-    audit::state::Tail,
-    config::{Config, delivery::EndpointSettings},
-};
 use lbwitness_delivery::{
     deliver::{
         Stats,
@@ -30,6 +21,15 @@ use lbwitness_delivery::{
 };
 use lbwitness_delivery::{sealed::Batch, spool::Loss};
 use lbwitness_trail::record::audit::Gap;
+use tokio::{
+    sync::{mpsc, watch},
+    task::{JoinHandle, JoinSet},
+};
+
+use crate::{
+    audit::state::Tail,
+    config::{Config, delivery::EndpointSettings},
+};
 
 /// How often each group's per-endpoint counts are logged.
 pub const REPORT_EVERY: Duration = Duration::from_secs(10);

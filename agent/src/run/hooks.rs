@@ -4,6 +4,7 @@
 use agent_common::names;
 use anyhow::{Context as _, anyhow};
 use aya::maps::{HashMap as BpfHashMap, Map, MapData, PerCpuArray, RingBuf};
+use lbwitness_trail::record::audit::Hook;
 use tokio::sync::mpsc;
 use tracing::{info, warn};
 
@@ -17,7 +18,6 @@ use crate::{
     config::Config,
     flows::{Baselines, FlowMaps, recover::Recovered},
 };
-use lbwitness_trail::record::audit::Hook;
 
 /// The loaded object, attached. Dropping it detaches what is still
 /// attached (aya's links) and leaves the pins for the next start.

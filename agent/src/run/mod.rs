@@ -21,8 +21,9 @@ mod signals;
 
 use std::time::Duration;
 
-use crate::config::{Config, Overrides};
 pub use agent::{Agent, Ending};
+
+use crate::config::{Config, Overrides};
 
 /// Channel depths: enough to ride out a burst, small enough to push back.
 const EVENT_BATCHES: usize = 64;

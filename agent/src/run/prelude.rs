@@ -5,15 +5,16 @@
 
 use std::time::SystemTime;
 
+use lbwitness_trail::record::{
+    Record,
+    audit::{CaptureInterface, Gap, PreviousChain, Start, WatchProblem, WatchedFile},
+};
+
 use super::hooks::hook;
 use crate::{
     audit::{records::AuditRecords, state::Resume},
     capture::attach::Attachment,
     watch::{PathNote, Startup},
-};
-use lbwitness_trail::record::{
-    Record,
-    audit::{CaptureInterface, Gap, PreviousChain, Start, WatchProblem, WatchedFile},
 };
 
 /// What the first records of a run say.

@@ -3,11 +3,12 @@
 
 use std::time::SystemTime;
 
+use lbwitness_trail::{keys, record::audit::ConfigReload};
+
 use crate::{
     audit::{Control, records::AuditRecords},
     config::{Config, Overrides},
 };
-use lbwitness_trail::{keys, record::audit::ConfigReload};
 
 /// Reloads the config `running` came from. `running` is updated with what
 /// was applied; the returned message records the reload and carries the

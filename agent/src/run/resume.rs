@@ -2,6 +2,7 @@
 //! key, the spool's tail and the head file, settled into one identity
 //! before anything can produce a record.
 
+use lbwitness_trail::{chain::Head, checkpoint::Signer, keys, record::audit::PreviousChain};
 use tracing::info;
 
 use super::delivery::{self, Opened};
@@ -12,7 +13,6 @@ use crate::{
     },
     config::Config,
 };
-use lbwitness_trail::{chain::Head, checkpoint::Signer, keys, record::audit::PreviousChain};
 
 /// The chain's state at start.
 pub(super) struct Resumed {

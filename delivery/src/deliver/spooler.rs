@@ -240,9 +240,9 @@ impl super::Source for crate::spool::Reader {
 
 #[cfg(test)]
 mod tests {
-    use super::*;
     use lbwitness_trail::record::Record;
 
+    use super::*;
     use crate::spool::{FsyncPolicy, LossReason, OnFull, SpoolSettings, acks, tests::Scratch};
 
     /// Group `g`'s acknowledgement as the ack file on disk has it.

@@ -16,6 +16,7 @@ mod tests;
 
 use std::{collections::BTreeMap, fmt};
 
+use lbwitness_trail::record::Record;
 use serde::Deserialize;
 
 use self::matcher::Matcher;
@@ -23,7 +24,6 @@ pub use self::{
     field::{Field, Value, Values},
     matcher::{MatchValue, MatchValues},
 };
-use lbwitness_trail::record::Record;
 
 /// The most groups a router handles: one bit each in a `u64` mask.
 pub const MAX_GROUPS: usize = 64;

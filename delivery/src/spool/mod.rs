@@ -38,12 +38,11 @@ pub(crate) mod tests;
 
 use std::path::PathBuf;
 
+pub use reader::{ReadBatch, Reader};
 use serde::Deserialize;
+pub use writer::Spool;
 
 use crate::entry::Entry;
-
-pub use reader::{ReadBatch, Reader};
-pub use writer::Spool;
 
 /// How the spool is set up. Checked by [`Spool::open`].
 #[derive(Clone, Debug)]

@@ -15,9 +15,8 @@ use std::{
 };
 
 use aya::{TestRun as _, TestRunOptions, programs::Xdp};
-use serde_json::Value;
-
 use integration_tests::{frames::Frame, netns::NetNs};
+use serde_json::Value;
 
 /// Destination address of every flood flow.
 pub const DST: [u8; 4] = [198, 51, 100, 9];

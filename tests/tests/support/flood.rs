@@ -8,7 +8,6 @@ use std::{
 };
 
 use aya::{TestRun as _, TestRunOptions};
-
 use integration_tests::{
     frames::{Frame, tcp_flags},
     lab::Lab,
