@@ -14,7 +14,10 @@ use std::{
     path::{Path, PathBuf},
 };
 
-use lbwitness_trail::chain::{Hash, Head};
+use lbwitness_trail::{
+    chain::{Hash, Head},
+    record::is_agent_id,
+};
 use sha2::{Digest as _, Sha256};
 use uuid::{Builder, Uuid};
 
@@ -124,18 +127,17 @@ pub fn id_text(b: &[u8; 16]) -> String {
     Uuid::from_bytes(*b).hyphenated().to_string()
 }
 
-/// Whether `s` is an agent id: a UUID in lowercase hex.
+/// Whether `s` is an agent id: the trail's one form, hyphenated and
+/// lowercase ([`is_agent_id`]).
 pub fn is_uuid(s: &str) -> bool {
-    parse_id(s).is_some()
+    is_agent_id(s)
 }
 
-/// `s` as a UUID when it is in the one form agent ids take: hyphenated,
-/// lowercase (`Uuid::try_parse` also takes uppercase, braces, URNs and
-/// the plain 32 digits).
+/// `s` as a UUID when it is in the one form agent ids take
+/// (`Uuid::try_parse` alone also takes uppercase, braces, URNs and the
+/// plain 32 digits).
 fn parse_id(s: &str) -> Option<Uuid> {
-    let id = Uuid::try_parse(s).ok()?;
-    let mut text = Uuid::encode_buffer();
-    (id.hyphenated().encode_lower(&mut text) == s).then_some(id)
+    is_agent_id(s).then(|| Uuid::try_parse(s).ok()).flatten()
 }
 
 /// Writes `path` via a temporary file, fsync and rename.
