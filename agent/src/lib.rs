@@ -18,6 +18,7 @@ pub mod enrich;
 pub mod flows;
 pub mod logging;
 pub mod preflight;
+pub mod requests;
 #[cfg(test)]
 mod record_kinds;
 pub mod run;

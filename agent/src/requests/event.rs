@@ -1,0 +1,1 @@
+//! Placeholder: decoding of the request programs' events.

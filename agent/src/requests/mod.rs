@@ -1,0 +1,14 @@
+//! Requests through the load balancer: the kernel's socket events of the
+//! load-balancer processes, turned into one record per HTTP request (which
+//! client asked what, which backend served it, with what result) and one per
+//! TCP connection.
+//!
+//! - `event`: decoding the request programs' ring-buffer events;
+//! - `http`: the HTTP/1.x framer, a pure parser per connection;
+//! - `correlate`: which backend request served which client request, from
+//!   content, thread and order, keeping only pairings forced in every
+//!   maximum matching.
+
+pub mod correlate;
+pub mod event;
+pub mod http;
