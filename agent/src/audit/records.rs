@@ -214,6 +214,7 @@ impl AuditRecords {
                 executable: w.executable.clone(),
                 name: w.process_name.clone(),
                 pid: w.pid,
+                thread: None,
             });
             r.user = w.uid.map(|uid| User {
                 id: uid.to_string(),

@@ -130,12 +130,14 @@ impl Enricher {
         let ports = has_ports(key.protocol);
         rec.source = Some(Endpoint {
             ip: key.src_ip(),
+            nat: None,
             port: ports.then_some(key.src_port),
             bytes: counts.map(|c| c.1),
             packets: counts.map(|c| c.0),
         });
         rec.destination = Some(Endpoint {
             ip: key.dst_ip(),
+            nat: None,
             port: ports.then_some(key.dst_port),
             bytes: None,
             packets: None,

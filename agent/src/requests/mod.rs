@@ -12,3 +12,7 @@
 pub mod correlate;
 pub mod event;
 pub mod http;
+pub mod input;
+pub mod procs;
+pub mod reorder;
+pub mod sockets;

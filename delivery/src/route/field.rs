@@ -102,12 +102,14 @@ pub const ACTIONS: &[&str] = &[
     "capture-counters",
     "checkpoint",
     "config-reload",
+    "connection",
     "file-change",
     "flow",
     "flow-start",
     "gap",
     "hook-attach",
     "hook-detach",
+    "http-request",
     "key-rotation",
     "tcp-fin",
     "tcp-rst",
@@ -119,8 +121,10 @@ pub const ACTIONS: &[&str] = &[
 pub const DATASETS: &[&str] = &[
     "lbwitness.audit",
     "lbwitness.capture",
+    "lbwitness.connection",
     "lbwitness.flow",
     "lbwitness.lifecycle",
+    "lbwitness.request",
 ];
 
 /// `event.kind` values lbwitness writes.

@@ -316,6 +316,7 @@ fn full(p: &Parts) -> Record {
     let endpoint = |(ip, port): (usize, Option<u16>)| Endpoint {
         bytes: None,
         ip: pick(&IPS, ip).parse().unwrap(),
+        nat: None,
         packets: None,
         port,
     };
@@ -347,6 +348,7 @@ fn full(p: &Parts) -> Record {
             executable: None,
             name: (proc % 2 == 0).then(|| pick(&WORDS, proc).into()),
             pid: 1,
+            thread: None,
         });
         r.user = Some(User {
             id: "0".into(),

@@ -273,6 +273,9 @@ pub struct Process {
     pub name: Option<String>,
     /// Process id.
     pub pid: u32,
+    /// The thread, for request records.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub thread: Option<super::http::Thread>,
 }
 
 /// ECS `user.*`.

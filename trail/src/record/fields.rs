@@ -5,15 +5,21 @@
 /// Every leaf field a record can carry, as its JSON line writes it
 /// (arrays count as leaves), sorted. Left out: the counter maps under
 /// `lbwitness.agent` and `lbwitness.kernel` (their members are counter
-/// names, not record fields) and `destination.bytes`/`destination.packets`
-/// (flows are one-way: only `source.*` counts).
+/// names, not record fields) and `destination.packets` (flows are one-way:
+/// only `source.*` counts; a connection record's `destination.bytes` is
+/// what its destination sent).
 pub const PATHS: &[&str] = &[
     "@timestamp",
     "agent.id",
     "agent.type",
     "agent.version",
+    "destination.bytes",
     "destination.ip",
+    "destination.nat.ip",
+    "destination.nat.port",
     "destination.port",
+    "error.code",
+    "error.message",
     "event.action",
     "event.category",
     "event.dataset",
@@ -22,6 +28,7 @@ pub const PATHS: &[&str] = &[
     "event.hash",
     "event.kind",
     "event.module",
+    "event.outcome",
     "event.reason",
     "event.sequence",
     "event.start",
@@ -32,6 +39,15 @@ pub const PATHS: &[&str] = &[
     "file.name",
     "file.path",
     "file.size",
+    "http.request.bytes",
+    "http.request.method",
+    "http.response.bytes",
+    "http.response.status_code",
+    "http.version",
+    "lbwitness.backend.candidates",
+    "lbwitness.backend.duration",
+    "lbwitness.backend.mapping",
+    "lbwitness.backend.reason",
     "lbwitness.capture.xdp_mode",
     "lbwitness.checkpoint.count",
     "lbwitness.checkpoint.final",
@@ -48,6 +64,12 @@ pub const PATHS: &[&str] = &[
     "lbwitness.config.previous_sha256",
     "lbwitness.config.restart_required",
     "lbwitness.config.sha256",
+    "lbwitness.connection.backends",
+    "lbwitness.connection.closed_by",
+    "lbwitness.connection.requests",
+    "lbwitness.connection.reset",
+    "lbwitness.connection.retransmits",
+    "lbwitness.connection.role",
     "lbwitness.file.attribution",
     "lbwitness.file.change",
     "lbwitness.file.previous_sha256",
@@ -104,12 +126,19 @@ pub const PATHS: &[&str] = &[
     "process.executable",
     "process.name",
     "process.pid",
+    "process.thread.id",
     "source.bytes",
     "source.ip",
+    "source.nat.ip",
+    "source.nat.port",
     "source.packets",
     "source.port",
+    "url.domain",
+    "url.path",
+    "url.query",
     "user.id",
     "user.name",
+    "user_agent.original",
 ];
 
 /// Whether a record can carry the field `path`.
@@ -159,7 +188,7 @@ mod tests {
             "source",
             "src.ip",
             "",
-            "destination.bytes",
+            "destination.packets",
         ] {
             assert!(!is_field(typo), "{typo}");
         }

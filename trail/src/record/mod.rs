@@ -4,6 +4,7 @@
 
 pub mod audit;
 pub mod fields;
+pub mod http;
 #[cfg(any(test, feature = "testing"))]
 pub mod samples;
 
@@ -28,11 +29,17 @@ pub struct Record {
     /// `destination.*`, for flow records.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub destination: Option<Endpoint>,
+    /// `error.*`, for failed connections and requests.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<http::Error>,
     /// `event.*`.
     pub event: Event,
     /// `file.*`, for file-change records.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub file: Option<audit::File>,
+    /// `http.*`, for request records.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub http: Option<http::Http>,
     /// `lbwitness.*`: fields ECS has no place for.
     #[serde(skip_serializing_if = "Extra::is_empty")]
     pub lbwitness: Extra,
@@ -47,9 +54,15 @@ pub struct Record {
     /// `source.*`, for flow records.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub source: Option<Endpoint>,
+    /// `url.*`, for request records.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub url: Option<http::Url>,
     /// `user.*`: as whom, when known.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub user: Option<audit::User>,
+    /// `user_agent.*`, for request records.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub user_agent: Option<http::UserAgent>,
 }
 
 impl Record {
@@ -79,14 +92,18 @@ impl Record {
                 version: env!("CARGO_PKG_VERSION"),
             },
             destination: None,
+            error: None,
             event,
             file: None,
+            http: None,
             lbwitness: Extra::default(),
             network: None,
             observer,
             process: None,
             source: None,
+            url: None,
             user: None,
+            user_agent: None,
         }
     }
 }
@@ -124,6 +141,10 @@ pub struct Event {
     pub kind: &'static str,
     /// Always `lbwitness`.
     pub module: &'static str,
+    /// ECS `event.outcome`: `success`, `failure` or `unknown`, for request
+    /// and connection records.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub outcome: Option<&'static str>,
     /// Why, e.g. `idle-timeout`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub reason: Option<&'static str>,
@@ -155,6 +176,7 @@ impl Event {
             end: None,
             kind,
             module: "lbwitness",
+            outcome: None,
             reason: None,
             sequence: 0,
             start: None,
@@ -171,6 +193,10 @@ pub struct Endpoint {
     pub bytes: Option<u64>,
     /// Address.
     pub ip: std::net::IpAddr,
+    /// ECS `*.nat`: for a request or client connection, the backend
+    /// connection's ends (see [`http::Nat`]).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub nat: Option<http::Nat>,
     /// Packets sent by this endpoint (source only).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub packets: Option<u64>,
@@ -269,6 +295,9 @@ pub struct Extra {
     /// Agent counters, same shape as `kernel`.
     #[serde(skip_serializing_if = "Option::is_none", rename = "agent")]
     pub agent_counters: Option<BTreeMap<&'static str, CounterValue>>,
+    /// How a request's backend was found.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub backend: Option<http::Backend>,
     /// How a flow was captured (flow and lifecycle records).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub capture: Option<CaptureExtra>,
@@ -278,6 +307,9 @@ pub struct Extra {
     /// A config reload.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub config: Option<audit::ConfigReload>,
+    /// A TCP connection of the load balancer.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub connection: Option<http::Connection>,
     /// A watched file's previous state.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub file: Option<audit::FileExtra>,
@@ -314,9 +346,11 @@ pub struct Extra {
 impl Extra {
     fn is_empty(&self) -> bool {
         self.agent_counters.is_none()
+            && self.backend.is_none()
             && self.capture.is_none()
             && self.checkpoint.is_none()
             && self.config.is_none()
+            && self.connection.is_none()
             && self.file.is_none()
             && self.gap.is_none()
             && self.hook.is_none()

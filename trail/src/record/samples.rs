@@ -93,12 +93,14 @@ fn tcp(
     r.source = Some(Endpoint {
         bytes: counts.map(|c| c.1),
         ip: src,
+        nat: None,
         packets: counts.map(|c| c.0),
         port: Some(40000),
     });
     r.destination = Some(Endpoint {
         bytes: None,
         ip: IpAddr::from([192, 0, 2, 2]),
+        nat: None,
         packets: None,
         port: Some(dst_port),
     });

@@ -1,0 +1,176 @@
+//! What the request stage's core consumes: the kernel's events with their
+//! meaning made explicit (addresses as `SocketAddr`, states and calls as
+//! enums). [`super::event`] decodes the ring-buffer bytes; this is the
+//! shape the socket table and the framer need, and what tests write.
+
+use std::net::SocketAddr;
+
+/// A thread of a traced process.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Thread {
+    /// Process id (the kernel's tgid).
+    pub tgid: u32,
+    /// Thread id (the kernel's pid of the task).
+    pub tid: u32,
+}
+
+/// Which way a read or write moved bytes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Way {
+    /// The process read from the socket.
+    Recv,
+    /// The process wrote to the socket.
+    Send,
+}
+
+/// One read or write of a traced process on a TCP socket.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Data {
+    /// Who.
+    pub thread: Thread,
+    /// The file descriptor, in `thread.tgid`'s table.
+    pub fd: i32,
+    /// The socket's kernel address: stable while the socket lives.
+    pub sk: u64,
+    /// Read or write.
+    pub way: Way,
+    /// Kernel ns at the syscall's entry (the exit time is the event's time).
+    pub enter: u64,
+    /// Bytes the syscall moved.
+    pub total: u64,
+    /// The first bytes of them, as far as the kernel copied.
+    pub captured: Vec<u8>,
+}
+
+/// A TCP state (the kernel's `TCP_*` numbers).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TcpState {
+    /// 1.
+    Established,
+    /// 2.
+    SynSent,
+    /// 3.
+    SynRecv,
+    /// 4.
+    FinWait1,
+    /// 5.
+    FinWait2,
+    /// 6.
+    TimeWait,
+    /// 7.
+    Close,
+    /// 8.
+    CloseWait,
+    /// 9.
+    LastAck,
+    /// 10.
+    Listen,
+    /// 11.
+    Closing,
+    /// 12.
+    NewSynRecv,
+    /// Any other number.
+    Other(u8),
+}
+
+impl TcpState {
+    /// The state for the kernel's number.
+    pub fn from_raw(raw: u8) -> Self {
+        match raw {
+            1 => Self::Established,
+            2 => Self::SynSent,
+            3 => Self::SynRecv,
+            4 => Self::FinWait1,
+            5 => Self::FinWait2,
+            6 => Self::TimeWait,
+            7 => Self::Close,
+            8 => Self::CloseWait,
+            9 => Self::LastAck,
+            10 => Self::Listen,
+            11 => Self::Closing,
+            12 => Self::NewSynRecv,
+            n => Self::Other(n),
+        }
+    }
+}
+
+/// A TCP state change (`sock:inet_sock_set_state`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct State {
+    /// The socket.
+    pub sk: u64,
+    /// From.
+    pub old: TcpState,
+    /// To.
+    pub new: TcpState,
+    /// This host's end.
+    pub local: SocketAddr,
+    /// The peer's end.
+    pub remote: SocketAddr,
+}
+
+/// A socket call of a traced process.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CallKind {
+    /// accept/accept4: `ret` is the new fd.
+    Accept,
+    /// connect: `ret` is 0 or `-errno` (`-EINPROGRESS` when non-blocking).
+    Connect,
+    /// close.
+    Close,
+}
+
+/// A socket call that ended.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Call {
+    /// Who.
+    pub thread: Thread,
+    /// Which call.
+    pub kind: CallKind,
+    /// The fd it was called on (accept: the listener).
+    pub fd: i32,
+    /// Its return value.
+    pub ret: i64,
+    /// connect: the socket, from the state change inside the call (0 when
+    /// unknown).
+    pub sk: u64,
+    /// connect: the destination.
+    pub addr: Option<SocketAddr>,
+}
+
+/// What the TCP stack did to a socket.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TcpKind {
+    /// This host sent a reset.
+    SendReset,
+    /// The peer sent one.
+    ReceiveReset,
+    /// A segment was retransmitted.
+    Retransmit,
+    /// The socket was freed.
+    Destroy,
+}
+
+/// One input of the request stage, at a kernel time the caller carries.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Input {
+    /// A read or write.
+    Data(Data),
+    /// A TCP state change.
+    State(State),
+    /// A socket call.
+    Call(Call),
+    /// A TCP stack event.
+    Tcp {
+        /// The socket.
+        sk: u64,
+        /// What happened.
+        kind: TcpKind,
+    },
+    /// The kernel failed to send `count` events before this time (the
+    /// ring buffer was full): every open window is in doubt.
+    Lost {
+        /// Events lost.
+        count: u64,
+    },
+}
