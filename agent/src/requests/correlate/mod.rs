@@ -28,6 +28,7 @@
 
 mod edges;
 mod forced;
+mod forgotten;
 mod graph;
 mod limits;
 mod mapping;

@@ -4,7 +4,9 @@
 //! the client request's thread, so a thread's requests fall into windows
 //! that close whenever the thread has no client request in flight: nothing
 //! outside a window can pair with anything inside it. The lead feeds events
-//! in kernel-time order and gets each window's results when it closes.
+//! in kernel-time order and gets each window's results when it closes;
+//! every client request given to [`Windows::client_done`] is reported
+//! exactly once.
 //!
 //! - A backend request done while its thread has no open window can match
 //!   nothing (a health check, say): it is counted and dropped.
@@ -12,14 +14,16 @@
 //!   (candidates still listed). Lost events also taint every window of the
 //!   process that opens within one timeout after the loss: a request whose
 //!   start was lost may still be in flight and land its backend there.
-//! - Memory is bounded: a window past [`WindowLimits::max_requests`] is
-//!   closed as ambiguous (`window-too-large`) and stays tainted until its
-//!   thread is idle; requests in flight past the timeout are closed by
-//!   [`Windows::expire`].
+//! - Memory is bounded. A window past [`WindowLimits::max_requests`] reports
+//!   what is done as `window-too-large` and stays tainted until its thread
+//!   is idle. [`Windows::expire`] gives up on requests in flight past the
+//!   timeout, so their window can close (`timeout`). A request given up on
+//!   is reported, with that reason, when it is done.
 
 use std::collections::HashMap;
 
 use super::{
+    forgotten::Forgotten,
     limits::WindowLimits,
     mapping::{Mapping, Reason},
     side::{BackendSide, ClientSide},
@@ -44,7 +48,7 @@ impl Threads {
     }
 }
 
-/// Results of one thread's window (or part of it).
+/// Results from one thread's window.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Closed {
     /// Process.
@@ -64,8 +68,8 @@ pub struct Counters {
     pub windows_closed: u64,
     /// Times a window outgrew its bound and was emptied early.
     pub windows_too_large: u64,
-    /// Client requests still in flight past the timeout.
-    pub timed_out: u64,
+    /// Client requests given up on while in flight (timeout or bound).
+    pub given_up: u64,
 }
 
 /// A taint waiting for windows that open before `until` (kernel ns).
@@ -108,42 +112,24 @@ impl Window {
         self.done.clear();
         self.backends.clear();
     }
-
-    /// Reports the in-flight requests selected by `stale` as ambiguous and
-    /// forgets them; returns how many.
-    fn drop_in_flight(
-        &mut self,
-        reason: Reason,
-        stale: impl Fn(u64) -> bool,
-        out: &mut Vec<(u64, Mapping)>,
-    ) -> usize {
-        let before = out.len();
-        self.in_flight.retain(|&id, &mut start| {
-            let drop = stale(start);
-            if drop {
-                out.push((
-                    id,
-                    Mapping::Ambiguous {
-                        candidates: Vec::new(),
-                        reason,
-                    },
-                ));
-            }
-            !drop
-        });
-        out.len() - before
-    }
 }
 
 /// Every thread's open window, fed in kernel-time order.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Windows {
     limits: WindowLimits,
     open: HashMap<(u32, u32), Window>,
     pending: Vec<Pending>,
+    forgotten: Forgotten,
     /// The latest kernel time seen in any event.
     now: u64,
     counters: Counters,
+}
+
+impl Default for Windows {
+    fn default() -> Self {
+        Windows::new(WindowLimits::default())
+    }
 }
 
 impl Windows {
@@ -151,13 +137,23 @@ impl Windows {
     pub fn new(limits: WindowLimits) -> Self {
         Windows {
             limits,
-            ..Windows::default()
+            open: HashMap::new(),
+            pending: Vec::new(),
+            forgotten: Forgotten::with_cap(limits.max_requests().saturating_mul(2)),
+            now: 0,
+            counters: Counters::default(),
         }
     }
 
     /// What was counted so far.
     pub fn counters(&self) -> Counters {
         self.counters
+    }
+
+    /// Number of ids remembered as given up on.
+    #[cfg(test)]
+    pub(super) fn forgotten_len(&self) -> usize {
+        self.forgotten.len()
     }
 
     /// Number of threads with an open window.
@@ -169,8 +165,7 @@ impl Windows {
     pub fn client_started(&mut self, tgid: u32, tid: u32, id: u64, t: u64) -> Option<Closed> {
         self.advance(t);
         self.window(tgid, tid).in_flight.entry(id).or_insert(t);
-        let spilled = self.spill_if_large((tgid, tid));
-        self.close_if_idle((tgid, tid), spilled)
+        self.settle((tgid, tid))
     }
 
     /// A client request's response was written in full, or its connection
@@ -178,35 +173,38 @@ impl Windows {
     pub fn client_done(&mut self, c: ClientSide) -> Option<Closed> {
         self.advance(c.t_resp_write.max(c.t_read));
         let key = (c.tgid, c.tid);
+        let in_flight = self
+            .open
+            .get(&key)
+            .is_some_and(|w| w.in_flight.contains_key(&c.id));
+        if !in_flight {
+            if let Some(reason) = self.forgotten.take(c.id) {
+                return Some(closed(key, vec![(c.id, unknown(reason))]));
+            }
+        }
         let Some(window) = self.open.get_mut(&key) else {
-            // Its window is gone (or never was): its backend, if any, was
-            // dropped, so nothing can be said.
-            let unseen = Mapping::Ambiguous {
-                candidates: Vec::new(),
-                reason: Reason::StartUnseen,
-            };
-            return Some(closed(key, vec![(c.id, unseen)]));
+            // Its start was never seen and its window, if any, is gone with
+            // its backend: nothing can be said.
+            return Some(closed(key, vec![(c.id, unknown(Reason::StartUnseen))]));
         };
-        // A done request whose start wasn't seen still joins: its own times
-        // are in `c`, and a client without its backend only removes
-        // forcedness.
+        // A done request whose start wasn't seen still joins the open
+        // window: its own times are in `c`, and a client without its
+        // backend only removes forcedness.
         window.in_flight.remove(&c.id);
         window.done.push(c);
-        let spilled = self.spill_if_large(key);
-        self.close_if_idle(key, spilled)
+        self.settle(key)
     }
 
     /// A backend request's response was read.
     pub fn backend_done(&mut self, b: BackendSide) -> Option<Closed> {
         self.advance(b.t_resp_read.max(b.t_write));
-        let (tgid, tid) = (b.tgid, b.tid);
-        let Some(window) = self.open.get_mut(&(tgid, tid)) else {
+        let key = (b.tgid, b.tid);
+        let Some(window) = self.open.get_mut(&key) else {
             self.counters.unmatched_backends += 1;
             return None;
         };
         window.backends.push(b);
-        let spilled = self.spill_if_large((tgid, tid));
-        self.close_if_idle((tgid, tid), spilled)
+        self.settle(key)
     }
 
     /// Makes the open windows of `threads` of process `tgid` ambiguous with
@@ -222,11 +220,8 @@ impl Windows {
         }
         if reason == Reason::EventsLost {
             let until = self.now.saturating_add(self.limits.timeout_ns());
-            match self
-                .pending
-                .iter_mut()
-                .find(|p| p.tgid == tgid && p.threads == threads && p.reason == reason)
-            {
+            let same = |p: &&mut Pending| p.tgid == tgid && p.threads == threads;
+            match self.pending.iter_mut().find(same) {
                 Some(p) => p.until = p.until.max(until),
                 None => self.pending.push(Pending {
                     tgid,
@@ -238,41 +233,40 @@ impl Windows {
         }
     }
 
-    /// Closes what has been in flight longer than the timeout at `now`
-    /// (kernel ns): those requests and everything done in their window are
-    /// ambiguous (`timeout`).
+    /// Gives up on requests in flight since before `now - timeout` (kernel
+    /// ns); their windows are tainted (`timeout`) and close once nothing
+    /// else is in flight.
     pub fn expire(&mut self, now: u64) -> Vec<Closed> {
         self.advance(now);
         let Some(deadline) = now.checked_sub(self.limits.timeout_ns()) else {
             return Vec::new();
         };
-        let stale_keys: Vec<(u32, u32)> = self
+        let stale: Vec<(u32, u32)> = self
             .open
             .iter()
             .filter(|(_, w)| w.in_flight.values().any(|&s| s < deadline))
             .map(|(&k, _)| k)
             .collect();
         let mut out = Vec::new();
-        for key in stale_keys {
-            let mut results = Vec::new();
-            if let Some(window) = self.open.get_mut(&key) {
-                let n = window.drop_in_flight(Reason::Timeout, |s| s < deadline, &mut results);
-                self.counters.timed_out += n as u64;
-                window.taint(Reason::Timeout);
-            }
-            out.extend(self.close_if_idle(key, results));
+        for key in stale {
+            self.give_up(key, Reason::Timeout, |start| start < deadline);
+            out.extend(self.close_if_idle(key, Vec::new()));
         }
         out
     }
 
     /// Closes every window (the agent is stopping): requests still in
-    /// flight, and everything sharing their window, are `unfinished`.
+    /// flight are reported, with everything sharing their window, as
+    /// `unfinished`.
     pub fn flush_all(&mut self) -> Vec<Closed> {
         let mut out = Vec::new();
         for (key, mut window) in std::mem::take(&mut self.open) {
-            let mut results = Vec::new();
-            if !window.in_flight.is_empty() {
-                window.drop_in_flight(Reason::Unfinished, |_| true, &mut results);
+            let mut results: Vec<(u64, Mapping)> = window
+                .in_flight
+                .drain()
+                .map(|(id, _)| (id, unknown(Reason::Unfinished)))
+                .collect();
+            if !results.is_empty() {
                 window.taint(Reason::Unfinished);
             }
             window.drain(&mut results);
@@ -300,9 +294,15 @@ impl Windows {
         })
     }
 
+    /// After a change to a window: enforce its bound, then close it if idle.
+    fn settle(&mut self, key: (u32, u32)) -> Option<Closed> {
+        let spilled = self.spill_if_large(key);
+        self.close_if_idle(key, spilled)
+    }
+
     /// Empties a window that outgrew its bound: what is done is reported
     /// now, and the window stays tainted until its thread is idle. If the
-    /// in-flight requests alone exceed the bound, they are reported too.
+    /// in-flight requests alone exceed the bound, they are given up on too.
     fn spill_if_large(&mut self, key: (u32, u32)) -> Vec<(u64, Mapping)> {
         let max = self.limits.max_requests();
         let mut results = Vec::new();
@@ -317,9 +317,28 @@ impl Windows {
         window.drain(&mut results);
         if window.in_flight.len() > max {
             let reason = window.taint.unwrap_or(Reason::WindowTooLarge);
-            window.drop_in_flight(reason, |_| true, &mut results);
+            self.give_up(key, reason, |_| true);
         }
         results
+    }
+
+    /// Forgets the window's in-flight requests selected by `stale` (by
+    /// start time) and taints the window: their backends may be in it.
+    fn give_up(&mut self, key: (u32, u32), reason: Reason, stale: impl Fn(u64) -> bool) {
+        let Some(window) = self.open.get_mut(&key) else {
+            return;
+        };
+        let forgotten = &mut self.forgotten;
+        let counters = &mut self.counters;
+        window.in_flight.retain(|&id, &mut start| {
+            let give_up = stale(start);
+            if give_up {
+                forgotten.insert(id, reason);
+                counters.given_up += 1;
+            }
+            !give_up
+        });
+        window.taint(reason);
     }
 
     /// Closes the window if nothing is in flight; returns `results` plus its
@@ -337,6 +356,14 @@ impl Windows {
             }
         }
         (!results.is_empty()).then(|| closed(key, results))
+    }
+}
+
+/// Ambiguous with no candidate listed.
+fn unknown(reason: Reason) -> Mapping {
+    Mapping::Ambiguous {
+        candidates: Vec::new(),
+        reason,
     }
 }
 
