@@ -18,9 +18,9 @@ pub mod enrich;
 pub mod flows;
 pub mod logging;
 pub mod preflight;
-pub mod requests;
 #[cfg(test)]
 mod record_kinds;
+pub mod requests;
 pub mod run;
 pub mod telemetry;
 pub mod watch;

@@ -167,6 +167,7 @@ fn every_kind() -> Vec<Record> {
     };
     records.push(a.hook(now, false, detach));
     records.extend([0, reason::SYN, reason::FIN, reason::RST].map(lifecycle));
+    records.extend(crate::requests::records::samples());
     records
 }
 

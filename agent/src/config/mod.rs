@@ -2,6 +2,7 @@
 //! and validation in [`Config::try_new`] so an invalid config cannot exist.
 
 pub mod delivery;
+pub mod requests;
 mod spans;
 pub mod summary;
 
@@ -140,6 +141,9 @@ pub struct ConfigFile {
     /// Audit trail settings.
     #[serde(default)]
     pub audit: AuditFile,
+    /// Request capture.
+    #[serde(default)]
+    pub requests: requests::RequestsFile,
     /// The durable spool.
     #[serde(default)]
     pub spool: delivery::SpoolFile,
@@ -265,6 +269,8 @@ pub struct Config {
     pub audit: AuditSettings,
     /// Spool, groups and routes.
     pub delivery: delivery::Delivery,
+    /// Request capture.
+    pub requests: requests::RequestSettings,
     /// The config file, when there is one.
     pub path: Option<PathBuf>,
     /// Hex SHA-256 of the config file's bytes (of nothing without one).
@@ -526,9 +532,12 @@ impl Config {
             explicit_output,
         )
         .map_err(|(key, problem)| invalid(&key, problem))?;
+        let requests = requests::RequestSettings::try_new(file.requests)
+            .map_err(|(key, problem)| invalid(key, problem))?;
         Ok(Self {
             audit,
             delivery,
+            requests,
             path: None,
             sha256: String::new(),
             state_dir,

@@ -14,5 +14,9 @@ pub mod event;
 pub mod http;
 pub mod input;
 pub mod procs;
+pub mod records;
 pub mod reorder;
 pub mod sockets;
+pub mod tracker;
+#[cfg(test)]
+mod tracker_tests;

@@ -52,7 +52,9 @@ pub fn is_traced(exe: Option<&str>, comm: Option<&str>, names: &[String]) -> boo
         }
         match exe {
             Some(exe) => Path::new(exe).file_name().and_then(|f| f.to_str()) == Some(name),
-            None => comm.is_some_and(|c| !c.is_empty() && name.starts_with(c) && c.len() >= name.len().min(15)),
+            None => comm.is_some_and(|c| {
+                !c.is_empty() && name.starts_with(c) && c.len() >= name.len().min(15)
+            }),
         }
     })
 }
@@ -74,9 +76,10 @@ pub fn read(proc_root: &Path, pid: u32) -> Option<ProcInfo> {
     let name = fs::read_to_string(dir.join("comm"))
         .ok()
         .map(|s| s.trim_end_matches('\n').to_owned());
-    let executable = fs::read_link(dir.join("exe"))
-        .ok()
-        .and_then(|p| p.to_str().map(|s| s.trim_end_matches(" (deleted)").to_owned()));
+    let executable = fs::read_link(dir.join("exe")).ok().and_then(|p| {
+        p.to_str()
+            .map(|s| s.trim_end_matches(" (deleted)").to_owned())
+    });
     Some(ProcInfo {
         pid,
         name,
@@ -120,15 +123,25 @@ impl Processes {
         let mut seen: HashMap<u32, ProcInfo> = HashMap::new();
         if let Ok(dir) = fs::read_dir(&self.proc_root) {
             for entry in dir.flatten() {
-                let Some(pid) = entry.file_name().to_str().and_then(|s| s.parse::<u32>().ok())
+                let Some(pid) = entry
+                    .file_name()
+                    .to_str()
+                    .and_then(|s| s.parse::<u32>().ok())
                 else {
                     continue;
                 };
                 let Some(info) = read(&self.proc_root, pid) else {
                     continue;
                 };
-                let traced = is_traced(info.executable.as_deref(), info.name.as_deref(), &self.names)
-                    || (also.contains(&pid) && self.known.get(&pid).is_none_or(|k| k.start_ticks == info.start_ticks));
+                let traced = is_traced(
+                    info.executable.as_deref(),
+                    info.name.as_deref(),
+                    &self.names,
+                ) || (also.contains(&pid)
+                    && self
+                        .known
+                        .get(&pid)
+                        .is_none_or(|k| k.start_ticks == info.start_ticks));
                 if traced && seen.len() < MAX_PROCESSES {
                     seen.insert(pid, info);
                 }
@@ -200,7 +213,11 @@ mod tests {
         assert!(is_traced(Some("/opt/nginx/sbin/nginx"), None, &n));
         assert!(!is_traced(Some("/usr/sbin/nginx"), Some("nginx"), &n));
         // A copy under another name is another program.
-        assert!(!is_traced(Some("/tmp/lbw-backend"), Some("lbw-backend"), &n));
+        assert!(!is_traced(
+            Some("/tmp/lbw-backend"),
+            Some("lbw-backend"),
+            &n
+        ));
         // comm only when the executable is unreadable.
         assert!(is_traced(None, Some("haproxy"), &n));
         assert!(!is_traced(None, Some("hap"), &n));

@@ -164,7 +164,10 @@ impl Table {
                 None => Bound::Known(id),
                 Some(old) => {
                     self.unbind_conn(old);
-                    Bound::New { id, replaced: Some(old) }
+                    Bound::New {
+                        id,
+                        replaced: Some(old),
+                    }
                 }
             };
         }
@@ -253,7 +256,11 @@ mod tests {
     #[test]
     fn a_reused_fd_is_a_new_connection() {
         let mut t = Table::default();
-        let Bound::New { id: a, replaced: None } = t.bind(10, 5, 0xa) else {
+        let Bound::New {
+            id: a,
+            replaced: None,
+        } = t.bind(10, 5, 0xa)
+        else {
             panic!()
         };
         assert_eq!(t.bind(10, 5, 0xa), Bound::Known(a));
@@ -266,7 +273,11 @@ mod tests {
         assert_eq!(t.by_sk(0xa), None);
         // A reused socket address after a close is new too.
         assert_eq!(t.close(10, 5), Some(b));
-        let Bound::New { id: c, replaced: None } = t.bind(10, 5, 0xb) else {
+        let Bound::New {
+            id: c,
+            replaced: None,
+        } = t.bind(10, 5, 0xb)
+        else {
             panic!()
         };
         assert_ne!(c, b);
@@ -275,8 +286,12 @@ mod tests {
     #[test]
     fn the_same_fd_number_in_two_processes_is_two_connections() {
         let mut t = Table::default();
-        let Bound::New { id: a, .. } = t.bind(10, 5, 0xa) else { panic!() };
-        let Bound::New { id: b, .. } = t.bind(11, 5, 0xb) else { panic!() };
+        let Bound::New { id: a, .. } = t.bind(10, 5, 0xa) else {
+            panic!()
+        };
+        let Bound::New { id: b, .. } = t.bind(11, 5, 0xb) else {
+            panic!()
+        };
         assert_ne!(a, b);
         assert_eq!(t.forget_process(10), vec![a]);
         assert_eq!(t.by_sk(0xb), Some(b));

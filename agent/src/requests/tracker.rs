@@ -1,0 +1,804 @@
+//! The request stage's core: inputs in kernel-time order in, request and
+//! connection outcomes out. Pure: no I/O, no clock but the inputs' times.
+//!
+//! Per connection, the HTTP framer turns syscall chunks into messages;
+//! exchanges (a request and its response) are kept in order, since HTTP/1
+//! answers in order. A client exchange opens a window on the thread that
+//! read it and closes when its response's last byte was written; a backend
+//! exchange is a candidate on the thread that wrote it. The correlator
+//! decides per window which backend exchange served which client one.
+
+use std::{
+    collections::{BTreeSet, HashMap, VecDeque},
+    net::SocketAddr,
+};
+
+use super::{
+    correlate::{BackendSide, ClientSide, Closed, Mapping, Reason, Threads, WindowLimits, Windows},
+    http::{self, Dir, Message, RequestHead, ResponseHead},
+    input::{Call, CallKind, Data, Input, TcpKind, TcpState, Thread, Way},
+    sockets::{Bound, ConnId, Ends, Role, Table, Tuple, Tuples},
+};
+
+/// `-EINPROGRESS`: a non-blocking connect that goes on in the background.
+const EINPROGRESS: i64 = -115;
+/// `-ECONNREFUSED`.
+const ECONNREFUSED: i64 = -111;
+/// `-ETIMEDOUT`.
+const ETIMEDOUT: i64 = -110;
+
+/// Backend exchanges no client exchange claimed are forgotten after this
+/// long (kernel ns): longer than any window stays open.
+const BACKEND_KEEP_NS: u64 = 180_000_000_000;
+
+/// Who closed a connection first.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ClosedBy {
+    /// The load balancer.
+    Local,
+    /// The peer.
+    Peer,
+    /// Not seen.
+    Unknown,
+}
+
+impl ClosedBy {
+    /// The record's `lbwitness.connection.closed_by`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Local => "local",
+            Self::Peer => "peer",
+            Self::Unknown => "unknown",
+        }
+    }
+}
+
+/// Why a backend connect failed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ConnectError {
+    /// The backend answered with a reset.
+    Refused,
+    /// No answer.
+    TimedOut,
+    /// Another error, `-errno`.
+    Other(i64),
+}
+
+/// A finished HTTP request, mapped to its backend or declared ambiguous.
+#[derive(Clone, Debug)]
+pub struct RequestOut {
+    /// The thread that read it.
+    pub thread: Thread,
+    /// Client (`remote`) and frontend (`local`).
+    pub client: Ends,
+    /// The backend connection (`local`: the load balancer's source,
+    /// `remote`: the server), when mapped.
+    pub backend: Option<Ends>,
+    /// The request as the client sent it.
+    pub head: RequestHead,
+    /// The final response's status, when one was written.
+    pub status: Option<u16>,
+    /// Request bytes, head and body.
+    pub request_bytes: u64,
+    /// Response bytes written to the client.
+    pub response_bytes: u64,
+    /// First request byte read (kernel ns).
+    pub start: u64,
+    /// Last response byte written, or when the exchange ended without one.
+    pub end: u64,
+    /// The backend's share: first byte written to it, first byte read back.
+    pub backend_span: Option<(u64, u64)>,
+    /// The correlator's verdict.
+    pub mapping: Mapping,
+    /// For an ambiguous one: the servers that could have served it.
+    pub candidates: Vec<SocketAddr>,
+    /// Why the exchange failed, when it did (`client-aborted`, ...).
+    pub failure: Option<&'static str>,
+}
+
+/// A connection of the load balancer that ended.
+#[derive(Clone, Debug)]
+pub struct ConnOut {
+    /// The process.
+    pub tgid: u32,
+    /// Accepted or opened.
+    pub role: Role,
+    /// Both ends.
+    pub ends: Ends,
+    /// ESTABLISHED, or the connect call for one that never got there.
+    pub start: u64,
+    /// When the load balancer closed it.
+    pub end: u64,
+    /// Bytes the load balancer read.
+    pub bytes_in: u64,
+    /// Bytes it wrote.
+    pub bytes_out: u64,
+    /// Who closed first.
+    pub closed_by: ClosedBy,
+    /// `Some(true)`: this host sent a reset; `Some(false)`: received one.
+    pub reset: Option<bool>,
+    /// Retransmitted segments.
+    pub retransmits: u64,
+    /// Requests framed on it.
+    pub requests: u64,
+    /// For a failed connect.
+    pub connect_error: Option<ConnectError>,
+    /// Client side: the backend connections its requests were mapped to.
+    pub backends: BTreeSet<Ends>,
+}
+
+/// What the tracker produced.
+#[derive(Clone, Debug)]
+pub enum Output {
+    /// One HTTP request.
+    Request(Box<RequestOut>),
+    /// One connection.
+    Connection(Box<ConnOut>),
+}
+
+/// Counts of what the tracker could not use, each a reason a request or
+/// connection has no record (or an ambiguous one).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Unused {
+    /// Data on a socket whose ESTABLISHED was never seen (older than the
+    /// agent, or lost): not framed.
+    pub untupled_chunks: u64,
+    /// Connections whose HTTP framing was lost.
+    pub framing_lost: u64,
+    /// Backend exchanges no client exchange could have used (health checks).
+    pub unclaimed_backend: u64,
+    /// Events the kernel declared lost.
+    pub kernel_lost: u64,
+}
+
+#[derive(Debug)]
+struct Exchange {
+    id: u64,
+    thread: Thread,
+    head: RequestHead,
+    request_bytes: u64,
+    response: Option<ResponseHead>,
+}
+
+#[derive(Debug)]
+struct Conn {
+    tgid: u32,
+    tuple: Option<Tuple>,
+    framer: http::Conn,
+    /// Exchanges whose response has not ended, oldest first.
+    open: VecDeque<Exchange>,
+    bytes_in: u64,
+    bytes_out: u64,
+    closed_by: ClosedBy,
+    reset: Option<bool>,
+    retransmits: u64,
+    requests: u64,
+    connect_error: Option<ConnectError>,
+    connect_at: Option<u64>,
+    lost: bool,
+    backends: BTreeSet<Ends>,
+    /// Client exchanges of this connection the correlator has not decided.
+    undecided: u64,
+    /// Closed by the load balancer at this time; the record waits for
+    /// `undecided` to reach 0.
+    closed_at: Option<u64>,
+}
+
+impl Conn {
+    fn new(tgid: u32, tuple: Option<Tuple>, limits: http::Limits) -> Self {
+        Self {
+            tgid,
+            tuple,
+            framer: http::Conn::new(limits),
+            open: VecDeque::new(),
+            bytes_in: 0,
+            bytes_out: 0,
+            closed_by: ClosedBy::Unknown,
+            reset: None,
+            retransmits: 0,
+            requests: 0,
+            connect_error: None,
+            connect_at: None,
+            lost: false,
+            backends: BTreeSet::new(),
+            undecided: 0,
+            closed_at: None,
+        }
+    }
+
+    fn role(&self) -> Option<Role> {
+        self.tuple.map(|t| t.role)
+    }
+}
+
+/// A client exchange handed to the correlator, until it decides.
+#[derive(Debug)]
+struct Waiting {
+    conn: ConnId,
+    thread: Thread,
+    client: Ends,
+    head: RequestHead,
+    status: Option<u16>,
+    request_bytes: u64,
+    response_bytes: u64,
+    end: u64,
+    failure: Option<&'static str>,
+}
+
+/// A backend exchange, for the request record that is mapped to it.
+#[derive(Debug)]
+struct BackendDone {
+    ends: Ends,
+    span: (u64, u64),
+}
+
+/// The request stage's state. See the module doc.
+#[derive(Debug)]
+pub struct Tracker {
+    limits: http::Limits,
+    tuples: Tuples,
+    table: Table,
+    conns: HashMap<ConnId, Conn>,
+    windows: Windows,
+    waiting: HashMap<u64, Waiting>,
+    backends: HashMap<u64, BackendDone>,
+    next_exchange: u64,
+    /// Pending connects: the socket `connect` returned on, by (tgid, fd).
+    unused: Unused,
+    messages: Vec<Message>,
+}
+
+impl Tracker {
+    /// An empty tracker framing HTTP within `limits`.
+    pub fn new(limits: http::Limits) -> Self {
+        Self {
+            limits,
+            tuples: Tuples::default(),
+            table: Table::default(),
+            conns: HashMap::new(),
+            windows: Windows::new(WindowLimits::default()),
+            waiting: HashMap::new(),
+            backends: HashMap::new(),
+            next_exchange: 0,
+            unused: Unused::default(),
+            messages: Vec::new(),
+        }
+    }
+
+    /// What could not be used so far.
+    pub fn unused(&self) -> Unused {
+        let mut u = self.unused;
+        u.unclaimed_backend = u.unclaimed_backend.max(0);
+        u
+    }
+
+    /// Takes one input at kernel time `t` (inputs must come in time order:
+    /// see [`super::reorder`]), appending what completed to `out`.
+    pub fn push(&mut self, t: u64, input: Input, out: &mut Vec<Output>) {
+        match input {
+            Input::Data(d) => self.on_data(t, d, out),
+            Input::State(s) => {
+                let ends = Ends {
+                    local: s.local,
+                    remote: s.remote,
+                };
+                self.tuples.on_state(s.sk, s.old, s.new, ends, t);
+                if let Some(id) = self.table.by_sk(s.sk) {
+                    self.on_conn_state(id, s.old, s.new, ends, t);
+                }
+            }
+            Input::Call(c) => self.on_call(t, c, out),
+            Input::Tcp { sk, kind } => self.on_tcp(sk, kind),
+            Input::Lost { count } => {
+                self.unused.kernel_lost += count;
+                // Which thread lost what is unknown: every traced process
+                // is in doubt.
+                let mut tgids: Vec<u32> = self.conns.values().map(|c| c.tgid).collect();
+                tgids.sort_unstable();
+                tgids.dedup();
+                for tgid in tgids {
+                    self.windows.taint(tgid, Threads::All, Reason::EventsLost);
+                }
+            }
+        }
+    }
+
+    /// Ends everything still open (the stop, or a long idle): exchanges in
+    /// flight become ambiguous, connections are reported as they stand.
+    pub fn flush(&mut self, t: u64, out: &mut Vec<Output>) {
+        let ids: Vec<ConnId> = self.conns.keys().copied().collect();
+        for id in ids {
+            self.end_conn(id, t, out);
+        }
+        let closed = self.windows.flush_all();
+        self.decided_all(closed, out);
+        self.release_closed(out);
+    }
+
+    /// Gives up on requests in flight too long, and forgets backend
+    /// exchanges older than [`BACKEND_KEEP_NS`], at `now` (kernel ns).
+    pub fn expire(&mut self, now: u64, out: &mut Vec<Output>) {
+        let closed = self.windows.expire(now);
+        self.decided_all(closed, out);
+        let before = self.backends.len();
+        self.backends
+            .retain(|_, b| b.span.0 + BACKEND_KEEP_NS > now);
+        self.unused.unclaimed_backend += (before - self.backends.len()) as u64;
+    }
+
+    fn on_data(&mut self, t: u64, d: Data, out: &mut Vec<Output>) {
+        let id = match self.table.bind(d.thread.tgid, d.fd, d.sk) {
+            Bound::Known(id) => id,
+            Bound::New { id, replaced } => {
+                if let Some(old) = replaced {
+                    self.end_conn(old, t, out);
+                }
+                let tuple = self.tuples.claim(d.sk);
+                self.conns
+                    .insert(id, Conn::new(d.thread.tgid, tuple, self.limits.clone()));
+                id
+            }
+        };
+        let Some(conn) = self.conns.get_mut(&id) else {
+            return;
+        };
+        match d.way {
+            Way::Recv => conn.bytes_in += d.total,
+            Way::Send => conn.bytes_out += d.total,
+        }
+        let Some(role) = conn.role() else {
+            self.unused.untupled_chunks += 1;
+            return;
+        };
+        if conn.lost {
+            return;
+        }
+        // Requests come in on a client connection and go out on a backend
+        // one. Reads are stamped at their exit (the bytes exist from then),
+        // writes at their entry (the bytes existed by then): that keeps
+        // client read < backend write < backend read < client write true
+        // for one request forwarded by one thread.
+        let (dir, ts) = match (role, d.way) {
+            (Role::Client, Way::Recv) => (Dir::Request, t),
+            (Role::Client, Way::Send) => (Dir::Response, d.enter),
+            (Role::Backend, Way::Send) => (Dir::Request, d.enter),
+            (Role::Backend, Way::Recv) => (Dir::Response, t),
+        };
+        let mut messages = std::mem::take(&mut self.messages);
+        conn.framer
+            .feed(dir, ts, d.total, &d.captured, &mut messages);
+        for m in messages.drain(..) {
+            self.on_message(id, d.thread, m, out);
+        }
+        self.messages = messages;
+    }
+
+    fn on_message(&mut self, id: ConnId, thread: Thread, m: Message, out: &mut Vec<Output>) {
+        let Some(conn) = self.conns.get_mut(&id) else {
+            return;
+        };
+        let Some(tuple) = conn.tuple else { return };
+        match m {
+            Message::Request(head) => {
+                self.next_exchange += 1;
+                let xid = self.next_exchange;
+                conn.requests += 1;
+                if tuple.role == Role::Client {
+                    conn.undecided += 1;
+                    let pipelined = head.pipelined || !conn.open.is_empty();
+                    let r =
+                        self.windows
+                            .client_started(thread.tgid, thread.tid, xid, head.ts_first);
+                    self.decided(r, out);
+                    if pipelined {
+                        self.windows.taint(
+                            thread.tgid,
+                            Threads::One(thread.tid),
+                            Reason::Pipelined,
+                        );
+                    }
+                }
+                let Some(conn) = self.conns.get_mut(&id) else {
+                    return;
+                };
+                conn.open.push_back(Exchange {
+                    id: xid,
+                    thread,
+                    head,
+                    request_bytes: 0,
+                    response: None,
+                });
+            }
+            Message::RequestEnd { bytes, .. } => {
+                if let Some(x) = conn.open.iter_mut().rev().find(|x| x.request_bytes == 0) {
+                    x.request_bytes = bytes;
+                }
+            }
+            Message::Response(head) => {
+                if let Some(x) = conn.open.iter_mut().find(|x| x.response.is_none()) {
+                    x.response = Some(head);
+                }
+            }
+            Message::ResponseEnd { ts_last, bytes } => {
+                let Some(x) = conn.open.pop_front() else {
+                    return;
+                };
+                match tuple.role {
+                    Role::Client => {
+                        let client = client_side(&x, ts_last);
+                        self.waiting.insert(
+                            x.id,
+                            Waiting {
+                                conn: id,
+                                thread: x.thread,
+                                client: tuple.ends,
+                                status: x.response.as_ref().map(|r| r.status),
+                                head: x.head,
+                                request_bytes: x.request_bytes,
+                                response_bytes: bytes,
+                                end: ts_last,
+                                failure: None,
+                            },
+                        );
+                        let r = self.windows.client_done(client);
+                        self.decided(r, out);
+                    }
+                    Role::Backend => {
+                        let t_resp = x.response.as_ref().map_or(ts_last, |r| r.ts_first);
+                        self.backends.insert(
+                            x.id,
+                            BackendDone {
+                                ends: tuple.ends,
+                                span: (x.head.ts_first, t_resp),
+                            },
+                        );
+                        let r = self.windows.backend_done(backend_side(&x, t_resp));
+                        self.decided(r, out);
+                    }
+                }
+            }
+            // An interim 1xx precedes the final response: nothing to keep.
+            Message::Interim { .. } => {}
+            Message::Lost(_) => {
+                conn.lost = true;
+                self.unused.framing_lost += 1;
+                // A backend connection's lost requests may be the true
+                // partners of clients on any thread that used it.
+                let threads = match tuple.role {
+                    Role::Client => Threads::One(thread.tid),
+                    Role::Backend => Threads::All,
+                };
+                self.windows
+                    .taint(thread.tgid, threads, Reason::FramingLost);
+                self.abandon_open(id, "framing-lost", out);
+            }
+        }
+    }
+
+    /// Every open exchange of connection `id` ends now without a complete
+    /// response; their windows can no longer be trusted.
+    fn abandon_open(&mut self, id: ConnId, failure: &'static str, out: &mut Vec<Output>) {
+        let Some(conn) = self.conns.get_mut(&id) else {
+            return;
+        };
+        let Some(tuple) = conn.tuple else { return };
+        let open: Vec<Exchange> = conn.open.drain(..).collect();
+        if tuple.role != Role::Client {
+            return;
+        }
+        for x in open {
+            let end = x.head.ts_first;
+            self.waiting.insert(
+                x.id,
+                Waiting {
+                    conn: id,
+                    thread: x.thread,
+                    client: tuple.ends,
+                    status: x.response.as_ref().map(|r| r.status),
+                    head: x.head.clone(),
+                    request_bytes: x.request_bytes,
+                    response_bytes: 0,
+                    end,
+                    failure: Some(failure),
+                },
+            );
+            let r = self.windows.client_done(client_side(&x, u64::MAX));
+            self.decided(r, out);
+        }
+    }
+
+    fn on_call(&mut self, t: u64, c: Call, out: &mut Vec<Output>) {
+        match c.kind {
+            CallKind::Accept => {}
+            CallKind::Connect => {
+                if c.sk == 0 {
+                    return;
+                }
+                let id = match self.table.bind(c.thread.tgid, c.fd, c.sk) {
+                    Bound::Known(id) => id,
+                    Bound::New { id, replaced } => {
+                        if let Some(old) = replaced {
+                            self.end_conn(old, t, out);
+                        }
+                        let tuple = self.tuples.claim(c.sk);
+                        self.conns
+                            .insert(id, Conn::new(c.thread.tgid, tuple, self.limits.clone()));
+                        id
+                    }
+                };
+                if let Some(conn) = self.conns.get_mut(&id) {
+                    conn.connect_at.get_or_insert(t);
+                    if c.ret < 0 && c.ret != EINPROGRESS {
+                        conn.connect_error = Some(connect_error(c.ret));
+                    }
+                    if conn.tuple.is_none() {
+                        if let Some(addr) = c.addr {
+                            // Not yet established: the local end is filled
+                            // in by ESTABLISHED, or stays unspecified.
+                            conn.tuple = Some(Tuple {
+                                ends: Ends {
+                                    local: unspecified(addr),
+                                    remote: addr,
+                                },
+                                role: Role::Backend,
+                                established: 0,
+                            });
+                        }
+                    }
+                }
+            }
+            CallKind::Close => {
+                if c.ret < 0 {
+                    return;
+                }
+                if let Some(id) = self.table.close(c.thread.tgid, c.fd) {
+                    self.end_conn(id, t, out);
+                }
+            }
+        }
+    }
+
+    fn on_conn_state(&mut self, id: ConnId, old: TcpState, new: TcpState, ends: Ends, t: u64) {
+        let Some(conn) = self.conns.get_mut(&id) else {
+            return;
+        };
+        match (old, new) {
+            (TcpState::SynSent, TcpState::Established) => {
+                conn.tuple = Some(Tuple {
+                    ends,
+                    role: Role::Backend,
+                    established: t,
+                });
+            }
+            (TcpState::SynSent, TcpState::Close) => {
+                if conn.connect_error.is_none() {
+                    conn.connect_error = Some(if conn.reset == Some(false) {
+                        ConnectError::Refused
+                    } else {
+                        ConnectError::TimedOut
+                    });
+                }
+            }
+            (TcpState::Established, TcpState::FinWait1) if conn.closed_by == ClosedBy::Unknown => {
+                conn.closed_by = ClosedBy::Local;
+            }
+            (TcpState::Established, TcpState::CloseWait) if conn.closed_by == ClosedBy::Unknown => {
+                conn.closed_by = ClosedBy::Peer;
+            }
+            _ => {}
+        }
+    }
+
+    fn on_tcp(&mut self, sk: u64, kind: TcpKind) {
+        let Some(id) = self.table.by_sk(sk) else {
+            if kind == TcpKind::Destroy {
+                self.tuples.forget(sk);
+            }
+            return;
+        };
+        let Some(conn) = self.conns.get_mut(&id) else {
+            return;
+        };
+        match kind {
+            TcpKind::SendReset => {
+                conn.reset.get_or_insert(true);
+            }
+            TcpKind::ReceiveReset => {
+                conn.reset.get_or_insert(false);
+                if conn.tuple.is_some_and(|t| t.established == 0) {
+                    conn.connect_error = Some(ConnectError::Refused);
+                }
+            }
+            TcpKind::Retransmit => conn.retransmits += 1,
+            TcpKind::Destroy => {}
+        }
+    }
+
+    /// The load balancer is done with connection `id` (closed, replaced or
+    /// gone): frames what the close completes, abandons what it cuts off,
+    /// and reports the connection once its requests are decided.
+    fn end_conn(&mut self, id: ConnId, t: u64, out: &mut Vec<Output>) {
+        let Some(conn) = self.conns.get_mut(&id) else {
+            return;
+        };
+        if conn.closed_at.is_some() {
+            return;
+        }
+        conn.closed_at = Some(t);
+        let thread = conn.open.front().map(|x| x.thread);
+        if !conn.lost && conn.tuple.is_some() {
+            let mut messages = std::mem::take(&mut self.messages);
+            conn.framer.close(t, &mut messages);
+            let th = thread.unwrap_or(Thread {
+                tgid: conn.tgid,
+                tid: conn.tgid,
+            });
+            for m in messages.drain(..) {
+                self.on_message(id, th, m, out);
+            }
+            self.messages = messages;
+        }
+        if thread.is_some() {
+            let failure = match self.conns.get(&id).map(|c| c.closed_by) {
+                Some(ClosedBy::Local) => "lb-closed",
+                _ => "client-aborted",
+            };
+            self.abandon_open(id, failure, out);
+        }
+        self.release_closed(out);
+    }
+
+    /// Reports the connections that are closed and have nothing undecided.
+    fn release_closed(&mut self, out: &mut Vec<Output>) {
+        let ready: Vec<ConnId> = self
+            .conns
+            .iter()
+            .filter(|(_, c)| c.closed_at.is_some() && c.undecided == 0)
+            .map(|(&id, _)| id)
+            .collect();
+        for id in ready {
+            let Some(conn) = self.conns.remove(&id) else {
+                continue;
+            };
+            let Some(tuple) = conn.tuple else { continue };
+            let end = conn.closed_at.unwrap_or(0);
+            out.push(Output::Connection(Box::new(ConnOut {
+                tgid: conn.tgid,
+                role: tuple.role,
+                ends: tuple.ends,
+                start: if tuple.established > 0 {
+                    tuple.established
+                } else {
+                    conn.connect_at.unwrap_or(end)
+                },
+                end,
+                bytes_in: conn.bytes_in,
+                bytes_out: conn.bytes_out,
+                closed_by: conn.closed_by,
+                reset: conn.reset,
+                retransmits: conn.retransmits,
+                requests: conn.requests,
+                connect_error: conn.connect_error,
+                backends: conn.backends,
+            })));
+        }
+    }
+
+    fn decided_all(&mut self, closed: Vec<Closed>, out: &mut Vec<Output>) {
+        for c in closed {
+            self.decided(Some(c), out);
+        }
+    }
+
+    /// Turns the correlator's verdicts into request records.
+    fn decided(&mut self, closed: Option<Closed>, out: &mut Vec<Output>) {
+        let Some(closed) = closed else { return };
+        let mut touched = false;
+        for (xid, mut mapping) in closed.results {
+            let Some(w) = self.waiting.remove(&xid) else {
+                continue;
+            };
+            // An exchange cut short has no response to match on: say so,
+            // rather than that no backend could have served it.
+            if w.failure.is_some() {
+                if let Mapping::Ambiguous { reason, .. } = &mut mapping {
+                    if *reason == Reason::NoCandidate {
+                        *reason = Reason::Unfinished;
+                    }
+                }
+            }
+            let backend_id = match &mapping {
+                Mapping::Mapped { backend } | Mapping::Exact { backend } => Some(*backend),
+                Mapping::Ambiguous { .. } => None,
+            };
+            let backend = backend_id.and_then(|b| self.backends.remove(&b));
+            let mut candidates: Vec<SocketAddr> = match &mapping {
+                Mapping::Ambiguous { candidates, .. } => candidates
+                    .iter()
+                    .filter_map(|b| self.backends.get(b).map(|d| d.ends.remote))
+                    .collect(),
+                _ => Vec::new(),
+            };
+            candidates.sort_unstable();
+            candidates.dedup();
+            if let Some(conn) = self.conns.get_mut(&w.conn) {
+                conn.undecided = conn.undecided.saturating_sub(1);
+                if let Some(b) = &backend {
+                    conn.backends.insert(b.ends);
+                }
+                touched = true;
+            }
+            out.push(Output::Request(Box::new(RequestOut {
+                thread: w.thread,
+                client: w.client,
+                backend: backend.as_ref().map(|b| b.ends),
+                start: w.head.ts_first,
+                head: w.head,
+                status: w.status,
+                request_bytes: w.request_bytes,
+                response_bytes: w.response_bytes,
+                end: w.end,
+                backend_span: backend.as_ref().map(|b| b.span),
+                mapping,
+                candidates,
+                failure: w.failure,
+            })));
+        }
+        if touched {
+            self.release_closed(out);
+        }
+    }
+}
+
+fn client_side(x: &Exchange, t_end: u64) -> ClientSide {
+    ClientSide {
+        id: x.id,
+        tgid: x.thread.tgid,
+        tid: x.thread.tid,
+        fingerprint: x.head.fingerprint,
+        req_body: x.head.body_prefix.clone(),
+        t_read: x.head.ts_first,
+        t_resp_write: x.response.as_ref().map_or(t_end, |r| r.ts_first),
+        status: x.response.as_ref().map_or(0, |r| r.status),
+        resp_body: x
+            .response
+            .as_ref()
+            .map(|r| r.body_prefix.clone())
+            .unwrap_or_default(),
+        tag: x.head.tag.clone(),
+    }
+}
+
+fn backend_side(x: &Exchange, t_resp: u64) -> BackendSide {
+    BackendSide {
+        id: x.id,
+        tgid: x.thread.tgid,
+        tid: x.thread.tid,
+        fingerprint: x.head.fingerprint,
+        req_body: x.head.body_prefix.clone(),
+        t_write: x.head.ts_first,
+        t_resp_read: t_resp,
+        status: x.response.as_ref().map_or(0, |r| r.status),
+        resp_body: x
+            .response
+            .as_ref()
+            .map(|r| r.body_prefix.clone())
+            .unwrap_or_default(),
+        tag: x.head.tag.clone(),
+    }
+}
+
+fn connect_error(ret: i64) -> ConnectError {
+    match ret {
+        ECONNREFUSED => ConnectError::Refused,
+        ETIMEDOUT => ConnectError::TimedOut,
+        other => ConnectError::Other(other),
+    }
+}
+
+fn unspecified(like: SocketAddr) -> SocketAddr {
+    match like {
+        SocketAddr::V4(_) => SocketAddr::from(([0, 0, 0, 0], 0)),
+        SocketAddr::V6(_) => SocketAddr::from(([0u16; 8], 0)),
+    }
+}

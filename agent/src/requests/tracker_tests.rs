@@ -1,0 +1,417 @@
+//! The tracker driven by a simulated load balancer: clients, a proxy with
+//! two threads that interleave requests, and backends, as the kernel would
+//! report them. The ground truth is what the simulation did.
+
+use std::net::SocketAddr;
+
+use proptest::prelude::*;
+
+use super::{
+    correlate::Mapping,
+    http::Limits,
+    input::{Call, CallKind, Data, Input, State, TcpKind, TcpState, Thread, Way},
+    sockets::{Ends, Role},
+    tracker::{ClosedBy, ConnectError, Output, Tracker},
+};
+
+const TGID: u32 = 100;
+const FRONTEND: &str = "192.0.2.1:80";
+
+/// One simulated request: who sent it, how, and which backend served it.
+#[derive(Clone, Debug)]
+struct Req {
+    client: SocketAddr,
+    path: String,
+    status: u16,
+    server: SocketAddr,
+    lb_src: SocketAddr,
+    tid: u32,
+    /// Every server answers the same body (else it names itself).
+    same_body: bool,
+}
+
+/// Events of one request, each at an offset from its start.
+fn events(n: u32, r: &Req, start: u64, gaps: &[u64; 6], out: &mut Vec<(u64, Input)>) {
+    let thread = Thread {
+        tgid: TGID,
+        tid: r.tid,
+    };
+    let cfd = 1000 + 2 * n as i32;
+    let bfd = cfd + 1;
+    let csk = 0x1_0000 + u64::from(n);
+    let bsk = 0x2_0000 + u64::from(n);
+    let frontend: SocketAddr = FRONTEND.parse().unwrap();
+    let req = format!(
+        "GET {} HTTP/1.1\r\nHost: shop.example\r\nUser-Agent: sim/1\r\nAccept: */*\r\n\r\n",
+        r.path
+    );
+    // As HAProxy forwards it: names lowercased, X-Forwarded-For added.
+    let fwd = format!(
+        "GET {} HTTP/1.1\r\nhost: shop.example\r\nuser-agent: sim/1\r\naccept: */*\r\nx-forwarded-for: {}\r\nconnection: close\r\n\r\n",
+        r.path,
+        r.client.ip()
+    );
+    let body = if r.same_body {
+        format!("ok {}", r.path)
+    } else {
+        format!("from {} for {}", r.server, r.path)
+    };
+    let resp = format!(
+        "HTTP/1.1 {} X\r\nContent-Length: {}\r\n\r\n{body}",
+        r.status,
+        body.len()
+    );
+    let mut t = start;
+    let mut at = |dt: u64| {
+        t += dt;
+        t
+    };
+    let data = |fd: i32, sk: u64, way: Way, enter: u64, bytes: &str| {
+        Input::Data(Data {
+            thread,
+            fd,
+            sk,
+            way,
+            enter,
+            total: bytes.len() as u64,
+            captured: bytes.as_bytes().to_vec(),
+        })
+    };
+    let t0 = at(1);
+    out.push((
+        t0,
+        Input::State(State {
+            sk: csk,
+            old: TcpState::SynRecv,
+            new: TcpState::Established,
+            local: frontend,
+            remote: r.client,
+        }),
+    ));
+    let t1 = at(gaps[0] + 1);
+    out.push((t1, data(cfd, csk, Way::Recv, t1 - 1, &req)));
+    let t2 = at(gaps[1] + 1);
+    out.push((
+        t2,
+        Input::State(State {
+            sk: bsk,
+            old: TcpState::SynSent,
+            new: TcpState::Established,
+            local: r.lb_src,
+            remote: r.server,
+        }),
+    ));
+    out.push((
+        t2 + 1,
+        Input::Call(Call {
+            thread,
+            kind: CallKind::Connect,
+            fd: bfd,
+            ret: -115,
+            sk: bsk,
+            addr: Some(r.server),
+        }),
+    ));
+    let t3 = at(gaps[2] + 2);
+    out.push((t3 + 1, data(bfd, bsk, Way::Send, t3, &fwd)));
+    let t4 = at(gaps[3] + 2);
+    out.push((t4, data(bfd, bsk, Way::Recv, t4 - 1, &resp)));
+    let t5 = at(gaps[4] + 1);
+    out.push((t5 + 1, data(cfd, csk, Way::Send, t5, &resp)));
+    let t6 = at(gaps[5] + 2);
+    let close = |fd| {
+        Input::Call(Call {
+            thread,
+            kind: CallKind::Close,
+            fd,
+            ret: 0,
+            sk: 0,
+            addr: None,
+        })
+    };
+    out.push((t6, close(bfd)));
+    out.push((t6 + 1, close(cfd)));
+}
+
+fn server(i: usize) -> (SocketAddr, SocketAddr) {
+    let base = 4 * (i as u8 % 3);
+    (
+        SocketAddr::from(([198, 51, 100, base + 2], 8080)),
+        SocketAddr::from(([198, 51, 100, base + 1], 30000 + i as u16)),
+    )
+}
+
+fn run(inputs: &mut [(u64, Input)]) -> Vec<Output> {
+    inputs.sort_by_key(|(t, _)| *t);
+    let mut tracker = Tracker::new(Limits::default());
+    let mut out = Vec::new();
+    for (t, input) in inputs.iter().cloned() {
+        tracker.push(t, input, &mut out);
+    }
+    tracker.flush(u64::MAX / 2, &mut out);
+    out
+}
+
+/// Simulates `reqs`, each starting at its offset, and checks every mapped
+/// request against the truth. Returns (mapped, ambiguous).
+fn check(reqs: &[(Req, u64, [u64; 6])]) -> (usize, usize) {
+    let mut inputs = Vec::new();
+    for (n, (r, start, gaps)) in reqs.iter().enumerate() {
+        events(n as u32, r, *start, gaps, &mut inputs);
+    }
+    let out = run(&mut inputs);
+    let (mut mapped, mut ambiguous) = (0, 0);
+    let mut conns = 0;
+    for o in &out {
+        match o {
+            Output::Request(r) => {
+                let truth = reqs
+                    .iter()
+                    .find(|(q, ..)| q.client == r.client.remote)
+                    .map(|(q, ..)| q)
+                    .unwrap();
+                assert_eq!(r.head.target, truth.path);
+                assert_eq!(r.status, Some(truth.status));
+                match &r.mapping {
+                    Mapping::Mapped { .. } | Mapping::Exact { .. } => {
+                        let b = r.backend.expect("a mapped request names its backend");
+                        assert_eq!(
+                            (b.remote, b.local),
+                            (truth.server, truth.lb_src),
+                            "wrong mapping for {}",
+                            truth.path
+                        );
+                        mapped += 1;
+                    }
+                    Mapping::Ambiguous { .. } => {
+                        assert!(r.backend.is_none());
+                        ambiguous += 1;
+                    }
+                }
+            }
+            Output::Connection(_) => conns += 1,
+        }
+    }
+    assert_eq!(mapped + ambiguous, reqs.len(), "one record per request");
+    assert_eq!(conns, 2 * reqs.len(), "one record per connection");
+    (mapped, ambiguous)
+}
+
+fn req(i: usize, path: String, tid: u32) -> Req {
+    let (server, lb_src) = server(i);
+    Req {
+        client: SocketAddr::from(([192, 0, 2, 10 + (i % 4) as u8], 40000 + i as u16)),
+        status: if path.contains("missing") { 404 } else { 200 },
+        path,
+        server,
+        lb_src,
+        tid,
+        same_body: false,
+    }
+}
+
+#[test]
+fn one_request_is_mapped_with_its_connections() {
+    let r = req(0, "/cart".into(), 7);
+    let (mapped, _) = check(&[(r, 10, [5; 6])]);
+    assert_eq!(mapped, 1);
+}
+
+#[test]
+fn records_carry_times_sizes_and_roles() {
+    let r = req(1, "/missing/x".into(), 7);
+    let mut inputs = Vec::new();
+    events(0, &r, 1000, &[10; 6], &mut inputs);
+    let out = run(&mut inputs);
+    let request = out
+        .iter()
+        .find_map(|o| match o {
+            Output::Request(r) => Some(r),
+            Output::Connection(_) => None,
+        })
+        .unwrap();
+    assert_eq!(request.status, Some(404));
+    assert_eq!(request.head.method, "GET");
+    assert_eq!(request.head.host.as_deref(), Some("shop.example"));
+    assert!(request.start < request.end);
+    let (b0, b1) = request.backend_span.unwrap();
+    assert!(request.start < b0 && b0 < b1 && b1 < request.end);
+    let roles: Vec<(Role, u64)> = out
+        .iter()
+        .filter_map(|o| match o {
+            Output::Connection(c) => Some((c.role, c.requests)),
+            Output::Request(_) => None,
+        })
+        .collect();
+    assert!(roles.contains(&(Role::Client, 1)) && roles.contains(&(Role::Backend, 1)));
+    let client = out
+        .iter()
+        .find_map(|o| match o {
+            Output::Connection(c) if c.role == Role::Client => Some(c),
+            _ => None,
+        })
+        .unwrap();
+    assert_eq!(
+        client.backends.iter().copied().collect::<Vec<Ends>>(),
+        [Ends {
+            local: r.lb_src,
+            remote: r.server
+        }]
+    );
+}
+
+#[test]
+fn identical_requests_in_flight_on_one_thread_are_ambiguous_not_guessed() {
+    // Two identical requests overlap on one thread, to different servers
+    // that answer alike.
+    let same = |i| Req {
+        same_body: true,
+        ..req(i, "/same".into(), 7)
+    };
+    let (mapped, ambiguous) = check(&[(same(0), 10, [50; 6]), (same(1), 20, [50; 6])]);
+    assert_eq!((mapped, ambiguous), (0, 2));
+    // Answers that differ tell them apart.
+    let (mapped, _) = check(&[
+        (req(0, "/same".into(), 7), 10, [50; 6]),
+        (req(1, "/same".into(), 7), 20, [50; 6]),
+    ]);
+    assert_eq!(mapped, 2);
+}
+
+#[test]
+fn a_refused_backend_connect_is_a_failed_connection() {
+    let thread = Thread { tgid: TGID, tid: 7 };
+    let server: SocketAddr = "198.51.100.2:8080".parse().unwrap();
+    let mut inputs = vec![
+        (
+            10,
+            Input::Call(Call {
+                thread,
+                kind: CallKind::Connect,
+                fd: 9,
+                ret: -115,
+                sk: 0xbad,
+                addr: Some(server),
+            }),
+        ),
+        (
+            11,
+            Input::Tcp {
+                sk: 0xbad,
+                kind: TcpKind::ReceiveReset,
+            },
+        ),
+        (
+            12,
+            Input::Call(Call {
+                thread,
+                kind: CallKind::Close,
+                fd: 9,
+                ret: 0,
+                sk: 0,
+                addr: None,
+            }),
+        ),
+    ];
+    let out = run(&mut inputs);
+    let [Output::Connection(c)] = out.as_slice() else {
+        panic!("{out:?}")
+    };
+    assert_eq!(c.role, Role::Backend);
+    assert_eq!(c.ends.remote, server);
+    assert_eq!(c.connect_error, Some(ConnectError::Refused));
+    assert_eq!(c.reset, Some(false));
+    assert_eq!(c.closed_by, ClosedBy::Unknown);
+}
+
+#[test]
+fn a_client_that_aborts_gets_a_record_with_the_failure() {
+    let r = req(2, "/slow".into(), 7);
+    let mut inputs = Vec::new();
+    events(0, &r, 10, &[5; 6], &mut inputs);
+    // Cut before the backend answered: drop everything after the backend
+    // send, then the client closes (state CLOSE_WAIT) and the LB closes.
+    inputs.truncate(5);
+    let csk = 0x1_0000;
+    inputs.push((
+        200,
+        Input::State(State {
+            sk: csk,
+            old: TcpState::Established,
+            new: TcpState::CloseWait,
+            local: FRONTEND.parse().unwrap(),
+            remote: r.client,
+        }),
+    ));
+    inputs.push((
+        201,
+        Input::Call(Call {
+            thread: Thread { tgid: TGID, tid: 7 },
+            kind: CallKind::Close,
+            fd: 1000,
+            ret: 0,
+            sk: 0,
+            addr: None,
+        }),
+    ));
+    let out = run(&mut inputs);
+    let request = out
+        .iter()
+        .find_map(|o| match o {
+            Output::Request(r) => Some(r),
+            Output::Connection(_) => None,
+        })
+        .unwrap();
+    assert_eq!(request.failure, Some("client-aborted"));
+    assert!(matches!(request.mapping, Mapping::Ambiguous { .. }));
+}
+
+#[test]
+fn lost_events_make_open_windows_ambiguous() {
+    let r = req(0, "/cart".into(), 7);
+    let mut inputs = Vec::new();
+    events(0, &r, 10, &[5; 6], &mut inputs);
+    inputs.push((17, Input::Lost { count: 3 }));
+    let out = run(&mut inputs);
+    let request = out
+        .iter()
+        .find_map(|o| match o {
+            Output::Request(r) => Some(r),
+            Output::Connection(_) => None,
+        })
+        .unwrap();
+    assert!(matches!(request.mapping, Mapping::Ambiguous { .. }));
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(64))]
+
+    /// Interleaved requests on two threads: never a wrong mapping, and all
+    /// mapped when every request is distinct.
+    #[test]
+    fn interleaved_requests_never_map_wrongly(
+        spec in proptest::collection::vec(
+            (0u8..3, 0u64..400, any::<[u8; 6]>(), 0u32..2),
+            1..24,
+        ),
+        distinct in any::<bool>(),
+    ) {
+        let reqs: Vec<(Req, u64, [u64; 6])> = spec
+            .iter()
+            .enumerate()
+            .map(|(i, (kind, start, gaps, tid))| {
+                let path = if distinct {
+                    format!("/r/{i}")
+                } else {
+                    ["/a", "/b", "/missing/c"][*kind as usize].to_owned()
+                };
+                let same_body = !distinct && kind % 2 == 0;
+                (Req { same_body, ..req(i, path, 7 + tid) }, *start, gaps.map(u64::from))
+            })
+            .collect();
+        let (mapped, _) = check(&reqs);
+        if distinct {
+            prop_assert_eq!(mapped, reqs.len());
+        }
+    }
+}
