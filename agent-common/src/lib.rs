@@ -49,8 +49,16 @@ pub mod names {
             pub name: &'static str,
         }
 
-        const fn tp(program: &'static str, category: &'static str, name: &'static str) -> Tracepoint {
-            Tracepoint { program, category, name }
+        const fn tp(
+            program: &'static str,
+            category: &'static str,
+            name: &'static str,
+        ) -> Tracepoint {
+            Tracepoint {
+                program,
+                category,
+                name,
+            }
         }
 
         /// The syscall tracepoints: entry and exit of every data, accept,
@@ -82,21 +90,25 @@ pub mod names {
             tp("lbw_exit_close", "syscalls", "sys_exit_close"),
         ];
         /// sock:sock_send_length (the socket of a send).
-        pub const SOCK_SEND_LENGTH: Tracepoint = tp("lbw_sock_send_length", "sock", "sock_send_length");
+        pub const SOCK_SEND_LENGTH: Tracepoint =
+            tp("lbw_sock_send_length", "sock", "sock_send_length");
         /// sock:sock_recv_length (the socket of a receive).
-        pub const SOCK_RECV_LENGTH: Tracepoint = tp("lbw_sock_recv_length", "sock", "sock_recv_length");
+        pub const SOCK_RECV_LENGTH: Tracepoint =
+            tp("lbw_sock_recv_length", "sock", "sock_recv_length");
         /// sock:inet_sock_set_state.
         pub const INET_SOCK_SET_STATE: Tracepoint =
             tp("lbw_inet_sock_set_state", "sock", "inet_sock_set_state");
         /// tcp:tcp_send_reset.
         pub const TCP_SEND_RESET: Tracepoint = tp("lbw_tcp_send_reset", "tcp", "tcp_send_reset");
         /// tcp:tcp_receive_reset.
-        pub const TCP_RECEIVE_RESET: Tracepoint = tp("lbw_tcp_receive_reset", "tcp", "tcp_receive_reset");
+        pub const TCP_RECEIVE_RESET: Tracepoint =
+            tp("lbw_tcp_receive_reset", "tcp", "tcp_receive_reset");
         /// tcp:tcp_retransmit_skb.
         pub const TCP_RETRANSMIT_SKB: Tracepoint =
             tp("lbw_tcp_retransmit_skb", "tcp", "tcp_retransmit_skb");
         /// tcp:tcp_destroy_sock.
-        pub const TCP_DESTROY_SOCK: Tracepoint = tp("lbw_tcp_destroy_sock", "tcp", "tcp_destroy_sock");
+        pub const TCP_DESTROY_SOCK: Tracepoint =
+            tp("lbw_tcp_destroy_sock", "tcp", "tcp_destroy_sock");
         /// sched:sched_process_fork (follow new workers).
         pub const SCHED_PROCESS_FORK: Tracepoint =
             tp("lbw_sched_process_fork", "sched", "sched_process_fork");
@@ -116,7 +128,11 @@ pub mod names {
         }
 
         const fn kp(program: &'static str, function: &'static str, ret: bool) -> Kprobe {
-            Kprobe { program, function, ret }
+            Kprobe {
+                program,
+                function,
+                ret,
+            }
         }
 
         /// kprobe tcp_v4_connect: the socket of the thread's connect.
@@ -124,7 +140,8 @@ pub mod names {
         /// kprobe tcp_v6_connect.
         pub const KP_TCP_V6_CONNECT: Kprobe = kp("lbw_kp_tcp_v6_connect", "tcp_v6_connect", false);
         /// kretprobe inet_csk_accept: the accepted socket.
-        pub const KP_INET_CSK_ACCEPT: Kprobe = kp("lbw_kp_inet_csk_accept", "inet_csk_accept", true);
+        pub const KP_INET_CSK_ACCEPT: Kprobe =
+            kp("lbw_kp_inet_csk_accept", "inet_csk_accept", true);
         /// kprobe tcp_set_state: state changes (IPv4 tuples only).
         pub const KP_TCP_SET_STATE: Kprobe = kp("lbw_kp_tcp_set_state", "tcp_set_state", false);
         /// kprobe tcp_sendmsg: the socket of a send.

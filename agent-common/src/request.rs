@@ -402,7 +402,11 @@ pub mod layout {
         /// `int flags` (MSG_PEEK).
         pub const FLAGS: usize = 24;
         /// Fields read.
-        pub const FIELDS: &[Field] = &[f("sk", SK, 8), f("protocol", PROTOCOL, 2), f("flags", FLAGS, 4)];
+        pub const FIELDS: &[Field] = &[
+            f("sk", SK, 8),
+            f("protocol", PROTOCOL, 2),
+            f("flags", FLAGS, 4),
+        ];
     }
 
     /// `sock:inet_sock_set_state`.
@@ -520,7 +524,11 @@ pub mod layout {
         /// `__u8 daddr[28]`.
         pub const DADDR: usize = 60;
         /// Fields read.
-        pub const FIELDS: &[Field] = &[f("skaddr", SKADDR, 8), f("saddr", SADDR, 28), f("daddr", DADDR, 28)];
+        pub const FIELDS: &[Field] = &[
+            f("skaddr", SKADDR, 8),
+            f("saddr", SADDR, 28),
+            f("daddr", DADDR, 28),
+        ];
     }
 
     /// `sched:sched_process_fork`.

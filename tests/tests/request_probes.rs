@@ -16,10 +16,13 @@ use std::{
 
 use agent_common::request::{AF_INET, RequestCounter, SockCallEvent, SockStateEvent};
 use aya::maps::{MapData, RingBuf};
-use integration_tests::netns::require_root;
+use integration_tests::netns::{NetNs, require_root};
 use lbwitness::{
-    capture::requests::{
-        Hook, ProcFilter, RequestCounters, RequestProbes, RequestSettings, Via, probe_kprobes,
+    capture::{
+        requests::{
+            Hook, ProcFilter, RequestCounters, RequestProbes, RequestSettings, Via, probe_kprobes,
+        },
+        tracefs,
     },
     requests::event::{Data, ReqEvent, call, decode, direction, syscall, tcp_kind, tcp_state},
 };
@@ -67,7 +70,9 @@ impl Probes {
 
     fn counter(&self, which: RequestCounter) -> u64 {
         let all = self.counters.read().expect("counters");
-        all.into_iter().find(|(c, _)| *c == which).map_or(0, |(_, n)| n)
+        all.into_iter()
+            .find(|(c, _)| *c == which)
+            .map_or(0, |(_, n)| n)
     }
 }
 
@@ -141,18 +146,36 @@ fn a_live_exchange_gives_the_exact_events() {
     let events = p.drain();
 
     let calls = calls_of(&events, tid);
-    let connect = calls.iter().find(|c| c.call == call::CONNECT).expect("a connect event");
+    let connect = calls
+        .iter()
+        .find(|c| c.call == call::CONNECT)
+        .expect("a connect event");
     assert_eq!((connect.fd, connect.ret), (cfd, 0));
     assert_eq!((connect.family, connect.port), (AF_INET, port));
     assert_eq!(v4(&connect.addr), Ipv4Addr::LOCALHOST);
-    assert_ne!(connect.sk, 0, "the CLOSE->SYN_SENT transition names the socket");
-    let accept = calls.iter().find(|c| c.call == call::ACCEPT).expect("an accept event");
+    assert_ne!(
+        connect.sk, 0,
+        "the CLOSE->SYN_SENT transition names the socket"
+    );
+    let accept = calls
+        .iter()
+        .find(|c| c.call == call::ACCEPT)
+        .expect("an accept event");
     assert_eq!((accept.fd, accept.ret), (lfd, i64::from(sfd)));
     assert_eq!((accept.family, accept.port), (AF_INET, client_port));
     assert_eq!(v4(&accept.addr), Ipv4Addr::LOCALHOST);
-    let closes: Vec<i32> = calls.iter().filter(|c| c.call == call::CLOSE).map(|c| c.fd).collect();
+    let closes: Vec<i32> = calls
+        .iter()
+        .filter(|c| c.call == call::CLOSE)
+        .map(|c| c.fd)
+        .collect();
     assert_eq!(closes, vec![cfd, sfd]);
-    assert!(calls.iter().filter(|c| c.call == call::CLOSE).all(|c| c.ret == 0));
+    assert!(
+        calls
+            .iter()
+            .filter(|c| c.call == call::CLOSE)
+            .all(|c| c.ret == 0)
+    );
 
     let data = data_of(&events, tid);
     assert_eq!(data.len(), 4, "two sends and two receives: {data:?}");
@@ -175,7 +198,10 @@ fn a_live_exchange_gives_the_exact_events() {
     assert_eq!(data[3].sk, client_sk);
     assert_eq!(data[2].sk, server_sk);
     assert_ne!(client_sk, server_sk);
-    assert_eq!(connect.sk, client_sk, "connect's socket is the one the data moved through");
+    assert_eq!(
+        connect.sk, client_sk,
+        "connect's socket is the one the data moved through"
+    );
 
     let est = |sk| {
         states_of(&events, sk)
@@ -186,13 +212,18 @@ fn a_live_exchange_gives_the_exact_events() {
     let c = est(client_sk);
     assert_eq!((c.oldstate, c.family), (tcp_state::SYN_SENT, AF_INET));
     assert_eq!((c.sport, c.dport), (client_port, port));
-    assert_eq!((v4(&c.saddr), v4(&c.daddr)), (Ipv4Addr::LOCALHOST, Ipv4Addr::LOCALHOST));
+    assert_eq!(
+        (v4(&c.saddr), v4(&c.daddr)),
+        (Ipv4Addr::LOCALHOST, Ipv4Addr::LOCALHOST)
+    );
     let s = est(server_sk);
     assert_eq!(s.oldstate, tcp_state::SYN_RECV);
     assert_eq!((s.sport, s.dport), (port, client_port));
     // A followed socket's later states are sent too: the client's close.
     assert!(
-        states_of(&events, client_sk).iter().any(|s| s.newstate == tcp_state::FIN_WAIT1),
+        states_of(&events, client_sk)
+            .iter()
+            .any(|s| s.newstate == tcp_state::FIN_WAIT1),
         "the active close's FIN_WAIT1"
     );
 
@@ -217,8 +248,10 @@ fn a_process_not_followed_sends_nothing() {
     let me = std::process::id();
     let events = p.drain();
     assert!(
-        !events.iter().any(|e| matches!(e, ReqEvent::Data(d) if d.tgid == me)
-            || matches!(e, ReqEvent::Call(c) if c.tgid == me)),
+        !events
+            .iter()
+            .any(|e| matches!(e, ReqEvent::Data(d) if d.tgid == me)
+                || matches!(e, ReqEvent::Call(c) if c.tgid == me)),
         "no data or call event from a process outside the filter"
     );
 }
@@ -233,16 +266,26 @@ fn a_pipe_read_sends_no_data_event() {
     let msg = b"not a socket";
     // SAFETY: plain read/write on our own pipe with valid buffers.
     unsafe {
-        assert_eq!(libc::write(fds[1], msg.as_ptr().cast(), msg.len()), msg.len() as isize);
+        assert_eq!(
+            libc::write(fds[1], msg.as_ptr().cast(), msg.len()),
+            msg.len() as isize
+        );
         let mut buf = [0u8; 64];
-        assert_eq!(libc::read(fds[0], buf.as_mut_ptr().cast(), buf.len()), msg.len() as isize);
+        assert_eq!(
+            libc::read(fds[0], buf.as_mut_ptr().cast(), buf.len()),
+            msg.len() as isize
+        );
         libc::close(fds[0]);
         libc::close(fds[1]);
     }
     let events = p.drain();
     assert!(data_of(&events, tid).is_empty(), "a pipe has no socket");
     let closes = calls_of(&events, tid);
-    assert_eq!(closes.iter().map(|c| c.fd).collect::<Vec<_>>(), fds.to_vec(), "closes are sent");
+    assert_eq!(
+        closes.iter().map(|c| c.fd).collect::<Vec<_>>(),
+        fds.to_vec(),
+        "closes are sent"
+    );
 }
 
 #[test]
@@ -259,7 +302,10 @@ fn the_capture_limit_cuts_the_payload_not_the_count() {
     }
     let events = p.drain();
     let data = data_of(&events, tid);
-    let send = data.iter().find(|d| d.direction == direction::SEND).expect("send");
+    let send = data
+        .iter()
+        .find(|d| d.direction == direction::SEND)
+        .expect("send");
     assert_eq!(send.ret, 100);
     assert_eq!(send.payload, &big[..16]);
     assert!(p.counter(RequestCounter::Truncated) >= 1);
@@ -285,7 +331,10 @@ fn vectored_and_plain_syscalls_are_captured() {
     // live buffers.
     unsafe {
         let w = [iov(head), iov(tail)];
-        assert_eq!(libc::writev(cfd, w.as_ptr(), 2), (head.len() + tail.len()) as isize);
+        assert_eq!(
+            libc::writev(cfd, w.as_ptr(), 2),
+            (head.len() + tail.len()) as isize
+        );
         std::thread::sleep(Duration::from_millis(20));
         let r = [iov(&rbuf)];
         let n = libc::readv(sfd, r.as_ptr(), 1);
@@ -303,11 +352,20 @@ fn vectored_and_plain_syscalls_are_captured() {
         std::thread::sleep(Duration::from_millis(20));
         assert_eq!(libc::recvmsg(cfd, &mut m, 0), RESPONSE.len() as isize);
 
-        assert_eq!(libc::write(cfd, head.as_ptr().cast(), head.len()), head.len() as isize);
+        assert_eq!(
+            libc::write(cfd, head.as_ptr().cast(), head.len()),
+            head.len() as isize
+        );
         std::thread::sleep(Duration::from_millis(20));
-        assert_eq!(libc::read(sfd, rbuf.as_mut_ptr().cast(), rbuf.len()), head.len() as isize);
+        assert_eq!(
+            libc::read(sfd, rbuf.as_mut_ptr().cast(), rbuf.len()),
+            head.len() as isize
+        );
         // A peek is read again later: it sends nothing.
-        assert_eq!(libc::send(cfd, tail.as_ptr().cast(), tail.len(), 0), tail.len() as isize);
+        assert_eq!(
+            libc::send(cfd, tail.as_ptr().cast(), tail.len(), 0),
+            tail.len() as isize
+        );
         std::thread::sleep(Duration::from_millis(20));
         let n = libc::recv(sfd, rbuf.as_mut_ptr().cast(), rbuf.len(), libc::MSG_PEEK);
         assert_eq!(n, tail.len() as isize);
@@ -325,8 +383,18 @@ fn vectored_and_plain_syscalls_are_captured() {
             // writev captures the first iovec only; the count is the whole.
             (cfd, syscall::WRITEV, full.len() as i64, head.to_vec()),
             (sfd, syscall::READV, full.len() as i64, full.clone()),
-            (sfd, syscall::SENDMSG, RESPONSE.len() as i64, RESPONSE.to_vec()),
-            (cfd, syscall::RECVMSG, RESPONSE.len() as i64, RESPONSE.to_vec()),
+            (
+                sfd,
+                syscall::SENDMSG,
+                RESPONSE.len() as i64,
+                RESPONSE.to_vec()
+            ),
+            (
+                cfd,
+                syscall::RECVMSG,
+                RESPONSE.len() as i64,
+                RESPONSE.to_vec()
+            ),
             (cfd, syscall::WRITE, head.len() as i64, head.to_vec()),
             (sfd, syscall::READ, head.len() as i64, head.to_vec()),
             (cfd, syscall::SENDTO, tail.len() as i64, tail.to_vec()),
@@ -366,8 +434,16 @@ fn a_reset_of_a_followed_socket_is_sent() {
     std::thread::sleep(Duration::from_millis(20));
     let events = p.drain();
     let data = data_of(&events, tid);
-    let client_sk = data.iter().find(|d| d.direction == direction::SEND).expect("send").sk;
-    let server_sk = data.iter().find(|d| d.direction == direction::RECV).expect("recv").sk;
+    let client_sk = data
+        .iter()
+        .find(|d| d.direction == direction::SEND)
+        .expect("send")
+        .sk;
+    let server_sk = data
+        .iter()
+        .find(|d| d.direction == direction::RECV)
+        .expect("recv")
+        .sk;
     let tcp: Vec<(u8, u64)> = events
         .iter()
         .filter_map(|e| match e {
@@ -376,7 +452,10 @@ fn a_reset_of_a_followed_socket_is_sent() {
         })
         .collect();
     assert!(tcp.contains(&(tcp_kind::SEND_RESET, client_sk)), "{tcp:?}");
-    assert!(tcp.contains(&(tcp_kind::RECEIVE_RESET, server_sk)), "{tcp:?}");
+    assert!(
+        tcp.contains(&(tcp_kind::RECEIVE_RESET, server_sk)),
+        "{tcp:?}"
+    );
     drop(server);
 }
 
@@ -394,7 +473,13 @@ fn every_kprobe_program_passes_the_verifier() {
 fn hooks_are_chosen_with_a_reason() {
     let p = Probes::load(256);
     let choices = p.probes.choices();
-    let via = |h: Hook| choices.iter().find(|c| c.hook == h).expect("every hook").via;
+    let via = |h: Hook| {
+        choices
+            .iter()
+            .find(|c| c.hook == h)
+            .expect("every hook")
+            .via
+    };
     for h in Hook::ALL {
         let _ = via(h);
     }
@@ -406,12 +491,18 @@ fn hooks_are_chosen_with_a_reason() {
     assert_eq!(via(Hook::TcpResets), Via::Tracepoint);
     // This kernel has no kprobes: the only variant of the accept hook loads
     // (the verifier accepts it) but cannot attach, and the choice says so.
-    let accept = choices.iter().find(|c| c.hook == Hook::SockOfAccept).unwrap();
+    let accept = choices
+        .iter()
+        .find(|c| c.hook == Hook::SockOfAccept)
+        .unwrap();
     if kprobes_configured() {
         assert_eq!(accept.via, Via::Kprobe, "{accept}");
     } else {
         assert_eq!(accept.via, Via::Unavailable, "{accept}");
-        assert!(accept.why.contains("inet_csk_accept: attach failed"), "{accept}");
+        assert!(
+            accept.why.contains("inet_csk_accept: attach failed"),
+            "{accept}"
+        );
     }
 }
 
@@ -436,7 +527,9 @@ fn a_forked_child_of_a_followed_process_is_followed() {
     let mut buf = [0u8; 256];
     let n = server.read(&mut buf).unwrap();
     assert!(buf[..n].starts_with(b"GET /child"));
-    server.write_all(b"HTTP/1.1 204 No Content\r\n\r\n").unwrap();
+    server
+        .write_all(b"HTTP/1.1 204 No Content\r\n\r\n")
+        .unwrap();
     assert!(child.wait().unwrap().success());
     let events = p.drain();
     let connect = events
@@ -446,7 +539,10 @@ fn a_forked_child_of_a_followed_process_is_followed() {
             _ => None,
         })
         .expect("the child's connect");
-    assert_eq!((connect.port, v4(&connect.addr)), (port, *SocketAddrV4::new(Ipv4Addr::LOCALHOST, port).ip()));
+    assert_eq!(
+        (connect.port, v4(&connect.addr)),
+        (port, *SocketAddrV4::new(Ipv4Addr::LOCALHOST, port).ip())
+    );
     // bash writes through fd 1 (`>&3` dups the socket onto it) in two
     // writes, and reads one byte at a time: every event names the socket.
     let child_data: Vec<&Data> = events
@@ -471,4 +567,63 @@ fn a_forked_child_of_a_followed_process_is_followed() {
     assert_eq!(read, b"HTTP/1.1 204 No Content\r\n");
     // The exited child is forgotten.
     assert!(!p.procs.tgids().contains(&child_pid));
+}
+
+/// Set for the copy of this binary that `ip netns exec` runs.
+const INNER: &str = "LBW_REQUEST_PROBES_INNER";
+
+/// `ip netns exec` mounts a fresh /sys, where /sys/kernel/tracing is an
+/// empty directory: the loader must mount tracefs itself there, then
+/// capture as anywhere else. Runs this binary's `inside_a_fresh_sys` in a
+/// namespace of its own.
+#[test]
+fn under_ip_netns_exec_tracefs_is_mounted_and_capture_works() {
+    require_root();
+    let ns = NetNs::new("reqtfs");
+    let exe = std::env::current_exe().expect("test binary");
+    let out = ns
+        .command(&exe)
+        .args([
+            "--exact",
+            "inside_a_fresh_sys",
+            "--ignored",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env(INNER, "1")
+        .output()
+        .expect("run the inner test");
+    let text =
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "inner test failed:\n{text}");
+    assert!(text.contains("1 passed"), "the inner test ran:\n{text}");
+    assert!(text.contains("tracefs at /sys/kernel/tracing"), "{text}");
+}
+
+#[test]
+#[ignore = "run by under_ip_netns_exec_tracefs_is_mounted_and_capture_works inside a namespace"]
+fn inside_a_fresh_sys() {
+    assert!(
+        std::env::var_os(INNER).is_some(),
+        "only inside the namespace"
+    );
+    let info = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    assert!(
+        tracefs::tracefs_mounts(&info)
+            .iter()
+            .all(|m| !m.join("events").is_dir()),
+        "no usable tracefs before the loader runs"
+    );
+    let mut p = Probes::load(256).follow_me();
+    let root = tracefs::root().expect("tracefs");
+    println!("tracefs at {}", root.display());
+    let tid = gettid();
+    let (_l, mut client, mut server) = pair();
+    client.write_all(REQUEST).unwrap();
+    let mut buf = [0u8; 256];
+    let n = server.read(&mut buf).unwrap();
+    assert_eq!(&buf[..n], REQUEST);
+    let data = data_of(&p.drain(), tid);
+    assert_eq!(data.len(), 2, "{data:?}");
+    assert!(data.iter().all(|d| d.payload == REQUEST));
 }

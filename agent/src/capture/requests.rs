@@ -17,7 +17,10 @@
 mod choice;
 mod perf;
 
-use std::{os::fd::{AsFd as _, OwnedFd}, path::Path};
+use std::{
+    os::fd::{AsFd as _, OwnedFd},
+    path::Path,
+};
 
 pub use choice::{Hook, HookChoice, Via};
 
@@ -106,7 +109,9 @@ pub enum RequestLoadError {
     #[error("request capture needs the syscall tracepoints: {0}")]
     Syscalls(String),
     /// A map the object must have is missing or of the wrong type.
-    #[error("the request object's map `{0}` is missing or mistyped: rebuild with `cargo xtask build`")]
+    #[error(
+        "the request object's map `{0}` is missing or mistyped: rebuild with `cargo xtask build`"
+    )]
     Map(&'static str),
 }
 
@@ -348,9 +353,16 @@ impl Attacher {
             fds.push(self.tracepoint(tp)?);
         }
         self.perf.extend(fds);
-        let list: Vec<String> = tps.iter().map(|t| format!("{}:{}", t.category, t.name)).collect();
+        let list: Vec<String> = tps
+            .iter()
+            .map(|t| format!("{}:{}", t.category, t.name))
+            .collect();
         Ok(if list.len() > 4 {
-            format!("{} tracepoints ({}, ...), formats checked", list.len(), list[0])
+            format!(
+                "{} tracepoints ({}, ...), formats checked",
+                list.len(),
+                list[0]
+            )
         } else {
             format!("{}, format checked", list.join(", "))
         })
@@ -368,7 +380,8 @@ impl Attacher {
             .try_into()
             .map_err(|e| format!("{}: {e}", tp.program))?;
         if prog.fd().is_err() {
-            prog.load().map_err(|e| format!("{at}: loading failed: {e}"))?;
+            prog.load()
+                .map_err(|e| format!("{at}: loading failed: {e}"))?;
         }
         let fd = prog.fd().map_err(|e| format!("{at}: {e}"))?;
         perf::attach_tracepoint(id, fd.as_fd()).map_err(|e| format!("{at}: attach failed: {e}"))
@@ -444,9 +457,18 @@ mod tests {
     fn settings_are_validated() {
         assert!(RequestSettings::try_new(4096, 0).is_ok());
         assert!(RequestSettings::try_new(1 << 22, 1024).is_ok());
-        assert_eq!(RequestSettings::try_new(3000, 256), Err(SettingsError::Ring(3000)));
-        assert_eq!(RequestSettings::try_new(2048, 256), Err(SettingsError::Ring(2048)));
-        assert_eq!(RequestSettings::try_new(4096, 1025), Err(SettingsError::Capture(1025)));
+        assert_eq!(
+            RequestSettings::try_new(3000, 256),
+            Err(SettingsError::Ring(3000))
+        );
+        assert_eq!(
+            RequestSettings::try_new(2048, 256),
+            Err(SettingsError::Ring(2048))
+        );
+        assert_eq!(
+            RequestSettings::try_new(4096, 1025),
+            Err(SettingsError::Capture(1025))
+        );
         let d = RequestSettings::default();
         assert_eq!((d.ring_bytes(), d.capture_bytes()), (1 << 22, 256));
     }

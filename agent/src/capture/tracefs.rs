@@ -85,7 +85,9 @@ pub enum Mismatch {
     #[error("field `{0}` is missing")]
     Missing(String),
     /// A field moved or changed size.
-    #[error("field `{name}` is at offset {offset} size {size}, the program reads {want_offset}/{want_size}")]
+    #[error(
+        "field `{name}` is at offset {offset} size {size}, the program reads {want_offset}/{want_size}"
+    )]
     Moved {
         /// The field.
         name: String,
@@ -131,7 +133,11 @@ impl Format {
                 .split_whitespace()
                 .last()
                 .ok_or_else(|| format!("field without a name in `{line}`"))?;
-            let name = last.split('[').next().unwrap_or(last).trim_start_matches('*');
+            let name = last
+                .split('[')
+                .next()
+                .unwrap_or(last)
+                .trim_start_matches('*');
             if name.is_empty() {
                 return Err(format!("field without a name in `{line}`"));
             }
@@ -297,8 +303,8 @@ fn mount_tracefs(target: &Path) -> Result<(), TracefsError> {
         path: target.display().to_string(),
         reason,
     };
-    let c_target = CString::new(target.as_os_str().as_encoded_bytes())
-        .map_err(|e| err(e.to_string()))?;
+    let c_target =
+        CString::new(target.as_os_str().as_encoded_bytes()).map_err(|e| err(e.to_string()))?;
     // SAFETY: mount(2) with NUL-terminated strings that outlive the call.
     let rc = unsafe {
         libc::mount(
@@ -409,9 +415,16 @@ format:
         assert_eq!(f.fields().len(), 15);
         assert_eq!(
             f.field("skaddr"),
-            Some(&FormatField { name: "skaddr".into(), offset: 8, size: 8 })
+            Some(&FormatField {
+                name: "skaddr".into(),
+                offset: 8,
+                size: 8
+            })
         );
-        assert_eq!(f.field("saddr_v6").map(|x| (x.offset, x.size)), Some((40, 16)));
+        assert_eq!(
+            f.field("saddr_v6").map(|x| (x.offset, x.size)),
+            Some((40, 16))
+        );
         assert_eq!(f.field("common_pid").map(|x| x.offset), Some(4));
         let fork = Format::parse(SCHED_PROCESS_FORK).unwrap();
         assert_eq!(fork.field("child_comm").map(|x| x.offset), Some(16));
@@ -478,11 +491,17 @@ bad line
     fn finds_tracefs_mounts_and_unescapes_paths() {
         assert_eq!(
             tracefs_mounts(MOUNTINFO),
-            vec![PathBuf::from("/sys/kernel/tracing"), PathBuf::from("/run/lbw space")]
+            vec![
+                PathBuf::from("/sys/kernel/tracing"),
+                PathBuf::from("/run/lbw space")
+            ]
         );
         let all = mounts(MOUNTINFO);
         assert_eq!(all.len(), 6);
-        assert_eq!(fstype_of(&all, Path::new("/sys/kernel/tracing/events")), Some("tracefs"));
+        assert_eq!(
+            fstype_of(&all, Path::new("/sys/kernel/tracing/events")),
+            Some("tracefs")
+        );
         assert_eq!(fstype_of(&all, Path::new("/sys/kernel/mm")), Some("sysfs"));
         assert_eq!(fstype_of(&all, Path::new("/etc")), Some("ext4"));
         assert!(tracefs_mounts("").is_empty());

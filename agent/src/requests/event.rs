@@ -208,8 +208,7 @@ mod tests {
 
     fn bytes_of<T>(v: &T) -> Vec<u8> {
         // SAFETY: the events are repr(C) without implicit padding.
-        unsafe { std::slice::from_raw_parts((v as *const T).cast::<u8>(), size_of::<T>()) }
-            .to_vec()
+        unsafe { std::slice::from_raw_parts((v as *const T).cast::<u8>(), size_of::<T>()) }.to_vec()
     }
 
     fn data_item(captured: u32, payload: &[u8], ring_pad: usize) -> Vec<u8> {
@@ -246,9 +245,15 @@ mod tests {
             panic!("not data")
         };
         assert_eq!(d.payload, b"GET /");
-        assert_eq!((d.tgid, d.tid, d.fd, d.sk, d.ret), (100, 101, 7, 0xffff_8880_1234_5678, 4096));
+        assert_eq!(
+            (d.tgid, d.tid, d.fd, d.sk, d.ret),
+            (100, 101, 7, 0xffff_8880_1234_5678, 4096)
+        );
         assert_eq!((d.enter_ns, d.ktime_ns, d.lost), (1_000, 2_000, 3));
-        assert_eq!((d.direction, d.syscall), (direction::RECV, syscall::RECVFROM));
+        assert_eq!(
+            (d.direction, d.syscall),
+            (direction::RECV, syscall::RECVFROM)
+        );
         let empty = data_item(0, b"", 0);
         assert!(matches!(decode(&empty), Ok(ReqEvent::Data(d)) if d.payload.is_empty()));
     }
@@ -257,10 +262,20 @@ mod tests {
     fn rejects_data_events_that_do_not_add_up() {
         let mut item = data_item(5, b"GET /", 0);
         item.truncate(item.len() - 1);
-        assert!(matches!(decode(&item), Err(ReqDecodeError::Short { need: 77, got: 76 })));
+        assert!(matches!(
+            decode(&item),
+            Err(ReqDecodeError::Short { need: 77, got: 76 })
+        ));
         let mut item = data_item(5, b"GET /", 8);
         item[4..8].copy_from_slice(&80u32.to_ne_bytes());
-        assert!(matches!(decode(&item), Err(ReqDecodeError::BadLength { len: 80, expected: 77, .. })));
+        assert!(matches!(
+            decode(&item),
+            Err(ReqDecodeError::BadLength {
+                len: 80,
+                expected: 77,
+                ..
+            })
+        ));
         let mut item = data_item(5, b"GET /", 0);
         item[64..68].copy_from_slice(&2000u32.to_ne_bytes());
         assert_eq!(decode(&item), Err(ReqDecodeError::Captured(2000)));
@@ -291,9 +306,16 @@ mod tests {
         assert_eq!(decode(&item), Ok(ReqEvent::State(ev)));
         assert_eq!(decode(&item).map(|e| e.ktime_ns()), Ok(9));
         item.extend_from_slice(&[0; 8]);
-        assert_eq!(decode(&item), Ok(ReqEvent::State(ev)), "ring padding is ignored");
+        assert_eq!(
+            decode(&item),
+            Ok(ReqEvent::State(ev)),
+            "ring padding is ignored"
+        );
         item[4..8].copy_from_slice(&88u32.to_ne_bytes());
-        assert!(matches!(decode(&item), Err(ReqDecodeError::BadLength { expected: 80, .. })));
+        assert!(matches!(
+            decode(&item),
+            Err(ReqDecodeError::BadLength { expected: 80, .. })
+        ));
         let short = bytes_of(&ev)[..79].to_vec();
         assert!(matches!(decode(&short), Err(ReqDecodeError::Short { .. })));
     }
@@ -305,7 +327,10 @@ mod tests {
         assert_eq!(decode(&item), Err(ReqDecodeError::UnknownKind(99)));
         item[..4].copy_from_slice(&(EventKind::Flow as u32).to_ne_bytes());
         assert_eq!(decode(&item), Err(ReqDecodeError::UnknownKind(1)));
-        assert!(matches!(decode(&[0; 15]), Err(ReqDecodeError::Short { need: 16, got: 15 })));
+        assert!(matches!(
+            decode(&[0; 15]),
+            Err(ReqDecodeError::Short { need: 16, got: 15 })
+        ));
     }
 
     proptest! {

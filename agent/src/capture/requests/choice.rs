@@ -91,6 +91,12 @@ pub struct HookChoice {
 
 impl fmt::Display for HookChoice {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{:<16} {:<12} {}", self.hook.as_str(), self.via.as_str(), self.why)
+        write!(
+            f,
+            "{:<16} {:<12} {}",
+            self.hook.as_str(),
+            self.via.as_str(),
+            self.why
+        )
     }
 }
