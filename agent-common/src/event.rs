@@ -7,6 +7,14 @@
 pub enum EventKind {
     /// A flow lifecycle event: [`crate::flow::FlowEvent`].
     Flow = 1,
+    /// Bytes through a TCP socket: [`crate::request::DataEvent`].
+    SockData = 2,
+    /// A TCP state change: [`crate::request::SockStateEvent`].
+    SockState = 3,
+    /// An accept, connect or close: [`crate::request::SockCallEvent`].
+    SockCall = 4,
+    /// A reset, retransmission or socket destruction: [`crate::request::TcpEvent`].
+    Tcp = 5,
 }
 
 impl EventKind {
@@ -14,6 +22,10 @@ impl EventKind {
     pub const fn from_u32(raw: u32) -> Option<Self> {
         match raw {
             1 => Some(Self::Flow),
+            2 => Some(Self::SockData),
+            3 => Some(Self::SockState),
+            4 => Some(Self::SockCall),
+            5 => Some(Self::Tcp),
             _ => None,
         }
     }

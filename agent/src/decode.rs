@@ -66,6 +66,11 @@ pub fn decode(buf: &[u8]) -> Result<Event, DecodeError> {
             let event: FlowEvent = unsafe { std::ptr::read_unaligned(buf.as_ptr().cast()) };
             Ok(Event::Flow(event))
         }
+        // Request events travel on their own ring (requests::event decodes
+        // them); on the flow ring one is as foreign as an unknown kind.
+        EventKind::SockData | EventKind::SockState | EventKind::SockCall | EventKind::Tcp => {
+            Err(DecodeError::UnknownKind { kind: header.kind })
+        }
     }
 }
 

@@ -2,8 +2,10 @@
 
 pub mod attach;
 pub mod pins;
+pub mod requests;
 pub mod ringbuf;
 pub mod sys;
+pub mod tracefs;
 
 use agent_common::names;
 use aya::{Ebpf, EbpfLoader, programs::Xdp};

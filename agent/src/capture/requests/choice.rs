@@ -1,0 +1,102 @@
+//! Which program serves each hook of request capture, and why: what
+//! `lbwitness doctor` prints.
+
+use std::fmt;
+
+/// One thing request capture needs from the kernel.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Hook {
+    /// fd, buffers and return values of the data, accept, connect and close syscalls.
+    Syscalls,
+    /// Following new workers (fork) and forgetting exited processes.
+    ProcessFollow,
+    /// The socket (`struct sock *`) behind a send or receive.
+    SockOfData,
+    /// TCP state changes (the tuple at ESTABLISHED).
+    SockState,
+    /// The socket of a connect.
+    SockOfConnect,
+    /// The socket of an accept.
+    SockOfAccept,
+    /// Resets sent and received.
+    TcpResets,
+    /// Retransmissions.
+    TcpRetransmits,
+    /// Socket destruction (its `sk` may be reused after).
+    TcpDestroy,
+}
+
+impl Hook {
+    /// Every hook, in the order the loader decides them.
+    pub const ALL: [Hook; 9] = [
+        Self::Syscalls,
+        Self::ProcessFollow,
+        Self::SockOfData,
+        Self::SockState,
+        Self::SockOfConnect,
+        Self::SockOfAccept,
+        Self::TcpResets,
+        Self::TcpRetransmits,
+        Self::TcpDestroy,
+    ];
+
+    /// Stable snake_case name.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::Syscalls => "syscalls",
+            Self::ProcessFollow => "process_follow",
+            Self::SockOfData => "sock_of_data",
+            Self::SockState => "sock_state",
+            Self::SockOfConnect => "sock_of_connect",
+            Self::SockOfAccept => "sock_of_accept",
+            Self::TcpResets => "tcp_resets",
+            Self::TcpRetransmits => "tcp_retransmits",
+            Self::TcpDestroy => "tcp_destroy",
+        }
+    }
+}
+
+/// How a hook is served.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Via {
+    /// Tracepoints: a stable ABI whose record layout the loader checks.
+    Tracepoint,
+    /// kprobes on kernel functions (IPv4 tuples only for state changes).
+    Kprobe,
+    /// Nothing: the hook's events are not captured.
+    Unavailable,
+}
+
+impl Via {
+    /// Name for logs and `lbwitness doctor`.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::Tracepoint => "tracepoint",
+            Self::Kprobe => "kprobe",
+            Self::Unavailable => "unavailable",
+        }
+    }
+}
+
+/// What the loader chose for one hook, with the reason.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HookChoice {
+    /// The hook.
+    pub hook: Hook,
+    /// What serves it.
+    pub via: Via,
+    /// Why: what was attached, or what failed at each step of the fallback.
+    pub why: String,
+}
+
+impl fmt::Display for HookChoice {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{:<16} {:<12} {}",
+            self.hook.as_str(),
+            self.via.as_str(),
+            self.why
+        )
+    }
+}
