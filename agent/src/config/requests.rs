@@ -52,6 +52,11 @@ pub struct RequestsFile {
     pub max_path_bytes: Option<usize>,
     /// `user_agent.original` is cut to this many bytes (default 256).
     pub max_user_agent_bytes: Option<usize>,
+    /// Exact mode: the load balancer adds `X-LBW: <client ip>:<client
+    /// port>[:...]` to every request it forwards (README, "Exact mode"),
+    /// and a request maps only to the backend request carrying its
+    /// client's address. Default off.
+    pub exact_tag: Option<bool>,
 }
 
 /// `[requests]`, validated.
@@ -67,6 +72,8 @@ pub struct RequestSettings {
     pub ring_buffer_bytes: u32,
     /// What request records may show.
     pub privacy: Privacy,
+    /// See [`RequestsFile::exact_tag`].
+    pub exact_tag: bool,
 }
 
 impl RequestSettings {
@@ -108,6 +115,7 @@ impl RequestSettings {
             }
         };
         Ok(Self {
+            exact_tag: file.exact_tag.unwrap_or(false),
             enabled: file.enabled.unwrap_or(true),
             processes,
             capture_bytes,

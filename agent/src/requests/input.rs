@@ -174,3 +174,84 @@ pub enum Input {
         count: u64,
     },
 }
+
+impl Input {
+    /// The input a decoded kernel event means, at its kernel time; `None`
+    /// for an event with values this build does not know (a state, call
+    /// or kind number), which the kernel never sends.
+    pub fn from_event(ev: super::event::ReqEvent) -> Option<(u64, Self)> {
+        use super::event::{ReqEvent, call, direction, tcp_kind};
+        let t = ev.ktime_ns();
+        let input = match ev {
+            ReqEvent::Data(d) => Self::Data(Data {
+                thread: Thread {
+                    tgid: d.tgid,
+                    tid: d.tid,
+                },
+                fd: d.fd,
+                sk: d.sk,
+                way: match d.direction {
+                    direction::RECV => Way::Recv,
+                    direction::SEND => Way::Send,
+                    _ => return None,
+                },
+                enter: d.enter_ns,
+                total: u64::try_from(d.ret).ok()?,
+                captured: d.payload,
+            }),
+            ReqEvent::State(s) => Self::State(State {
+                sk: s.sk,
+                old: TcpState::from_raw(s.oldstate),
+                new: TcpState::from_raw(s.newstate),
+                local: socket_addr(s.family, &s.saddr, s.sport)?,
+                remote: socket_addr(s.family, &s.daddr, s.dport)?,
+            }),
+            ReqEvent::Call(c) => Self::Call(Call {
+                thread: Thread {
+                    tgid: c.tgid,
+                    tid: c.tid,
+                },
+                kind: match c.call {
+                    call::ACCEPT => CallKind::Accept,
+                    call::CONNECT => CallKind::Connect,
+                    call::CLOSE => CallKind::Close,
+                    _ => return None,
+                },
+                fd: c.fd,
+                ret: c.ret,
+                sk: c.sk,
+                addr: socket_addr(c.family, &c.addr, c.port),
+            }),
+            ReqEvent::Tcp(e) => Self::Tcp {
+                sk: e.sk,
+                kind: match e.kind {
+                    tcp_kind::SEND_RESET => TcpKind::SendReset,
+                    tcp_kind::RECEIVE_RESET => TcpKind::ReceiveReset,
+                    tcp_kind::RETRANSMIT => TcpKind::Retransmit,
+                    tcp_kind::DESTROY => TcpKind::Destroy,
+                    _ => return None,
+                },
+            },
+        };
+        Some((t, input))
+    }
+}
+
+/// An address of `family` from the kernel's 16 network-order bytes (IPv4
+/// in the first four) and a host-order port.
+fn socket_addr(family: u16, addr: &[u8; 16], port: u16) -> Option<SocketAddr> {
+    use agent_common::request::{AF_INET, AF_INET6};
+    match family {
+        AF_INET => Some(SocketAddr::from((
+            [addr[0], addr[1], addr[2], addr[3]],
+            port,
+        ))),
+        // A dual-stack socket shows IPv4 peers as ::ffff:a.b.c.d: records
+        // name them as the IPv4 addresses they are.
+        AF_INET6 => Some(SocketAddr::from((
+            std::net::Ipv6Addr::from(*addr).to_canonical(),
+            port,
+        ))),
+        _ => None,
+    }
+}

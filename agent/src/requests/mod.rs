@@ -17,6 +17,7 @@ pub mod procs;
 pub mod records;
 pub mod reorder;
 pub mod sockets;
+pub mod task;
 pub mod tracker;
 #[cfg(test)]
 mod tracker_tests;

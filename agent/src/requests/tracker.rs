@@ -236,6 +236,9 @@ struct BackendDone {
 #[derive(Debug)]
 pub struct Tracker {
     limits: http::Limits,
+    /// Exact mode: every backend request carries its client's address in
+    /// the tag header the operator configured.
+    exact: bool,
     tuples: Tuples,
     table: Table,
     conns: HashMap<ConnId, Conn>,
@@ -250,9 +253,10 @@ pub struct Tracker {
 
 impl Tracker {
     /// An empty tracker framing HTTP within `limits`.
-    pub fn new(limits: http::Limits) -> Self {
+    pub fn new(limits: http::Limits, exact: bool) -> Self {
         Self {
             limits,
+            exact,
             tuples: Tuples::default(),
             table: Table::default(),
             conns: HashMap::new(),
@@ -265,11 +269,13 @@ impl Tracker {
         }
     }
 
+    fn exact_tag(&self, client: Ends) -> Option<String> {
+        self.exact.then(|| client.remote.to_string())
+    }
+
     /// What could not be used so far.
     pub fn unused(&self) -> Unused {
-        let mut u = self.unused;
-        u.unclaimed_backend = u.unclaimed_backend.max(0);
-        u
+        self.unused
     }
 
     /// Takes one input at kernel time `t` (inputs must come in time order:
@@ -425,7 +431,7 @@ impl Tracker {
                 };
                 match tuple.role {
                     Role::Client => {
-                        let client = client_side(&x, ts_last);
+                        let client = client_side(&x, ts_last, self.exact_tag(tuple.ends));
                         self.waiting.insert(
                             x.id,
                             Waiting {
@@ -502,7 +508,8 @@ impl Tracker {
                     failure: Some(failure),
                 },
             );
-            let r = self.windows.client_done(client_side(&x, u64::MAX));
+            let tag = self.exact.then(|| tuple.ends.remote.to_string());
+            let r = self.windows.client_done(client_side(&x, u64::MAX, tag));
             self.decided(r, out);
         }
     }
@@ -750,7 +757,9 @@ impl Tracker {
     }
 }
 
-fn client_side(x: &Exchange, t_end: u64) -> ClientSide {
+/// The client side of exchange `x`; `tag`: the exact-mode tag its backend
+/// request must carry (exact mode on), else `None`.
+fn client_side(x: &Exchange, t_end: u64, tag: Option<String>) -> ClientSide {
     ClientSide {
         id: x.id,
         tgid: x.thread.tgid,
@@ -765,7 +774,7 @@ fn client_side(x: &Exchange, t_end: u64) -> ClientSide {
             .as_ref()
             .map(|r| r.body_prefix.clone())
             .unwrap_or_default(),
-        tag: x.head.tag.clone(),
+        tag,
     }
 }
 
@@ -784,8 +793,26 @@ fn backend_side(x: &Exchange, t_resp: u64) -> BackendSide {
             .as_ref()
             .map(|r| r.body_prefix.clone())
             .unwrap_or_default(),
-        tag: x.head.tag.clone(),
+        tag: x
+            .head
+            .tag
+            .as_deref()
+            .and_then(tag_client)
+            .map(|a| a.to_string()),
     }
+}
+
+/// The client address an exact-mode tag starts with: the load balancer
+/// writes `client-ip:client-port`, then whatever else its config adds
+/// (HAProxy `%ci:%cp:%rt`). An IPv6 address has colons of its own, so the
+/// first split where an address and a port parse is taken.
+pub(super) fn tag_client(tag: &str) -> Option<SocketAddr> {
+    tag.match_indices(':').find_map(|(i, _)| {
+        let ip: std::net::IpAddr = tag[..i].parse().ok()?;
+        let rest = &tag[i + 1..];
+        let port = rest.split(':').next()?.parse().ok()?;
+        Some(SocketAddr::new(ip, port))
+    })
 }
 
 fn connect_error(ret: i64) -> ConnectError {

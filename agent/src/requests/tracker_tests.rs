@@ -28,6 +28,8 @@ struct Req {
     tid: u32,
     /// Every server answers the same body (else it names itself).
     same_body: bool,
+    /// The proxy adds the exact-mode tag.
+    tagged: bool,
 }
 
 /// Events of one request, each at an offset from its start.
@@ -46,8 +48,13 @@ fn events(n: u32, r: &Req, start: u64, gaps: &[u64; 6], out: &mut Vec<(u64, Inpu
         r.path
     );
     // As HAProxy forwards it: names lowercased, X-Forwarded-For added.
+    let tag = if r.tagged {
+        format!("x-lbw: {}:{}:{n}\r\n", r.client.ip(), r.client.port())
+    } else {
+        String::new()
+    };
     let fwd = format!(
-        "GET {} HTTP/1.1\r\nhost: shop.example\r\nuser-agent: sim/1\r\naccept: */*\r\nx-forwarded-for: {}\r\nconnection: close\r\n\r\n",
+        "GET {} HTTP/1.1\r\nhost: shop.example\r\nuser-agent: sim/1\r\naccept: */*\r\nx-forwarded-for: {}\r\n{tag}connection: close\r\n\r\n",
         r.path,
         r.client.ip()
     );
@@ -142,8 +149,12 @@ fn server(i: usize) -> (SocketAddr, SocketAddr) {
 }
 
 fn run(inputs: &mut [(u64, Input)]) -> Vec<Output> {
+    run_mode(inputs, false)
+}
+
+fn run_mode(inputs: &mut [(u64, Input)], exact: bool) -> Vec<Output> {
     inputs.sort_by_key(|(t, _)| *t);
-    let mut tracker = Tracker::new(Limits::default());
+    let mut tracker = Tracker::new(Limits::default(), exact);
     let mut out = Vec::new();
     for (t, input) in inputs.iter().cloned() {
         tracker.push(t, input, &mut out);
@@ -155,11 +166,12 @@ fn run(inputs: &mut [(u64, Input)]) -> Vec<Output> {
 /// Simulates `reqs`, each starting at its offset, and checks every mapped
 /// request against the truth. Returns (mapped, ambiguous).
 fn check(reqs: &[(Req, u64, [u64; 6])]) -> (usize, usize) {
+    let exact = reqs.iter().any(|(r, ..)| r.tagged);
     let mut inputs = Vec::new();
     for (n, (r, start, gaps)) in reqs.iter().enumerate() {
         events(n as u32, r, *start, gaps, &mut inputs);
     }
-    let out = run(&mut inputs);
+    let out = run_mode(&mut inputs, exact);
     let (mut mapped, mut ambiguous) = (0, 0);
     let mut conns = 0;
     for o in &out {
@@ -207,6 +219,7 @@ fn req(i: usize, path: String, tid: u32) -> Req {
         lb_src,
         tid,
         same_body: false,
+        tagged: false,
     }
 }
 
@@ -387,7 +400,7 @@ proptest! {
     #![proptest_config(ProptestConfig::with_cases(64))]
 
     /// Interleaved requests on two threads: never a wrong mapping, and all
-    /// mapped when every request is distinct.
+    /// mapped when every request is distinct or exact mode tags them.
     #[test]
     fn interleaved_requests_never_map_wrongly(
         spec in proptest::collection::vec(
@@ -395,6 +408,7 @@ proptest! {
             1..24,
         ),
         distinct in any::<bool>(),
+        tagged in any::<bool>(),
     ) {
         let reqs: Vec<(Req, u64, [u64; 6])> = spec
             .iter()
@@ -406,12 +420,30 @@ proptest! {
                     ["/a", "/b", "/missing/c"][*kind as usize].to_owned()
                 };
                 let same_body = !distinct && kind % 2 == 0;
-                (Req { same_body, ..req(i, path, 7 + tid) }, *start, gaps.map(u64::from))
+                (Req { same_body, tagged, ..req(i, path, 7 + tid) }, *start, gaps.map(u64::from))
             })
             .collect();
         let (mapped, _) = check(&reqs);
-        if distinct {
+        if distinct || tagged {
             prop_assert_eq!(mapped, reqs.len());
         }
     }
+}
+
+#[test]
+fn exact_mode_tags_name_the_client() {
+    use super::tracker::tag_client;
+    assert_eq!(
+        tag_client("192.0.2.10:40000:17"),
+        Some("192.0.2.10:40000".parse().unwrap())
+    );
+    assert_eq!(
+        tag_client("2001:db8::1:443:3"),
+        Some("[2001:db8::1]:443".parse().unwrap())
+    );
+    assert_eq!(
+        tag_client("192.0.2.10:40000"),
+        Some("192.0.2.10:40000".parse().unwrap())
+    );
+    assert_eq!(tag_client("nonsense"), None);
 }

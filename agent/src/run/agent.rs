@@ -34,6 +34,7 @@ use crate::{
     enrich::{Captured, Enricher},
     flows::{FlowSettings, FlowTask, WriterGone},
     preflight,
+    requests::task::RequestStage,
     telemetry::Telemetry,
     watch::{FileChange, WatchError, Watcher},
 };
@@ -86,6 +87,8 @@ struct Tasks {
     /// `None` once it ended: file watching is not capture, so losing it is
     /// recorded, not fatal.
     watching: Option<JoinHandle<Result<(), WatchError>>>,
+    /// `None` when request capture is off or the kernel could not load it.
+    requests: Option<RequestStage>,
     pipeline: Pipeline,
 }
 
@@ -156,6 +159,7 @@ impl Agent {
         )
         .declaring(book);
         let audit = tokio::spawn(audit.run(prelude, record_rx, control_rx));
+        let requests = start_requests(&config, &host, &record_tx, &shutdown);
         let flow_task = FlowTask::new(
             (taken.maps, taken.recovered),
             Enricher::new(
@@ -209,6 +213,7 @@ impl Agent {
                 flows,
                 audit,
                 watching: Some(watching),
+                requests,
                 pipeline,
             },
             durable: durable_rx,
@@ -287,6 +292,9 @@ impl Agent {
             .await
             .context("ring-buffer reader panicked")??;
         tasks.flows.await.context("flow task panicked")??;
+        if let Some(requests) = tasks.requests {
+            requests.stop().await.context("request capture")?;
+        }
         let budget = stop_budget(u64::from(config.flow_table_entries));
         let tail_until = (began + budget).max(Instant::now() + TAIL_FLOOR);
         let drained = tokio::time::timeout_at(tail_until, async {
@@ -378,6 +386,35 @@ async fn ended<T>(task: &mut Option<JoinHandle<T>>) -> Result<T, JoinError> {
     match task {
         Some(task) => task.await,
         None => std::future::pending().await,
+    }
+}
+
+/// Starts request capture when configured. A kernel that cannot run it
+/// leaves the agent capturing flows, with the reason logged: flows are
+/// what the agent has always promised, requests are more.
+fn start_requests(
+    config: &Config,
+    host: &str,
+    records: &mpsc::Sender<lbwitness_trail::record::Record>,
+    shutdown: &CancellationToken,
+) -> Option<RequestStage> {
+    if !config.requests.enabled {
+        return None;
+    }
+    match RequestStage::start(
+        &config.requests,
+        host.to_owned(),
+        records.clone(),
+        shutdown.clone(),
+    ) {
+        Ok(stage) => {
+            info!(processes = ?config.requests.processes, "capturing requests");
+            Some(stage)
+        }
+        Err(err) => {
+            tracing::error!(%err, "request capture is off: the kernel refused it");
+            None
+        }
     }
 }
 

@@ -1,0 +1,348 @@
+//! The request stage's tasks, thin shells around the pure parts: a reader
+//! that drains the request ring buffer, and the stage that puts events in
+//! kernel-time order, feeds the [`Tracker`], keeps the kernel's process
+//! filter up to date, and turns outcomes and losses into records.
+
+use std::{collections::BTreeMap, sync::Arc, time::SystemTime};
+
+use agent_common::request::RequestCounter;
+use aya::maps::{MapData, RingBuf};
+use lbwitness_trail::record::Record;
+use tokio::{io::unix::AsyncFd, sync::mpsc, task::JoinHandle, time::Duration};
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+use super::{
+    event::{ReqEvent, decode},
+    input::Input,
+    procs::Processes,
+    records::RequestRecords,
+    reorder::Reorder,
+    tracker::{Output, Tracker},
+};
+use crate::{
+    capture::requests::{
+        HookChoice, ProcFilter, RequestCounters, RequestLoadError, RequestProbes,
+        RequestSettings as LoadSettings,
+    },
+    clock::{Clock, monotonic_ns},
+    config::requests::RequestSettings,
+    enrich::Enricher,
+    flows::WriterGone,
+    telemetry::Counter,
+};
+
+/// Most events handed to the stage in one message.
+const BATCH: usize = 512;
+/// Batches the reader may be ahead of the stage; beyond, it waits and the
+/// kernel counts what the full ring refuses.
+const BATCHES: usize = 64;
+/// How often held events are released and idle windows checked.
+const TICK: Duration = Duration::from_millis(20);
+/// How often `/proc` is rescanned for load-balancer processes.
+const RESCAN: Duration = Duration::from_secs(1);
+/// How often the kernel's loss counters become gap records.
+const COUNTERS: Duration = Duration::from_secs(10);
+
+/// Request capture, running. Dropping the probes detaches them.
+pub struct RequestStage {
+    probes: RequestProbes,
+    reader: JoinHandle<std::io::Result<()>>,
+    stage: JoinHandle<Result<(), WriterGone>>,
+}
+
+impl RequestStage {
+    /// Loads and attaches the request programs, then spawns the reader and
+    /// the stage. Records go to `out`; both tasks end after `shutdown`.
+    pub fn start(
+        settings: &RequestSettings,
+        hostname: String,
+        out: mpsc::Sender<Record>,
+        shutdown: CancellationToken,
+    ) -> Result<Self, RequestLoadError> {
+        let load = LoadSettings::try_new(settings.ring_buffer_bytes, settings.capture_bytes)
+            .map_err(|e| RequestLoadError::Syscalls(e.to_string()))?;
+        let mut probes = RequestProbes::load(&load)?;
+        let ring = probes.take_ring()?;
+        let filter = probes.take_procs()?;
+        let counters = probes.take_counters()?;
+        let decode_errors = Arc::new(Counter::default());
+        let (tx, rx) = mpsc::channel(BATCHES);
+        let reader = tokio::spawn(read_ring(ring, tx, decode_errors.clone(), shutdown));
+        let stage = Stage {
+            tracker: Tracker::new(super::http::Limits::default(), settings.exact_tag),
+            reorder: Reorder::default(),
+            processes: Processes::new("/proc".into(), settings.processes.clone()),
+            filter,
+            counters,
+            reported: BTreeMap::new(),
+            decode_errors,
+            decode_reported: 0,
+            since: SystemTime::now(),
+            records: RequestRecords::new(hostname.clone(), settings.privacy.clone()),
+            gaps: Enricher::new(hostname, Default::default()),
+            clock: Clock::sample(),
+            out,
+            outputs: Vec::new(),
+            released: Vec::new(),
+            late_seen: 0,
+        };
+        let stage = tokio::spawn(stage.run(rx));
+        Ok(Self {
+            probes,
+            reader,
+            stage,
+        })
+    }
+
+    /// What serves each hook, and why.
+    pub fn choices(&self) -> &[HookChoice] {
+        self.probes.choices()
+    }
+
+    /// Waits for both tasks after the shutdown (the stage flushes what is
+    /// in flight first), then detaches.
+    pub async fn stop(self) -> anyhow::Result<()> {
+        let Self {
+            probes,
+            reader,
+            stage,
+        } = self;
+        reader.await??;
+        stage.await??;
+        drop(probes);
+        Ok(())
+    }
+}
+
+/// Reads the ring until `shutdown`, then drains it. When the stage falls
+/// behind, `send` waits and the kernel counts every event the full ring
+/// refuses: the one place that drops also counts.
+async fn read_ring(
+    ring: RingBuf<MapData>,
+    tx: mpsc::Sender<Vec<ReqEvent>>,
+    decode_errors: Arc<Counter>,
+    shutdown: CancellationToken,
+) -> std::io::Result<()> {
+    // SAFETY: the ring buffer owns its map fd and keeps it open, unchanged,
+    // for as long as the AsyncFd owns the ring buffer.
+    let mut fd = unsafe { AsyncFd::register_with_interest(ring, tokio::io::Interest::READABLE) }
+        .map_err(std::io::Error::from)?;
+    loop {
+        let mut guard = tokio::select! {
+            () = shutdown.cancelled() => break,
+            guard = fd.readable_mut() => guard?,
+        };
+        loop {
+            let batch = read_batch(guard.get_inner_mut(), &decode_errors);
+            if batch.is_empty() {
+                break;
+            }
+            if tx.send(batch).await.is_err() {
+                return Ok(());
+            }
+        }
+        guard.clear_ready();
+    }
+    loop {
+        let batch = read_batch(fd.get_mut(), &decode_errors);
+        if batch.is_empty() || tx.send(batch).await.is_err() {
+            return Ok(());
+        }
+    }
+}
+
+fn read_batch(ring: &mut RingBuf<MapData>, decode_errors: &Counter) -> Vec<ReqEvent> {
+    let mut batch = Vec::new();
+    while batch.len() < BATCH {
+        let Some(item) = ring.next() else { break };
+        match decode(&item) {
+            Ok(ev) => batch.push(ev),
+            Err(err) => {
+                decode_errors.inc();
+                warn!(%err, "rejected a request event");
+            }
+        }
+    }
+    batch
+}
+
+struct Stage {
+    tracker: Tracker,
+    reorder: Reorder<Input>,
+    processes: Processes,
+    filter: ProcFilter,
+    counters: RequestCounters,
+    /// Each loss counter's total as last declared.
+    reported: BTreeMap<&'static str, u64>,
+    decode_errors: Arc<Counter>,
+    decode_reported: u64,
+    /// When the losses not yet declared began.
+    since: SystemTime,
+    records: RequestRecords,
+    gaps: Enricher,
+    clock: Clock,
+    out: mpsc::Sender<Record>,
+    outputs: Vec<Output>,
+    released: Vec<(u64, Input)>,
+    /// [`Reorder::late`] as last seen.
+    late_seen: u64,
+}
+
+impl Stage {
+    async fn run(mut self, mut rx: mpsc::Receiver<Vec<ReqEvent>>) -> Result<(), WriterGone> {
+        self.rescan();
+        let mut tick = tokio::time::interval(TICK);
+        let mut rescan = tokio::time::interval(RESCAN);
+        let mut counters = tokio::time::interval(COUNTERS);
+        loop {
+            tokio::select! {
+                batch = rx.recv() => match batch {
+                    Some(batch) => batch.into_iter().for_each(|ev| self.take(ev)),
+                    None => break,
+                },
+                _ = tick.tick() => {}
+                _ = rescan.tick() => {
+                    self.rescan();
+                    self.clock.refresh();
+                    self.tracker.expire(monotonic_ns(), &mut self.outputs);
+                }
+                _ = counters.tick() => self.declare_losses().await?,
+            }
+            self.reorder.release(monotonic_ns(), &mut self.released);
+            self.feed();
+            self.send().await?;
+        }
+        // The reader drained the ring: everything the kernel sent is here.
+        self.reorder.drain(&mut self.released);
+        self.feed();
+        self.tracker.flush(monotonic_ns(), &mut self.outputs);
+        self.send().await?;
+        self.declare_losses().await?;
+        let u = self.tracker.unused();
+        info!(
+            untupled_chunks = u.untupled_chunks,
+            framing_lost = u.framing_lost,
+            unclaimed_backend = u.unclaimed_backend,
+            "request capture stopped"
+        );
+        Ok(())
+    }
+
+    /// One decoded event into the reorder buffer, with the loss it reports.
+    fn take(&mut self, ev: ReqEvent) {
+        let t = ev.ktime_ns();
+        let lost = ev.lost();
+        if lost > 0 {
+            // The lost events came before this one on its CPU.
+            self.reorder.push(
+                t.saturating_sub(1),
+                Input::Lost {
+                    count: u64::from(lost),
+                },
+            );
+        }
+        if let Some((t, input)) = Input::from_event(ev) {
+            self.reorder.push(t, input);
+        }
+    }
+
+    fn feed(&mut self) {
+        let late = self.reorder.late();
+        if late > self.late_seen {
+            // An event came after later ones had left: what it belonged
+            // to was decided out of order, so every open window is in
+            // doubt, as after a loss (of order, not of events).
+            self.late_seen = late;
+            if let Some((t, _)) = self.released.first() {
+                let t = *t;
+                self.tracker
+                    .push(t, Input::Lost { count: 0 }, &mut self.outputs);
+            }
+        }
+        for (t, input) in self.released.drain(..) {
+            self.tracker.push(t, input, &mut self.outputs);
+        }
+    }
+
+    async fn send(&mut self) -> Result<(), WriterGone> {
+        for o in self.outputs.drain(..) {
+            let record = match &o {
+                Output::Request(r) => {
+                    let p = self.processes.info(r.thread.tgid);
+                    self.records.request(&self.clock, r, &p)
+                }
+                Output::Connection(c) => {
+                    let p = self.processes.info(c.tgid);
+                    self.records.connection(&self.clock, c, &p)
+                }
+            };
+            self.out.send(record).await.map_err(|_| WriterGone)?;
+        }
+        Ok(())
+    }
+
+    /// Follows new load-balancer processes and forgets the dead.
+    fn rescan(&mut self) {
+        let changes = self.processes.rescan(&self.filter.tgids());
+        for pid in &changes.removed {
+            if let Err(err) = self.filter.remove(*pid) {
+                warn!(pid, %err, "could not stop following a process");
+            }
+        }
+        for pid in &changes.added {
+            match self.filter.add(*pid) {
+                Ok(()) => info!(pid, "following a load-balancer process"),
+                Err(err) => {
+                    warn!(pid, %err, "could not follow a load-balancer process; its requests are not captured")
+                }
+            }
+        }
+    }
+
+    /// A gap record for each loss counter that grew since the last time.
+    async fn declare_losses(&mut self) -> Result<(), WriterGone> {
+        let now = SystemTime::now();
+        let mut gaps = Vec::new();
+        match self.counters.read() {
+            Ok(counts) => {
+                for (counter, total) in counts {
+                    if !is_loss(counter) {
+                        continue;
+                    }
+                    let before = self.reported.insert(counter.name(), total).unwrap_or(0);
+                    if total > before {
+                        gaps.push((counter.name(), total - before));
+                    }
+                }
+            }
+            Err(err) => warn!(%err, "could not read the request counters"),
+        }
+        let decode_errors = self.decode_errors.get();
+        if decode_errors > self.decode_reported {
+            gaps.push(("req_decode_errors", decode_errors - self.decode_reported));
+            self.decode_reported = decode_errors;
+        }
+        for (reason, count) in gaps {
+            warn!(reason, count, "request events lost");
+            let gap = self
+                .gaps
+                .gap_record(self.since, now, "kernel", reason, "loss", count);
+            self.out.send(gap).await.map_err(|_| WriterGone)?;
+        }
+        self.since = now;
+        Ok(())
+    }
+}
+
+/// Whether a counter counts events or processes the kernel failed to
+/// capture (as opposed to information).
+fn is_loss(c: RequestCounter) -> bool {
+    !matches!(
+        c,
+        RequestCounter::MsgPeekSkipped
+            | RequestCounter::NonTcpSkipped
+            | RequestCounter::Truncated
+            | RequestCounter::DataEvents
+    )
+}
