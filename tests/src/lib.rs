@@ -14,6 +14,8 @@
 //! * [`collectors`]: real syslog collectors (rsyslogd, syslog-ng), a test
 //!   PKI and misbehaving collectors, for the sink tests.
 //! * [`flow`]: the flow key and counters shared by [`frames`] and [`tshark`].
+//! * [`lb`]: the load-balancer lab (HAProxy, nginx, backends, a load
+//!   generator) and its oracle, the load balancer's own log.
 //!
 //! Every external command goes through [`run`] (or [`run_ok`]), so a failure
 //! always names the command line, its exit status and its stderr.
@@ -27,6 +29,7 @@ pub mod flow;
 pub mod frames;
 pub mod inject;
 pub mod lab;
+pub mod lb;
 pub mod netns;
 pub mod pcap;
 pub mod tshark;

@@ -2,7 +2,7 @@
 //! rust-src (rustup), bpf-linker (crates.io, built against nightly's own
 //! LLVM) and Debian packages for tests and the demo.
 
-use std::{path::Path, process::Command};
+use std::{fs::Permissions, os::unix::fs::PermissionsExt as _, path::Path, process::Command};
 
 use anyhow::{Context as _, Result, bail};
 
@@ -40,7 +40,21 @@ const DEBIAN_PACKAGES: &[(&str, &str)] = &[
     ("libwrap0", "/usr/lib/x86_64-linux-gnu/libwrap.so.0"),
     ("libglib2.0-0", "/usr/lib/x86_64-linux-gnu/libglib-2.0.so.0"),
     ("libpcre3", "/usr/lib/x86_64-linux-gnu/libpcre.so.3"),
+    // The load-balancer lab (#12): HAProxy 2.6 and nginx 1.22 as load
+    // balancers, nginx (a renamed copy) as the backends, wrk for the bench.
+    ("haproxy", "haproxy"),
+    ("nginx", "nginx"),
+    ("wrk", "wrk"),
 ];
+
+/// The hook Debian's maintainer scripts ask (through `invoke-rc.d`)
+/// whether they may start a service; exit status 101 means "no".
+const POLICY_RC_D: &str = "/usr/sbin/policy-rc.d";
+
+/// Packages whose postinst would start a daemon, with the pid file that
+/// daemon writes: installing them must leave nothing running (the tests
+/// start their own instances in network namespaces).
+const SERVICES: &[(&str, &str)] = &[("haproxy", "/run/haproxy.pid"), ("nginx", "/run/nginx.pid")];
 
 /// Where syslog-ng is unpacked. Debian's syslog-ng and rsyslog packages
 /// conflict (both provide `system-log-daemon`), and the tests need both, so
@@ -177,10 +191,68 @@ fn debian_packages() -> Result<()> {
     }
     eprintln!("xtask: installing Debian packages: {}", missing.join(" "));
     run(Command::new("apt-get").args(["update", "-q"]))?;
-    run(Command::new("apt-get")
+    let policy = DenyServiceStarts::install()?;
+    let installed = run(Command::new("apt-get")
         .args(["install", "-y", "-q", "--no-install-recommends"])
         .args(&missing)
-        .env("DEBIAN_FRONTEND", "noninteractive"))
+        .env("DEBIAN_FRONTEND", "noninteractive"));
+    drop(policy);
+    installed?;
+    stop_package_services();
+    Ok(())
+}
+
+/// A `policy-rc.d` that denies every service start, in place while it
+/// lives. An existing one (Docker images ship one that denies everything)
+/// is left as it is and never removed.
+struct DenyServiceStarts {
+    created: bool,
+}
+
+impl DenyServiceStarts {
+    fn install() -> Result<Self> {
+        let path = Path::new(POLICY_RC_D);
+        if path.exists() {
+            return Ok(Self { created: false });
+        }
+        std::fs::write(
+            path,
+            "#!/bin/sh\n# xtask setup: no service starts\nexit 101\n",
+        )
+        .with_context(|| format!("writing {POLICY_RC_D}"))?;
+        std::fs::set_permissions(path, Permissions::from_mode(0o755))
+            .with_context(|| format!("making {POLICY_RC_D} executable"))?;
+        Ok(Self { created: true })
+    }
+}
+
+impl Drop for DenyServiceStarts {
+    fn drop(&mut self) {
+        if self.created
+            && let Err(e) = std::fs::remove_file(POLICY_RC_D)
+        {
+            eprintln!("xtask: cannot remove the {POLICY_RC_D} it created: {e}");
+        }
+    }
+}
+
+/// Stops a haproxy or nginx the packages started anyway (an init system
+/// that ignores `policy-rc.d`), found by the pid file the package's service
+/// writes and checked by its name, so no other process is signalled.
+fn stop_package_services() {
+    for (name, pid_file) in SERVICES {
+        let Some(pid) = std::fs::read_to_string(pid_file)
+            .ok()
+            .and_then(|text| text.trim().parse::<u32>().ok())
+        else {
+            continue;
+        };
+        let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
+        if comm.trim() == *name {
+            eprintln!("xtask: stopping the {name} (pid {pid}) its package started");
+            let _ = Command::new("kill").arg(pid.to_string()).status();
+        }
+    }
 }
 
 /// syslog-ng, unpacked from Debian's package into [`SYSLOG_NG_ROOT`] (see
