@@ -181,6 +181,21 @@ impl Table {
         Bound::New { id, replaced }
     }
 
+    /// The connection `tgid`'s `fd` is from now on, on a socket just
+    /// created (connect, accept): whatever the table knew under the same
+    /// socket address was another socket, freed since (the kernel reuses
+    /// the address at once, possibly before the old fd's close returned).
+    pub fn bind_new(&mut self, tgid: u32, fd: i32, sk: u64) -> Bound {
+        self.forget_sk(sk);
+        self.bind(tgid, fd, sk)
+    }
+
+    /// The socket at `sk` was freed: a later socket at the same address is
+    /// another one. Its connection stays known by its fd until the close.
+    pub fn forget_sk(&mut self, sk: u64) {
+        self.sks.remove(&sk);
+    }
+
     /// `tgid` closed `fd`: returns the connection it was.
     pub fn close(&mut self, tgid: u32, fd: i32) -> Option<ConnId> {
         let id = self.fds.remove(&(tgid, fd))?;
@@ -189,6 +204,11 @@ impl Table {
             self.sks.retain(|_, c| *c != id);
         }
         Some(id)
+    }
+
+    /// Forgets `tgid`'s `fd` without a close (its connection is gone).
+    pub fn unbind_fd(&mut self, tgid: u32, fd: i32) {
+        self.fds.remove(&(tgid, fd));
     }
 
     /// The connection on socket `sk`.
@@ -281,6 +301,21 @@ mod tests {
             panic!()
         };
         assert_ne!(c, b);
+    }
+
+    #[test]
+    fn a_socket_address_reused_by_a_connect_is_a_new_connection() {
+        let mut t = Table::default();
+        let Bound::New { id: old, .. } = t.bind(10, 5, 0xa) else { panic!() };
+        // Freed and reused by another thread's connect before fd 5's close
+        // returned.
+        let Bound::New { id: new, replaced: None } = t.bind_new(10, 6, 0xa) else {
+            panic!()
+        };
+        assert_ne!(old, new);
+        assert_eq!(t.by_sk(0xa), Some(new));
+        assert_eq!(t.close(10, 5), Some(old));
+        assert_eq!(t.by_sk(0xa), Some(new), "the old close leaves the new socket");
     }
 
     #[test]

@@ -222,6 +222,7 @@ impl Stage {
         let u = self.tracker.unused();
         info!(
             untupled_chunks = u.untupled_chunks,
+            early_chunks = u.early_chunks,
             framing_lost = u.framing_lost,
             unclaimed_backend = u.unclaimed_backend,
             "request capture stopped"

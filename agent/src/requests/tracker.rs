@@ -27,6 +27,9 @@ const ECONNREFUSED: i64 = -111;
 /// `-ETIMEDOUT`.
 const ETIMEDOUT: i64 = -110;
 
+/// Chunks kept for a connection whose tuple is not known yet.
+const EARLY_CHUNKS: usize = 16;
+
 /// Backend exchanges no client exchange claimed are forgotten after this
 /// long (kernel ns): longer than any window stays open.
 const BACKEND_KEEP_NS: u64 = 180_000_000_000;
@@ -143,6 +146,8 @@ pub struct Unused {
     /// Data on a socket whose ESTABLISHED was never seen (older than the
     /// agent, or lost): not framed.
     pub untupled_chunks: u64,
+    /// Chunks that waited for their socket's tuple and were then framed.
+    pub early_chunks: u64,
     /// Connections whose HTTP framing was lost.
     pub framing_lost: u64,
     /// Backend exchanges no client exchange could have used (health checks).
@@ -175,6 +180,10 @@ struct Conn {
     requests: u64,
     connect_error: Option<ConnectError>,
     connect_at: Option<u64>,
+    /// Chunks that came before the tuple (the socket's ESTABLISHED is
+    /// stamped in softirq and may sort after the first send), framed when
+    /// it comes; at most [`EARLY_CHUNKS`].
+    early: Vec<(u64, Data)>,
     lost: bool,
     backends: BTreeSet<Ends>,
     /// Client exchanges of this connection the correlator has not decided.
@@ -199,6 +208,7 @@ impl Conn {
             requests: 0,
             connect_error: None,
             connect_at: None,
+            early: Vec::new(),
             lost: false,
             backends: BTreeSet::new(),
             undecided: 0,
@@ -289,8 +299,28 @@ impl Tracker {
                     remote: s.remote,
                 };
                 self.tuples.on_state(s.sk, s.old, s.new, ends, t);
+                if s.new == TcpState::Established && s.old == TcpState::SynRecv {
+                    // A passive socket reaches ESTABLISHED before any
+                    // process has it: one the table knows at this address
+                    // is an older socket, freed since.
+                    self.table.forget_sk(s.sk);
+                }
+                if s.new == TcpState::Established && s.old == TcpState::SynSent {
+                    // The same for an active socket whose connect went
+                    // unseen: a known connection established already.
+                    let reused = self.table.by_sk(s.sk).is_some_and(|id| {
+                        self.conns
+                            .get(&id)
+                            .and_then(|c| c.tuple)
+                            .is_some_and(|t| t.established > 0)
+                    });
+                    if reused {
+                        self.table.forget_sk(s.sk);
+                    }
+                }
                 if let Some(id) = self.table.by_sk(s.sk) {
                     self.on_conn_state(id, s.old, s.new, ends, t);
+                    self.replay_early(id, out);
                 }
             }
             Input::Call(c) => self.on_call(t, c, out),
@@ -333,7 +363,16 @@ impl Tracker {
     }
 
     fn on_data(&mut self, t: u64, d: Data, out: &mut Vec<Output>) {
-        let id = match self.table.bind(d.thread.tgid, d.fd, d.sk) {
+        let mut bound = self.table.bind(d.thread.tgid, d.fd, d.sk);
+        if let Bound::Known(id) = bound {
+            if !self.conns.contains_key(&id) {
+                // Its connection was reported and let go: this is a new one.
+                self.table.unbind_fd(d.thread.tgid, d.fd);
+                self.table.forget_sk(d.sk);
+                bound = self.table.bind(d.thread.tgid, d.fd, d.sk);
+            }
+        }
+        let id = match bound {
             Bound::Known(id) => id,
             Bound::New { id, replaced } => {
                 if let Some(old) = replaced {
@@ -353,7 +392,11 @@ impl Tracker {
             Way::Send => conn.bytes_out += d.total,
         }
         let Some(role) = conn.role() else {
-            self.unused.untupled_chunks += 1;
+            if conn.early.len() < EARLY_CHUNKS {
+                conn.early.push((t, d));
+            } else {
+                self.unused.untupled_chunks += 1;
+            }
             return;
         };
         if conn.lost {
@@ -521,7 +564,7 @@ impl Tracker {
                 if c.sk == 0 {
                     return;
                 }
-                let id = match self.table.bind(c.thread.tgid, c.fd, c.sk) {
+                let id = match self.table.bind_new(c.thread.tgid, c.fd, c.sk) {
                     Bound::Known(id) => id,
                     Bound::New { id, replaced } => {
                         if let Some(old) = replaced {
@@ -553,6 +596,7 @@ impl Tracker {
                         }
                     }
                 }
+                self.replay_early(id, out);
             }
             CallKind::Close => {
                 if c.ret < 0 {
@@ -562,6 +606,35 @@ impl Tracker {
                     self.end_conn(id, t, out);
                 }
             }
+        }
+    }
+
+    /// Frames the chunks connection `id` kept while its tuple was unknown,
+    /// once it is known.
+    fn replay_early(&mut self, id: ConnId, out: &mut Vec<Output>) {
+        let Some(conn) = self.conns.get_mut(&id) else {
+            return;
+        };
+        if conn.tuple.is_none() || conn.early.is_empty() {
+            return;
+        }
+        let early = std::mem::take(&mut conn.early);
+        self.unused.early_chunks += early.len() as u64;
+        for (t, d) in early {
+            // Bytes were counted when the chunk came.
+            match d.way {
+                Way::Recv => {
+                    if let Some(c) = self.conns.get_mut(&id) {
+                        c.bytes_in -= d.total;
+                    }
+                }
+                Way::Send => {
+                    if let Some(c) = self.conns.get_mut(&id) {
+                        c.bytes_out -= d.total;
+                    }
+                }
+            }
+            self.on_data(t, d, out);
         }
     }
 
@@ -617,7 +690,7 @@ impl Tracker {
                 }
             }
             TcpKind::Retransmit => conn.retransmits += 1,
-            TcpKind::Destroy => {}
+            TcpKind::Destroy => self.table.forget_sk(sk),
         }
     }
 
@@ -667,7 +740,10 @@ impl Tracker {
             let Some(conn) = self.conns.remove(&id) else {
                 continue;
             };
-            let Some(tuple) = conn.tuple else { continue };
+            let Some(tuple) = conn.tuple else {
+                self.unused.untupled_chunks += conn.early.len() as u64;
+                continue;
+            };
             let end = conn.closed_at.unwrap_or(0);
             out.push(Output::Connection(Box::new(ConnOut {
                 tgid: conn.tgid,

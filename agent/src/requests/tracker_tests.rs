@@ -447,3 +447,25 @@ fn exact_mode_tags_name_the_client() {
     );
     assert_eq!(tag_client("nonsense"), None);
 }
+
+#[test]
+fn data_sorted_before_its_established_is_framed_once_the_tuple_comes() {
+    let r = req(0, "/cart".into(), 7);
+    let mut inputs = Vec::new();
+    events(0, &r, 10, &[5; 6], &mut inputs);
+    // The backend's ESTABLISHED stamped after its first send, and no
+    // socket in the connect event.
+    for (t, input) in inputs.iter_mut() {
+        match input {
+            Input::State(s) if s.old == TcpState::SynSent => *t += 9,
+            Input::Call(c) if c.kind == CallKind::Connect => c.sk = 0,
+            _ => {}
+        }
+    }
+    let out = run(&mut inputs);
+    let mapped = out
+        .iter()
+        .filter(|o| matches!(o, Output::Request(r) if matches!(r.mapping, Mapping::Mapped { .. })))
+        .count();
+    assert_eq!(mapped, 1, "{out:?}");
+}
