@@ -5,8 +5,12 @@
 //!
 //! ```text
 //! "lbwitness-http1-v1\n" method " " request-target "\n"
+//! "body\n" if the request has a body (by its framing fields)
 //! then each kept field as  lowercase-name ":" value "\n",  sorted bytewise
 //! ```
+//!
+//! The body's presence is hashed because the body prefix can't show it: an
+//! empty prefix matches any other.
 //!
 //! - Sorted, not in order: nginx rebuilds the header block (its own fields
 //!   first), HAProxy keeps the order; sorting makes both agree. Repeated
@@ -53,10 +57,12 @@ pub const DEFAULT_EXCLUDED: &[&str] = &[
     "expect",
 ];
 
-/// The fingerprint of a request with this method, target and fields.
+/// The fingerprint of a request with this method, target, body presence
+/// and fields.
 pub(super) fn fingerprint(
     method: &str,
     target: &str,
+    has_body: bool,
     fields: &[Field],
     extra: &[String],
 ) -> [u8; 32] {
@@ -93,6 +99,9 @@ pub(super) fn fingerprint(
     h.update(b" ");
     h.update(target.as_bytes());
     h.update(b"\n");
+    if has_body {
+        h.update(b"body\n");
+    }
     for line in &lines {
         h.update(line);
     }
@@ -111,7 +120,7 @@ mod tests {
                 value: v.as_bytes(),
             })
             .collect();
-        fingerprint("GET", "/a", &fields, extra)
+        fingerprint("GET", "/a", false, &fields, extra)
     }
 
     #[test]
@@ -151,6 +160,7 @@ mod tests {
             fingerprint(
                 "HEAD",
                 "/a",
+                false,
                 &[Field {
                     name: b"Accept",
                     value: b"*/*"
@@ -163,12 +173,21 @@ mod tests {
             fingerprint(
                 "GET",
                 "/b",
+                false,
                 &[Field {
                     name: b"Accept",
                     value: b"*/*"
                 }],
                 &[]
             )
+        );
+    }
+
+    #[test]
+    fn the_body_presence_matters() {
+        assert_ne!(
+            fingerprint("POST", "/", true, &[], &[]),
+            fingerprint("POST", "/", false, &[], &[])
         );
     }
 
@@ -205,7 +224,7 @@ mod tests {
         let parsed = super::super::head::fields(&[b"a: b:c"], 1).unwrap();
         assert_eq!(parsed[0].name, b"a");
         assert_eq!(
-            fingerprint("GET", "/a", &parsed, &[]),
+            fingerprint("GET", "/a", false, &parsed, &[]),
             fp(&[("a", "b:c")], &[])
         );
         assert_ne!(fp(&[("a", "b:c")], &[]), fp(&[("a", "bc")], &[]));
