@@ -24,6 +24,11 @@ fn piece() -> impl Strategy<Value = Vec<u8>> {
         Just(b"5\r\nhello\r\n".to_vec()),
         Just(b"0\r\nT: 1\r\n\r\n".to_vec()),
         Just(b"\r\n".to_vec()),
+        // Long lines, to press on the head limit.
+        prop::collection::vec(b'a'..=b'z', 200..3000).prop_map(|mut l| {
+            l.extend(b"\r\n");
+            l
+        }),
         prop::collection::vec(
             prop::sample::select(b"GET /HTP1.\r\n: 0a;".to_vec()),
             0..400
