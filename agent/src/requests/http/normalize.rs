@@ -22,7 +22,9 @@
 //! - Left out: the hop-by-hop fields, those a load balancer adds or rewrites
 //!   ([`DEFAULT_EXCLUDED`], every `X-Forwarded-*`), every field the
 //!   `Connection` field names (hop-by-hop by RFC 9110 §7.6.1), and the
-//!   configured extra names. `Content-Length` is left out too: nginx with
+//!   configured extra names, and every name with a character other than a
+//!   letter, digit or `-` (nginx drops those by default:
+//!   `ignore_invalid_headers`, `underscores_in_headers off`). `Content-Length` is left out too: nginx with
 //!   request buffering turns a chunked request into a Content-Length one
 //!   (and may go the other way with `proxy_request_buffering off`), so the
 //!   framing fields say nothing about the request's identity; the body prefix
@@ -78,6 +80,7 @@ pub(super) fn fingerprint(
         .filter_map(|f| {
             let name = f.name.to_ascii_lowercase();
             let excluded = DEFAULT_EXCLUDED.iter().any(|e| e.as_bytes() == name)
+                || !name.iter().all(|&b| b.is_ascii_alphanumeric() || b == b'-')
                 || name.starts_with(b"x-forwarded-")
                 || nominated.contains(&name)
                 || extra
@@ -180,6 +183,15 @@ mod tests {
                 }],
                 &[]
             )
+        );
+    }
+
+    #[test]
+    fn names_nginx_drops_are_left_out() {
+        let base = fp(&[("Accept", "*/*")], &[]);
+        assert_eq!(
+            base,
+            fp(&[("Accept", "*/*"), ("X_Under", "1"), ("X.Dot", "2")], &[])
         );
     }
 
