@@ -8,8 +8,8 @@
 
 #![no_main]
 
-use libfuzzer_sys::fuzz_target;
 use lbwitness_fuzz::http::{Conn, Dir, Limits, Message};
+use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
     whole(Dir::Request, data);
@@ -45,8 +45,16 @@ fn script(mut data: &[u8]) {
         let len = usize::from(u16::from_le_bytes([*lo, *hi])).min(rest.len());
         let (chunk, tail) = rest.split_at(len);
         data = tail;
-        let dir = if ctl & 1 == 0 { Dir::Request } else { Dir::Response };
-        let keep = if ctl & 2 == 0 { chunk.len() } else { chunk.len() * usize::from(ctl >> 2) / 63 };
+        let dir = if ctl & 1 == 0 {
+            Dir::Request
+        } else {
+            Dir::Response
+        };
+        let keep = if ctl & 2 == 0 {
+            chunk.len()
+        } else {
+            chunk.len() * usize::from(ctl >> 2) / 63
+        };
         ts += 1;
         let before = out.len();
         let lost = c.framing_lost().is_some();

@@ -255,7 +255,8 @@ impl Conn {
     }
 
     /// The first byte of a message; requests skip leading empty lines.
-    /// Returns the bytes used (at least one).
+    /// Returns how many bytes were skipped: when fewer than `rest` holds, the
+    /// head starts after them.
     fn start(&mut self, dir: Dir, ts: u64, rest: &[u8]) -> usize {
         let pipelined =
             dir == Dir::Request && (!self.awaiting.is_empty() || self.response.msg.is_some());
