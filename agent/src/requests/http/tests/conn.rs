@@ -1,7 +1,9 @@
 //! The framer's rules, one test each.
 
-use super::super::{Conn, Dir, Limits, LostReason, Message, RequestHead, ResponseHead, Version};
 use super::{conn, feed, feed_cut};
+use crate::requests::http::{
+    Conn, Dir, Limits, LostReason, Message, RequestHead, ResponseHead, Version,
+};
 
 const GET: &[u8] = b"GET /a?b=1 HTTP/1.1\r\nHost: shop.example\r\nUser-Agent: curl/8\r\nX-LBW: 192.0.2.7:51544:5\r\n\r\n";
 const OK: &[u8] = b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello";

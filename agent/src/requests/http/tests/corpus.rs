@@ -3,8 +3,8 @@
 //! a client's bytes; `.resp` files a server's, answering one `GET`.
 //! The same files seed the fuzz target (`agent/fuzz/`).
 
-use super::super::{Dir, LostReason, Message};
 use super::conn;
+use crate::requests::http::{Dir, LostReason, Message};
 
 /// What a corpus file must give.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

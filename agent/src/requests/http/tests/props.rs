@@ -7,7 +7,7 @@
 
 use proptest::prelude::*;
 
-use super::super::{Conn, DEFAULT_EXCLUDED, Dir, Limits, Message, RequestHead, Version};
+use crate::requests::http::{Conn, DEFAULT_EXCLUDED, Dir, Limits, Message, RequestHead, Version};
 
 // ---------------------------------------------------------------- (1)
 
@@ -393,7 +393,7 @@ proptest! {
                 }
                 let mut prefix = data;
                 prefix.truncate(64);
-                want.push(Message::Response(super::super::ResponseHead {
+                want.push(Message::Response(crate::requests::http::ResponseHead {
                     ts_first: at[head_start],
                     status,
                     version: Version::Http11,
