@@ -93,6 +93,12 @@ impl Chunked {
         Ok(None)
     }
 
+    /// Bytes held on the heap (the line buffer).
+    #[cfg(test)]
+    pub fn heap_bytes(&self) -> usize {
+        self.line.capacity()
+    }
+
     /// Skips `n` uncaptured bytes: only chunk data may be skipped.
     pub fn unknown(&mut self, n: u64) -> Result<(), LostReason> {
         match self.state {

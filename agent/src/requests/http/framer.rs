@@ -82,10 +82,11 @@ impl Held {
 }
 
 impl Conn {
-    /// A connection with nothing seen yet.
+    /// A connection with nothing seen yet. Limits out of range are clamped
+    /// (see [`Limits`]).
     pub fn new(limits: Limits) -> Self {
         Conn {
-            limits,
+            limits: limits.clamped(),
             request: Side::default(),
             response: Side::default(),
             awaiting: VecDeque::new(),
@@ -146,6 +147,36 @@ impl Conn {
     /// How many requests have not had their final response head yet.
     pub fn awaiting(&self) -> usize {
         self.awaiting.len()
+    }
+
+    /// Bytes this connection holds on the heap now (buffers, held heads,
+    /// the queue), for the memory bound's tests.
+    #[cfg(test)]
+    pub(super) fn heap_bytes(&self) -> usize {
+        let side = |s: &Side| {
+            let phase = match &s.phase {
+                Phase::Head(buf) => buf.capacity(),
+                Phase::Body(Body::Chunked(c)) => c.heap_bytes(),
+                _ => 0,
+            };
+            let held = match s.msg.as_ref().and_then(|m| m.held.as_ref()) {
+                Some(Held::Request(h)) => {
+                    h.method.capacity()
+                        + h.target.capacity()
+                        + [&h.host, &h.user_agent, &h.tag]
+                            .iter()
+                            .map(|o| o.as_ref().map_or(0, String::capacity))
+                            .sum::<usize>()
+                        + h.body_prefix.capacity()
+                }
+                Some(Held::Response(h)) => h.body_prefix.capacity(),
+                None => 0,
+            };
+            phase + held
+        };
+        side(&self.request)
+            + side(&self.response)
+            + self.awaiting.capacity() * std::mem::size_of::<RequestKind>()
     }
 
     fn side(&mut self, dir: Dir) -> &mut Side {
@@ -224,7 +255,8 @@ impl Conn {
     }
 
     /// The first byte of a message; requests skip leading empty lines.
-    /// Returns the bytes used (at least one).
+    /// Returns how many bytes were skipped: when fewer than `rest` holds, the
+    /// head starts after them.
     fn start(&mut self, dir: Dir, ts: u64, rest: &[u8]) -> usize {
         let pipelined =
             dir == Dir::Request && (!self.awaiting.is_empty() || self.response.msg.is_some());
@@ -265,6 +297,9 @@ impl Conn {
             return Err(LostReason::Malformed("head without a message"));
         };
         msg.ts_last = ts;
+        // Never hold more than one byte past the limit (`buf.len() <= max`
+        // on entry, or the head would have been refused).
+        let rest = &rest[..rest.len().min(max + 1 - buf.len())];
         let mut used = 0;
         let mut done = false;
         while let Some(lf) = rest[used..].iter().position(|&b| b == b'\n') {
@@ -274,15 +309,10 @@ impl Conn {
                 done = true;
                 break;
             }
-            if buf.len() > max {
-                break;
-            }
         }
-        if !done && buf.len() <= max {
-            // No line end left: keep at most one byte past the limit.
-            let n = (rest.len() - used).min(max + 1 - buf.len());
-            buf.extend_from_slice(&rest[used..used + n]);
-            used += n;
+        if !done {
+            buf.extend_from_slice(&rest[used..]);
+            used = rest.len();
         }
         msg.bytes += used as u64;
         early_check(dir, buf, &rest[..used])?;
@@ -336,6 +366,7 @@ impl Conn {
             fingerprint: fingerprint(
                 line.method,
                 line.target,
+                body != BodyKind::None,
                 &fields,
                 &self.limits.exclude_fields,
             ),

@@ -3,7 +3,9 @@
 use std::sync::Arc;
 
 /// Bounds and settings of a [`super::Conn`]. Cheap to clone (one `Arc`), so
-/// one value serves every connection.
+/// one value serves every connection. [`super::Conn::new`] clamps each bound
+/// into its range: `max_head` 256 B..=1 MiB, `max_fields` 1..=10 000,
+/// `body_prefix` 0..=1024, `max_pipelined` 1..=1024.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Limits {
     /// Longest head (start line and fields, with line ends), in bytes; a
@@ -31,6 +33,19 @@ impl Default for Limits {
             body_prefix: 64,
             max_pipelined: 32,
             exclude_fields: Arc::from(Vec::new()),
+        }
+    }
+}
+
+impl Limits {
+    /// The limits with every bound in its range.
+    pub(super) fn clamped(self) -> Self {
+        Limits {
+            max_head: self.max_head.clamp(256, 1 << 20),
+            max_fields: self.max_fields.clamp(1, 10_000),
+            body_prefix: self.body_prefix.min(1024),
+            max_pipelined: self.max_pipelined.clamp(1, 1024),
+            exclude_fields: self.exclude_fields,
         }
     }
 }

@@ -56,6 +56,19 @@
 //! A request whose head starts while an earlier request on the connection
 //! still awaits its final response is marked `pipelined`.
 //!
+//! # Exact mode
+//!
+//! Where identical requests are in flight on one thread at once, nothing the
+//! kernel sees tells them apart. The operator can make each one unique on
+//! the backend side with a header the load balancer adds, which the framer
+//! reports as [`RequestHead::tag`] (and leaves out of the fingerprint, since
+//! the client side lacks it):
+//!
+//! ```text
+//! HAProxy:  http-request set-header X-LBW %ci:%cp:%rt
+//! nginx:    proxy_set_header X-LBW "$remote_addr:$remote_port:$connection:$connection_requests";
+//! ```
+//!
 //! # Memory
 //!
 //! A `Conn` holds, per direction, at most one head being gathered

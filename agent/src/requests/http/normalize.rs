@@ -5,8 +5,12 @@
 //!
 //! ```text
 //! "lbwitness-http1-v1\n" method " " request-target "\n"
+//! "body\n" if the request has a body (by its framing fields)
 //! then each kept field as  lowercase-name ":" value "\n",  sorted bytewise
 //! ```
+//!
+//! The body's presence is hashed because the body prefix can't show it: an
+//! empty prefix matches any other.
 //!
 //! - Sorted, not in order: nginx rebuilds the header block (its own fields
 //!   first), HAProxy keeps the order; sorting makes both agree. Repeated
@@ -18,7 +22,9 @@
 //! - Left out: the hop-by-hop fields, those a load balancer adds or rewrites
 //!   ([`DEFAULT_EXCLUDED`], every `X-Forwarded-*`), every field the
 //!   `Connection` field names (hop-by-hop by RFC 9110 §7.6.1), and the
-//!   configured extra names. `Content-Length` is left out too: nginx with
+//!   configured extra names, and every name with a character other than a
+//!   letter, digit or `-` (nginx drops those by default:
+//!   `ignore_invalid_headers`, `underscores_in_headers off`). `Content-Length` is left out too: nginx with
 //!   request buffering turns a chunked request into a Content-Length one
 //!   (and may go the other way with `proxy_request_buffering off`), so the
 //!   framing fields say nothing about the request's identity; the body prefix
@@ -53,10 +59,12 @@ pub const DEFAULT_EXCLUDED: &[&str] = &[
     "expect",
 ];
 
-/// The fingerprint of a request with this method, target and fields.
+/// The fingerprint of a request with this method, target, body presence
+/// and fields.
 pub(super) fn fingerprint(
     method: &str,
     target: &str,
+    has_body: bool,
     fields: &[Field],
     extra: &[String],
 ) -> [u8; 32] {
@@ -72,6 +80,7 @@ pub(super) fn fingerprint(
         .filter_map(|f| {
             let name = f.name.to_ascii_lowercase();
             let excluded = DEFAULT_EXCLUDED.iter().any(|e| e.as_bytes() == name)
+                || !name.iter().all(|&b| b.is_ascii_alphanumeric() || b == b'-')
                 || name.starts_with(b"x-forwarded-")
                 || nominated.contains(&name)
                 || extra
@@ -93,6 +102,9 @@ pub(super) fn fingerprint(
     h.update(b" ");
     h.update(target.as_bytes());
     h.update(b"\n");
+    if has_body {
+        h.update(b"body\n");
+    }
     for line in &lines {
         h.update(line);
     }
@@ -111,7 +123,7 @@ mod tests {
                 value: v.as_bytes(),
             })
             .collect();
-        fingerprint("GET", "/a", &fields, extra)
+        fingerprint("GET", "/a", false, &fields, extra)
     }
 
     #[test]
@@ -151,6 +163,7 @@ mod tests {
             fingerprint(
                 "HEAD",
                 "/a",
+                false,
                 &[Field {
                     name: b"Accept",
                     value: b"*/*"
@@ -163,12 +176,30 @@ mod tests {
             fingerprint(
                 "GET",
                 "/b",
+                false,
                 &[Field {
                     name: b"Accept",
                     value: b"*/*"
                 }],
                 &[]
             )
+        );
+    }
+
+    #[test]
+    fn names_nginx_drops_are_left_out() {
+        let base = fp(&[("Accept", "*/*")], &[]);
+        assert_eq!(
+            base,
+            fp(&[("Accept", "*/*"), ("X_Under", "1"), ("X.Dot", "2")], &[])
+        );
+    }
+
+    #[test]
+    fn the_body_presence_matters() {
+        assert_ne!(
+            fingerprint("POST", "/", true, &[], &[]),
+            fingerprint("POST", "/", false, &[], &[])
         );
     }
 
@@ -205,7 +236,7 @@ mod tests {
         let parsed = super::super::head::fields(&[b"a: b:c"], 1).unwrap();
         assert_eq!(parsed[0].name, b"a");
         assert_eq!(
-            fingerprint("GET", "/a", &parsed, &[]),
+            fingerprint("GET", "/a", false, &parsed, &[]),
             fp(&[("a", "b:c")], &[])
         );
         assert_ne!(fp(&[("a", "b:c")], &[]), fp(&[("a", "bc")], &[]));
