@@ -152,7 +152,16 @@ impl RequestProbes {
     /// Loads the request object with `settings` and attaches, per hook, the
     /// variant this kernel offers (see the module doc for the order).
     pub fn load(settings: &RequestSettings) -> Result<Self, RequestLoadError> {
-        let root = tracefs::root()?;
+        Self::load_with_tracefs(settings, tracefs::root()?)
+    }
+
+    /// [`RequestProbes::load`] reading tracepoint ids and formats under
+    /// `root` instead of the mounted tracefs (tests give a copy with a
+    /// changed record, to see the hook refused).
+    pub fn load_with_tracefs(
+        settings: &RequestSettings,
+        root: &Path,
+    ) -> Result<Self, RequestLoadError> {
         let ebpf = EbpfLoader::new()
             .map_max_entries(names::EVENTS_MAP, settings.ring_bytes)
             .override_global(names::CAPTURE_GLOBAL, &settings.capture_bytes, true)
@@ -259,13 +268,13 @@ fn check(format: &Format, expected: &Expect) -> Result<(), Mismatch> {
     }
 }
 
-struct Attacher {
+struct Attacher<'r> {
     ebpf: Ebpf,
-    root: &'static Path,
+    root: &'r Path,
     perf: Vec<OwnedFd>,
 }
 
-impl Attacher {
+impl Attacher<'_> {
     fn choose_all(&mut self) -> Result<Vec<HookChoice>, RequestLoadError> {
         let mut out = Vec::new();
         let syscalls = self
