@@ -292,8 +292,9 @@ pub enum RequestCounter {
     NonTcpSkipped = 5,
     /// The followed-socket map (`SOCKS`) refused an insert.
     SocksInsertFailed = 6,
-    /// An IPv6 state change seen by the kprobe on tcp_set_state, which has no
-    /// offsets for the IPv6 addresses: not sent rather than sent wrong.
+    /// An IPv6 state change seen by the kprobe on tcp_set_state when the
+    /// kernel's BTF gave no offsets for the IPv6 addresses: not sent rather
+    /// than sent wrong.
     KprobeV6Skipped = 7,
     /// The per-CPU event scratch buffer was missing (never on a sane kernel).
     ScratchMissing = 8,
