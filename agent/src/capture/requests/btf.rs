@@ -206,7 +206,7 @@ mod tests {
         .expect("sock_common in vmlinux BTF");
         // After the fixed head (addresses, hash, ports, family, state...)
         // and 16 bytes apart: two consecutive in6_addr.
-        assert!(offs[0] >= 20 && offs[0] % 4 == 0, "{offs:?}");
+        assert!(offs[0] >= 20 && offs[0].is_multiple_of(4), "{offs:?}");
         assert_eq!(offs[1], offs[0] + 16, "{offs:?}");
         assert_eq!(
             member_offsets(&vmlinux, "sock_common", &["skc_family"]),
