@@ -37,6 +37,12 @@ pub mod names {
         /// Read-only global (`u32`): payload bytes captured per data event
         /// (at most [`crate::request::DATA_MAX`]).
         pub const CAPTURE_GLOBAL: &str = "CAPTURE";
+        /// Read-only global (`u32`): offset of `skc_v6_daddr` in `struct
+        /// sock_common`, from the kernel's BTF; 0 when unknown, and the
+        /// kprobe on tcp_set_state then skips IPv6 sockets (counted).
+        pub const KP_V6_DADDR_GLOBAL: &str = "KP_V6_DADDR";
+        /// Read-only global (`u32`): offset of `skc_v6_rcv_saddr`; 0 when unknown.
+        pub const KP_V6_SADDR_GLOBAL: &str = "KP_V6_SADDR";
 
         /// A tracepoint program: its name in the object and where it attaches.
         #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -142,7 +148,8 @@ pub mod names {
         /// kretprobe inet_csk_accept: the accepted socket.
         pub const KP_INET_CSK_ACCEPT: Kprobe =
             kp("lbw_kp_inet_csk_accept", "inet_csk_accept", true);
-        /// kprobe tcp_set_state: state changes (IPv4 tuples only).
+        /// kprobe tcp_set_state: state changes (IPv6 tuples only when the
+        /// kernel's BTF gave the address offsets).
         pub const KP_TCP_SET_STATE: Kprobe = kp("lbw_kp_tcp_set_state", "tcp_set_state", false);
         /// kprobe tcp_sendmsg: the socket of a send.
         pub const KP_TCP_SENDMSG: Kprobe = kp("lbw_kp_tcp_sendmsg", "tcp_sendmsg", false);

@@ -280,8 +280,9 @@ pub enum RequestCounter {
     RingOutputFailed = 0,
     /// The per-thread scratch map (`ARGS`) was full: a syscall was not followed.
     ScratchFull = 1,
-    /// `bpf_probe_read_user` of a payload, iovec, msghdr or sockaddr failed:
-    /// the syscall's event was not sent.
+    /// `bpf_probe_read_user` of a payload, iovec, msghdr or sockaddr failed
+    /// (a paged-out or bad user buffer): the event is still sent, with
+    /// `captured` 0 or a zero address, so byte counts stay exact.
     ProbeReadUserFailed = 2,
     /// The process filter (`PROCS`) was full: a new child was not followed.
     ProcFilterFull = 3,
@@ -291,14 +292,15 @@ pub enum RequestCounter {
     NonTcpSkipped = 5,
     /// The followed-socket map (`SOCKS`) refused an insert.
     SocksInsertFailed = 6,
-    /// An IPv6 state change seen by the kprobe on tcp_set_state, which has no
-    /// offsets for the IPv6 addresses: not sent rather than sent wrong.
+    /// An IPv6 state change seen by the kprobe on tcp_set_state when the
+    /// kernel's BTF gave no offsets for the IPv6 addresses: not sent rather
+    /// than sent wrong.
     KprobeV6Skipped = 7,
     /// The per-CPU event scratch buffer was missing (never on a sane kernel).
     ScratchMissing = 8,
     /// Data events sent whose payload was cut at the capture limit.
     Truncated = 9,
-    /// Data events sent.
+    /// Data events produced (sent, or lost and counted in `RingOutputFailed`).
     DataEvents = 10,
 }
 

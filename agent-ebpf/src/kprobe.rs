@@ -6,8 +6,9 @@
 //! fields of `struct sock_common`, stable for many years, are read here
 //! (skc_daddr@0, skc_rcv_saddr@4, skc_dport@12 big-endian, skc_num@14,
 //! skc_family@16, skc_state@18). The IPv6 addresses sit at offsets that
-//! vary with the kernel's config, so the tcp_set_state variant sends IPv4
-//! state changes only and counts the IPv6 ones it skips.
+//! vary with the kernel's config: the agent reads them from the kernel's
+//! BTF and sets [`KP_V6_DADDR`] and [`KP_V6_SADDR`] at load time; while they
+//! are 0 the tcp_set_state variant skips IPv6 sockets and counts them.
 
 use agent_common::request::{AF_INET, AF_INET6, RequestCounter, call};
 use aya_ebpf::{
@@ -28,6 +29,20 @@ const SKC_DPORT: u64 = 12;
 const SKC_NUM: u64 = 14;
 const SKC_FAMILY: u64 = 16;
 const SKC_STATE: u64 = 18;
+
+/// Offset of `skc_v6_daddr` in `struct sock_common` (0: unknown).
+#[unsafe(no_mangle)]
+static KP_V6_DADDR: u32 = 0;
+/// Offset of `skc_v6_rcv_saddr` in `struct sock_common` (0: unknown).
+#[unsafe(no_mangle)]
+static KP_V6_SADDR: u32 = 0;
+
+#[inline(always)]
+fn global(g: &u32) -> u64 {
+    // SAFETY: a plain read of a static the loader rewrites in .rodata;
+    // volatile so the default is not folded in.
+    u64::from(unsafe { core::ptr::read_volatile(g) })
+}
 
 #[inline(always)]
 fn kread<T: Default>(sk: u64, offset: u64) -> T {
@@ -115,11 +130,12 @@ pub fn lbw_kp_tcp_set_state(ctx: ProbeContext) -> u32 {
         return 0;
     }
     let family = kread::<u16>(sk, SKC_FAMILY);
-    if family == AF_INET6 {
+    let (v6_daddr, v6_saddr) = (global(&KP_V6_DADDR), global(&KP_V6_SADDR));
+    if family == AF_INET6 && (v6_daddr == 0 || v6_saddr == 0) {
         count(RequestCounter::KprobeV6Skipped);
         return 0;
     }
-    if family != AF_INET {
+    if family != AF_INET && family != AF_INET6 {
         return 0;
     }
     let mut change = StateChange {
@@ -132,8 +148,13 @@ pub fn lbw_kp_tcp_set_state(ctx: ProbeContext) -> u32 {
         saddr: [0; 16],
         daddr: [0; 16],
     };
-    change.saddr[..4].copy_from_slice(&kread::<[u8; 4]>(sk, SKC_RCV_SADDR));
-    change.daddr[..4].copy_from_slice(&kread::<[u8; 4]>(sk, SKC_DADDR));
+    if family == AF_INET {
+        change.saddr[..4].copy_from_slice(&kread::<[u8; 4]>(sk, SKC_RCV_SADDR));
+        change.daddr[..4].copy_from_slice(&kread::<[u8; 4]>(sk, SKC_DADDR));
+    } else {
+        change.saddr = kread::<[u8; 16]>(sk, v6_saddr);
+        change.daddr = kread::<[u8; 16]>(sk, v6_daddr);
+    }
     send_state(&change, tgid, tid);
     0
 }

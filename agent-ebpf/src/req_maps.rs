@@ -61,8 +61,7 @@ pub static REQ_EVENTS: RingBuf = RingBuf::with_byte_size(4 * 1024 * 1024, 0);
 
 /// Drops and skips by reason, per CPU.
 #[map(name = "REQ_COUNTERS")]
-pub static REQ_COUNTERS: PerCpuArray<u64> =
-    PerCpuArray::with_max_entries(RequestCounter::COUNT, 0);
+pub static REQ_COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(RequestCounter::COUNT, 0);
 
 /// Events this CPU failed to send since its last successful one.
 #[map(name = "REQ_LOST")]

@@ -172,7 +172,10 @@ fn exit_data(ctx: &TracePointContext) -> u32 {
                 captured = 0;
             }
         }
-        (*ev).header = header(EventKind::SockData, DataEvent::DATA_OFFSET + captured as usize);
+        (*ev).header = header(
+            EventKind::SockData,
+            DataEvent::DATA_OFFSET + captured as usize,
+        );
         (*ev).lost = lost_so_far();
         (*ev).tgid = tgid;
         (*ev).tid = tid;

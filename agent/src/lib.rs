@@ -14,6 +14,7 @@ pub mod capture;
 pub mod clock;
 pub mod config;
 pub mod decode;
+pub mod doctor;
 pub mod enrich;
 pub mod flows;
 pub mod logging;

@@ -49,6 +49,10 @@ enum Command {
     /// Check an audit trail (NDJSON files or directories): exit 0 intact,
     /// 1 unreadable input or key, 3 tampering, 4 incomplete.
     Verify(lbwitness_trail::verify::VerifyArgs),
+    /// Print what this host offers the agent (XDP, ring buffers, BTF,
+    /// tracepoints, kprobes, uprobes, fentry, privileges), what serves each
+    /// request-capture hook and why, and what to do about anything missing.
+    Doctor,
     /// Work with config files.
     Config {
         #[command(subcommand)]
@@ -121,6 +125,10 @@ fn main() -> ExitCode {
     logging::init(cli.log_format);
     match cli.command {
         Command::Verify(args) => lbwitness_trail::verify::run(args, |e| logging::error_line(e)),
+        Command::Doctor => {
+            lbwitness::doctor::run();
+            ExitCode::SUCCESS
+        }
         Command::Config {
             command: ConfigCommand::Check { file, flags },
             // A check starts no chain: `new_chain` stays off.

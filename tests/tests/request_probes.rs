@@ -627,3 +627,97 @@ fn inside_a_fresh_sys() {
     assert_eq!(data.len(), 2, "{data:?}");
     assert!(data.iter().all(|d| d.payload == REQUEST));
 }
+
+/// A copy of the tracefs files the loader reads (`events/<cat>/<name>/{id,format}`),
+/// removed on drop.
+struct FakeTracefs {
+    root: std::path::PathBuf,
+}
+
+impl FakeTracefs {
+    fn copy_of(real: &std::path::Path) -> Self {
+        let root = std::env::temp_dir().join(format!("lbw-fake-tracefs-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&root);
+        for cat in ["syscalls", "sock", "tcp", "sched"] {
+            for entry in std::fs::read_dir(real.join("events").join(cat)).expect("events") {
+                let entry = entry.unwrap();
+                if !entry.path().join("format").exists() {
+                    continue;
+                }
+                let dir = root.join("events").join(cat).join(entry.file_name());
+                std::fs::create_dir_all(&dir).unwrap();
+                for f in ["id", "format"] {
+                    std::fs::copy(entry.path().join(f), dir.join(f)).unwrap();
+                }
+            }
+        }
+        Self { root }
+    }
+
+    fn edit(&self, cat: &str, name: &str, from: &str, to: &str) {
+        let path = self.root.join("events").join(cat).join(name).join("format");
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert!(text.contains(from), "{from} in {}", path.display());
+        std::fs::write(&path, text.replace(from, to)).unwrap();
+    }
+}
+
+impl Drop for FakeTracefs {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.root);
+    }
+}
+
+/// A record whose field moved (as a future kernel might) makes its hook
+/// unavailable with the reason, after trying the kprobe variant; the
+/// programs are never attached to read the wrong bytes.
+#[test]
+fn a_changed_record_makes_its_hook_unavailable_never_a_wrong_read() {
+    require_root();
+    let real = tracefs::root().expect("tracefs");
+    let fake = FakeTracefs::copy_of(real);
+    fake.edit(
+        "sock",
+        "inet_sock_set_state",
+        "int oldstate;\toffset:16",
+        "int oldstate;\toffset:12",
+    );
+    fake.edit("tcp", "tcp_destroy_sock", "__u16 family", "__u16 fam");
+    let settings = RequestSettings::try_new(1 << 16, 256).unwrap();
+    let probes = RequestProbes::load_with_tracefs(&settings, &fake.root).expect("load");
+    let find = |h: Hook| {
+        probes
+            .choices()
+            .iter()
+            .find(|c| c.hook == h)
+            .unwrap()
+            .clone()
+    };
+    let state = find(Hook::SockState);
+    assert_ne!(state.via, Via::Tracepoint, "{state}");
+    assert!(
+        state.why.contains(
+            "record differs: field `oldstate` is at offset 12 size 4, the program reads 16/4"
+        ),
+        "{state}"
+    );
+    if !kprobes_configured() {
+        assert_eq!(state.via, Via::Unavailable, "{state}");
+        assert!(
+            state.why.contains("kprobe: tcp_set_state: attach failed"),
+            "{state}"
+        );
+        let connect = find(Hook::SockOfConnect);
+        assert_eq!(connect.via, Via::Unavailable, "{connect}");
+    }
+    let destroy = find(Hook::TcpDestroy);
+    assert_eq!(destroy.via, Via::Unavailable, "{destroy}");
+    assert!(
+        destroy.why.contains("field `family` is missing"),
+        "{destroy}"
+    );
+    // Everything else is unchanged.
+    assert_eq!(find(Hook::Syscalls).via, Via::Tracepoint);
+    assert_eq!(find(Hook::SockOfData).via, Via::Tracepoint);
+    assert_eq!(find(Hook::TcpResets).via, Via::Tracepoint);
+}

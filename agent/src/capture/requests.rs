@@ -5,7 +5,7 @@
 //! and the loader checks every field the program reads against the
 //! kernel's tracefs format before attaching), then the kprobe variant
 //! (kernel function names and the first, long-stable fields of
-//! `struct sock_common`; IPv4 tuples only for state changes), else the hook
+//! `struct sock_common`, IPv6 address offsets from the kernel BTF), else the hook
 //! is unavailable. Each decision is kept as a [`HookChoice`] with its
 //! reason. The syscall hook has no fallback and is required: without it
 //! nothing is captured, so [`RequestProbes::load`] fails.
@@ -14,6 +14,7 @@
 //! load is unchanged, and request events have their own ring buffer, so
 //! neither kind can starve the other.
 
+mod btf;
 mod choice;
 mod perf;
 
@@ -152,15 +153,29 @@ impl RequestProbes {
     /// Loads the request object with `settings` and attaches, per hook, the
     /// variant this kernel offers (see the module doc for the order).
     pub fn load(settings: &RequestSettings) -> Result<Self, RequestLoadError> {
-        let root = tracefs::root()?;
-        let ebpf = EbpfLoader::new()
-            .map_max_entries(names::EVENTS_MAP, settings.ring_bytes)
-            .override_global(names::CAPTURE_GLOBAL, &settings.capture_bytes, true)
+        Self::load_with_tracefs(settings, tracefs::root()?)
+    }
+
+    /// [`RequestProbes::load`] reading tracepoint ids and formats under
+    /// `root` instead of the mounted tracefs (tests give a copy with a
+    /// changed record, to see the hook refused).
+    pub fn load_with_tracefs(
+        settings: &RequestSettings,
+        root: &Path,
+    ) -> Result<Self, RequestLoadError> {
+        let v6 = V6Offsets::from_kernel();
+        let ebpf = v6
+            .set(
+                EbpfLoader::new()
+                    .map_max_entries(names::EVENTS_MAP, settings.ring_bytes)
+                    .override_global(names::CAPTURE_GLOBAL, &settings.capture_bytes, true),
+            )
             .load(REQUEST_OBJECT)?;
         let mut attacher = Attacher {
             ebpf,
             root,
             perf: Vec::new(),
+            v6,
         };
         let choices = attacher.choose_all()?;
         for c in &choices {
@@ -259,13 +274,58 @@ fn check(format: &Format, expected: &Expect) -> Result<(), Mismatch> {
     }
 }
 
-struct Attacher {
+struct Attacher<'r> {
     ebpf: Ebpf,
-    root: &'static Path,
+    root: &'r Path,
     perf: Vec<OwnedFd>,
+    v6: V6Offsets,
 }
 
-impl Attacher {
+/// Where `struct sock_common` keeps the IPv6 addresses, for the kprobe on
+/// tcp_set_state (0 and the reason when the kernel's BTF did not say).
+#[derive(Clone, Debug)]
+struct V6Offsets {
+    daddr: u32,
+    saddr: u32,
+    why: String,
+}
+
+impl V6Offsets {
+    fn from_kernel() -> Self {
+        let path = crate::preflight::VMLINUX_BTF;
+        let found = std::fs::read(path)
+            .map_err(|e| format!("{path}: {e}"))
+            .and_then(|blob| {
+                btf::member_offsets(&blob, "sock_common", &["skc_v6_daddr", "skc_v6_rcv_saddr"])
+                    .map_err(|e| e.to_string())
+            });
+        match found.as_deref() {
+            Ok(&[daddr, saddr]) => Self {
+                daddr,
+                saddr,
+                why: format!("IPv6 addresses at sock_common+{daddr}/+{saddr} from BTF"),
+            },
+            Ok(_) => Self::unknown("unexpected BTF answer".into()),
+            Err(e) => Self::unknown(e.clone()),
+        }
+    }
+
+    fn unknown(reason: String) -> Self {
+        Self {
+            daddr: 0,
+            saddr: 0,
+            why: format!("IPv6 state changes skipped and counted ({reason})"),
+        }
+    }
+
+    fn set<'l, 'a>(&'a self, loader: &'l mut EbpfLoader<'a>) -> &'l mut EbpfLoader<'a> {
+        loader
+            .override_global(names::KP_V6_DADDR_GLOBAL, &self.daddr, true)
+            .override_global(names::KP_V6_SADDR_GLOBAL, &self.saddr, true)
+    }
+}
+
+impl Attacher<'_> {
     fn choose_all(&mut self) -> Result<Vec<HookChoice>, RequestLoadError> {
         let mut out = Vec::new();
         let syscalls = self
@@ -281,11 +341,14 @@ impl Attacher {
             &[names::SOCK_SEND_LENGTH, names::SOCK_RECV_LENGTH],
             &[names::KP_TCP_SENDMSG, names::KP_TCP_RECVMSG],
         ));
-        let state = self.either(
+        let mut state = self.either(
             Hook::SockState,
             &[names::INET_SOCK_SET_STATE],
             &[names::KP_TCP_SET_STATE],
         );
+        if state.via == Via::Kprobe {
+            state.why = format!("{}; {}", state.why, self.v6.why);
+        }
         let state_via = state.via;
         out.push(state);
         out.push(if state_via == Via::Tracepoint {
@@ -433,7 +496,8 @@ fn load_kprobe<'a>(ebpf: &'a mut Ebpf, kp: &Kprobe) -> Result<&'a mut KProbe, St
 /// Loads every kprobe program of the request object (without attaching)
 /// and reports, per kernel function, whether the verifier accepted it.
 pub fn probe_kprobes() -> Vec<(&'static str, Result<(), String>)> {
-    let mut ebpf = match EbpfLoader::new().load(REQUEST_OBJECT) {
+    let v6 = V6Offsets::from_kernel();
+    let mut ebpf = match v6.set(&mut EbpfLoader::new()).load(REQUEST_OBJECT) {
         Ok(e) => e,
         Err(e) => {
             let why = format!("loading the object failed: {}", error_chain(&e));

@@ -61,7 +61,7 @@ impl Hook {
 pub enum Via {
     /// Tracepoints: a stable ABI whose record layout the loader checks.
     Tracepoint,
-    /// kprobes on kernel functions (IPv4 tuples only for state changes).
+    /// kprobes on kernel functions (IPv6 tuples only when BTF gave the offsets).
     Kprobe,
     /// Nothing: the hook's events are not captured.
     Unavailable,
