@@ -181,7 +181,16 @@ impl Input {
     /// or kind number), which the kernel never sends.
     pub fn from_event(ev: super::event::ReqEvent) -> Option<(u64, Self)> {
         use super::event::{ReqEvent, call, direction, tcp_kind};
-        let t = ev.ktime_ns();
+        let mut t = ev.ktime_ns();
+        // A close releases its fd early in the syscall; another thread can
+        // get the number back from accept or socket and use it before the
+        // close returns. So a close takes effect at its entry: stamped at
+        // its exit, it would end the connection that reused the fd.
+        if let ReqEvent::Call(c) = &ev {
+            if c.call == call::CLOSE && c.enter_ns > 0 {
+                t = c.enter_ns;
+            }
+        }
         let input = match ev {
             ReqEvent::Data(d) => Self::Data(Data {
                 thread: Thread {
