@@ -10,6 +10,7 @@
 //!
 //! Needs root, haproxy and nginx (`cargo xtask setup`).
 
+use std::net::SocketAddr;
 use std::time::Duration;
 
 use integration_tests::agent::Agent;
@@ -17,6 +18,8 @@ use integration_tests::lb::client::{Load, Requests};
 use integration_tests::lb::compare::{Comparison, compare};
 use integration_tests::lb::haproxy::{Haproxy, HaproxyConfig, Reuse};
 use integration_tests::lb::lab::LbLab;
+use integration_tests::lb::log_entry::LbLogEntry;
+use integration_tests::lb::nginx_lb::{NginxLb, NginxLbConfig};
 use integration_tests::netns::require_root;
 use serde_json::Value;
 
@@ -37,20 +40,43 @@ fn request_records(records: &[Value]) -> Vec<Value> {
 
 /// Runs `load` through HAProxy started with `config`, with the agent
 /// attached, and compares the agent's records with HAProxy's log.
-fn haproxy_run(tag: &str, config: HaproxyConfig, load: impl FnOnce(&mut Load)) -> (Comparison, Vec<Value>) {
+fn haproxy_run(
+    tag: &str,
+    config: HaproxyConfig,
+    load: impl FnOnce(&mut Load),
+) -> (Comparison, Vec<Value>) {
+    capture_run(
+        tag,
+        |lab| Haproxy::start(lab, config).unwrap(),
+        |lb| lb.config.frontends()[0],
+        |lb, n| lb.log_entries(n, LOG_WAIT).unwrap(),
+        load,
+    )
+}
+
+/// Starts the load balancer `start` makes in a fresh lab, attaches the
+/// agent, runs `load` against `frontend`, and compares the agent's request
+/// records with what `log` reads from the load balancer's own log.
+fn capture_run<L>(
+    tag: &str,
+    start: impl FnOnce(&LbLab) -> L,
+    frontend: impl Fn(&L) -> SocketAddr,
+    log: impl Fn(&L, usize) -> Vec<LbLogEntry>,
+    load: impl FnOnce(&mut Load),
+) -> (Comparison, Vec<Value>) {
     require_root();
     // An agent follows every process named like a load balancer on the
     // host, so two of these tests at once would see each other's requests.
     let _one_at_a_time = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     let lab = LbLab::new(tag).unwrap();
-    let lb = Haproxy::start(&lab, config).unwrap();
+    let lb = start(&lab);
     let mut agent = Agent::start(&lab.net.lb, lab.net.frontend_iface(), &[]);
     wait_following(&agent);
-    let mut spec = Load::new(lb.config.frontends()[0], lab.client_ips());
+    let mut spec = Load::new(frontend(&lb), lab.client_ips());
     load(&mut spec);
     let report = spec.run(&lab.net.client);
     assert!(report.errors().is_empty(), "{:?}", report.errors().first());
-    let log = lb.log_entries(report.exchanges.len(), LOG_WAIT).unwrap();
+    let log = log(&lb, report.exchanges.len());
     let exit = agent.stop_with(libc::SIGTERM);
     assert!(exit.status.success(), "{}", agent.log_text());
     let records = agent.records();
@@ -71,7 +97,10 @@ fn haproxy_run(tag: &str, config: HaproxyConfig, load: impl FnOnce(&mut Load)) -
 /// Waits until the agent follows the load balancer.
 fn wait_following(agent: &Agent) {
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    while !agent.log_text().contains("following a load-balancer process") {
+    while !agent
+        .log_text()
+        .contains("following a load-balancer process")
+    {
         assert!(
             std::time::Instant::now() < deadline,
             "the agent never followed the load balancer:\n{}",
@@ -86,7 +115,10 @@ fn assert_sound(c: &Comparison) {
     assert!(c.wrong.is_empty(), "wrong mappings:\n{c}");
     assert!(c.missing.is_empty(), "requests without a record:\n{c}");
     assert!(c.extra.is_empty(), "records without a request:\n{c}");
-    assert!(c.mismatches.is_empty(), "fields that differ from the log:\n{c}");
+    assert!(
+        c.mismatches.is_empty(),
+        "fields that differ from the log:\n{c}"
+    );
 }
 
 #[test]
@@ -103,11 +135,15 @@ fn haproxy_keep_alive_distinct_requests_all_map() {
         .filter(|r| r["event"]["dataset"] == "lbwitness.connection")
         .collect();
     assert!(
-        conns.iter().any(|r| r["lbwitness"]["connection"]["role"] == "client-side"),
+        conns
+            .iter()
+            .any(|r| r["lbwitness"]["connection"]["role"] == "client-side"),
         "no client connection records"
     );
     assert!(
-        conns.iter().any(|r| r["lbwitness"]["connection"]["role"] == "backend-side"),
+        conns
+            .iter()
+            .any(|r| r["lbwitness"]["connection"]["role"] == "backend-side"),
         "no backend connection records"
     );
 }
@@ -143,4 +179,39 @@ fn haproxy_reuse_always_four_threads_identical_requests_never_map_wrongly() {
         c.ambiguous,
         c.total
     );
+}
+
+#[test]
+fn nginx_upstream_keepalive_distinct_requests_all_map() {
+    let (c, _) = capture_run(
+        "rqnx",
+        |lab| NginxLb::start(lab, NginxLbConfig::default()).unwrap(),
+        |lb| lb.config.frontend(),
+        |lb, n| lb.log_entries(n, LOG_WAIT).unwrap(),
+        |load| {
+            load.requests = 200;
+            load.connections = 20;
+        },
+    );
+    assert_sound(&c);
+    assert_eq!(c.mapped, c.total, "nginx requests must all map:\n{c}");
+}
+
+#[test]
+fn nginx_identical_requests_all_map() {
+    let (c, _) = capture_run(
+        "rqnxid",
+        |lab| NginxLb::start(lab, NginxLbConfig::default()).unwrap(),
+        |lb| lb.config.frontend(),
+        |lb, n| lb.log_entries(n, LOG_WAIT).unwrap(),
+        |load| {
+            load.requests = 200;
+            load.connections = 50;
+            load.kind = Requests::Cycle(vec!["/same".into()]);
+        },
+    );
+    assert_sound(&c);
+    // nginx serves one request per worker thread at a time, so even
+    // byte-identical requests are told apart by thread and order.
+    assert_eq!(c.mapped, c.total, "nginx requests must all map:\n{c}");
 }

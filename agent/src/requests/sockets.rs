@@ -306,16 +306,26 @@ mod tests {
     #[test]
     fn a_socket_address_reused_by_a_connect_is_a_new_connection() {
         let mut t = Table::default();
-        let Bound::New { id: old, .. } = t.bind(10, 5, 0xa) else { panic!() };
+        let Bound::New { id: old, .. } = t.bind(10, 5, 0xa) else {
+            panic!()
+        };
         // Freed and reused by another thread's connect before fd 5's close
         // returned.
-        let Bound::New { id: new, replaced: None } = t.bind_new(10, 6, 0xa) else {
+        let Bound::New {
+            id: new,
+            replaced: None,
+        } = t.bind_new(10, 6, 0xa)
+        else {
             panic!()
         };
         assert_ne!(old, new);
         assert_eq!(t.by_sk(0xa), Some(new));
         assert_eq!(t.close(10, 5), Some(old));
-        assert_eq!(t.by_sk(0xa), Some(new), "the old close leaves the new socket");
+        assert_eq!(
+            t.by_sk(0xa),
+            Some(new),
+            "the old close leaves the new socket"
+        );
     }
 
     #[test]
