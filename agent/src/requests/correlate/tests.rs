@@ -69,7 +69,8 @@ fn a_lone_pair_is_mapped() {
 fn every_identity_condition_is_required() {
     let c = client(1, FP_A, 10, 40);
     let b = backend(2, FP_A, 20, 30);
-    let breaks: [(&str, fn(&mut BackendSide)); 4] = [
+    type Break = (&'static str, fn(&mut BackendSide));
+    let breaks: [Break; 4] = [
         ("tgid", |b| b.tgid = 2),
         ("tid", |b| b.tid = 2),
         ("fingerprint", |b| b.fingerprint = FP_B),

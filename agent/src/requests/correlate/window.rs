@@ -177,10 +177,8 @@ impl Windows {
             .open
             .get(&key)
             .is_some_and(|w| w.in_flight.contains_key(&c.id));
-        if !in_flight {
-            if let Some(reason) = self.forgotten.take(c.id) {
-                return Some(closed(key, vec![(c.id, unknown(reason))]));
-            }
+        if !in_flight && let Some(reason) = self.forgotten.take(c.id) {
+            return Some(closed(key, vec![(c.id, unknown(reason))]));
         }
         let Some(window) = self.open.get_mut(&key) else {
             // Its start was never seen and its window, if any, is gone with
@@ -235,18 +233,21 @@ impl Windows {
 
     /// Gives up on requests in flight since before `now - timeout` (kernel
     /// ns); their windows are tainted (`timeout`) and close once nothing
-    /// else is in flight.
+    /// else is in flight. Scans every in-flight request: call it on a timer
+    /// (say once a second), not per event.
     pub fn expire(&mut self, now: u64) -> Vec<Closed> {
         self.advance(now);
         let Some(deadline) = now.checked_sub(self.limits.timeout_ns()) else {
             return Vec::new();
         };
-        let stale: Vec<(u32, u32)> = self
+        let mut stale: Vec<(u32, u32)> = self
             .open
             .iter()
             .filter(|(_, w)| w.in_flight.values().any(|&s| s < deadline))
             .map(|(&k, _)| k)
             .collect();
+        // Deterministic output, whatever the map's order.
+        stale.sort_unstable();
         let mut out = Vec::new();
         for key in stale {
             self.give_up(key, Reason::Timeout, |start| start < deadline);
@@ -259,12 +260,15 @@ impl Windows {
     /// flight are reported, with everything sharing their window, as
     /// `unfinished`.
     pub fn flush_all(&mut self) -> Vec<Closed> {
+        let mut open: Vec<_> = std::mem::take(&mut self.open).into_iter().collect();
+        open.sort_unstable_by_key(|(key, _)| *key);
         let mut out = Vec::new();
-        for (key, mut window) in std::mem::take(&mut self.open) {
-            let mut results: Vec<(u64, Mapping)> = window
-                .in_flight
-                .drain()
-                .map(|(id, _)| (id, unknown(Reason::Unfinished)))
+        for (key, mut window) in open {
+            let mut ids: Vec<u64> = window.in_flight.drain().map(|(id, _)| id).collect();
+            ids.sort_unstable();
+            let mut results: Vec<(u64, Mapping)> = ids
+                .into_iter()
+                .map(|id| (id, unknown(Reason::Unfinished)))
                 .collect();
             if !results.is_empty() {
                 window.taint(Reason::Unfinished);
@@ -348,12 +352,12 @@ impl Windows {
         key: (u32, u32),
         mut results: Vec<(u64, Mapping)>,
     ) -> Option<Closed> {
-        if let Some(window) = self.open.get_mut(&key) {
-            if window.in_flight.is_empty() {
-                window.drain(&mut results);
-                self.open.remove(&key);
-                self.counters.windows_closed += 1;
-            }
+        if let Some(window) = self.open.get_mut(&key)
+            && window.in_flight.is_empty()
+        {
+            window.drain(&mut results);
+            self.open.remove(&key);
+            self.counters.windows_closed += 1;
         }
         (!results.is_empty()).then(|| closed(key, results))
     }
