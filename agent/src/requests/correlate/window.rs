@@ -121,7 +121,9 @@ pub struct Windows {
     open: HashMap<(u32, u32), Window>,
     pending: Vec<Pending>,
     forgotten: Forgotten,
-    /// The latest kernel time seen in any event.
+    /// A lower bound of the current kernel time: the latest start seen
+    /// (`t_read`, `t_write`, a start, `expire`'s `now`). Ends are left out:
+    /// a request cut short may carry `u64::MAX` as its response time.
     now: u64,
     counters: Counters,
 }
@@ -171,7 +173,7 @@ impl Windows {
     /// A client request's response was written in full, or its connection
     /// ended. Closes the window if the thread has nothing else in flight.
     pub fn client_done(&mut self, c: ClientSide) -> Option<Closed> {
-        self.advance(c.t_resp_write.max(c.t_read));
+        self.advance(c.t_read);
         let key = (c.tgid, c.tid);
         let in_flight = self
             .open
@@ -195,7 +197,7 @@ impl Windows {
 
     /// A backend request's response was read.
     pub fn backend_done(&mut self, b: BackendSide) -> Option<Closed> {
-        self.advance(b.t_resp_read.max(b.t_write));
+        self.advance(b.t_write);
         let key = (b.tgid, b.tid);
         let Some(window) = self.open.get_mut(&key) else {
             self.counters.unmatched_backends += 1;

@@ -282,3 +282,17 @@ fn forgotten_ids_are_bounded() {
     }
     assert!(w.forgotten_len() <= 2);
 }
+
+#[test]
+fn a_request_cut_short_does_not_move_the_clock() {
+    // The lead reports an exchange cut short with `u64::MAX` as its
+    // response time; a loss after it must not taint windows forever.
+    let mut w = Windows::new(limits(4096, 1_000));
+    w.client_started(1, 1, 1, 100);
+    w.client_done(client(1, 1, 100, u64::MAX));
+    w.taint(1, Threads::All, Reason::EventsLost);
+    w.client_started(1, 1, 2, 5_000);
+    w.backend_done(backend(1, 12, 5_010, 5_020));
+    let out = results(w.client_done(client(1, 2, 5_000, 5_030)));
+    assert_eq!(out, vec![(2, Mapping::Mapped { backend: 12 })]);
+}
