@@ -296,3 +296,15 @@ fn a_request_cut_short_does_not_move_the_clock() {
     let out = results(w.client_done(client(1, 2, 5_000, 5_030)));
     assert_eq!(out, vec![(2, Mapping::Mapped { backend: 12 })]);
 }
+
+#[test]
+fn any_reason_given_as_a_taint_is_the_one_reported() {
+    for reason in Reason::ALL {
+        let mut w = Windows::default();
+        w.client_started(1, 1, 1, 10);
+        w.taint(1, Threads::One(1), reason);
+        w.backend_done(backend(1, 11, 20, 30));
+        let out = results(w.client_done(client(1, 1, 10, 40)));
+        assert_eq!(out, vec![(1, ambiguous(&[11], reason))], "{reason}");
+    }
+}
