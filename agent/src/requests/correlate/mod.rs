@@ -11,7 +11,10 @@
 //!   body prefixes agree on their common length;
 //! - `c.t_read < b.t_write < b.t_resp_read < c.t_resp_write`;
 //! - they have the same status, and their response body prefixes agree;
-//! - if both carry an exact-mode tag, it is the same tag.
+//! - if the client expects an exact-mode tag, the backend carries that tag.
+//!   The tag needs only be unique among requests in flight together: with
+//!   `http-request set-header X-LBW %ci:%cp` the requests of one client
+//!   connection share it, but they are never in flight at once.
 //!
 //! The candidates form a bipartite graph. The truth is one maximum matching
 //! of it, but not necessarily the one an algorithm finds, so only the edges

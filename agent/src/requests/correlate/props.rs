@@ -209,6 +209,9 @@ struct World {
     truth: std::collections::HashMap<u64, u64>,
     distinct: bool,
     strays: Strays,
+    /// Exact mode: each client expects a tag unique to it, its backend
+    /// request carries it; health checks carry none.
+    exact: bool,
 }
 
 fn fingerprint(n: u64) -> [u8; 32] {
@@ -221,7 +224,8 @@ fn cut(body: &[u8], n: usize) -> Vec<u8> {
     body[..n.min(body.len())].to_vec()
 }
 
-fn build(reqs: Vec<Req>, checks: Vec<Check>, distinct: bool, strays: Strays) -> World {
+fn build(reqs: Vec<Req>, checks: Vec<Check>, modes: (bool, bool), strays: Strays) -> World {
+    let (distinct, exact) = modes;
     let lb_allowed = matches!(strays, Strays::LbGenerated | Strays::Both);
     let mut world = World {
         clients: Vec::new(),
@@ -229,6 +233,7 @@ fn build(reqs: Vec<Req>, checks: Vec<Check>, distinct: bool, strays: Strays) -> 
         truth: Default::default(),
         distinct,
         strays,
+        exact,
     };
     for (i, r) in reqs.iter().enumerate() {
         let id = i as u64 + 1;
@@ -247,6 +252,7 @@ fn build(reqs: Vec<Req>, checks: Vec<Check>, distinct: bool, strays: Strays) -> 
         } else {
             RESP_BODIES[r.resp_body]
         };
+        let tag = exact.then(|| format!("192.0.2.7:{}", 40_000 + id));
         let client = ClientSide {
             id,
             tgid: 1,
@@ -258,7 +264,7 @@ fn build(reqs: Vec<Req>, checks: Vec<Check>, distinct: bool, strays: Strays) -> 
             status: STATUSES[r.status],
             // Both-flavour pages keep at least one byte so they never agree.
             resp_body: cut(page, r.cuts[2].max(1)),
-            tag: None,
+            tag: tag.clone(),
         };
         let b_done = t_resp_read + g_bdone;
         world
@@ -277,7 +283,7 @@ fn build(reqs: Vec<Req>, checks: Vec<Check>, distinct: bool, strays: Strays) -> 
             t_resp_read,
             status: STATUSES[r.status],
             resp_body: cut(RESP_BODIES[r.resp_body], r.cuts[3].max(1)),
-            tag: None,
+            tag,
         };
         world.truth.insert(backend.id, id);
         world.backends.push((backend, b_done));
@@ -309,12 +315,13 @@ fn world() -> impl Strategy<Value = World> {
         Just(Strays::HealthChecks),
         Just(Strays::Both)
     ];
-    (1u32..=2, 1u8..=4, any::<bool>(), strays).prop_flat_map(|(threads, fps, distinct, strays)| {
+    let modes = (any::<bool>(), proptest::bool::weighted(0.25));
+    (1u32..=2, 1u8..=4, modes, strays).prop_flat_map(|(threads, fps, modes, strays)| {
         (
             proptest::collection::vec(req(threads, fps), 1..24),
             proptest::collection::vec(check(threads, fps), 0..6),
         )
-            .prop_map(move |(reqs, checks)| build(reqs, checks, distinct, strays))
+            .prop_map(move |(reqs, checks)| build(reqs, checks, modes, strays))
     })
 }
 
@@ -340,6 +347,7 @@ impl World {
         for (client, m) in results {
             match m.backend() {
                 Some(b) if self.truth.get(&b) != Some(client) => wrong.push((*client, b)),
+                Some(_) if self.exact && !matches!(m, Mapping::Exact { .. }) => unmapped += 1,
                 Some(_) => {}
                 None if self.served(*client) => unmapped += 1,
                 None => {}
@@ -348,10 +356,10 @@ impl World {
         (wrong, unmapped)
     }
 
-    /// Whether every served client must be mapped: distinct requests and
-    /// no health check to tie with.
+    /// Whether every served client must be mapped: exact mode, or distinct
+    /// requests and no health check to tie with.
     fn all_must_map(&self) -> bool {
-        self.distinct && matches!(self.strays, Strays::None | Strays::LbGenerated)
+        self.exact || (self.distinct && matches!(self.strays, Strays::None | Strays::LbGenerated))
     }
 
     /// The lead's events, in kernel-time order (stable for equal times).
