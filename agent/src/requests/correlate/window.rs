@@ -59,7 +59,7 @@ pub struct Closed {
     pub results: Vec<(u64, Mapping)>,
 }
 
-/// What the windows counted; each counter is incremented in one place.
+/// What the windows counted, for the stage's telemetry.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Counters {
     /// Backend requests done on a thread with no open window, dropped.
