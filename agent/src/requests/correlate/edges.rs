@@ -19,7 +19,7 @@ use super::side::{BackendSide, ClientSide};
 /// - `c.t_read < b.t_write < b.t_resp_read < c.t_resp_write`: the LB can't
 ///   forward before it reads, nor answer with what it hasn't read;
 /// - same status and agreeing response-body prefixes;
-/// - if both carry an exact-mode tag, the same tag.
+/// - if the client expects an exact-mode tag, the backend carries it.
 pub(super) fn compatible(c: &ClientSide, b: &BackendSide) -> bool {
     c.tgid == b.tgid
         && c.tid == b.tid
@@ -39,12 +39,13 @@ fn prefixes_agree(a: &[u8], b: &[u8]) -> bool {
     a[..n] == b[..n]
 }
 
-/// A tag constrains only when both sides carry one: a side without the
-/// header (exact mode off for that frontend) falls back to content.
-fn tags_agree(a: Option<&str>, b: Option<&str>) -> bool {
-    match (a, b) {
-        (Some(a), Some(b)) => a == b,
-        _ => true,
+/// A client with an expected tag (exact mode on for its frontend) needs a
+/// backend request carrying that tag: one without it (a health check, say)
+/// is not its forwarded copy. A client without one ignores tags.
+fn tags_agree(client: Option<&str>, backend: Option<&str>) -> bool {
+    match client {
+        Some(expected) => backend == Some(expected),
+        None => true,
     }
 }
 

@@ -27,7 +27,9 @@ pub struct ClientSide {
     pub status: u16,
     /// A prefix of the response body the client received.
     pub resp_body: Vec<u8>,
-    /// Exact-mode tag expected on the backend side, if the lead knows it.
+    /// Exact-mode tag expected on the backend side (the `X-LBW` value the
+    /// load balancer adds for this request), if exact mode is on for its
+    /// frontend; then only backend requests carrying it are candidates.
     pub tag: Option<String>,
 }
 

@@ -84,17 +84,19 @@ fn solve_bucket(
     backends: &[BackendSide],
     out: &mut [Outcome],
 ) {
+    // Vertex indices are u32 (see `graph`); no real window comes near.
+    let fits = |n: usize| u32::try_from(n).is_ok();
+    if !fits(bucket.clients.len()) || !fits(bucket.backends.len()) {
+        return too_many(bucket, out);
+    }
     let mut edges: Vec<(u32, u32)> = Vec::new();
     for (l, &ci) in bucket.clients.iter().enumerate() {
         for r in bucket.candidates(&clients[ci], backends) {
-            let edge = (u32::try_from(l), u32::try_from(r));
-            let (Ok(l), Ok(r)) = edge else {
-                return too_many(bucket, out);
-            };
             if edges.len() == MAX_BUCKET_EDGES {
                 return too_many(bucket, out);
             }
-            edges.push((l, r));
+            // Both below the sizes checked above.
+            edges.push((l as u32, r as u32));
         }
     }
     let graph = Graph::from_edges(bucket.clients.len(), bucket.backends.len(), &edges);

@@ -69,7 +69,8 @@ fn a_lone_pair_is_mapped() {
 fn every_identity_condition_is_required() {
     let c = client(1, FP_A, 10, 40);
     let b = backend(2, FP_A, 20, 30);
-    let breaks: [(&str, fn(&mut BackendSide)); 4] = [
+    type Break = (&'static str, fn(&mut BackendSide));
+    let breaks: [Break; 4] = [
         ("tgid", |b| b.tgid = 2),
         ("tid", |b| b.tid = 2),
         ("fingerprint", |b| b.fingerprint = FP_B),
@@ -144,7 +145,7 @@ fn body_prefixes_must_agree_on_their_common_length() {
 }
 
 #[test]
-fn tags_constrain_only_when_both_sides_have_one() {
+fn a_client_expecting_a_tag_needs_it() {
     let tagged_c = |tag: &str| ClientSide {
         tag: Some(tag.into()),
         ..client(1, FP_A, 10, 40)
@@ -161,7 +162,11 @@ fn tags_constrain_only_when_both_sides_have_one() {
         one(tagged_c("a"), &[tagged_b("b")]),
         ambiguous(&[], Reason::NoCandidate)
     );
-    assert_eq!(one(tagged_c("a"), &[backend(2, FP_A, 20, 30)]), mapped(2));
+    assert_eq!(
+        one(tagged_c("a"), &[backend(2, FP_A, 20, 30)]),
+        ambiguous(&[], Reason::NoCandidate),
+        "a health check has no tag"
+    );
     assert_eq!(one(client(1, FP_A, 10, 40), &[tagged_b("a")]), mapped(2));
 }
 
@@ -341,4 +346,29 @@ fn reasons_and_kinds_have_stable_distinct_kebab_names() {
     assert_eq!(Mapping::Exact { backend: 1 }.backend(), Some(1));
     assert_eq!(ambiguous(&[1], Reason::Tie).backend(), None);
     assert_eq!(ambiguous(&[1], Reason::Tie).kind(), "ambiguous");
+}
+
+#[test]
+fn one_connection_s_requests_share_a_tag_and_are_told_apart_by_time() {
+    // `X-LBW %ci:%cp`: keep-alive requests of one connection, identical,
+    // one after the other; a health check without the tag in between.
+    let c = |id: u64, t: u64| ClientSide {
+        tag: Some("192.0.2.7:51544".into()),
+        ..client(id, FP_A, t, t + 30)
+    };
+    let b = |id: u64, t: u64| BackendSide {
+        tag: Some("192.0.2.7:51544".into()),
+        ..backend(id, FP_A, t + 10, t + 20)
+    };
+    let out = correlate(
+        &[c(1, 0), c(2, 100)],
+        &[b(11, 0), backend(99, FP_A, 12, 18), b(12, 100)],
+    );
+    assert_eq!(
+        out,
+        vec![
+            (1, Mapping::Exact { backend: 11 }),
+            (2, Mapping::Exact { backend: 12 })
+        ]
+    );
 }

@@ -59,7 +59,7 @@ pub struct Closed {
     pub results: Vec<(u64, Mapping)>,
 }
 
-/// What the windows counted; each counter is incremented in one place.
+/// What the windows counted, for the stage's telemetry.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Counters {
     /// Backend requests done on a thread with no open window, dropped.
@@ -121,7 +121,9 @@ pub struct Windows {
     open: HashMap<(u32, u32), Window>,
     pending: Vec<Pending>,
     forgotten: Forgotten,
-    /// The latest kernel time seen in any event.
+    /// A lower bound of the current kernel time: the latest start seen
+    /// (`t_read`, `t_write`, a start, `expire`'s `now`). Ends are left out:
+    /// a request cut short may carry `u64::MAX` as its response time.
     now: u64,
     counters: Counters,
 }
@@ -171,16 +173,14 @@ impl Windows {
     /// A client request's response was written in full, or its connection
     /// ended. Closes the window if the thread has nothing else in flight.
     pub fn client_done(&mut self, c: ClientSide) -> Option<Closed> {
-        self.advance(c.t_resp_write.max(c.t_read));
+        self.advance(c.t_read);
         let key = (c.tgid, c.tid);
         let in_flight = self
             .open
             .get(&key)
             .is_some_and(|w| w.in_flight.contains_key(&c.id));
-        if !in_flight {
-            if let Some(reason) = self.forgotten.take(c.id) {
-                return Some(closed(key, vec![(c.id, unknown(reason))]));
-            }
+        if !in_flight && let Some(reason) = self.forgotten.take(c.id) {
+            return Some(closed(key, vec![(c.id, unknown(reason))]));
         }
         let Some(window) = self.open.get_mut(&key) else {
             // Its start was never seen and its window, if any, is gone with
@@ -197,7 +197,7 @@ impl Windows {
 
     /// A backend request's response was read.
     pub fn backend_done(&mut self, b: BackendSide) -> Option<Closed> {
-        self.advance(b.t_resp_read.max(b.t_write));
+        self.advance(b.t_write);
         let key = (b.tgid, b.tid);
         let Some(window) = self.open.get_mut(&key) else {
             self.counters.unmatched_backends += 1;
@@ -235,18 +235,21 @@ impl Windows {
 
     /// Gives up on requests in flight since before `now - timeout` (kernel
     /// ns); their windows are tainted (`timeout`) and close once nothing
-    /// else is in flight.
+    /// else is in flight. Scans every in-flight request: call it on a timer
+    /// (say once a second), not per event.
     pub fn expire(&mut self, now: u64) -> Vec<Closed> {
         self.advance(now);
         let Some(deadline) = now.checked_sub(self.limits.timeout_ns()) else {
             return Vec::new();
         };
-        let stale: Vec<(u32, u32)> = self
+        let mut stale: Vec<(u32, u32)> = self
             .open
             .iter()
             .filter(|(_, w)| w.in_flight.values().any(|&s| s < deadline))
             .map(|(&k, _)| k)
             .collect();
+        // Deterministic output, whatever the map's order.
+        stale.sort_unstable();
         let mut out = Vec::new();
         for key in stale {
             self.give_up(key, Reason::Timeout, |start| start < deadline);
@@ -259,12 +262,15 @@ impl Windows {
     /// flight are reported, with everything sharing their window, as
     /// `unfinished`.
     pub fn flush_all(&mut self) -> Vec<Closed> {
+        let mut open: Vec<_> = std::mem::take(&mut self.open).into_iter().collect();
+        open.sort_unstable_by_key(|(key, _)| *key);
         let mut out = Vec::new();
-        for (key, mut window) in std::mem::take(&mut self.open) {
-            let mut results: Vec<(u64, Mapping)> = window
-                .in_flight
-                .drain()
-                .map(|(id, _)| (id, unknown(Reason::Unfinished)))
+        for (key, mut window) in open {
+            let mut ids: Vec<u64> = window.in_flight.drain().map(|(id, _)| id).collect();
+            ids.sort_unstable();
+            let mut results: Vec<(u64, Mapping)> = ids
+                .into_iter()
+                .map(|id| (id, unknown(Reason::Unfinished)))
                 .collect();
             if !results.is_empty() {
                 window.taint(Reason::Unfinished);
@@ -348,12 +354,12 @@ impl Windows {
         key: (u32, u32),
         mut results: Vec<(u64, Mapping)>,
     ) -> Option<Closed> {
-        if let Some(window) = self.open.get_mut(&key) {
-            if window.in_flight.is_empty() {
-                window.drain(&mut results);
-                self.open.remove(&key);
-                self.counters.windows_closed += 1;
-            }
+        if let Some(window) = self.open.get_mut(&key)
+            && window.in_flight.is_empty()
+        {
+            window.drain(&mut results);
+            self.open.remove(&key);
+            self.counters.windows_closed += 1;
         }
         (!results.is_empty()).then(|| closed(key, results))
     }

@@ -225,14 +225,13 @@ fn flush_all_reports_everything_unfinished() {
     w.client_started(1, 1, 2, 11);
     w.backend_done(backend(1, 11, 20, 30));
     w.client_done(client(1, 1, 10, 40));
-    let mut out = w.flush_all();
+    let out = w.flush_all();
     assert_eq!(out.len(), 1);
-    out[0].results.sort_by_key(|(id, _)| *id);
     assert_eq!(
         out[0].results,
         vec![
-            (1, ambiguous(&[11], Reason::Unfinished)),
-            (2, ambiguous(&[], Reason::Unfinished))
+            (2, ambiguous(&[], Reason::Unfinished)),
+            (1, ambiguous(&[11], Reason::Unfinished))
         ]
     );
     assert_eq!(w.open_windows(), 0);
@@ -282,4 +281,30 @@ fn forgotten_ids_are_bounded() {
         w.client_started(1, 1, id, id);
     }
     assert!(w.forgotten_len() <= 2);
+}
+
+#[test]
+fn a_request_cut_short_does_not_move_the_clock() {
+    // The lead reports an exchange cut short with `u64::MAX` as its
+    // response time; a loss after it must not taint windows forever.
+    let mut w = Windows::new(limits(4096, 1_000));
+    w.client_started(1, 1, 1, 100);
+    w.client_done(client(1, 1, 100, u64::MAX));
+    w.taint(1, Threads::All, Reason::EventsLost);
+    w.client_started(1, 1, 2, 5_000);
+    w.backend_done(backend(1, 12, 5_010, 5_020));
+    let out = results(w.client_done(client(1, 2, 5_000, 5_030)));
+    assert_eq!(out, vec![(2, Mapping::Mapped { backend: 12 })]);
+}
+
+#[test]
+fn any_reason_given_as_a_taint_is_the_one_reported() {
+    for reason in Reason::ALL {
+        let mut w = Windows::default();
+        w.client_started(1, 1, 1, 10);
+        w.taint(1, Threads::One(1), reason);
+        w.backend_done(backend(1, 11, 20, 30));
+        let out = results(w.client_done(client(1, 1, 10, 40)));
+        assert_eq!(out, vec![(1, ambiguous(&[11], reason))], "{reason}");
+    }
 }
