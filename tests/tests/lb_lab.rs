@@ -96,6 +96,8 @@ fn assert_log_matches(log: &[LbLogEntry], report: &LoadReport, lab: &LbLab, fron
             "{entry:?}"
         );
     }
+    let sources: BTreeSet<_> = log.iter().map(|e| e.client.ip()).collect();
+    assert_eq!(sources, clients, "every source address is used");
     let witness = report.as_records(frontend, &lab.servers(), "shop.example");
     let comparison = compare(log, &witness);
     assert!(comparison.is_perfect(), "{comparison}");
@@ -148,6 +150,31 @@ fn haproxy_http_reuse_always_close_identical_many_connections() {
         load.keep_alive = false;
         load.kind = Requests::Cycle(vec!["/same".into()]);
     });
+}
+
+#[test]
+fn haproxy_exact_mode_header_reaches_the_backends() {
+    let mut config = HaproxyConfig::http();
+    config.exact_header = true;
+    let lab = LbLab::new("lbexact").unwrap();
+    let lb = Haproxy::start(&lab, config).unwrap();
+    let mut load = Load::new(lb.config.frontends()[0], lab.client_ips());
+    load.requests = 40;
+    load.connections = 4;
+    load.kind = Requests::Cycle(vec!["/same".into()]);
+    let report = load.run(&lab.net.client);
+    assert_clean(&report, &lab);
+    let mut seen = BTreeSet::new();
+    for e in &report.exchanges {
+        // `%ci:%cp:%rt`: the client, then the request's counter.
+        let header = e
+            .seen_lbw
+            .as_deref()
+            .unwrap_or_else(|| panic!("no X-LBW: {e:?}"));
+        let prefix = format!("{}:", e.local.unwrap());
+        assert!(header.starts_with(&prefix), "{header} for {e:?}");
+        assert!(seen.insert(header.to_owned()), "{header} twice");
+    }
 }
 
 #[test]

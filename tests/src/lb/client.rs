@@ -162,6 +162,7 @@ impl Load {
                 status: None,
                 served_by: None,
                 x_peer: None,
+                seen_lbw: None,
                 error: None,
                 started: SystemTime::now(),
                 elapsed: Duration::ZERO,
@@ -191,6 +192,10 @@ impl Load {
                         .map(str::to_owned)
                         .or_else(|| served_by(&response.body));
                     exchange.x_peer = response.header("x-peer").and_then(|p| p.parse().ok());
+                    exchange.seen_lbw = response
+                        .header("x-seen-lbw")
+                        .filter(|v| !v.is_empty())
+                        .map(str::to_owned);
                     if response.closes || !self.keep_alive {
                         conn = None;
                     }
@@ -271,6 +276,9 @@ pub struct Exchange {
     pub served_by: Option<String>,
     /// The backend's view of its peer (`X-Peer`).
     pub x_peer: Option<SocketAddr>,
+    /// The exact mode's `X-LBW` header as the backend received it (the
+    /// backends echo it as `X-Seen-LBW`), if the LB added one.
+    pub seen_lbw: Option<String>,
     /// What went wrong, if anything did.
     pub error: Option<String>,
     /// When it was sent.
