@@ -421,3 +421,26 @@ fn nothing_left_behind_even_on_panic() {
         );
     }
 }
+
+/// The figures' scale (2,000+ requests, 100 connections) for both load
+/// balancers: `cargo test -p integration-tests --test lb_lab -- --ignored`.
+#[test]
+#[ignore = "a larger run: about 10 s"]
+fn soak_haproxy_and_nginx_2000_requests() {
+    let mut config = HaproxyConfig::http();
+    config.nbthread = 4;
+    config.reuse = Reuse::Always;
+    haproxy_http_run(config, |load| {
+        load.requests = 2000;
+        load.connections = 100;
+    });
+    let lab = LbLab::new("lbsoak").unwrap();
+    let lb = NginxLb::start(&lab, NginxLbConfig::default()).unwrap();
+    let mut load = Load::new(lb.config.frontend(), lab.client_ips());
+    load.requests = 2000;
+    load.connections = 100;
+    let report = load.run(&lab.net.client);
+    assert_clean(&report, &lab);
+    let log = lb.log_entries(report.exchanges.len(), LOG_WAIT).unwrap();
+    assert_log_matches(&log, &report, &lab, lb.config.frontend());
+}
