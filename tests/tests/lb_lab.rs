@@ -14,8 +14,11 @@
 //! * HAProxy with `option http-server-close` and 2 threads.
 //! * nginx as the LB (2 workers, upstream keepalive): the same, with the
 //!   backends' `X-Peer` logged as `$upstream_http_x_peer`.
-//! * HAProxy TCP mode with and without splice: one line per connection,
-//!   with the client's address and the backend's view of the LB.
+//! * HAProxy TCP mode without splice, with `splice-auto` and with splicing
+//!   forced (`splice-request`/`splice-response`; HAProxy then holds pipes,
+//!   which `splice-auto` alone did not make it do for small messages): one
+//!   line per connection, with the client's address and the backend's
+//!   view of the LB.
 //! * HAProxy terminating TLS.
 //! * The failure servers: refused (503/502), reset mid-response, slow, and
 //!   a client that aborts.
@@ -31,7 +34,7 @@ use std::time::{Duration, Instant};
 use integration_tests::lb::backend::BACKEND_PROGRAM;
 use integration_tests::lb::client::{Load, LoadReport, Requests, abort_request};
 use integration_tests::lb::compare::compare;
-use integration_tests::lb::haproxy::{Haproxy, HaproxyConfig, Reuse, TLS_PORT};
+use integration_tests::lb::haproxy::{Haproxy, HaproxyConfig, Reuse, Splice, TLS_PORT};
 use integration_tests::lb::lab::{LabOptions, LbLab, SLOW_DELAY};
 use integration_tests::lb::log_entry::LbLogEntry;
 use integration_tests::lb::nginx_lb::{NginxLb, NginxLbConfig};
@@ -96,6 +99,8 @@ fn assert_log_matches(log: &[LbLogEntry], report: &LoadReport, lab: &LbLab, fron
             "{entry:?}"
         );
     }
+    let sources: BTreeSet<_> = log.iter().map(|e| e.client.ip()).collect();
+    assert_eq!(sources, clients, "every source address is used");
     let witness = report.as_records(frontend, &lab.servers(), "shop.example");
     let comparison = compare(log, &witness);
     assert!(comparison.is_perfect(), "{comparison}");
@@ -151,6 +156,31 @@ fn haproxy_http_reuse_always_close_identical_many_connections() {
 }
 
 #[test]
+fn haproxy_exact_mode_header_reaches_the_backends() {
+    let mut config = HaproxyConfig::http();
+    config.exact_header = true;
+    let lab = LbLab::new("lbexact").unwrap();
+    let lb = Haproxy::start(&lab, config).unwrap();
+    let mut load = Load::new(lb.config.frontends()[0], lab.client_ips());
+    load.requests = 40;
+    load.connections = 4;
+    load.kind = Requests::Cycle(vec!["/same".into()]);
+    let report = load.run(&lab.net.client);
+    assert_clean(&report, &lab);
+    let mut seen = BTreeSet::new();
+    for e in &report.exchanges {
+        // `%ci:%cp:%rt`: the client, then the request's counter.
+        let header = e
+            .seen_lbw
+            .as_deref()
+            .unwrap_or_else(|| panic!("no X-LBW: {e:?}"));
+        let prefix = format!("{}:", e.local.unwrap());
+        assert!(header.starts_with(&prefix), "{header} for {e:?}");
+        assert!(seen.insert(header.to_owned()), "{header} twice");
+    }
+}
+
+#[test]
 fn haproxy_http_server_close() {
     let mut config = HaproxyConfig::http();
     config.reuse = Reuse::ServerClose;
@@ -196,15 +226,23 @@ fn nginx_lb_keep_alive_distinct() {
     assert!(pids.iter().all(|&p| comm(p) == "nginx"));
 }
 
-fn haproxy_tcp_run(splice: bool) {
+fn haproxy_tcp_run(splice: Splice) {
     let lab = LbLab::new("lbtcp").unwrap();
     let lb = Haproxy::start(&lab, HaproxyConfig::tcp(splice)).unwrap();
+    let pipes_before = lb.pipes();
     let frontend = lb.config.frontends()[0];
     let mut load = Load::new(frontend, lab.client_ips());
     load.requests = 100;
     load.connections = 20;
     let report = load.run(&lab.net.client);
     assert_clean(&report, &lab);
+    let pipes = lb.pipes() - pipes_before;
+    match splice {
+        // Pipes from HAProxy's pool, kept after use: it spliced.
+        Splice::Always => assert!(pipes > 0, "no pipes: HAProxy did not splice"),
+        Splice::Off => assert_eq!(pipes, 0, "pipes without splicing"),
+        Splice::Auto => {}
+    }
     // Connections close when the load ends: one line each.
     let clients = report.client_addrs();
     let log = lb.log_entries(clients.len(), LOG_WAIT).unwrap();
@@ -225,12 +263,17 @@ fn haproxy_tcp_run(splice: bool) {
 
 #[test]
 fn haproxy_tcp_without_splice() {
-    haproxy_tcp_run(false);
+    haproxy_tcp_run(Splice::Off);
 }
 
 #[test]
 fn haproxy_tcp_with_splice() {
-    haproxy_tcp_run(true);
+    haproxy_tcp_run(Splice::Always);
+}
+
+#[test]
+fn haproxy_tcp_with_splice_auto() {
+    haproxy_tcp_run(Splice::Auto);
 }
 
 fn failure_load(lab: &LbLab, frontend: SocketAddr, path: &str) -> LoadReport {
@@ -377,4 +420,27 @@ fn nothing_left_behind_even_on_panic() {
             "pid {pid} ({comm}) still runs"
         );
     }
+}
+
+/// The figures' scale (2,000+ requests, 100 connections) for both load
+/// balancers: `cargo test -p integration-tests --test lb_lab -- --ignored`.
+#[test]
+#[ignore = "a larger run: about 10 s"]
+fn soak_haproxy_and_nginx_2000_requests() {
+    let mut config = HaproxyConfig::http();
+    config.nbthread = 4;
+    config.reuse = Reuse::Always;
+    haproxy_http_run(config, |load| {
+        load.requests = 2000;
+        load.connections = 100;
+    });
+    let lab = LbLab::new("lbsoak").unwrap();
+    let lb = NginxLb::start(&lab, NginxLbConfig::default()).unwrap();
+    let mut load = Load::new(lb.config.frontend(), lab.client_ips());
+    load.requests = 2000;
+    load.connections = 100;
+    let report = load.run(&lab.net.client);
+    assert_clean(&report, &lab);
+    let log = lb.log_entries(report.exchanges.len(), LOG_WAIT).unwrap();
+    assert_log_matches(&log, &report, &lab, lb.config.frontend());
 }

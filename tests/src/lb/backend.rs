@@ -9,7 +9,7 @@
 //! headers tell the client who served it: `X-Backend: s2` and `X-Peer`,
 //! the backend's view of its peer (`$remote_addr:$remote_port`, the LB's
 //! address toward it), which is the nginx load balancer's oracle for that
-//! address.
+//! address. `X-Seen-LBW` echoes the exact mode's `X-LBW` request header.
 
 use std::fmt::Write as _;
 use std::net::{Ipv4Addr, SocketAddr};
@@ -127,6 +127,8 @@ fn config(name: &str, addr: SocketAddr, dir: &Path) -> String {
     let _ = writeln!(c, "    server {{\n        listen {addr} backlog=4096;");
     c.push_str("        add_header X-Peer $remote_addr:$remote_port always;\n");
     let _ = writeln!(c, "        add_header X-Backend {name} always;");
+    // The exact mode's header as it arrived (empty, so not sent, without).
+    c.push_str("        add_header X-Seen-LBW $http_x_lbw always;\n");
     let answer = |code: u16| format!("return {code} \"{name} $request_uri\\n\";");
     let _ = writeln!(c, "        location ^~ /missing/ {{ {} }}", answer(404));
     for code in STATUS_CODES {

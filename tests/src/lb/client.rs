@@ -6,8 +6,7 @@
 //! to check against the LB's log.
 
 use std::io::{self, BufReader, Read, Write};
-use std::net::{IpAddr, SocketAddr, TcpStream};
-use std::os::fd::{FromRawFd as _, OwnedFd};
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
@@ -16,6 +15,7 @@ use rustls::{ClientConfig, ClientConnection, StreamOwned};
 use serde_json::{Value, json};
 
 use super::backend::{expected_status, served_by};
+pub use super::connect::connect_from;
 use super::http1::{Request, read_response};
 use crate::netns::{NetNs, in_netns};
 
@@ -134,7 +134,7 @@ impl Load {
                     .collect();
                 workers
                     .into_iter()
-                    .flat_map(|w| w.join().unwrap_or_default())
+                    .flat_map(|w| w.join().unwrap_or_else(|p| std::panic::resume_unwind(p)))
                     .collect()
             })
         });
@@ -162,6 +162,7 @@ impl Load {
                 status: None,
                 served_by: None,
                 x_peer: None,
+                seen_lbw: None,
                 error: None,
                 started: SystemTime::now(),
                 elapsed: Duration::ZERO,
@@ -191,6 +192,10 @@ impl Load {
                         .map(str::to_owned)
                         .or_else(|| served_by(&response.body));
                     exchange.x_peer = response.header("x-peer").and_then(|p| p.parse().ok());
+                    exchange.seen_lbw = response
+                        .header("x-seen-lbw")
+                        .filter(|v| !v.is_empty())
+                        .map(str::to_owned);
                     if response.closes || !self.keep_alive {
                         conn = None;
                     }
@@ -271,6 +276,9 @@ pub struct Exchange {
     pub served_by: Option<String>,
     /// The backend's view of its peer (`X-Peer`).
     pub x_peer: Option<SocketAddr>,
+    /// The exact mode's `X-LBW` header as the backend received it (the
+    /// backends echo it as `X-Seen-LBW`), if the LB added one.
+    pub seen_lbw: Option<String>,
     /// What went wrong, if anything did.
     pub error: Option<String>,
     /// When it was sent.
@@ -358,78 +366,6 @@ impl LoadReport {
     pub fn client_addrs(&self) -> std::collections::BTreeSet<SocketAddr> {
         self.exchanges.iter().filter_map(|e| e.local).collect()
     }
-}
-
-/// A TCP connection to `target` from `source` (port chosen by the kernel):
-/// std's `TcpStream` cannot bind before it connects.
-pub fn connect_from(source: IpAddr, target: SocketAddr) -> io::Result<TcpStream> {
-    let (storage, len) = sockaddr(SocketAddr::new(source, 0));
-    let (target_storage, target_len) = sockaddr(target);
-    let family = if source.is_ipv4() {
-        libc::AF_INET
-    } else {
-        libc::AF_INET6
-    };
-    // SAFETY: plain socket(2); the descriptor is owned at once.
-    let fd = unsafe { libc::socket(family, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0) };
-    if fd < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    // SAFETY: `fd` is a fresh descriptor nobody else owns.
-    let fd = unsafe { OwnedFd::from_raw_fd(fd) };
-    use std::os::fd::AsRawFd as _;
-    // SAFETY: the addresses are valid sockaddrs of the given lengths.
-    if unsafe { libc::bind(fd.as_raw_fd(), (&raw const storage).cast(), len) } != 0 {
-        return Err(io::Error::last_os_error());
-    }
-    // SAFETY: as above.
-    if unsafe {
-        libc::connect(
-            fd.as_raw_fd(),
-            (&raw const target_storage).cast(),
-            target_len,
-        )
-    } != 0
-    {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(TcpStream::from(fd))
-}
-
-/// `addr` as a `sockaddr_storage` and its length.
-fn sockaddr(addr: SocketAddr) -> (libc::sockaddr_storage, libc::socklen_t) {
-    // SAFETY: all-zero is a valid sockaddr_storage.
-    let mut storage: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
-    let len = match addr {
-        SocketAddr::V4(v4) => {
-            let sin = libc::sockaddr_in {
-                sin_family: libc::AF_INET as libc::sa_family_t,
-                sin_port: v4.port().to_be(),
-                sin_addr: libc::in_addr {
-                    s_addr: u32::from_ne_bytes(v4.ip().octets()),
-                },
-                sin_zero: [0; 8],
-            };
-            // SAFETY: sockaddr_storage is larger than and aligned for sockaddr_in.
-            unsafe { std::ptr::write((&raw mut storage).cast(), sin) };
-            std::mem::size_of::<libc::sockaddr_in>()
-        }
-        SocketAddr::V6(v6) => {
-            let sin6 = libc::sockaddr_in6 {
-                sin6_family: libc::AF_INET6 as libc::sa_family_t,
-                sin6_port: v6.port().to_be(),
-                sin6_flowinfo: v6.flowinfo(),
-                sin6_addr: libc::in6_addr {
-                    s6_addr: v6.ip().octets(),
-                },
-                sin6_scope_id: v6.scope_id(),
-            };
-            // SAFETY: as above, for sockaddr_in6.
-            unsafe { std::ptr::write((&raw mut storage).cast(), sin6) };
-            std::mem::size_of::<libc::sockaddr_in6>()
-        }
-    };
-    (storage, len as libc::socklen_t)
 }
 
 /// A client that aborts: sends `GET path` from `source`, waits `after`,

@@ -8,8 +8,10 @@
 //! requests share a client port, and byte-identical requests share the
 //! method and path too, so within one client connection both sides are
 //! taken in order (log lines in log order, which follows request order on
-//! a connection; records by `event.start`) and each record takes the
-//! earliest unmatched line with its method and path.
+//! a connection; records by `event.start`) and paired in order per method
+//! and path. When counts differ (a record missing), the pairing is the
+//! order-preserving one that explains the most records (see `align`), so a
+//! missing record shows as missing, not as a run of wrong ones.
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -77,7 +79,7 @@ impl RecordView {
         }
     }
 
-    fn key(&self) -> (Option<String>, Option<String>) {
+    fn key(&self) -> Key {
         (self.method.clone(), self.path.clone())
     }
 }
@@ -194,31 +196,92 @@ pub fn compare(log: &[LbLogEntry], records: &[Value]) -> Comparison {
         let lines: Vec<&LbLogEntry> = client
             .and_then(|c| by_client.remove(&c))
             .unwrap_or_default();
-        let mut used = vec![false; lines.len()];
-        for rec in recs {
-            let found = (0..lines.len()).find(|&i| {
-                !used[i]
-                    && (lines[i].method.clone(), lines[i].path().map(str::to_owned)) == rec.key()
-            });
-            match found {
-                Some(i) => {
-                    used[i] = true;
-                    judge(&mut out, lines[i], rec);
-                }
-                None => out.extra.push(rec.clone()),
-            }
+        // Requests with different method or path never pair, so align
+        // each (method, path) on its own, in order.
+        let mut keys: BTreeMap<Key, (Vec<&LbLogEntry>, Vec<&RecordView>)> = BTreeMap::new();
+        for line in lines {
+            let key = (line.method.clone(), line.path().map(str::to_owned));
+            keys.entry(key).or_default().0.push(line);
         }
-        out.missing.extend(
-            lines
-                .iter()
-                .zip(&used)
-                .filter(|(_, used)| !**used)
-                .map(|(l, _)| (*l).clone()),
-        );
+        for rec in recs {
+            keys.entry(rec.key()).or_default().1.push(rec);
+        }
+        for (lines, recs) in keys.into_values() {
+            let pairs = align(&lines, &recs);
+            let (mut line_used, mut rec_used) = (vec![false; lines.len()], vec![false; recs.len()]);
+            for (i, j) in pairs {
+                line_used[i] = true;
+                rec_used[j] = true;
+                judge(&mut out, lines[i], recs[j]);
+            }
+            out.missing
+                .extend(unused(&lines, &line_used).map(|l| (*l).clone()));
+            out.extra
+                .extend(unused(&recs, &rec_used).map(|r| (*r).clone()));
+        }
     }
     out.missing
         .extend(by_client.into_values().flatten().cloned());
     out
+}
+
+/// Method and path: what a log line and a record must share to pair.
+type Key = (Option<String>, Option<String>);
+
+fn unused<'a, T>(items: &'a [T], used: &'a [bool]) -> impl Iterator<Item = &'a T> {
+    items.iter().zip(used).filter(|(_, u)| !**u).map(|(t, _)| t)
+}
+
+/// The order-preserving pairing of `lines` and `records` (one client
+/// connection, one method and path) with the most pairs and, among those,
+/// the most that agree on the backend.
+///
+/// With as many records as lines it is the pairing in order. When some are
+/// missing, which ones is unknown (identical requests look alike), and a
+/// pairing in order from the start would shift every later pair and count
+/// them wrong; this one counts a record wrong only if no alignment explains
+/// it. A dynamic program over prefixes: O(lines x records).
+fn align(lines: &[&LbLogEntry], records: &[&RecordView]) -> Vec<(usize, usize)> {
+    let (n, m) = (lines.len(), records.len());
+    if n == m {
+        return (0..n).map(|i| (i, i)).collect();
+    }
+    // best[i][j]: (pairs, agreeing pairs) over lines[..i] and records[..j].
+    let mut best = vec![vec![(0usize, 0usize); m + 1]; n + 1];
+    for i in 1..=n {
+        for j in 1..=m {
+            let (pairs, agree) = best[i - 1][j - 1];
+            let take = (
+                pairs + 1,
+                agree + usize::from(!is_wrong(lines[i - 1], records[j - 1])),
+            );
+            best[i][j] = take.max(best[i - 1][j]).max(best[i][j - 1]);
+        }
+    }
+    let mut out = Vec::new();
+    let (mut i, mut j) = (n, m);
+    while i > 0 && j > 0 {
+        if best[i][j] == best[i - 1][j] {
+            i -= 1;
+        } else if best[i][j] == best[i][j - 1] {
+            j -= 1;
+        } else {
+            out.push((i - 1, j - 1));
+            i -= 1;
+            j -= 1;
+        }
+    }
+    out.reverse();
+    out
+}
+
+/// Whether `rec` decides a backend (mapped or exact) other than `log`'s
+/// server or LB source address.
+fn is_wrong(log: &LbLogEntry, rec: &RecordView) -> bool {
+    let decided = matches!(rec.mapping.as_deref(), Some("mapped" | "exact"));
+    let wrong_server = log.server.is_some() && rec.server != log.server;
+    let wrong_src = log.backend_src.is_some() && rec.backend_src != log.backend_src;
+    decided && (wrong_server || wrong_src)
 }
 
 /// Counts one matched pair.
@@ -229,10 +292,7 @@ fn judge(out: &mut Comparison, log: &LbLogEntry, rec: &RecordView) {
         Some("exact") => out.exact += 1,
         _ => out.ambiguous += 1,
     }
-    let decided = matches!(rec.mapping.as_deref(), Some("mapped" | "exact"));
-    let wrong_server = log.server.is_some() && rec.server != log.server;
-    let wrong_src = log.backend_src.is_some() && rec.backend_src != log.backend_src;
-    if decided && (wrong_server || wrong_src) {
+    if is_wrong(log, rec) {
         out.wrong.push(WrongMapping {
             log: log.clone(),
             record: rec.clone(),
@@ -514,5 +574,56 @@ mod tests {
         assert_eq!(bare_host("[2001:db8::1]"), "[2001:db8::1]");
         assert_eq!(bare_host("2001:db8::1"), "2001:db8::1");
         assert_eq!(compare(&[], &[]).mapped_share(), 0.0);
+    }
+
+    mod props {
+        use proptest::prelude::*;
+
+        use super::*;
+
+        proptest! {
+            /// Identical requests on few client ports, records shuffled:
+            /// the records made from the log always match it perfectly, and
+            /// without one of them exactly that line is missing.
+            #[test]
+            fn records_from_the_log_match_it(
+                lines in proptest::collection::vec((0u16..3, 0u8..2, 0u8..3), 1..40),
+                seed in any::<u64>(),
+                drop_one in any::<proptest::sample::Index>(),
+            ) {
+                let log: Vec<LbLogEntry> = lines
+                    .iter()
+                    .map(|(port, path, server)| {
+                        line(
+                            &format!("192.0.2.10:{}", 1000 + port),
+                            "GET",
+                            &format!("/p{path}"),
+                            &format!("198.51.100.{}:8080", 4 * server + 2),
+                            &format!("198.51.100.{}:5000", 4 * server + 1),
+                            200,
+                        )
+                    })
+                    .collect();
+                let mut records: Vec<Value> = log
+                    .iter()
+                    .enumerate()
+                    .map(|(i, l)| record(l, "mapped", &format!("{i:06}")))
+                    .collect();
+                // A deterministic shuffle.
+                let n = records.len();
+                for i in 0..n {
+                    let j = (seed.wrapping_mul(i as u64 + 1).rotate_left(17) as usize) % n;
+                    records.swap(i, j);
+                }
+                let c = compare(&log, &records);
+                prop_assert!(c.is_perfect(), "{}", c);
+                let gone = drop_one.index(n);
+                records.remove(gone);
+                let c = compare(&log, &records);
+                prop_assert_eq!(c.missing.len(), 1);
+                prop_assert!(c.wrong.is_empty() && c.extra.is_empty(), "{}", c);
+                prop_assert_eq!(c.matched_to_log, n - 1);
+            }
+        }
     }
 }

@@ -391,4 +391,45 @@ mod tests {
             Err(HttpError::Truncated("headers"))
         ));
     }
+
+    mod props {
+        use proptest::prelude::*;
+
+        use super::*;
+
+        proptest! {
+            #[test]
+            fn never_panics_on_any_bytes(bytes in proptest::collection::vec(any::<u8>(), 0..512)) {
+                let _ = read(&bytes, "GET");
+            }
+
+            #[test]
+            fn chunked_and_length_bodies_round_trip(
+                body in proptest::collection::vec(any::<u8>(), 0..2000),
+                cuts in proptest::collection::vec(1usize..300, 0..20),
+            ) {
+                let mut chunked = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n".to_vec();
+                let mut rest = &body[..];
+                for cut in cuts.iter().chain(std::iter::once(&usize::MAX)) {
+                    let (chunk, tail) = rest.split_at((*cut).min(rest.len()));
+                    if !chunk.is_empty() {
+                        chunked.extend(format!("{:x}\r\n", chunk.len()).bytes());
+                        chunked.extend(chunk);
+                        chunked.extend(b"\r\n");
+                    }
+                    rest = tail;
+                }
+                chunked.extend(b"0\r\n\r\n");
+                prop_assert_eq!(&read(&chunked, "GET").unwrap().body, &body);
+                let mut sized = format!("HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n", body.len()).into_bytes();
+                sized.extend(&body);
+                prop_assert_eq!(&read(&sized, "GET").unwrap().body, &body);
+                // Any cut inside the body is a truncation, never a short body.
+                if !body.is_empty() {
+                    let cut = sized.len() - 1;
+                    prop_assert!(matches!(read(&sized[..cut], "GET"), Err(HttpError::Truncated("body"))));
+                }
+            }
+        }
+    }
 }

@@ -328,4 +328,49 @@ mod tests {
         assert_eq!(entry.status, Some(400));
         assert!(parse_nginx("a\tb").is_err());
     }
+
+    mod props {
+        use proptest::prelude::*;
+
+        use super::*;
+
+        fn addr() -> impl Strategy<Value = SocketAddr> {
+            (any::<[u8; 4]>(), any::<u16>()).prop_map(|(ip, port)| SocketAddr::from((ip, port)))
+        }
+
+        fn token() -> impl Strategy<Value = String> {
+            "[A-Za-z0-9/._?=&%-]{1,40}".prop_filter("not a dash", |t| t != "-")
+        }
+
+        proptest! {
+            #[test]
+            fn haproxy_lines_round_trip(
+                client in addr(), frontend in addr(), src in proptest::option::of(addr()),
+                server in proptest::option::of(addr()), status in proptest::option::of(100u16..1000),
+                uri in token(), host in proptest::option::of("[a-z0-9.:-]{1,30}"),
+            ) {
+                let show = |a: Option<SocketAddr>| a.map_or_else(|| "-:-".to_owned(), |a| a.to_string());
+                let line = format!(
+                    "{client} {frontend} {} {} ---- {} GET {uri} HTTP/1.1 {{{}}} be_app s1",
+                    show(src), show(server),
+                    status.map_or_else(|| "-1".to_owned(), |s| s.to_string()),
+                    host.clone().unwrap_or_default(),
+                );
+                let entry = parse_haproxy(&line).unwrap();
+                prop_assert_eq!(entry.client, client);
+                prop_assert_eq!(entry.frontend, frontend);
+                prop_assert_eq!(entry.backend_src, src);
+                prop_assert_eq!(entry.server, server);
+                prop_assert_eq!(entry.status, status);
+                prop_assert_eq!(entry.uri, Some(uri));
+                prop_assert_eq!(entry.host, host.filter(|h| h != "-"));
+            }
+
+            #[test]
+            fn parsers_never_panic(line in "\\PC{0,200}") {
+                let _ = parse_haproxy(&line);
+                let _ = parse_nginx(&line);
+            }
+        }
+    }
 }

@@ -31,6 +31,7 @@
 pub mod backend;
 pub mod client;
 pub mod compare;
+pub mod connect;
 pub mod daemon;
 pub mod failure;
 pub mod haproxy;
