@@ -45,8 +45,14 @@ fn haproxy_run(
     config: HaproxyConfig,
     load: impl FnOnce(&mut Load),
 ) -> (Comparison, Vec<Value>) {
+    let agent_config = if config.exact_header {
+        "[requests]\nexact_tag = true\n"
+    } else {
+        ""
+    };
     capture_run(
         tag,
+        agent_config,
         |lab| Haproxy::start(lab, config).unwrap(),
         |lb| lb.config.frontends()[0],
         |lb, n| lb.log_entries(n, LOG_WAIT).unwrap(),
@@ -55,10 +61,11 @@ fn haproxy_run(
 }
 
 /// Starts the load balancer `start` makes in a fresh lab, attaches the
-/// agent, runs `load` against `frontend`, and compares the agent's request
+/// agent (with `agent_config` as its config file), runs `load` against `frontend`, and compares the agent's request
 /// records with what `log` reads from the load balancer's own log.
 fn capture_run<L>(
     tag: &str,
+    agent_config: &str,
     start: impl FnOnce(&LbLab) -> L,
     frontend: impl Fn(&L) -> SocketAddr,
     log: impl Fn(&L, usize) -> Vec<LbLogEntry>,
@@ -70,7 +77,14 @@ fn capture_run<L>(
     let _one_at_a_time = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     let lab = LbLab::new(tag).unwrap();
     let lb = start(&lab);
-    let mut agent = Agent::start(&lab.net.lb, lab.net.frontend_iface(), &[]);
+    let config = integration_tests::temp_path("agent.toml");
+    std::fs::write(&config, agent_config).unwrap();
+    let config_arg = config.to_str().unwrap();
+    let mut agent = Agent::start(
+        &lab.net.lb,
+        lab.net.frontend_iface(),
+        &["--config", config_arg],
+    );
     wait_following(&agent);
     let mut spec = Load::new(frontend(&lb), lab.client_ips());
     load(&mut spec);
@@ -91,6 +105,7 @@ fn capture_run<L>(
         let log_lines: Vec<String> = log.iter().map(|e| format!("{e:?}")).collect();
         std::fs::write(dir.join(format!("{tag}-lb.log")), log_lines.join("\n")).unwrap();
     }
+    let _ = std::fs::remove_file(&config);
     (comparison, records)
 }
 
@@ -185,6 +200,7 @@ fn haproxy_reuse_always_four_threads_identical_requests_never_map_wrongly() {
 fn nginx_upstream_keepalive_distinct_requests_all_map() {
     let (c, _) = capture_run(
         "rqnx",
+        "",
         |lab| NginxLb::start(lab, NginxLbConfig::default()).unwrap(),
         |lb| lb.config.frontend(),
         |lb, n| lb.log_entries(n, LOG_WAIT).unwrap(),
@@ -201,6 +217,7 @@ fn nginx_upstream_keepalive_distinct_requests_all_map() {
 fn nginx_identical_requests_all_map() {
     let (c, _) = capture_run(
         "rqnxid",
+        "",
         |lab| NginxLb::start(lab, NginxLbConfig::default()).unwrap(),
         |lb| lb.config.frontend(),
         |lb, n| lb.log_entries(n, LOG_WAIT).unwrap(),
@@ -214,4 +231,19 @@ fn nginx_identical_requests_all_map() {
     // nginx serves one request per worker thread at a time, so even
     // byte-identical requests are told apart by thread and order.
     assert_eq!(c.mapped, c.total, "nginx requests must all map:\n{c}");
+}
+
+#[test]
+fn haproxy_exact_mode_maps_identical_requests_all() {
+    let mut config = HaproxyConfig::http();
+    config.nbthread = 4;
+    config.reuse = Reuse::Always;
+    config.exact_header = true;
+    let (c, _) = haproxy_run("rqex", config, |load| {
+        load.requests = 400;
+        load.connections = 100;
+        load.kind = Requests::Cycle(vec!["/same".into()]);
+    });
+    assert_sound(&c);
+    assert_eq!(c.exact, c.total, "exact mode must map every request:\n{c}");
 }
