@@ -186,10 +186,11 @@ impl Input {
         // get the number back from accept or socket and use it before the
         // close returns. So a close takes effect at its entry: stamped at
         // its exit, it would end the connection that reused the fd.
-        if let ReqEvent::Call(c) = &ev {
-            if c.call == call::CLOSE && c.enter_ns > 0 {
-                t = c.enter_ns;
-            }
+        if let ReqEvent::Call(c) = &ev
+            && c.call == call::CLOSE
+            && c.enter_ns > 0
+        {
+            t = c.enter_ns;
         }
         let input = match ev {
             ReqEvent::Data(d) => Self::Data(Data {

@@ -153,10 +153,10 @@ impl Processes {
             }
             // A child the kernel added, listed under its own pid only if it
             // is a process (not a thread) that still lives.
-            if let Some(info) = read(&self.proc_root, pid) {
-                if seen.len() < MAX_PROCESSES {
-                    seen.insert(pid, info);
-                }
+            if let Some(info) = read(&self.proc_root, pid)
+                && seen.len() < MAX_PROCESSES
+            {
+                seen.insert(pid, info);
             }
         }
         let mut changes = Changes::default();

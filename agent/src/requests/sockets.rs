@@ -151,10 +151,10 @@ pub enum Bound {
 impl Table {
     /// The connection `tgid`'s `fd` is, on socket `sk`.
     pub fn bind(&mut self, tgid: u32, fd: i32, sk: u64) -> Bound {
-        if let Some(&id) = self.fds.get(&(tgid, fd)) {
-            if self.sks.get(&sk) == Some(&id) {
-                return Bound::Known(id);
-            }
+        if let Some(&id) = self.fds.get(&(tgid, fd))
+            && self.sks.get(&sk) == Some(&id)
+        {
+            return Bound::Known(id);
         }
         // The same socket under another fd (dup, or another process of the
         // same group after fork) is the same connection.

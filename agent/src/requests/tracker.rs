@@ -364,13 +364,13 @@ impl Tracker {
 
     fn on_data(&mut self, t: u64, d: Data, out: &mut Vec<Output>) {
         let mut bound = self.table.bind(d.thread.tgid, d.fd, d.sk);
-        if let Bound::Known(id) = bound {
-            if !self.conns.contains_key(&id) {
-                // Its connection was reported and let go: this is a new one.
-                self.table.unbind_fd(d.thread.tgid, d.fd);
-                self.table.forget_sk(d.sk);
-                bound = self.table.bind(d.thread.tgid, d.fd, d.sk);
-            }
+        if let Bound::Known(id) = bound
+            && !self.conns.contains_key(&id)
+        {
+            // Its connection was reported and let go: this is a new one.
+            self.table.unbind_fd(d.thread.tgid, d.fd);
+            self.table.forget_sk(d.sk);
+            bound = self.table.bind(d.thread.tgid, d.fd, d.sk);
         }
         let id = match bound {
             Bound::Known(id) => id,
@@ -581,19 +581,19 @@ impl Tracker {
                     if c.ret < 0 && c.ret != EINPROGRESS {
                         conn.connect_error = Some(connect_error(c.ret));
                     }
-                    if conn.tuple.is_none() {
-                        if let Some(addr) = c.addr {
-                            // Not yet established: the local end is filled
-                            // in by ESTABLISHED, or stays unspecified.
-                            conn.tuple = Some(Tuple {
-                                ends: Ends {
-                                    local: unspecified(addr),
-                                    remote: addr,
-                                },
-                                role: Role::Backend,
-                                established: 0,
-                            });
-                        }
+                    if conn.tuple.is_none()
+                        && let Some(addr) = c.addr
+                    {
+                        // Not yet established: the local end is filled
+                        // in by ESTABLISHED, or stays unspecified.
+                        conn.tuple = Some(Tuple {
+                            ends: Ends {
+                                local: unspecified(addr),
+                                remote: addr,
+                            },
+                            role: Role::Backend,
+                            established: 0,
+                        });
                     }
                 }
                 self.replay_early(id, out);
@@ -650,14 +650,12 @@ impl Tracker {
                     established: t,
                 });
             }
-            (TcpState::SynSent, TcpState::Close) => {
-                if conn.connect_error.is_none() {
-                    conn.connect_error = Some(if conn.reset == Some(false) {
-                        ConnectError::Refused
-                    } else {
-                        ConnectError::TimedOut
-                    });
-                }
+            (TcpState::SynSent, TcpState::Close) if conn.connect_error.is_none() => {
+                conn.connect_error = Some(if conn.reset == Some(false) {
+                    ConnectError::Refused
+                } else {
+                    ConnectError::TimedOut
+                });
             }
             (TcpState::Established, TcpState::FinWait1) if conn.closed_by == ClosedBy::Unknown => {
                 conn.closed_by = ClosedBy::Local;
@@ -783,12 +781,11 @@ impl Tracker {
             };
             // An exchange cut short has no response to match on: say so,
             // rather than that no backend could have served it.
-            if w.failure.is_some() {
-                if let Mapping::Ambiguous { reason, .. } = &mut mapping {
-                    if *reason == Reason::NoCandidate {
-                        *reason = Reason::Unfinished;
-                    }
-                }
+            if w.failure.is_some()
+                && let Mapping::Ambiguous { reason, .. } = &mut mapping
+                && *reason == Reason::NoCandidate
+            {
+                *reason = Reason::Unfinished;
             }
             let backend_id = match &mapping {
                 Mapping::Mapped { backend } | Mapping::Exact { backend } => Some(*backend),
