@@ -150,6 +150,25 @@ pub struct RequestProbes {
 }
 
 impl RequestProbes {
+    /// Detaches everything, closing the tracepoints' perf events in
+    /// parallel. Each close waits for an RCU grace period in the kernel
+    /// (tens of ms on a busy VM); one after another, the 30-odd hooks took
+    /// over 5 s, concurrent closes share their grace periods. Blocking:
+    /// run it off the async runtime.
+    pub fn detach(self) {
+        let Self {
+            ebpf,
+            _tracepoints: fds,
+            choices: _,
+        } = self;
+        std::thread::scope(|scope| {
+            for fd in fds {
+                scope.spawn(move || drop(fd));
+            }
+        });
+        drop(ebpf);
+    }
+
     /// Loads the request object with `settings` and attaches, per hook, the
     /// variant this kernel offers (see the module doc for the order).
     pub fn load(settings: &RequestSettings) -> Result<Self, RequestLoadError> {

@@ -47,19 +47,22 @@ const COUNTERS: Duration = Duration::from_secs(10);
 /// Request capture, running. Dropping the probes detaches them.
 pub struct RequestStage {
     probes: RequestProbes,
+    /// Tells the reader to drain the ring and stop, once detached.
+    stop_reading: CancellationToken,
     reader: JoinHandle<std::io::Result<()>>,
     stage: JoinHandle<Result<(), WriterGone>>,
 }
 
 impl RequestStage {
     /// Loads and attaches the request programs, then spawns the reader and
-    /// the stage. Records go to `out`; both tasks end after `shutdown`.
+    /// the stage. Records go to `out`; both tasks end after
+    /// [`RequestStage::stop`].
     pub fn start(
         settings: &RequestSettings,
         hostname: String,
         out: mpsc::Sender<Record>,
-        shutdown: CancellationToken,
     ) -> Result<Self, RequestLoadError> {
+        let stop_reading = CancellationToken::new();
         let load = LoadSettings::try_new(settings.ring_buffer_bytes, settings.capture_bytes)
             .map_err(|e| RequestLoadError::Syscalls(e.to_string()))?;
         let mut probes = RequestProbes::load(&load)?;
@@ -68,7 +71,12 @@ impl RequestStage {
         let counters = probes.take_counters()?;
         let decode_errors = Arc::new(Counter::default());
         let (tx, rx) = mpsc::channel(BATCHES);
-        let reader = tokio::spawn(read_ring(ring, tx, decode_errors.clone(), shutdown));
+        let reader = tokio::spawn(read_ring(
+            ring,
+            tx,
+            decode_errors.clone(),
+            stop_reading.clone(),
+        ));
         let stage = Stage {
             tracker: Tracker::new(super::http::Limits::default(), settings.exact_tag),
             reorder: Reorder::default(),
@@ -90,6 +98,7 @@ impl RequestStage {
         let stage = tokio::spawn(stage.run(rx));
         Ok(Self {
             probes,
+            stop_reading,
             reader,
             stage,
         })
@@ -100,17 +109,19 @@ impl RequestStage {
         self.probes.choices()
     }
 
-    /// Waits for both tasks after the shutdown (the stage flushes what is
-    /// in flight first), then detaches.
+    /// Detaches, so what the ring holds is final, then lets the reader
+    /// drain it and the stage flush what is in flight, and waits for both.
     pub async fn stop(self) -> anyhow::Result<()> {
         let Self {
             probes,
+            stop_reading,
             reader,
             stage,
         } = self;
+        tokio::task::spawn_blocking(move || probes.detach()).await?;
+        stop_reading.cancel();
         reader.await??;
         stage.await??;
-        drop(probes);
         Ok(())
     }
 }

@@ -159,7 +159,7 @@ impl Agent {
         )
         .declaring(book);
         let audit = tokio::spawn(audit.run(prelude, record_rx, control_rx));
-        let requests = start_requests(&config, &host, &record_tx, &shutdown);
+        let requests = start_requests(&config, &host, &record_tx);
         let flow_task = FlowTask::new(
             (taken.maps, taken.recovered),
             Enricher::new(
@@ -275,6 +275,11 @@ impl Agent {
         watch_stop.cancel();
         // Detach first, so what the maps hold afterwards is final.
         hooks.detach(&records, &control).await?;
+        // Request capture detaches, drains and flushes on its own; its
+        // last records precede the stop.
+        if let Some(requests) = tasks.requests {
+            requests.stop().await.context("request capture")?;
+        }
         let signal = match ending {
             Ending::Signal(signal) => signal,
             Ending::Failed(why) => return Err(anyhow!(why)),
@@ -292,9 +297,7 @@ impl Agent {
             .await
             .context("ring-buffer reader panicked")??;
         tasks.flows.await.context("flow task panicked")??;
-        if let Some(requests) = tasks.requests {
-            requests.stop().await.context("request capture")?;
-        }
+
         let budget = stop_budget(u64::from(config.flow_table_entries));
         let tail_until = (began + budget).max(Instant::now() + TAIL_FLOOR);
         let drained = tokio::time::timeout_at(tail_until, async {
@@ -396,17 +399,11 @@ fn start_requests(
     config: &Config,
     host: &str,
     records: &mpsc::Sender<lbwitness_trail::record::Record>,
-    shutdown: &CancellationToken,
 ) -> Option<RequestStage> {
     if !config.requests.enabled {
         return None;
     }
-    match RequestStage::start(
-        &config.requests,
-        host.to_owned(),
-        records.clone(),
-        shutdown.clone(),
-    ) {
+    match RequestStage::start(&config.requests, host.to_owned(), records.clone()) {
         Ok(stage) => {
             info!(processes = ?config.requests.processes, "capturing requests");
             Some(stage)
