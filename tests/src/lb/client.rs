@@ -16,7 +16,7 @@ use serde_json::{Value, json};
 
 use super::backend::{expected_status, served_by};
 pub use super::connect::connect_from;
-use super::http1::{Request, read_response};
+use super::http1::{Request, Response, read_response};
 use crate::netns::{NetNs, in_netns};
 
 /// Which requests a load sends.
@@ -186,16 +186,7 @@ impl Load {
             exchange.local = Some(*local);
             match exchange_once(stream, &request) {
                 Ok(response) => {
-                    exchange.status = Some(response.status);
-                    exchange.served_by = response
-                        .header("x-backend")
-                        .map(str::to_owned)
-                        .or_else(|| served_by(&response.body));
-                    exchange.x_peer = response.header("x-peer").and_then(|p| p.parse().ok());
-                    exchange.seen_lbw = response
-                        .header("x-seen-lbw")
-                        .filter(|v| !v.is_empty())
-                        .map(str::to_owned);
+                    exchange.took(&response);
                     if response.closes || !self.keep_alive {
                         conn = None;
                     }
@@ -245,10 +236,7 @@ impl<S: Read + Write + Send> Stream for BufReader<S> {
     }
 }
 
-fn exchange_once(
-    stream: &mut Box<dyn Stream>,
-    request: &Request,
-) -> Result<super::http1::Response, String> {
+fn exchange_once(stream: &mut Box<dyn Stream>, request: &Request) -> Result<Response, String> {
     stream
         .write_all_inner(&request.to_bytes())
         .map_err(|e| format!("send: {e}"))?;
@@ -285,6 +273,22 @@ pub struct Exchange {
     pub started: SystemTime,
     /// Until its response was read.
     pub elapsed: Duration,
+}
+
+impl Exchange {
+    /// Notes what `response` says: status, and who served it.
+    fn took(&mut self, response: &Response) {
+        self.status = Some(response.status);
+        self.served_by = response
+            .header("x-backend")
+            .map(str::to_owned)
+            .or_else(|| served_by(&response.body));
+        self.x_peer = response.header("x-peer").and_then(|p| p.parse().ok());
+        self.seen_lbw = response
+            .header("x-seen-lbw")
+            .filter(|v| !v.is_empty())
+            .map(str::to_owned);
+    }
 }
 
 /// What a load sent and got.

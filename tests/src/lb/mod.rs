@@ -15,6 +15,14 @@
 //!   frontend's certificate).
 //! * [`compare`]: the agent's request records against the log.
 //!
+//! An agent under test runs in the LB's namespace, `lab.net.lb`, e.g.
+//! [`crate::agent::Agent::start`] on `lab.net.frontend_iface()`; the LB's
+//! processes are [`haproxy::Haproxy::pid`] or [`nginx_lb::NginxLb::pids`],
+//! the backends' (which it must not trace) [`lab::LbLab::backend_pids`].
+//! Its `lbwitness.request` records go to [`compare::compare`] with the
+//! LB's log ([`haproxy::Haproxy::log_entries`],
+//! [`nginx_lb::NginxLb::log_entries`]).
+//!
 //! Everything is an RAII guard with unique names: tests run in parallel
 //! and leave no namespace, process or file behind, also on panic.
 //!

@@ -29,6 +29,7 @@ impl SyslogReceiver {
     pub fn start(ns: &NetNs) -> std::io::Result<Self> {
         let socket = in_netns(ns, || UdpSocket::bind("127.0.0.1:0"))?;
         let addr = socket.local_addr()?;
+        grow_receive_buffer(&socket);
         // A short timeout so the thread sees the stop flag.
         socket.set_read_timeout(Some(Duration::from_millis(50)))?;
         let lines = Arc::new(Mutex::new(Vec::new()));
@@ -82,6 +83,29 @@ impl SyslogReceiver {
         }
         std::thread::sleep(Duration::from_millis(200));
         Ok(self.lines())
+    }
+}
+
+/// Asks for an 8 MiB receive buffer (past `rmem_max`, as root), so a burst
+/// of log lines (a wrk run) waits in the kernel instead of being dropped
+/// there; a loss still shows as a short count in [`SyslogReceiver::wait_for`].
+fn grow_receive_buffer(socket: &UdpSocket) {
+    use std::os::fd::AsRawFd as _;
+    let size: libc::c_int = 8 << 20;
+    for option in [libc::SO_RCVBUFFORCE, libc::SO_RCVBUF] {
+        // SAFETY: setsockopt on an open socket with a c_int value.
+        let rc = unsafe {
+            libc::setsockopt(
+                socket.as_raw_fd(),
+                libc::SOL_SOCKET,
+                option,
+                (&raw const size).cast(),
+                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+            )
+        };
+        if rc == 0 {
+            return;
+        }
     }
 }
 
