@@ -98,6 +98,10 @@ impl Agent {
     /// runs, or with what stopped it; what was attached is detached again
     /// on error.
     pub async fn start(config: Config, overrides: Overrides) -> anyhow::Result<Self> {
+        // Signals first: a SIGHUP (logrotate) or SIGTERM during a slow
+        // start (loading the request programs takes a while) must not kill
+        // the agent by the default action.
+        let signals = Signals::install()?;
         let interfaces = preflight::resolve_interfaces(&config.interfaces)?;
         preflight::check_capabilities()?;
         preflight::check_kernel(Path::new(preflight::VMLINUX_BTF))?;
@@ -189,7 +193,6 @@ impl Agent {
         let watch_stop = CancellationToken::new();
         let watching = tokio::spawn(watcher.run(change_tx, watch_stop.clone()));
 
-        let signals = Signals::install()?;
         // The first tick is a report period away, not now.
         let report = tokio::time::interval_at(
             Instant::now() + delivery::REPORT_EVERY,
