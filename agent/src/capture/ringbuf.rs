@@ -27,6 +27,18 @@ pub async fn run(
     telemetry: Arc<Telemetry>,
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
+    read(ring, tx, shutdown, |ring| read_batch(ring, &telemetry)).await
+}
+
+/// The reader loop of any ring buffer: waits for epoll readiness, hands
+/// each batch `read_batch` decodes to `tx`, and after `shutdown` drains
+/// what is left. A full `tx` makes it wait, never drop.
+pub async fn read<E>(
+    ring: RingBuf<MapData>,
+    tx: mpsc::Sender<Vec<E>>,
+    shutdown: CancellationToken,
+    mut read_batch: impl FnMut(&mut RingBuf<MapData>) -> Vec<E>,
+) -> std::io::Result<()> {
     // SAFETY: the ring buffer owns its map fd and keeps it open, unchanged,
     // for as long as the AsyncFd owns the ring buffer.
     let mut fd = unsafe { AsyncFd::register_with_interest(ring, tokio::io::Interest::READABLE) }
@@ -37,7 +49,7 @@ pub async fn run(
             guard = fd.readable_mut() => guard?,
         };
         loop {
-            let batch = read_batch(guard.get_inner_mut(), &telemetry);
+            let batch = read_batch(guard.get_inner_mut());
             if batch.is_empty() {
                 break;
             }
@@ -49,7 +61,7 @@ pub async fn run(
     }
     // The program is detached by now: whatever the ring holds is final.
     loop {
-        let batch = read_batch(fd.get_mut(), &telemetry);
+        let batch = read_batch(fd.get_mut());
         if batch.is_empty() || tx.send(batch).await.is_err() {
             return Ok(());
         }

@@ -8,7 +8,7 @@ use std::{collections::BTreeMap, sync::Arc, time::SystemTime};
 use agent_common::request::RequestCounter;
 use aya::maps::{MapData, RingBuf};
 use lbwitness_trail::record::Record;
-use tokio::{io::unix::AsyncFd, sync::mpsc, task::JoinHandle, time::Duration};
+use tokio::{sync::mpsc, task::JoinHandle, time::Duration};
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
@@ -21,9 +21,12 @@ use super::{
     tracker::{Output, Tracker},
 };
 use crate::{
-    capture::requests::{
-        HookChoice, ProcFilter, RequestCounters, RequestLoadError, RequestProbes,
-        RequestSettings as LoadSettings,
+    capture::{
+        requests::{
+            HookChoice, ProcFilter, RequestCounters, RequestLoadError, RequestProbes,
+            RequestSettings as LoadSettings,
+        },
+        ringbuf,
     },
     clock::{Clock, monotonic_ns},
     config::requests::RequestSettings,
@@ -126,41 +129,16 @@ impl RequestStage {
     }
 }
 
-/// Reads the ring until `shutdown`, then drains it. When the stage falls
+/// Reads the ring until `stop`, then drains it. When the stage falls
 /// behind, `send` waits and the kernel counts every event the full ring
 /// refuses: the one place that drops also counts.
 async fn read_ring(
     ring: RingBuf<MapData>,
     tx: mpsc::Sender<Vec<ReqEvent>>,
     decode_errors: Arc<Counter>,
-    shutdown: CancellationToken,
+    stop: CancellationToken,
 ) -> std::io::Result<()> {
-    // SAFETY: the ring buffer owns its map fd and keeps it open, unchanged,
-    // for as long as the AsyncFd owns the ring buffer.
-    let mut fd = unsafe { AsyncFd::register_with_interest(ring, tokio::io::Interest::READABLE) }
-        .map_err(std::io::Error::from)?;
-    loop {
-        let mut guard = tokio::select! {
-            () = shutdown.cancelled() => break,
-            guard = fd.readable_mut() => guard?,
-        };
-        loop {
-            let batch = read_batch(guard.get_inner_mut(), &decode_errors);
-            if batch.is_empty() {
-                break;
-            }
-            if tx.send(batch).await.is_err() {
-                return Ok(());
-            }
-        }
-        guard.clear_ready();
-    }
-    loop {
-        let batch = read_batch(fd.get_mut(), &decode_errors);
-        if batch.is_empty() || tx.send(batch).await.is_err() {
-            return Ok(());
-        }
-    }
+    ringbuf::read(ring, tx, stop, |ring| read_batch(ring, &decode_errors)).await
 }
 
 fn read_batch(ring: &mut RingBuf<MapData>, decode_errors: &Counter) -> Vec<ReqEvent> {

@@ -362,6 +362,24 @@ impl Tracker {
         self.unused.unclaimed_backend += (before - self.backends.len()) as u64;
     }
 
+    /// The connection a bind found: a new one gets its state (and the
+    /// tuple its socket's ESTABLISHED left), and the one its fd replaced
+    /// ends.
+    fn adopt(&mut self, bound: Bound, tgid: u32, sk: u64, t: u64, out: &mut Vec<Output>) -> ConnId {
+        match bound {
+            Bound::Known(id) => id,
+            Bound::New { id, replaced } => {
+                if let Some(old) = replaced {
+                    self.end_conn(old, t, out);
+                }
+                let tuple = self.tuples.claim(sk);
+                self.conns
+                    .insert(id, Conn::new(tgid, tuple, self.limits.clone()));
+                id
+            }
+        }
+    }
+
     fn on_data(&mut self, t: u64, d: Data, out: &mut Vec<Output>) {
         let mut bound = self.table.bind(d.thread.tgid, d.fd, d.sk);
         if let Bound::Known(id) = bound
@@ -372,18 +390,7 @@ impl Tracker {
             self.table.forget_sk(d.sk);
             bound = self.table.bind(d.thread.tgid, d.fd, d.sk);
         }
-        let id = match bound {
-            Bound::Known(id) => id,
-            Bound::New { id, replaced } => {
-                if let Some(old) = replaced {
-                    self.end_conn(old, t, out);
-                }
-                let tuple = self.tuples.claim(d.sk);
-                self.conns
-                    .insert(id, Conn::new(d.thread.tgid, tuple, self.limits.clone()));
-                id
-            }
-        };
+        let id = self.adopt(bound, d.thread.tgid, d.sk, t, out);
         let Some(conn) = self.conns.get_mut(&id) else {
             return;
         };
@@ -564,18 +571,8 @@ impl Tracker {
                 if c.sk == 0 {
                     return;
                 }
-                let id = match self.table.bind_new(c.thread.tgid, c.fd, c.sk) {
-                    Bound::Known(id) => id,
-                    Bound::New { id, replaced } => {
-                        if let Some(old) = replaced {
-                            self.end_conn(old, t, out);
-                        }
-                        let tuple = self.tuples.claim(c.sk);
-                        self.conns
-                            .insert(id, Conn::new(c.thread.tgid, tuple, self.limits.clone()));
-                        id
-                    }
-                };
+                let bound = self.table.bind_new(c.thread.tgid, c.fd, c.sk);
+                let id = self.adopt(bound, c.thread.tgid, c.sk, t, out);
                 if let Some(conn) = self.conns.get_mut(&id) {
                     conn.connect_at.get_or_insert(t);
                     if c.ret < 0 && c.ret != EINPROGRESS {
