@@ -278,7 +278,13 @@ fn enter_call(ctx: &TracePointContext, which: u8) -> u32 {
         call::ACCEPT => args.buf = field::<u64>(ctx, sys_enter::arg(1)),
         call::CONNECT => {
             let addr = field::<u64>(ctx, sys_enter::arg(1));
-            read_sockaddr(addr, &mut args.family, &mut args.port, &mut args.addr);
+            let family = read_sockaddr(addr, &mut args.family, &mut args.port, &mut args.addr);
+            // Only an IP connect can open a TCP connection. A unix or
+            // netlink one (glibc's nscd lookup, systemd's userdb) is not
+            // sent: it would name no socket and no address.
+            if family.is_some_and(|f| f != AF_INET && f != AF_INET6) {
+                return 0;
+            }
         }
         _ => {}
     }
@@ -287,33 +293,33 @@ fn enter_call(ctx: &TracePointContext, which: u8) -> u32 {
 }
 
 /// Reads a user `sockaddr_in` or `sockaddr_in6`; leaves zeros for others.
+/// Returns the family read, if the user memory could be read.
 #[inline(always)]
-fn read_sockaddr(ptr: u64, family: &mut u16, port: &mut u16, addr: &mut [u8; 16]) {
+fn read_sockaddr(ptr: u64, family: &mut u16, port: &mut u16, addr: &mut [u8; 16]) -> Option<u16> {
     if ptr == 0 {
-        return;
+        return None;
     }
-    let Some(fam) = user::<u16>(ptr) else {
-        return;
-    };
+    let fam = user::<u16>(ptr)?;
     let Some(p) = user::<u16>(ptr + 2) else {
-        return;
+        return Some(fam);
     };
     if fam == AF_INET {
         if let Some(a) = user::<[u8; 4]>(ptr + 4) {
             addr[..4].copy_from_slice(&a);
         } else {
-            return;
+            return Some(fam);
         }
     } else if fam == AF_INET6 {
         match user::<[u8; 16]>(ptr + 8) {
             Some(a) => *addr = a,
-            None => return,
+            None => return Some(fam),
         }
     } else {
-        return;
+        return Some(fam);
     }
     *family = fam;
     *port = u16::from_be(p);
+    Some(fam)
 }
 
 #[inline(always)]
@@ -330,7 +336,7 @@ fn exit_call(ctx: &TracePointContext) -> u32 {
     }
     let ret = field::<i64>(ctx, sys_exit::RET);
     if args.call == call::ACCEPT && ret >= 0 {
-        read_sockaddr(args.buf, &mut args.family, &mut args.port, &mut args.addr);
+        let _ = read_sockaddr(args.buf, &mut args.family, &mut args.port, &mut args.addr);
     }
     if args.call == call::CONNECT {
         follow_sock(args.sk);

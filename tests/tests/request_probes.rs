@@ -288,6 +288,35 @@ fn a_pipe_read_sends_no_data_event() {
     );
 }
 
+/// glibc's nscd lookup and systemd's userdb connect unix sockets from inside
+/// an LB process: such a connect names no TCP socket and is not sent, while
+/// a TCP connect on the same thread right after it is.
+#[test]
+fn a_unix_connect_is_not_sent_and_a_tcp_one_is() {
+    use std::os::linux::net::SocketAddrExt;
+    use std::os::unix::net::{SocketAddr, UnixListener, UnixStream};
+
+    let mut p = Probes::load(256).follow_me();
+    let tid = gettid();
+    // An abstract address: nothing on disk to clean up.
+    let name = format!("lbw-unix-connect-{}", std::process::id());
+    let addr = SocketAddr::from_abstract_name(name.as_bytes()).expect("abstract name");
+    let _unix = UnixListener::bind_addr(&addr).expect("bind unix");
+    let _u = UnixStream::connect_addr(&addr).expect("connect unix");
+    let (listener, _client, _server) = pair();
+    let port = listener.local_addr().unwrap().port();
+    let connects: Vec<SockCallEvent> = calls_of(&p.drain(), tid)
+        .into_iter()
+        .filter(|c| c.call == call::CONNECT)
+        .collect();
+    assert_eq!(connects.len(), 1, "only the TCP connect: {connects:?}");
+    assert_eq!(
+        (connects[0].port, v4(&connects[0].addr)),
+        (port, Ipv4Addr::LOCALHOST)
+    );
+    assert_ne!(connects[0].sk, 0, "the TCP connect names its socket");
+}
+
 #[test]
 fn the_capture_limit_cuts_the_payload_not_the_count() {
     let mut p = Probes::load(16).follow_me();
@@ -532,13 +561,15 @@ fn a_forked_child_of_a_followed_process_is_followed() {
         .unwrap();
     assert!(child.wait().unwrap().success());
     let events = p.drain();
-    let connect = events
+    let connects: Vec<&SockCallEvent> = events
         .iter()
-        .find_map(|e| match e {
-            ReqEvent::Call(c) if c.tgid == child_pid && c.call == call::CONNECT => Some(*c),
+        .filter_map(|e| match e {
+            ReqEvent::Call(c) if c.tgid == child_pid && c.call == call::CONNECT => Some(c),
             _ => None,
         })
-        .expect("the child's connect");
+        .collect();
+    assert_eq!(connects.len(), 1, "the child's one connect: {connects:?}");
+    let connect = *connects[0];
     assert_eq!(
         (connect.port, v4(&connect.addr)),
         (port, *SocketAddrV4::new(Ipv4Addr::LOCALHOST, port).ip())

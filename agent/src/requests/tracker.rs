@@ -14,7 +14,10 @@ use std::{
 };
 
 use super::{
-    correlate::{BackendSide, ClientSide, Closed, Mapping, Reason, Threads, WindowLimits, Windows},
+    correlate::{
+        BackendSide, ClientSide, Closed, Mapping, OpenHead, OpenRequest, Reason, Threads,
+        WindowLimits, Windows,
+    },
     http::{self, Dir, Message, RequestHead, ResponseHead},
     input::{Call, CallKind, Data, Input, TcpKind, TcpState, Thread, Way},
     sockets::{Bound, ConnId, Ends, Role, Table, Tuple, Tuples},
@@ -191,6 +194,10 @@ struct Conn {
     /// Closed by the load balancer at this time; the record waits for
     /// `undecided` to reach 0.
     closed_at: Option<u64>,
+    /// A client request being read whose head has not come out of the
+    /// framer yet: its exchange id and the thread that read its first byte.
+    /// The correlator knows it is in flight from that byte on.
+    unannounced: Option<(u64, Thread)>,
 }
 
 impl Conn {
@@ -213,6 +220,7 @@ impl Conn {
             backends: BTreeSet::new(),
             undecided: 0,
             closed_at: None,
+            unannounced: None,
         }
     }
 
@@ -427,6 +435,54 @@ impl Tracker {
             self.on_message(id, d.thread, m, out);
         }
         self.messages = messages;
+        if role == Role::Client {
+            self.announce_start(id, d.thread, out);
+        }
+    }
+
+    /// A client request whose first bytes were read but whose head is not
+    /// out yet (it spans reads, or waits for its body prefix) is in flight
+    /// for the correlator from its first byte: until then no part of its
+    /// thread's window that it may join can be decided early.
+    fn announce_start(&mut self, id: ConnId, thread: Thread, out: &mut Vec<Output>) {
+        let Some(conn) = self.conns.get_mut(&id) else {
+            return;
+        };
+        if conn.unannounced.is_some() || conn.lost {
+            return;
+        }
+        let Some(ts) = conn.framer.request_unannounced() else {
+            return;
+        };
+        self.next_exchange += 1;
+        let xid = self.next_exchange;
+        conn.unannounced = Some((xid, thread));
+        let r = self
+            .windows
+            .client_started(thread.tgid, thread.tid, xid, ts);
+        self.decided(r, out);
+    }
+
+    /// A started client request that never got a head (framing lost before
+    /// its request line, or the connection ended): the correlator stops
+    /// waiting for it. It has no record: nothing readable was sent.
+    fn drop_unannounced(&mut self, id: ConnId, out: &mut Vec<Output>) {
+        let Some((xid, thread)) = self.conns.get_mut(&id).and_then(|c| c.unannounced.take()) else {
+            return;
+        };
+        let r = self.windows.client_done(ClientSide {
+            id: xid,
+            tgid: thread.tgid,
+            tid: thread.tid,
+            fingerprint: [0; 32],
+            req_body: Vec::new(),
+            t_read: 0,
+            t_resp_write: 0,
+            status: 0,
+            resp_body: Vec::new(),
+            tag: None,
+        });
+        self.decided(r, out);
     }
 
     fn on_message(&mut self, id: ConnId, thread: Thread, m: Message, out: &mut Vec<Output>) {
@@ -434,17 +490,40 @@ impl Tracker {
             return;
         };
         let Some(tuple) = conn.tuple else { return };
+        if matches!(m, Message::Request(_))
+            && tuple.role == Role::Client
+            && conn.unannounced.is_some_and(|(_, t)| t != thread)
+        {
+            // The head was read on another thread than the first byte: the
+            // thread that read the head runs the request.
+            self.drop_unannounced(id, out);
+            return self.on_message(id, thread, m, out);
+        }
         match m {
             Message::Request(head) => {
-                self.next_exchange += 1;
-                let xid = self.next_exchange;
+                let (xid, thread) = match conn.unannounced.take() {
+                    Some(started) if tuple.role == Role::Client => started,
+                    _ => {
+                        self.next_exchange += 1;
+                        (self.next_exchange, thread)
+                    }
+                };
                 conn.requests += 1;
                 if tuple.role == Role::Client {
                     conn.undecided += 1;
                     let pipelined = head.pipelined || !conn.open.is_empty();
-                    let r =
-                        self.windows
-                            .client_started(thread.tgid, thread.tid, xid, head.ts_first);
+                    let open = OpenRequest {
+                        id: xid,
+                        tgid: thread.tgid,
+                        tid: thread.tid,
+                        t_read: head.ts_first,
+                        head: Some(OpenHead {
+                            fingerprint: head.fingerprint,
+                            req_body: head.body_prefix.clone(),
+                            tag: self.exact_tag(tuple.ends),
+                        }),
+                    };
+                    let r = self.windows.client_request(open);
                     self.decided(r, out);
                     if pipelined {
                         self.windows.taint(
@@ -527,6 +606,7 @@ impl Tracker {
                 self.windows
                     .taint(thread.tgid, threads, Reason::FramingLost);
                 self.abandon_open(id, "framing-lost", out);
+                self.drop_unannounced(id, out);
             }
         }
     }
@@ -720,6 +800,7 @@ impl Tracker {
             };
             self.abandon_open(id, failure, out);
         }
+        self.drop_unannounced(id, out);
         self.release_closed(out);
     }
 

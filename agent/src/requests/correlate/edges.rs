@@ -34,7 +34,7 @@ pub(super) fn compatible(c: &ClientSide, b: &BackendSide) -> bool {
 }
 
 /// Two prefixes of one byte string agree on their common length.
-fn prefixes_agree(a: &[u8], b: &[u8]) -> bool {
+pub(super) fn prefixes_agree(a: &[u8], b: &[u8]) -> bool {
     let n = a.len().min(b.len());
     a[..n] == b[..n]
 }
@@ -42,7 +42,7 @@ fn prefixes_agree(a: &[u8], b: &[u8]) -> bool {
 /// A client with an expected tag (exact mode on for its frontend) needs a
 /// backend request carrying that tag: one without it (a health check, say)
 /// is not its forwarded copy. A client without one ignores tags.
-fn tags_agree(client: Option<&str>, backend: Option<&str>) -> bool {
+pub(super) fn tags_agree(client: Option<&str>, backend: Option<&str>) -> bool {
     match client {
         Some(expected) => backend == Some(expected),
         None => true,

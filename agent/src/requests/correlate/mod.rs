@@ -37,9 +37,10 @@
 //!
 //! Files: `side` (the inputs), `mapping` (the outputs), `edges` (the
 //! conditions and buckets), `graph`, `matching` (Hopcroft–Karp), `forced`,
-//! `solve` (all of it for one window), `window`, `limits` and `forgotten`
-//! (per-thread windows).
+//! `solve` (all of it for one window), `window`, `early`, `limits` and
+//! `forgotten` (per-thread windows).
 
+mod early;
 mod edges;
 mod forced;
 mod forgotten;
@@ -58,10 +59,11 @@ mod tests;
 #[cfg(test)]
 mod window_tests;
 
+pub use early::{OpenHead, OpenRequest};
 pub use limits::{LimitsError, WindowLimits};
 pub use mapping::{Mapping, Reason};
 pub use side::{BackendSide, ClientSide};
-pub use window::{Closed, Counters, Threads, Windows};
+pub use window::{Closed, Counters, EARLY_AT, Threads, Windows};
 
 /// Maps every client request of one window: one `(client id, mapping)` per
 /// client, in input order. Pure; O(E √V) after bucketing.

@@ -366,7 +366,7 @@ impl World {
     fn events(&self) -> Vec<(u64, Event)> {
         let mut events: Vec<(u64, Event)> = Vec::new();
         for (c, done) in &self.clients {
-            events.push((c.t_read, Event::Start(c.tid, c.id)));
+            events.push((c.t_read, Event::Start(c.clone())));
             events.push((*done, Event::ClientDone(c.clone())));
         }
         for (b, done) in &self.backends {
@@ -379,7 +379,7 @@ impl World {
 
 #[derive(Debug, Clone)]
 enum Event {
-    Start(u32, u64),
+    Start(ClientSide),
     BackendDone(BackendSide),
     ClientDone(ClientSide),
 }
@@ -396,9 +396,22 @@ impl Event {
     }
 }
 
-fn feed(w: &mut Windows, t: u64, e: Event, out: &mut Vec<(u64, Mapping)>) {
+/// Feeds one event; `heads`: starts carry the request's head (as the lead
+/// gives it once parsed), else only the start time.
+fn feed(w: &mut Windows, t: u64, e: Event, heads: bool, out: &mut Vec<(u64, Mapping)>) {
     let closed = match e {
-        Event::Start(tid, id) => w.client_started(1, tid, id, t),
+        Event::Start(c) if heads => w.client_request(OpenRequest {
+            id: c.id,
+            tgid: c.tgid,
+            tid: c.tid,
+            t_read: t,
+            head: Some(OpenHead {
+                fingerprint: c.fingerprint,
+                req_body: c.req_body,
+                tag: c.tag,
+            }),
+        }),
+        Event::Start(c) => w.client_started(c.tgid, c.tid, c.id, t),
         Event::BackendDone(b) => w.backend_done(b),
         Event::ClientDone(c) => w.client_done(c),
     };
@@ -425,6 +438,7 @@ proptest! {
         max_requests in prop_oneof![Just(4096usize), 2usize..10],
         timeout_ns in prop_oneof![Just(1_000_000u64), 100u64..600],
         loss_at in proptest::option::of(any::<prop::sample::Index>()),
+        heads in any::<bool>(),
     ) {
         let limits = WindowLimits::try_new(max_requests, Duration::from_nanos(timeout_ns));
         let mut w = Windows::new(limits.map_err(|e| TestCaseError::fail(e.to_string()))?);
@@ -438,7 +452,7 @@ proptest! {
             for closed in w.expire(t) {
                 out.extend(closed.results);
             }
-            feed(&mut w, t, e, &mut out);
+            feed(&mut w, t, e, heads, &mut out);
         }
         for closed in w.flush_all() {
             out.extend(closed.results);

@@ -14,6 +14,11 @@
 //!   (candidates still listed). Lost events also taint every window of the
 //!   process that opens within one timeout after the loss: a request whose
 //!   start was lost may still be in flight and land its backend there.
+//! - A thread that is never idle still gets its requests decided: once a
+//!   window holds [`EARLY_AT`] done requests (then twice what stayed), the
+//!   parts of it no request in flight can join are solved and reported
+//!   (see `early`). For that, [`Windows::client_request`] tells what a
+//!   request in flight may join.
 //! - Memory is bounded. A window past [`WindowLimits::max_requests`] reports
 //!   what is done as `window-too-large` and stays tainted until its thread
 //!   is idle. [`Windows::expire`] gives up on requests in flight past the
@@ -23,6 +28,7 @@
 use std::collections::HashMap;
 
 use super::{
+    early::{OpenRequest, final_parts},
     forgotten::Forgotten,
     limits::WindowLimits,
     mapping::{Mapping, Reason},
@@ -81,14 +87,32 @@ struct Pending {
     until: u64,
 }
 
+/// Done requests a window holds before the first try to decide part of it
+/// early; each try costs time linear in the window.
+pub const EARLY_AT: usize = 16;
+
 /// One thread's open window.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct Window {
-    /// Client requests started and not done: id → start (kernel ns).
-    in_flight: HashMap<u64, u64>,
+    /// Client requests started and not done, by id.
+    in_flight: HashMap<u64, OpenRequest>,
     done: Vec<ClientSide>,
     backends: Vec<BackendSide>,
     taint: Option<Reason>,
+    /// `done.len()` at which to try deciding part of the window early.
+    next_early: usize,
+}
+
+impl Default for Window {
+    fn default() -> Self {
+        Window {
+            in_flight: HashMap::new(),
+            done: Vec::new(),
+            backends: Vec::new(),
+            taint: None,
+            next_early: EARLY_AT,
+        }
+    }
 }
 
 impl Window {
@@ -112,6 +136,44 @@ impl Window {
         self.done.clear();
         self.backends.clear();
     }
+
+    /// Solves and removes the parts no request in flight can join, then
+    /// sets when to try again: when the done requests have doubled, so the
+    /// tries cost O(1) per request.
+    fn decide_early(&mut self, out: &mut Vec<(u64, Mapping)>) {
+        let open: Vec<&OpenRequest> = self.in_flight.values().collect();
+        let (clients, backends) = final_parts(&self.done, &self.backends, &open);
+        if !clients.is_empty() {
+            let done = take(&mut self.done, &clients);
+            let backends = take(&mut self.backends, &backends);
+            let taint = self.taint;
+            out.extend(
+                solve(&done, &backends)
+                    .into_iter()
+                    .map(|o| (o.client, o.into_mapping(taint))),
+            );
+        } else if !backends.is_empty() {
+            // Backends nothing can take any more: drop them.
+            take(&mut self.backends, &backends);
+        }
+        self.next_early = EARLY_AT.max(2 * self.done.len());
+    }
+}
+
+/// Removes the items at `indices` (ascending) from `v`, in order.
+fn take<T>(v: &mut Vec<T>, indices: &[usize]) -> Vec<T> {
+    let mut taken = Vec::with_capacity(indices.len());
+    let mut wanted = indices.iter().peekable();
+    let mut kept = Vec::with_capacity(v.len() - indices.len());
+    for (i, item) in std::mem::take(v).into_iter().enumerate() {
+        if wanted.next_if_eq(&&i).is_some() {
+            taken.push(item);
+        } else {
+            kept.push(item);
+        }
+    }
+    *v = kept;
+    taken
 }
 
 /// Every thread's open window, fed in kernel-time order.
@@ -163,11 +225,32 @@ impl Windows {
         self.open.len()
     }
 
-    /// A client request's first byte was read at `t` (kernel ns).
+    /// A client request's first byte was read at `t` (kernel ns); its head
+    /// is not known yet, so it may join any backend written after `t`.
     pub fn client_started(&mut self, tgid: u32, tid: u32, id: u64, t: u64) -> Option<Closed> {
-        self.advance(t);
-        self.window(tgid, tid).in_flight.entry(id).or_insert(t);
-        self.settle((tgid, tid))
+        self.client_request(OpenRequest {
+            id,
+            tgid,
+            tid,
+            t_read: t,
+            head: None,
+        })
+    }
+
+    /// A client request is in flight with what is known of it: its start,
+    /// and its head once parsed. A second call for the same id adds the
+    /// head and keeps the first start.
+    pub fn client_request(&mut self, open: OpenRequest) -> Option<Closed> {
+        self.advance(open.t_read);
+        let key = (open.tgid, open.tid);
+        let window = self.window(open.tgid, open.tid);
+        match window.in_flight.get_mut(&open.id) {
+            Some(known) => known.head = open.head.or(known.head.take()),
+            None => {
+                window.in_flight.insert(open.id, open);
+            }
+        }
+        self.settle(key)
     }
 
     /// A client request's response was written in full, or its connection
@@ -245,7 +328,7 @@ impl Windows {
         let mut stale: Vec<(u32, u32)> = self
             .open
             .iter()
-            .filter(|(_, w)| w.in_flight.values().any(|&s| s < deadline))
+            .filter(|(_, w)| w.in_flight.values().any(|o| o.t_read < deadline))
             .map(|(&k, _)| k)
             .collect();
         // Deterministic output, whatever the map's order.
@@ -300,10 +383,17 @@ impl Windows {
         })
     }
 
-    /// After a change to a window: enforce its bound, then close it if idle.
+    /// After a change to a window: enforce its bound, decide what is final
+    /// if it is time to, then close it if idle.
     fn settle(&mut self, key: (u32, u32)) -> Option<Closed> {
-        let spilled = self.spill_if_large(key);
-        self.close_if_idle(key, spilled)
+        let mut results = self.spill_if_large(key);
+        if let Some(window) = self.open.get_mut(&key)
+            && !window.in_flight.is_empty()
+            && window.done.len() >= window.next_early
+        {
+            window.decide_early(&mut results);
+        }
+        self.close_if_idle(key, results)
     }
 
     /// Empties a window that outgrew its bound: what is done is reported
@@ -336,8 +426,8 @@ impl Windows {
         };
         let forgotten = &mut self.forgotten;
         let counters = &mut self.counters;
-        window.in_flight.retain(|&id, &mut start| {
-            let give_up = stale(start);
+        window.in_flight.retain(|&id, open| {
+            let give_up = stale(open.t_read);
             if give_up {
                 forgotten.insert(id, reason);
                 counters.given_up += 1;

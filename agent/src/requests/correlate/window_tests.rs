@@ -308,3 +308,154 @@ fn any_reason_given_as_a_taint_is_the_one_reported() {
         assert_eq!(out, vec![(1, ambiguous(&[11], reason))], "{reason}");
     }
 }
+
+fn open(tid: u32, id: u64, t_read: u64, fingerprint: [u8; 32]) -> OpenRequest {
+    OpenRequest {
+        id,
+        tgid: 1,
+        tid,
+        t_read,
+        head: Some(OpenHead {
+            fingerprint,
+            req_body: Vec::new(),
+            tag: None,
+        }),
+    }
+}
+
+fn fp(n: u64) -> [u8; 32] {
+    let mut fp = [0u8; 32];
+    fp[..8].copy_from_slice(&n.to_le_bytes());
+    fp
+}
+
+/// A thread that always has a request in flight (each starts before the
+/// previous one is answered) never closes its window; with heads known,
+/// what no request in flight can join is decided early, so a bound of 64
+/// is never reached over 1 000 requests and every one of them maps.
+#[test]
+fn a_never_idle_thread_is_decided_early_and_maps_everything() {
+    let mut w = Windows::new(limits(64, 1_000_000_000));
+    let mut out = Vec::new();
+    let n = 1_000u64;
+    for i in 0..n {
+        let t = 100 * i;
+        let id = i + 1;
+        out.extend(results(w.client_request(open(1, id, t, fp(i)))));
+        if i > 0 {
+            // The previous request's backend, then its client, finish
+            // after this one started.
+            let prev = i;
+            let mut b = backend(1, 10_000 + prev, t - 90, t + 10);
+            b.fingerprint = fp(prev - 1);
+            out.extend(results(w.backend_done(b)));
+            let mut c = client(1, prev, t - 100, t + 20);
+            c.fingerprint = fp(prev - 1);
+            out.extend(results(w.client_done(c)));
+        }
+        assert!(w.open_windows() <= 1);
+    }
+    assert!(
+        out.len() as u64 >= n - 2 * EARLY_AT as u64,
+        "decided while busy: {}",
+        out.len()
+    );
+    for (id, m) in &out {
+        assert_eq!(
+            *m,
+            Mapping::Mapped {
+                backend: 10_000 + id
+            },
+            "client {id}"
+        );
+    }
+    assert_eq!(w.counters().windows_too_large, 0);
+    // The stop reports the rest (the last request is still in flight).
+    for c in w.flush_all() {
+        out.extend(c.results);
+    }
+    assert_eq!(out.len() as u64, n);
+}
+
+/// A done request whose backend an identical request in flight may still
+/// claim waits: decided early it would be mapped, but the request in
+/// flight may turn out to be a candidate of that backend too.
+#[test]
+fn a_request_in_flight_that_may_claim_a_backend_holds_its_component() {
+    let mut w = Windows::default();
+    for id in 1..=EARLY_AT as u64 + 1 {
+        let t = id * 1_000;
+        assert_eq!(w.client_request(open(1, id, t, fp(id))), None);
+    }
+    // The long one: same fingerprint as request 1, started before its
+    // backend was written.
+    assert_eq!(w.client_request(open(1, 99, 1_500, fp(1))), None);
+    let mut decided = Vec::new();
+    for id in 1..=EARLY_AT as u64 + 1 {
+        let t = id * 1_000;
+        let mut b = backend(1, 100 + id, t + 600, t + 700);
+        b.fingerprint = fp(id);
+        decided.extend(results(w.backend_done(b)));
+        let mut c = client(1, id, t, 100_000 + t);
+        c.fingerprint = fp(id);
+        decided.extend(results(w.client_done(c)));
+    }
+    assert!(!decided.is_empty(), "the other requests are decided early");
+    assert!(
+        decided.iter().all(|(id, _)| *id != 1),
+        "request 1 waits for request 99: {decided:?}"
+    );
+    let mut c = client(1, 99, 1_500, 200_000);
+    c.fingerprint = fp(1);
+    let rest = results(w.client_done(c));
+    // Both could have used backend 101: neither is mapped. Request 17
+    // came after the try at 16 done requests.
+    assert_eq!(
+        rest,
+        vec![
+            (1, ambiguous(&[101], Reason::Tie)),
+            (17, Mapping::Mapped { backend: 117 }),
+            (99, ambiguous(&[101], Reason::Tie))
+        ]
+    );
+}
+
+/// A request whose head is not parsed yet may be any request: every
+/// backend written after its start waits with it.
+#[test]
+fn a_request_without_a_head_holds_every_backend_after_its_start() {
+    let mut w = Windows::default();
+    assert_eq!(w.client_started(1, 1, 500, 5), None);
+    let mut decided = Vec::new();
+    for id in 1..=2 * EARLY_AT as u64 {
+        let t = id * 1_000;
+        decided.extend(results(w.client_request(open(1, id, t, fp(id)))));
+        let mut b = backend(1, 100 + id, t + 10, t + 20);
+        b.fingerprint = fp(id);
+        decided.extend(results(w.backend_done(b)));
+        let mut c = client(1, id, t, t + 30);
+        c.fingerprint = fp(id);
+        decided.extend(results(w.client_done(c)));
+    }
+    assert_eq!(decided, Vec::new());
+    // Its head comes: it is a different request, so the rest is final,
+    // and decided at the next try (the done requests have doubled).
+    decided.extend(results(w.client_request(open(1, 500, 5, fp(9_999)))));
+    for id in 2 * EARLY_AT as u64 + 1..=4 * EARLY_AT as u64 {
+        let t = id * 1_000;
+        decided.extend(results(w.client_request(open(1, id, t, fp(id)))));
+        let mut b = backend(1, 100 + id, t + 10, t + 20);
+        b.fingerprint = fp(id);
+        decided.extend(results(w.backend_done(b)));
+        let mut c = client(1, id, t, t + 30);
+        c.fingerprint = fp(id);
+        decided.extend(results(w.client_done(c)));
+    }
+    assert_eq!(decided.len(), 4 * EARLY_AT, "{decided:?}");
+    assert!(
+        decided
+            .iter()
+            .all(|(id, m)| *m == Mapping::Mapped { backend: 100 + id })
+    );
+    assert_eq!(w.open_windows(), 1, "request 500 is still in flight");
+}

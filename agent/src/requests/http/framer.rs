@@ -144,6 +144,18 @@ impl Conn {
         self.lost
     }
 
+    /// The first byte's time of a request being read whose head has not
+    /// come out yet: still being gathered, or held while its body prefix
+    /// fills. `None` between requests and once its head is out.
+    pub fn request_unannounced(&self) -> Option<u64> {
+        let msg = self.request.msg.as_ref()?;
+        match self.request.phase {
+            Phase::Head(_) => Some(msg.ts_first),
+            Phase::Body(_) | Phase::Idle if msg.held.is_some() => Some(msg.ts_first),
+            _ => None,
+        }
+    }
+
     /// How many requests have not had their final response head yet.
     pub fn awaiting(&self) -> usize {
         self.awaiting.len()
@@ -518,18 +530,25 @@ impl Conn {
             }
             _ => reason,
         };
-        for dir in [Dir::Request, Dir::Response] {
+        let partial = |c: &Self, dir: Dir| {
             let side = match dir {
-                Dir::Request => &self.request,
-                Dir::Response => &self.response,
+                Dir::Request => &c.request,
+                Dir::Response => &c.response,
             };
-            let partial = match (&side.phase, side.msg.as_ref()) {
-                (Phase::Head(buf), Some(msg)) => self.partial(dir, buf, msg),
+            match (&side.phase, side.msg.as_ref()) {
+                (Phase::Head(buf), Some(msg)) => c.partial(dir, buf, msg),
                 _ => None,
-            };
-            self.side(dir).flush(out);
-            out.extend(partial);
-        }
+            }
+        };
+        let (request, response) = (partial(self, Dir::Request), partial(self, Dir::Response));
+        self.request.flush(out);
+        self.response.flush(out);
+        // A response being gathered answers a request whose head is already
+        // out; a request being gathered is a later, pipelined one. So the
+        // response comes first, and an incomplete request is the last
+        // message before `Lost`.
+        out.extend(response);
+        out.extend(request);
         self.lost = Some(reason);
         out.push(Message::Lost(reason));
     }

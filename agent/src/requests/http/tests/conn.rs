@@ -97,6 +97,31 @@ fn a_head_cut_by_uncaptured_bytes_is_incomplete_then_lost() {
     assert!(feed(&mut c, Dir::Request, 3, GET).is_empty());
 }
 
+/// Found by the property test: a cut with a response head half read and a
+/// pipelined request head half read. The response answers the earlier
+/// request, so it comes out first; the incomplete request is last before
+/// `Lost`.
+#[test]
+fn a_cut_with_both_heads_half_read_puts_the_response_first() {
+    let mut c = conn();
+    let get = b"GET / HTTP/1.1\r\nHost: a\r\n\r\n";
+    let ok = b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\nabc";
+    assert_eq!(feed(&mut c, Dir::Request, 1, get).len(), 2);
+    assert!(feed_cut(&mut c, Dir::Response, 2, &ok[..17], 17).is_empty());
+    let out = feed_cut(&mut c, Dir::Request, 3, &get[..17], 16);
+    assert_eq!(out.len(), 3, "{out:?}");
+    match &out[0] {
+        Message::Response(h) => assert_eq!((h.status, h.complete), (200, false)),
+        m => panic!("the response first, not {m:?}"),
+    }
+    let h = request(&out[1]);
+    assert_eq!(
+        (h.target.as_str(), h.complete, h.pipelined),
+        ("/", false, true)
+    );
+    assert_eq!(out[2], Message::Lost(LostReason::HeadTruncated));
+}
+
 #[test]
 fn a_head_cut_before_its_request_line_ends_is_only_lost() {
     let mut c = conn();
