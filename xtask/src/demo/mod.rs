@@ -1,12 +1,15 @@
 //! `cargo xtask demo`: a self-contained lab. Two network namespaces joined
 //! by a veth pair: a client generating TCP, UDP, ICMP, IPv6 and VLAN-tagged
 //! traffic, and a "load balancer" running servers and the agent on its end
-//! of the veth. The agent delivers to real collectors (two rsyslogd over
+//! of the veth. Beside it, a real HAProxy in front of three nginx backends
+//! takes rounds of HTTP requests; the agent follows it from the kernel and
+//! records every request with the backend that served it. The agent delivers to real collectors (two rsyslogd over
 //! RELP, balanced; a NATS JetStream stream for the security-relevant
 //! records); the demo shows what the collectors store as it arrives, their
 //! counts, and at the end verifies what they hold.
 
 mod collectors;
+mod requests;
 mod show;
 mod traffic;
 mod view;
@@ -47,6 +50,8 @@ closed_timeout_secs = 1
 checkpoint_interval_secs = 5
 ";
 
+/// Time between rounds of HTTP requests through HAProxy.
+const HTTP_ROUND: Duration = Duration::from_millis(500);
 /// How often the count table is printed.
 const COUNTS_EVERY: Duration = Duration::from_secs(2);
 /// How long the collectors may take to receive the final checkpoint after
@@ -68,6 +73,7 @@ pub fn run(seconds: Option<u64>) -> Result<()> {
     let lb = NetNs::new("demo-lb");
     let veth = VethPair::with_default_addrs(&client, &lb);
     let collectors = Collectors::start(&lb)?;
+    let lb_demo = requests::LbDemo::start()?;
     let dir = Scratch::path("demo");
     std::fs::create_dir(&dir.0).with_context(|| format!("creating {}", dir.as_str()))?;
     // A stand-in for HAProxy's config: the demo edits it half-way through,
@@ -84,6 +90,7 @@ pub fn run(seconds: Option<u64>) -> Result<()> {
         ),
     )?;
     header(&client, &lb, &veth, &collectors);
+    println!("{}", lb_demo.describe());
 
     // A fresh state directory: a new agent id, key and chain each run.
     let state = dir.0.join("state");
@@ -114,11 +121,20 @@ pub fn run(seconds: Option<u64>) -> Result<()> {
     let traffic_stop = AtomicBool::new(false);
     thread::scope(|scope| -> Result<()> {
         let traffic = scope.spawn(|| traffic::run(&client, &veth, &traffic_stop));
+        let http = scope.spawn(|| {
+            while !traffic_stop.load(Ordering::SeqCst) {
+                lb_demo.round();
+                thread::sleep(HTTP_ROUND);
+            }
+        });
         let mut next_counts = Instant::now() + COUNTS_EVERY;
         while !STOP.load(Ordering::SeqCst) && deadline.is_none_or(|d| Instant::now() < d) {
             view.tick();
             if Instant::now() >= next_counts {
                 println!("{}", view.counts());
+                if let Some(line) = view.request_counts() {
+                    println!("{line}");
+                }
                 next_counts += COUNTS_EVERY;
             }
             if !edited && Instant::now() >= edit_at {
@@ -132,6 +148,9 @@ pub fn run(seconds: Option<u64>) -> Result<()> {
             thread::sleep(Duration::from_millis(250));
         }
         traffic_stop.store(true, Ordering::SeqCst);
+        if http.join().is_err() {
+            bail!("the HTTP client thread panicked");
+        }
         match traffic.join() {
             Ok(result) => result,
             Err(_) => bail!("the traffic thread panicked"),
@@ -156,6 +175,9 @@ pub fn run(seconds: Option<u64>) -> Result<()> {
     }
     view.tick();
     println!("{}  (final)", view.counts());
+    if let Some(line) = view.request_counts() {
+        println!("{line}  (final)");
+    }
     let verified = verify(
         &collectors,
         &state.join("signing.key.pub"),

@@ -11,7 +11,11 @@ pub fn describe(r: &Value) -> String {
     // serde_json's Display ignores widths: pad the rendered text.
     let seq = format!("#{}", ev["sequence"]);
     let mut text = format!("{seq:<6} {:<16}", s(&ev["action"]));
-    if let Some(net) = r.get("network") {
+    if ev["dataset"] == "lbwitness.request" {
+        text += &request(r);
+    } else if ev["dataset"] == "lbwitness.connection" {
+        text += &connection(r);
+    } else if let Some(net) = r.get("network") {
         text += &format!(
             " {:<9} {} -> {}",
             s(&net["transport"]),
@@ -69,6 +73,49 @@ pub fn describe(r: &Value) -> String {
         );
     }
     text.trim_end().to_owned()
+}
+
+/// ` GET /cart 200 192.0.2.7:51544 -> 198.51.100.2:8080 3.1 ms (mapped)`.
+fn request(r: &Value) -> String {
+    let http = &r["http"];
+    let status = http["response"]["status_code"]
+        .as_u64()
+        .map_or_else(|| "---".to_owned(), |s| s.to_string());
+    let backend = match r["destination"].get("nat").filter(|n| !n.is_null()) {
+        Some(nat) => endpoint(nat),
+        None => "no backend".to_owned(),
+    };
+    let ms = r["event"]["duration"]
+        .as_u64()
+        .map_or_else(String::new, |ns| format!(" {:.1} ms", ns as f64 / 1e6));
+    let b = &r["lbwitness"]["backend"];
+    let mapping = match b.get("reason").filter(|v| !v.is_null()) {
+        Some(why) => format!("{}: {}", s(&b["mapping"]), s(why)),
+        None => s(&b["mapping"]),
+    };
+    format!(
+        " {} {} {status} {} -> {backend}{ms} ({mapping})",
+        s(&http["request"]["method"]),
+        s(&r["url"]["path"]),
+        endpoint(&r["source"]),
+    )
+}
+
+/// ` client 192.0.2.7:51544 -> 192.0.2.2:80 3 requests, closed by client`.
+fn connection(r: &Value) -> String {
+    let c = &r["lbwitness"]["connection"];
+    let mut text = format!(
+        " {} {} -> {} {} requests, closed by {}",
+        s(&c["role"]),
+        endpoint(&r["source"]),
+        endpoint(&r["destination"]),
+        c["requests"],
+        s(&c["closed_by"])
+    );
+    if let Some(e) = r.get("error").filter(|e| !e.is_null()) {
+        text += &format!(" ({})", s(&e["message"]));
+    }
+    text
 }
 
 /// The count table: `collectors: rsyslog-a 412  rsyslog-b 409  nats 37`.
@@ -163,6 +210,51 @@ mod tests {
         let idle = json!({"event": {"sequence": 5, "action": "kernel-counters"},
             "lbwitness": {"kernel": {"a": {"delta": 0}}}});
         assert!(describe(&idle).ends_with(" kernel counters: no change"));
+    }
+
+    #[test]
+    fn a_request_shows_method_path_status_client_backend_time_and_mapping() {
+        let r = json!({
+            "event": {"sequence": 812, "action": "http-request", "dataset": "lbwitness.request",
+                "duration": 3_100_000},
+            "source": {"ip": "192.0.2.7", "port": 51544},
+            "destination": {"ip": "192.0.2.2", "port": 80,
+                "nat": {"ip": "198.51.100.2", "port": 8080}},
+            "http": {"request": {"method": "GET"}, "response": {"status_code": 200}},
+            "url": {"path": "/cart"},
+            "lbwitness": {"backend": {"mapping": "mapped"}},
+        });
+        assert_eq!(
+            describe(&r),
+            "#812   http-request     GET /cart 200 192.0.2.7:51544 -> 198.51.100.2:8080 \
+             3.1 ms (mapped)"
+        );
+        let r = json!({
+            "event": {"sequence": 9, "action": "http-request", "dataset": "lbwitness.request"},
+            "source": {"ip": "192.0.2.7", "port": 51544},
+            "http": {"request": {"method": "GET"}},
+            "url": {"path": "/"},
+            "lbwitness": {"backend": {"mapping": "ambiguous", "reason": "tie"}},
+        });
+        assert!(
+            describe(&r).ends_with("GET / --- 192.0.2.7:51544 -> no backend (ambiguous: tie)"),
+            "{}",
+            describe(&r)
+        );
+    }
+
+    #[test]
+    fn a_connection_shows_role_ends_requests_and_error() {
+        let r = json!({
+            "event": {"sequence": 5, "action": "connection", "dataset": "lbwitness.connection"},
+            "source": {"ip": "10.0.0.1", "port": 40000},
+            "destination": {"ip": "10.2.0.1", "port": 8099},
+            "lbwitness": {"connection": {"role": "backend", "requests": 0, "closed_by": "lb"}},
+            "error": {"message": "connection refused"},
+        });
+        assert!(describe(&r).ends_with(
+            "backend 10.0.0.1:40000 -> 10.2.0.1:8099 0 requests, closed by lb (connection refused)"
+        ));
     }
 
     #[test]

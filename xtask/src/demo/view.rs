@@ -9,6 +9,7 @@ use serde_json::Value;
 
 use super::{
     collectors::{Collectors, STREAM, Tail},
+    requests::Tally,
     show,
 };
 
@@ -25,6 +26,8 @@ pub struct View {
     archive_final: bool,
     /// Whether the stream holds it.
     nats_final: bool,
+    /// Request records the archive stored.
+    requests: Tally,
 }
 
 impl View {
@@ -39,6 +42,7 @@ impl View {
             nats_next: 0,
             archive_final: false,
             nats_final: false,
+            requests: Tally::default(),
         })
     }
 
@@ -51,7 +55,14 @@ impl View {
                 tail.poll()
                     .into_iter()
                     .map(|line| (tag, line.into_bytes()))
-                    .map(|(tag, line)| record(tag, &line, &mut self.archive_final)),
+                    .map(|(tag, line)| {
+                        record(
+                            tag,
+                            &line,
+                            &mut self.archive_final,
+                            Some(&mut self.requests),
+                        )
+                    }),
             );
         }
         let from = self.nats_next;
@@ -60,7 +71,7 @@ impl View {
             .unwrap_or_default();
         for m in messages {
             self.nats_next = m.seq + 1;
-            stored.push(record("[nats]", &m.data, &mut self.nats_final));
+            stored.push(record("[nats]", &m.data, &mut self.nats_final, None));
         }
         stored.sort_by_key(|(seq, tag, _)| (*seq, *tag));
         for (_, tag, text) in stored {
@@ -75,6 +86,12 @@ impl View {
                 println!("agent: {}", line.trim());
             }
         }
+    }
+
+    /// The request counts (per backend, per status, per mapping), once a
+    /// request record was stored.
+    pub fn request_counts(&self) -> Option<String> {
+        self.requests.line()
     }
 
     /// The count table: lines each rsyslogd stored, messages in the stream.
@@ -112,12 +129,20 @@ impl View {
 }
 
 /// A stored line as `(sequence, tag, description)`; sets `is_final` when
-/// it is the final checkpoint.
-fn record<'t>(tag: &'t str, line: &[u8], is_final: &mut bool) -> (u64, &'t str, String) {
+/// it is the final checkpoint, and counts request records in `tally`.
+fn record<'t>(
+    tag: &'t str,
+    line: &[u8],
+    is_final: &mut bool,
+    tally: Option<&mut Tally>,
+) -> (u64, &'t str, String) {
     match serde_json::from_slice::<Value>(line) {
         Ok(r) => {
             if r["lbwitness"]["checkpoint"]["final"] == true {
                 *is_final = true;
+            }
+            if let Some(t) = tally {
+                t.add(&r);
             }
             let seq = r["event"]["sequence"].as_u64().unwrap_or(0);
             (seq, tag, show::describe(&r))
