@@ -164,5 +164,18 @@ pub mod names {
             KP_TCP_SENDMSG,
             KP_TCP_RECVMSG,
         ];
+
+        /// The library the TLS uprobes attach to (found through the
+        /// dynamic loader's cache).
+        pub const LIBSSL: &str = "libssl.so.3";
+        /// The uprobe programs on libssl, with the function each enters.
+        pub const SSL_ENTRIES: &[(&str, &str)] = &[
+            ("lbw_ssl_read", "SSL_read"),
+            ("lbw_ssl_read_ex", "SSL_read_ex"),
+            ("lbw_ssl_write", "SSL_write"),
+            ("lbw_ssl_write_ex", "SSL_write_ex"),
+        ];
+        /// The return probe on all four: the plaintext event.
+        pub const SSL_RETURN: &str = "lbw_ssl_return";
     }
 }

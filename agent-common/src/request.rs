@@ -13,7 +13,7 @@
 //!
 //! ```text
 //! DataEvent       0 header | 16 lost | 20 tgid | 24 tid | 28 fd | 32 direction | 33 syscall
-//!                 34 pad[6] | 40 sk | 48 ret | 56 enter_ns | 64 captured | 68 pad | 72 data[1024]
+//!                 34 tls | 35 pad[5] | 40 sk | 48 ret | 56 enter_ns | 64 captured | 68 pad | 72 data[1024]
 //!                 (on the ring: the first 72 + captured bytes; header.len says how many)
 //! SockStateEvent  0 header | 16 lost | 20 tgid | 24 tid | 28 pad | 32 sk | 40 oldstate
 //!                 41 newstate | 42 family | 44 sport | 46 dport | 48 saddr | 64 daddr  (80)
@@ -87,15 +87,34 @@ pub mod syscall {
     pub const SENDTO: u8 = 7;
     /// sendmsg(2).
     pub const SENDMSG: u8 = 8;
+    /// libssl's `SSL_read` or `SSL_read_ex` returned plaintext (a uprobe,
+    /// not a syscall: the bytes are what the TLS layer decrypted).
+    pub const SSL_READ: u8 = 9;
+    /// libssl's `SSL_write` or `SSL_write_ex` took plaintext.
+    pub const SSL_WRITE: u8 = 10;
 
     /// The direction of a data syscall, `None` for an unknown id.
     pub const fn direction(syscall: u8) -> Option<u8> {
         match syscall {
-            READ | READV | RECVFROM | RECVMSG => Some(super::direction::RECV),
-            WRITE | WRITEV | SENDTO | SENDMSG => Some(super::direction::SEND),
+            READ | READV | RECVFROM | RECVMSG | SSL_READ => Some(super::direction::RECV),
+            WRITE | WRITEV | SENDTO | SENDMSG | SSL_WRITE => Some(super::direction::SEND),
             _ => None,
         }
     }
+
+    /// Whether the event is libssl's plaintext rather than a syscall's bytes.
+    pub const fn is_tls_plaintext(syscall: u8) -> bool {
+        matches!(syscall, SSL_READ | SSL_WRITE)
+    }
+}
+
+/// [`DataEvent::tls`] values.
+pub mod tls {
+    /// A plain syscall, or libssl's plaintext.
+    pub const NONE: u8 = 0;
+    /// A syscall made inside an `SSL_read`/`SSL_write` of the same thread:
+    /// its bytes are TLS records, so no payload is sent, only the count.
+    pub const CIPHERTEXT: u8 = 1;
 }
 
 /// [`SockCallEvent::call`] values.
@@ -139,8 +158,10 @@ pub struct DataEvent {
     pub direction: u8,
     /// A [`syscall`] value.
     pub syscall: u8,
+    /// A [`tls`] value.
+    pub tls: u8,
     /// Explicit padding, always zero.
-    pub _pad: [u8; 6],
+    pub _pad: [u8; 5],
     /// The `struct sock *` sock:sock_{send,recv}_length (or the kprobe on
     /// tcp_{send,recv}msg) saw during this syscall: the socket's identity
     /// for as long as it lives.
@@ -302,11 +323,16 @@ pub enum RequestCounter {
     Truncated = 9,
     /// Data events produced (sent, or lost and counted in `RingOutputFailed`).
     DataEvents = 10,
+    /// libssl moved plaintext on a connection whose socket no syscall of
+    /// the call (nor an earlier one of the same `SSL*`) named: not sent.
+    TlsSocketUnknown = 11,
+    /// The TLS call map (`TLS_CALLS`) was full: an SSL call was not followed.
+    TlsCallsFull = 12,
 }
 
 impl RequestCounter {
     /// Number of counters; the size of the `REQ_COUNTERS` array.
-    pub const COUNT: u32 = 11;
+    pub const COUNT: u32 = 13;
 
     /// Every counter, in id order.
     pub const ALL: [RequestCounter; Self::COUNT as usize] = [
@@ -321,6 +347,8 @@ impl RequestCounter {
         Self::ScratchMissing,
         Self::Truncated,
         Self::DataEvents,
+        Self::TlsSocketUnknown,
+        Self::TlsCallsFull,
     ];
 
     /// Stable snake_case name used in records and telemetry.
@@ -337,6 +365,8 @@ impl RequestCounter {
             Self::ScratchMissing => "req_scratch_missing",
             Self::Truncated => "req_truncated",
             Self::DataEvents => "req_data_events",
+            Self::TlsSocketUnknown => "req_tls_socket_unknown",
+            Self::TlsCallsFull => "req_tls_calls_full",
         }
     }
 

@@ -8,11 +8,11 @@
 
 use agent_common::{
     event::{EventHeader, EventKind},
-    request::{DataEvent, RequestCounter, SockStateEvent, tcp_state},
+    request::{DATA_MAX, DataEvent, RequestCounter, SockStateEvent, syscall, tcp_state},
 };
-use aya_ebpf::helpers::{bpf_get_current_pid_tgid, bpf_ktime_get_ns};
+use aya_ebpf::helpers::{bpf_get_current_pid_tgid, bpf_ktime_get_ns, bpf_probe_read_user_buf};
 
-use crate::req_maps::{PROCS, REQ_EVENTS, REQ_LOST, SOCKS, count};
+use crate::req_maps::{PROCS, REQ_EVENTS, REQ_LOST, REQ_SCRATCH, SOCKS, count};
 
 /// Payload bytes captured per data event; the agent rewrites it at load
 /// time (`names::requests::CAPTURE_GLOBAL`), at most `DATA_MAX`.
@@ -108,7 +108,7 @@ pub fn send<T>(event: &T) {
 
 /// Sends the first `DATA_OFFSET + captured` bytes of the scratch data event.
 #[inline(always)]
-pub fn send_data(event: *mut DataEvent, captured: u32) {
+fn send_data(event: *mut DataEvent, captured: u32) {
     // Masked, not only compared: the verifier needs a bound it can see on
     // the register passed as the size (DATA_MAX is a power of two, and the
     // caller already capped `captured` at it).
@@ -119,6 +119,66 @@ pub fn send_data(event: *mut DataEvent, captured: u32) {
     let bytes = unsafe { core::slice::from_raw_parts(event.cast::<u8>(), len as usize) };
     let rc = REQ_EVENTS.output::<[u8]>(bytes, 0).is_ok();
     settle(rc);
+}
+
+/// The fixed fields of one data event, from a syscall's exit or an SSL
+/// call's return.
+pub struct DataMeta {
+    pub tgid: u32,
+    pub tid: u32,
+    pub fd: i32,
+    pub syscall: u8,
+    pub tls: u8,
+    pub sk: u64,
+    /// Bytes moved (> 0).
+    pub ret: i64,
+    pub enter_ns: u64,
+}
+
+/// Builds a [`DataEvent`] in the per-CPU scratch with the first
+/// min(ret, len, CAPTURE) bytes of the user buffer `buf`, and sends it.
+#[inline(always)]
+pub fn emit_data(meta: &DataMeta, buf: u64, len: u64) {
+    let Some(ev) = REQ_SCRATCH.get_ptr_mut(0) else {
+        count(RequestCounter::ScratchMissing);
+        return;
+    };
+    let limit = u64::from(capture_limit()).min(DATA_MAX as u64);
+    let mut captured = (meta.ret as u64).min(len).min(limit) as u32;
+    if u64::from(captured) < (meta.ret as u64).min(len) {
+        count(RequestCounter::Truncated);
+    }
+    // SAFETY: the per-CPU scratch of this CPU, written only by this program run.
+    unsafe {
+        if captured > 0 {
+            let n = (captured as usize) & (DATA_MAX * 2 - 1);
+            let n = if n > DATA_MAX { DATA_MAX } else { n };
+            let dst = &mut (&mut (*ev).data)[..n];
+            if bpf_probe_read_user_buf(buf as *const u8, dst).is_err() {
+                count(RequestCounter::ProbeReadUserFailed);
+                captured = 0;
+            }
+        }
+        (*ev).header = header(
+            EventKind::SockData,
+            DataEvent::DATA_OFFSET + captured as usize,
+        );
+        (*ev).lost = lost_so_far();
+        (*ev).tgid = meta.tgid;
+        (*ev).tid = meta.tid;
+        (*ev).fd = meta.fd;
+        (*ev).direction = syscall::direction(meta.syscall).unwrap_or(0);
+        (*ev).syscall = meta.syscall;
+        (*ev).tls = meta.tls;
+        (*ev)._pad = [0; 5];
+        (*ev).sk = meta.sk;
+        (*ev).ret = meta.ret;
+        (*ev).enter_ns = meta.enter_ns;
+        (*ev).captured = captured;
+        (*ev)._pad2 = 0;
+    }
+    count(RequestCounter::DataEvents);
+    send_data(ev, captured);
 }
 
 /// The fields of a state change, from whichever hook saw it.

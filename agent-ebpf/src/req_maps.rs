@@ -71,6 +71,52 @@ pub static REQ_LOST: PerCpuArray<u32> = PerCpuArray::with_max_entries(1, 0);
 #[map(name = "REQ_SCRATCH")]
 pub static REQ_SCRATCH: PerCpuArray<DataEvent> = PerCpuArray::with_max_entries(1, 0);
 
+/// An SSL call in flight on a thread: its arguments, and the socket a
+/// syscall inside it named.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct TlsCall {
+    /// The `SSL *`.
+    pub ssl: u64,
+    /// The plaintext buffer.
+    pub buf: u64,
+    /// Its length (`num`).
+    pub len: u64,
+    /// `_ex` forms: where libssl writes the bytes moved (`size_t *`).
+    pub moved_at: u64,
+    /// The socket of a syscall inside the call (0 until one runs).
+    pub sk: u64,
+    /// `bpf_ktime_get_ns()` at the call.
+    pub enter_ns: u64,
+    /// That syscall's fd (-1 until one runs).
+    pub fd: i32,
+    /// 1 for `SSL_write*`, 0 for `SSL_read*`.
+    pub write: u8,
+    /// 1 for the `_ex` forms.
+    pub ex: u8,
+    pub _pad: [u8; 2],
+}
+
+/// The socket an `SSL *` last moved bytes through, for a call that is
+/// served from libssl's buffer without a syscall.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct TlsSock {
+    pub sk: u64,
+    pub fd: i32,
+    pub _pad: u32,
+}
+
+/// SSL calls in flight, by thread id: the uprobe writes, the syscalls
+/// inside fill `sk`, the return probe reads and deletes.
+#[map(name = "TLS_CALLS")]
+pub static TLS_CALLS: HashMap<u32, TlsCall> = HashMap::with_max_entries(16384, 0);
+
+/// Each `SSL *`'s socket, by `SSL *`. LRU: a freed `SSL *` ages out, and a
+/// reused one is rebound by its first call with a syscall.
+#[map(name = "TLS_SOCKS")]
+pub static TLS_SOCKS: LruHashMap<u64, TlsSock> = LruHashMap::with_max_entries(65536, 0);
+
 /// Adds one to `counter` on this CPU.
 #[inline(always)]
 pub fn count(counter: RequestCounter) {

@@ -2,7 +2,7 @@
 //!
 //! Loaded apart from the flow object, so the flow agent's programs, maps and
 //! load are unchanged, and request events have their own ring buffer.
-//! One file per attach type (`tracepoint.rs`, `kprobe.rs`), every map in
+//! One file per attach type (`tracepoint.rs`, `kprobe.rs`, `uprobe.rs`), every map in
 //! `req_maps.rs`, what both share in `req_emit.rs`.
 #![no_std]
 #![no_main]
@@ -11,6 +11,7 @@ mod kprobe;
 mod req_emit;
 mod req_maps;
 mod tracepoint;
+mod uprobe;
 
 #[cfg(not(test))]
 #[panic_handler]

@@ -9,26 +9,23 @@
 use agent_common::{
     event::EventKind,
     request::{
-        AF_INET, AF_INET6, DATA_MAX, DataEvent, RequestCounter, SockCallEvent, TcpEvent, call,
+        AF_INET, AF_INET6, RequestCounter, SockCallEvent, TcpEvent, call,
         layout::{
             self, TcpTuple, inet_sock_set_state as iss, sched_process_exit, sched_process_fork,
             sock_length, sys_enter, sys_exit, tcp_send_reset,
         },
-        syscall, tcp_kind, tcp_state,
+        syscall, tcp_kind, tcp_state, tls,
     },
 };
-use aya_ebpf::{
-    helpers::{bpf_probe_read_user, bpf_probe_read_user_buf},
-    macros::tracepoint,
-    programs::TracePointContext,
-};
+use aya_ebpf::{helpers::bpf_probe_read_user, macros::tracepoint, programs::TracePointContext};
 
 use crate::{
     req_emit::{
-        StateChange, capture_limit, current, follow_sock, followed, header, known_sock,
-        lost_so_far, now_ns, send, send_data, send_state, state_wanted,
+        DataMeta, StateChange, current, emit_data, follow_sock, followed, header, known_sock,
+        lost_so_far, now_ns, send, send_state, state_wanted,
     },
-    req_maps::{ARGS, Args, PROCS, REQ_SCRATCH, SOCKS, count},
+    req_maps::{ARGS, Args, PROCS, SOCKS, count},
+    uprobe::inside_ssl_call,
 };
 
 const IPPROTO_TCP: u16 = 6;
@@ -61,7 +58,7 @@ fn field<T: Default>(ctx: &TracePointContext, offset: usize) -> T {
 }
 
 #[inline(always)]
-fn user<T>(ptr: u64) -> Option<T> {
+pub(crate) fn user<T>(ptr: u64) -> Option<T> {
     // SAFETY: bpf_probe_read_user copies from a user pointer, failing safely.
     match unsafe { bpf_probe_read_user(ptr as *const T) } {
         Ok(v) => Some(v),
@@ -148,49 +145,28 @@ fn exit_data(ctx: &TracePointContext) -> u32 {
     if args.syscall == 0 || args.sk == 0 || args.peek != 0 {
         return 0;
     }
+    // Inside an SSL call of this thread, the socket is the call's, and
+    // its bytes are TLS records: sent as a count only.
+    let tls = if inside_ssl_call(tid, args.sk, args.fd) {
+        tls::CIPHERTEXT
+    } else {
+        tls::NONE
+    };
     let ret = field::<i64>(ctx, sys_exit::RET);
     if ret <= 0 {
         return 0;
     }
-    let Some(ev) = REQ_SCRATCH.get_ptr_mut(0) else {
-        count(RequestCounter::ScratchMissing);
-        return 0;
+    let meta = DataMeta {
+        tgid,
+        tid,
+        fd: args.fd,
+        syscall: args.syscall,
+        tls,
+        sk: args.sk,
+        ret,
+        enter_ns: args.enter_ns,
     };
-    let limit = (capture_limit() as u64).min(DATA_MAX as u64);
-    let mut captured = (ret as u64).min(args.len).min(limit) as u32;
-    if (captured as u64) < (ret as u64).min(args.len) {
-        count(RequestCounter::Truncated);
-    }
-    // SAFETY: the per-CPU scratch of this CPU, written only by this program run.
-    unsafe {
-        if captured > 0 {
-            let n = (captured as usize) & (DATA_MAX * 2 - 1);
-            let n = if n > DATA_MAX { DATA_MAX } else { n };
-            let dst = &mut (&mut (*ev).data)[..n];
-            if bpf_probe_read_user_buf(args.buf as *const u8, dst).is_err() {
-                count(RequestCounter::ProbeReadUserFailed);
-                captured = 0;
-            }
-        }
-        (*ev).header = header(
-            EventKind::SockData,
-            DataEvent::DATA_OFFSET + captured as usize,
-        );
-        (*ev).lost = lost_so_far();
-        (*ev).tgid = tgid;
-        (*ev).tid = tid;
-        (*ev).fd = args.fd;
-        (*ev).direction = syscall::direction(args.syscall).unwrap_or(0);
-        (*ev).syscall = args.syscall;
-        (*ev)._pad = [0; 6];
-        (*ev).sk = args.sk;
-        (*ev).ret = ret;
-        (*ev).enter_ns = args.enter_ns;
-        (*ev).captured = captured;
-        (*ev)._pad2 = 0;
-    }
-    count(RequestCounter::DataEvents);
-    send_data(ev, captured);
+    emit_data(&meta, args.buf, if tls == tls::NONE { args.len } else { 0 });
     0
 }
 

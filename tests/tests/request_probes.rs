@@ -24,7 +24,7 @@ use lbwitness::{
         },
         tracefs,
     },
-    requests::event::{Data, ReqEvent, call, decode, direction, syscall, tcp_kind, tcp_state},
+    requests::event::{Data, ReqEvent, call, decode, direction, syscall, tcp_kind, tcp_state, tls},
 };
 
 const REQUEST: &[u8] = b"GET /x HTTP/1.1\r\nHost: example.test\r\nUser-Agent: lbw-test\r\n\r\n";
@@ -598,6 +598,108 @@ fn a_forked_child_of_a_followed_process_is_followed() {
     assert_eq!(read, b"HTTP/1.1 204 No Content\r\n");
     // The exited child is forgotten.
     assert!(!p.procs.tgids().contains(&child_pid));
+}
+
+/// A TLS client and server in one Python process (its `ssl` module links
+/// the system's libssl.so.3), a child of this followed test: the libssl
+/// uprobes give the plaintext both ways, on the socket the syscalls inside
+/// each SSL call named, and those syscalls send their counts only.
+const TLS_PAIR: &str = r#"
+import socket, ssl, sys, threading
+srv = socket.socket(); srv.bind(("127.0.0.1", 0)); srv.listen()
+sctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER); sctx.load_cert_chain(sys.argv[1], sys.argv[2])
+cctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+cctx.check_hostname = False; cctx.verify_mode = ssl.CERT_NONE
+def serve():
+    c, _ = srv.accept()
+    s = sctx.wrap_socket(c, server_side=True)
+    assert s.recv(4096).startswith(b"GET /tls ")
+    s.sendall(b"HTTP/1.1 204 No Content\r\n\r\n")
+    s.close()
+t = threading.Thread(target=serve); t.start()
+c = cctx.wrap_socket(socket.create_connection(srv.getsockname()))
+c.sendall(b"GET /tls HTTP/1.1\r\nHost: a\r\n\r\n")
+assert c.recv(4096).startswith(b"HTTP/1.1 204")
+c.close(); t.join()
+"#;
+
+#[test]
+fn tls_plaintext_comes_from_the_libssl_uprobes_on_the_right_socket() {
+    let mut p = Probes::load(256).follow_me();
+    let tls_hook = p
+        .probes
+        .choices()
+        .iter()
+        .find(|c| c.hook == Hook::TlsPlaintext)
+        .cloned()
+        .expect("the TLS hook");
+    assert_eq!(tls_hook.via, Via::Uprobe, "{tls_hook}");
+    let dir = integration_tests::temp_path("tls-pair");
+    std::fs::create_dir_all(&dir).unwrap();
+    let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
+    let made = std::process::Command::new("openssl")
+        .args([
+            "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+        ])
+        .args(["-subj", "/CN=localhost", "-keyout"])
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .output()
+        .expect("openssl");
+    assert!(made.status.success(), "{made:?}");
+    let out = std::process::Command::new("python3")
+        .args(["-c", TLS_PAIR])
+        .arg(&cert)
+        .arg(&key)
+        .output()
+        .expect("python3");
+    let _ = std::fs::remove_dir_all(&dir);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let events = p.drain();
+    let data: Vec<&Data> = events
+        .iter()
+        .filter_map(|e| match e {
+            ReqEvent::Data(d) if d.sk != 0 => Some(d),
+            _ => None,
+        })
+        .collect();
+    let plain = |call: u8, prefix: &[u8]| {
+        data.iter()
+            .find(|d| d.syscall == call && d.payload.starts_with(prefix))
+            .copied()
+            .unwrap_or_else(|| panic!("no {call} event starting {prefix:?}: {data:#?}"))
+    };
+    let sent = plain(syscall::SSL_WRITE, b"GET /tls HTTP/1.1\r\n");
+    let got = plain(syscall::SSL_READ, b"GET /tls HTTP/1.1\r\n");
+    let answer = plain(syscall::SSL_WRITE, b"HTTP/1.1 204");
+    let answered = plain(syscall::SSL_READ, b"HTTP/1.1 204");
+    assert_eq!(
+        (sent.direction, got.direction),
+        (direction::SEND, direction::RECV)
+    );
+    assert_eq!(sent.ret, 30, "the plaintext's exact length");
+    assert_eq!(sent.sk, answered.sk, "the client's socket both ways");
+    assert_eq!(got.sk, answer.sk, "the server's socket both ways");
+    assert_ne!(sent.sk, got.sk);
+    // The TLS records of those sockets went out as counts, no payload.
+    for sk in [sent.sk, got.sk] {
+        let records: Vec<&&Data> = data
+            .iter()
+            .filter(|d| d.sk == sk && d.tls == tls::CIPHERTEXT)
+            .collect();
+        assert!(!records.is_empty(), "ciphertext counted on {sk:#x}");
+        assert!(records.iter().all(|d| d.payload.is_empty() && d.ret > 0));
+    }
+    assert!(
+        data.iter()
+            .filter(|d| d.tls == tls::CIPHERTEXT)
+            .all(|d| !syscall::is_tls_plaintext(d.syscall))
+    );
 }
 
 /// Set for the copy of this binary that `ip netns exec` runs.

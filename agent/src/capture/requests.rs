@@ -32,7 +32,10 @@ use agent_common::{
 use aya::{
     Ebpf, EbpfLoader,
     maps::{HashMap, MapData, PerCpuArray, RingBuf},
-    programs::{KProbe, TracePoint},
+    programs::{
+        KProbe, TracePoint, UProbe,
+        uprobe::{UProbeLink, UProbeScope},
+    },
 };
 
 use super::tracefs::{self, Format, Mismatch};
@@ -146,6 +149,8 @@ pub struct RequestProbes {
     ebpf: Ebpf,
     /// Perf event fds of the attached tracepoints: closing one detaches it.
     _tracepoints: Vec<OwnedFd>,
+    /// The libssl uprobes: dropping one detaches it.
+    _uprobes: Vec<UProbeLink>,
     choices: Vec<HookChoice>,
 }
 
@@ -159,11 +164,15 @@ impl RequestProbes {
         let Self {
             ebpf,
             _tracepoints: fds,
+            _uprobes: uprobes,
             choices: _,
         } = self;
         std::thread::scope(|scope| {
             for fd in fds {
                 scope.spawn(move || drop(fd));
+            }
+            for link in uprobes {
+                scope.spawn(move || drop(link));
             }
         });
         drop(ebpf);
@@ -194,6 +203,7 @@ impl RequestProbes {
             ebpf,
             root,
             perf: Vec::new(),
+            uprobes: Vec::new(),
             v6,
         };
         let choices = attacher.choose_all()?;
@@ -203,6 +213,7 @@ impl RequestProbes {
         Ok(Self {
             ebpf: attacher.ebpf,
             _tracepoints: attacher.perf,
+            _uprobes: attacher.uprobes,
             choices,
         })
     }
@@ -297,6 +308,7 @@ struct Attacher<'r> {
     ebpf: Ebpf,
     root: &'r Path,
     perf: Vec<OwnedFd>,
+    uprobes: Vec<UProbeLink>,
     v6: V6Offsets,
 }
 
@@ -395,7 +407,54 @@ impl Attacher<'_> {
         ));
         out.push(self.tracepoint_only(Hook::TcpRetransmits, &[names::TCP_RETRANSMIT_SKB]));
         out.push(self.tracepoint_only(Hook::TcpDestroy, &[names::TCP_DESTROY_SOCK]));
+        out.push(match self.libssl() {
+            Ok(why) => choice(Hook::TlsPlaintext, Via::Uprobe, why),
+            Err(why) => choice(
+                Hook::TlsPlaintext,
+                Via::Unavailable,
+                format!("{why}; TLS connections get connection records, and no request records"),
+            ),
+        });
         Ok(out)
+    }
+
+    /// Attaches the libssl uprobes, all or none, for every process that
+    /// maps the library (the programs filter on the followed processes).
+    /// A load balancer linked statically to its TLS library is not seen.
+    fn libssl(&mut self) -> Result<String, String> {
+        let library = find_library(names::LIBSSL)?;
+        let mut links = Vec::new();
+        let mut attach = |program: &str, function: &str| -> Result<(), String> {
+            let prog: &mut UProbe = self
+                .ebpf
+                .program_mut(program)
+                .ok_or_else(|| format!("the object lacks program {program}"))?
+                .try_into()
+                .map_err(|e| format!("{program}: {e}"))?;
+            if prog.fd().is_err() {
+                prog.load()
+                    .map_err(|e| format!("{program}: loading failed: {}", error_chain(&e)))?;
+            }
+            let id = prog
+                .attach(function, &library, UProbeScope::AllProcesses)
+                .map_err(|e| format!("{}:{function}: {}", library.display(), error_chain(&e)))?;
+            links.push(
+                prog.take_link(id)
+                    .map_err(|e| format!("{program}: {}", error_chain(&e)))?,
+            );
+            Ok(())
+        };
+        for (program, function) in names::SSL_ENTRIES {
+            attach(program, function)?;
+            attach(names::SSL_RETURN, function)?;
+        }
+        self.uprobes.extend(links);
+        let functions: Vec<&str> = names::SSL_ENTRIES.iter().map(|(_, f)| *f).collect();
+        Ok(format!(
+            "uprobe and uretprobe on {} in {}",
+            functions.join(", "),
+            library.display()
+        ))
     }
 
     /// Tracepoints first, then kprobes.
@@ -481,6 +540,31 @@ impl Attacher<'_> {
         let list: Vec<&str> = kps.iter().map(|k| k.function).collect();
         Ok(format!("kprobe on {}", list.join(", ")))
     }
+}
+
+/// Where the dynamic loader finds the libraries on Debian, Ubuntu, Fedora,
+/// RHEL and Alpine (multiarch first). A uprobe binds to the file's inode,
+/// so the path is canonical: every process mapping that file is covered.
+const LIBRARY_DIRS: &[&str] = &[
+    "/usr/lib/x86_64-linux-gnu",
+    "/lib/x86_64-linux-gnu",
+    "/usr/lib/aarch64-linux-gnu",
+    "/lib/aarch64-linux-gnu",
+    "/usr/lib64",
+    "/lib64",
+    "/usr/lib",
+    "/lib",
+    "/usr/local/lib64",
+    "/usr/local/lib",
+];
+
+/// The canonical path of shared library `name` in [`LIBRARY_DIRS`].
+fn find_library(name: &str) -> Result<std::path::PathBuf, String> {
+    LIBRARY_DIRS
+        .iter()
+        .map(|dir| Path::new(dir).join(name))
+        .find_map(|p| std::fs::canonicalize(p).ok())
+        .ok_or_else(|| format!("{name} is in none of {}", LIBRARY_DIRS.join(", ")))
 }
 
 fn choice(hook: Hook, via: Via, why: String) -> HookChoice {

@@ -12,7 +12,7 @@ use agent_common::{
     request::{DATA_MAX, DataEvent, SockCallEvent, SockStateEvent, TcpEvent},
 };
 
-pub use agent_common::request::{call, direction, syscall, tcp_kind, tcp_state};
+pub use agent_common::request::{call, direction, syscall, tcp_kind, tcp_state, tls};
 
 /// Bytes moved through a TCP socket by one syscall, with its payload prefix.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -33,6 +33,8 @@ pub struct Data {
     pub direction: u8,
     /// A [`syscall`] value.
     pub syscall: u8,
+    /// A [`tls`] value.
+    pub tls: u8,
     /// The socket (`struct sock *`).
     pub sk: u64,
     /// Bytes moved (> 0): the exact count, whatever was captured.
@@ -142,7 +144,8 @@ struct DataHead {
     fd: i32,
     direction: u8,
     syscall: u8,
-    _pad: [u8; 6],
+    tls: u8,
+    _pad: [u8; 5],
     sk: u64,
     ret: i64,
     enter_ns: u64,
@@ -180,6 +183,7 @@ fn data(buf: &[u8], header: &EventHeader) -> Result<Data, ReqDecodeError> {
         fd: head.fd,
         direction: head.direction,
         syscall: head.syscall,
+        tls: head.tls,
         sk: head.sk,
         ret: head.ret,
         payload: payload.to_vec(),
@@ -224,7 +228,8 @@ mod tests {
             fd: 7,
             direction: direction::RECV,
             syscall: syscall::RECVFROM,
-            _pad: [0; 6],
+            tls: 0,
+            _pad: [0; 5],
             sk: 0xffff_8880_1234_5678,
             ret: 4096,
             enter_ns: 1_000,

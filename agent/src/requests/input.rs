@@ -23,6 +23,20 @@ pub enum Way {
     Send,
 }
 
+/// Which layer a [`Data`] chunk's bytes are from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Layer {
+    /// A syscall outside any SSL call: what the wire carries (plain HTTP,
+    /// or a TLS handshake).
+    Wire,
+    /// A syscall inside an `SSL_read`/`SSL_write` of the same thread: TLS
+    /// records, counted but never framed.
+    Ciphertext,
+    /// What libssl decrypted or is about to encrypt: framed, not counted
+    /// as wire bytes.
+    Plaintext,
+}
+
 /// One read or write of a traced process on a TCP socket.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Data {
@@ -40,6 +54,8 @@ pub struct Data {
     pub total: u64,
     /// The first bytes of them, as far as the kernel copied.
     pub captured: Vec<u8>,
+    /// Wire bytes, TLS records, or TLS plaintext.
+    pub layer: Layer,
 }
 
 /// A TCP state (the kernel's `TCP_*` numbers).
@@ -180,7 +196,7 @@ impl Input {
     /// for an event with values this build does not know (a state, call
     /// or kind number), which the kernel never sends.
     pub fn from_event(ev: super::event::ReqEvent) -> Option<(u64, Self)> {
-        use super::event::{ReqEvent, call, direction, tcp_kind};
+        use super::event::{ReqEvent, call, direction, syscall, tcp_kind, tls};
         let mut t = ev.ktime_ns();
         // A close releases its fd early in the syscall; another thread can
         // get the number back from accept or socket and use it before the
@@ -207,6 +223,13 @@ impl Input {
                 },
                 enter: d.enter_ns,
                 total: u64::try_from(d.ret).ok()?,
+                layer: if syscall::is_tls_plaintext(d.syscall) {
+                    Layer::Plaintext
+                } else if d.tls == tls::CIPHERTEXT {
+                    Layer::Ciphertext
+                } else {
+                    Layer::Wire
+                },
                 captured: d.payload,
             }),
             ReqEvent::State(s) => Self::State(State {

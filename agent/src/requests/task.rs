@@ -214,6 +214,7 @@ impl Stage {
             early_chunks = u.early_chunks,
             framing_lost = u.framing_lost,
             unclaimed_backend = u.unclaimed_backend,
+            tls_records = u.tls_records,
             "request capture stopped"
         );
         Ok(())

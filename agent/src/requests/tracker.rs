@@ -19,7 +19,7 @@ use super::{
         WindowLimits, Windows,
     },
     http::{self, Dir, Message, RequestHead, ResponseHead},
-    input::{Call, CallKind, Data, Input, TcpKind, TcpState, Thread, Way},
+    input::{Call, CallKind, Data, Input, Layer, TcpKind, TcpState, Thread, Way},
     sockets::{Bound, ConnId, Ends, Role, Table, Tuple, Tuples},
 };
 
@@ -142,6 +142,10 @@ pub enum Output {
     Connection(Box<ConnOut>),
 }
 
+/// The first byte of a TLS handshake record (RFC 8446 5.1, `handshake(22)`):
+/// no HTTP/1.x request starts with it.
+const TLS_HANDSHAKE: u8 = 0x16;
+
 /// Counts of what the tracker could not use, each a reason a request or
 /// connection has no record (or an ambiguous one).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -157,6 +161,9 @@ pub struct Unused {
     pub unclaimed_backend: u64,
     /// Events the kernel declared lost.
     pub kernel_lost: u64,
+    /// Chunks of TLS records on a TLS connection: counted as bytes, not
+    /// framed (the plaintext is, when the libssl probes are attached).
+    pub tls_records: u64,
 }
 
 #[derive(Debug)]
@@ -194,6 +201,8 @@ struct Conn {
     /// Closed by the load balancer at this time; the record waits for
     /// `undecided` to reach 0.
     closed_at: Option<u64>,
+    /// The connection carries TLS: only libssl's plaintext is framed.
+    tls: bool,
     /// A client request being read whose head has not come out of the
     /// framer yet: its exchange id and the thread that read its first byte.
     /// The correlator knows it is in flight from that byte on.
@@ -221,6 +230,7 @@ impl Conn {
             undecided: 0,
             closed_at: None,
             unannounced: None,
+            tls: false,
         }
     }
 
@@ -402,9 +412,26 @@ impl Tracker {
         let Some(conn) = self.conns.get_mut(&id) else {
             return;
         };
-        match d.way {
-            Way::Recv => conn.bytes_in += d.total,
-            Way::Send => conn.bytes_out += d.total,
+        // Wire bytes are counted; plaintext is what the TLS layer moved.
+        match (d.layer, d.way) {
+            (Layer::Plaintext, _) => {}
+            (_, Way::Recv) => conn.bytes_in += d.total,
+            (_, Way::Send) => conn.bytes_out += d.total,
+        }
+        // TLS records never reach the framer: a syscall inside an SSL
+        // call, or a handshake record (0x16) before anything was framed.
+        // Then only the plaintext is framed.
+        match d.layer {
+            Layer::Ciphertext => conn.tls = true,
+            Layer::Wire if conn.requests == 0 && d.captured.first() == Some(&TLS_HANDSHAKE) => {
+                conn.tls = true;
+            }
+            Layer::Plaintext => conn.tls = true,
+            Layer::Wire => {}
+        }
+        if conn.tls && d.layer != Layer::Plaintext {
+            self.unused.tls_records += 1;
+            return;
         }
         let Some(role) = conn.role() else {
             if conn.early.len() < EARLY_CHUNKS {
@@ -698,8 +725,9 @@ impl Tracker {
         let early = std::mem::take(&mut conn.early);
         self.unused.early_chunks += early.len() as u64;
         for (t, d) in early {
-            // Bytes were counted when the chunk came.
+            // Wire bytes were counted when the chunk came (plaintext is not).
             match d.way {
+                _ if d.layer == Layer::Plaintext => {}
                 Way::Recv => {
                     if let Some(c) = self.conns.get_mut(&id) {
                         c.bytes_in -= d.total;

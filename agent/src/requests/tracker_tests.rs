@@ -9,7 +9,7 @@ use proptest::prelude::*;
 use super::{
     correlate::Mapping,
     http::Limits,
-    input::{Call, CallKind, Data, Input, State, TcpKind, TcpState, Thread, Way},
+    input::{Call, CallKind, Data, Input, Layer, State, TcpKind, TcpState, Thread, Way},
     sockets::{Ends, Role},
     tracker::{ClosedBy, ConnectError, Output, Tracker},
 };
@@ -82,6 +82,7 @@ fn events(n: u32, r: &Req, start: u64, gaps: &[u64; 6], out: &mut Vec<(u64, Inpu
             enter,
             total: bytes.len() as u64,
             captured: bytes.as_bytes().to_vec(),
+            layer: Layer::Wire,
         })
     };
     let t0 = at(1);
@@ -468,4 +469,89 @@ fn data_sorted_before_its_established_is_framed_once_the_tuple_comes() {
         .filter(|o| matches!(o, Output::Request(r) if matches!(r.mapping, Mapping::Mapped { .. })))
         .count();
     assert_eq!(mapped, 1, "{out:?}");
+}
+
+/// A TLS frontend: the client socket carries a handshake, then TLS records
+/// read and written inside SSL calls; libssl's plaintext comes as its own
+/// chunks. The request is framed from the plaintext only, mapped, and the
+/// connection counts the wire bytes, not the plaintext.
+#[test]
+fn a_tls_client_connection_is_framed_from_the_plaintext() {
+    let r = req(2, "/secure".into(), 7);
+    let mut plain = Vec::new();
+    events(0, &r, 1000, &[10; 6], &mut plain);
+    let mut inputs = Vec::new();
+    let mut wire = (0u64, 0u64);
+    for (t, input) in plain {
+        match input {
+            Input::Data(d) if d.sk == 0x1_0000 => {
+                // The same bytes as TLS records, inside the SSL call, then
+                // the plaintext libssl hands over (or took).
+                let records = Data {
+                    total: d.total + 29,
+                    captured: Vec::new(),
+                    layer: Layer::Ciphertext,
+                    ..d.clone()
+                };
+                match d.way {
+                    Way::Recv => wire.0 += records.total,
+                    Way::Send => wire.1 += records.total,
+                }
+                inputs.push((t, Input::Data(records)));
+                inputs.push((
+                    t,
+                    Input::Data(Data {
+                        layer: Layer::Plaintext,
+                        ..d
+                    }),
+                ));
+            }
+            Input::State(s) if s.sk == 0x1_0000 => {
+                inputs.push((t, Input::State(s)));
+                // The ClientHello, read by the handshake outside any
+                // SSL_read: a wire chunk starting with a handshake record.
+                let hello = b"\x16\x03\x01\x00\xf4\x01\x00\x00\xf0\x03\x03";
+                inputs.push((
+                    t + 1,
+                    Input::Data(Data {
+                        thread: Thread { tgid: TGID, tid: 7 },
+                        fd: 1000,
+                        sk: 0x1_0000,
+                        way: Way::Recv,
+                        enter: t,
+                        total: 517,
+                        captured: hello.to_vec(),
+                        layer: Layer::Wire,
+                    }),
+                ));
+                wire.0 += 517;
+            }
+            other => inputs.push((t, other)),
+        }
+    }
+    let out = run(&mut inputs);
+    let request = out
+        .iter()
+        .find_map(|o| match o {
+            Output::Request(r) => Some(r),
+            Output::Connection(_) => None,
+        })
+        .expect("a request record from the plaintext");
+    assert_eq!(request.head.target, "/secure");
+    assert_eq!(request.status, Some(200));
+    assert!(
+        matches!(request.mapping, Mapping::Mapped { .. }),
+        "{:?}",
+        request.mapping
+    );
+    assert_eq!(request.backend.map(|b| b.remote), Some(r.server));
+    let client = out
+        .iter()
+        .find_map(|o| match o {
+            Output::Connection(c) if c.role == Role::Client => Some(c),
+            _ => None,
+        })
+        .unwrap();
+    assert_eq!((client.bytes_in, client.bytes_out), wire, "wire bytes only");
+    assert_eq!(client.requests, 1);
 }

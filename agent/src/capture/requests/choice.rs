@@ -24,11 +24,13 @@ pub enum Hook {
     TcpRetransmits,
     /// Socket destruction (its `sk` may be reused after).
     TcpDestroy,
+    /// The plaintext of TLS connections (libssl's `SSL_read`/`SSL_write`).
+    TlsPlaintext,
 }
 
 impl Hook {
     /// Every hook, in the order the loader decides them.
-    pub const ALL: [Hook; 9] = [
+    pub const ALL: [Hook; 10] = [
         Self::Syscalls,
         Self::ProcessFollow,
         Self::SockOfData,
@@ -38,6 +40,7 @@ impl Hook {
         Self::TcpResets,
         Self::TcpRetransmits,
         Self::TcpDestroy,
+        Self::TlsPlaintext,
     ];
 
     /// Stable snake_case name.
@@ -52,6 +55,7 @@ impl Hook {
             Self::TcpResets => "tcp_resets",
             Self::TcpRetransmits => "tcp_retransmits",
             Self::TcpDestroy => "tcp_destroy",
+            Self::TlsPlaintext => "tls_plaintext",
         }
     }
 }
@@ -63,6 +67,8 @@ pub enum Via {
     Tracepoint,
     /// kprobes on kernel functions (IPv6 tuples only when BTF gave the offsets).
     Kprobe,
+    /// uprobes on a user-space library.
+    Uprobe,
     /// Nothing: the hook's events are not captured.
     Unavailable,
 }
@@ -73,6 +79,7 @@ impl Via {
         match self {
             Self::Tracepoint => "tracepoint",
             Self::Kprobe => "kprobe",
+            Self::Uprobe => "uprobe",
             Self::Unavailable => "unavailable",
         }
     }
