@@ -70,6 +70,9 @@ struct Cost {
     wall_secs: f64,
     ring_bytes: u64,
     request_records: usize,
+    /// Events the agent declared lost (its gap records' counts): a request
+    /// whose events were lost has no record, and the gap says so.
+    lost: u64,
 }
 
 fn main() {
@@ -103,7 +106,7 @@ fn main() {
         println!(
             "requests_lb round={round} agent=attached rps={:.0} p99_ms={:.3} requests={} \
              haproxy_cpu_us_per_request={:.1} agent_cpu_s={:.3} agent_sys_s={:.3} ring_bytes={} \
-             request_records={}",
+             request_records={} lost_events={}",
             a.rps,
             a.p99_ms,
             a.requests,
@@ -111,7 +114,8 @@ fn main() {
             cost.cpu_secs,
             cost.sys_secs,
             cost.ring_bytes,
-            cost.request_records
+            cost.request_records,
+            cost.lost
         );
         attached.push((a, cost));
     }
@@ -133,23 +137,25 @@ fn attached_phase(lab: &LbLab, lb: u32, url: &str) -> (Wrk, Cost) {
     let wall_secs = t0.elapsed().as_secs_f64();
     let exit = agent.stop_within(libc::SIGTERM, Duration::from_secs(30));
     let log = agent.log_text();
-    assert!(
-        exit.status.success(),
-        "the agent failed ({frontend}):\n{log}"
-    );
+    assert!(exit.status.success(), "the agent failed:\n{log}");
     let ring_bytes = field(&log, "ring_bytes=")
         .unwrap_or_else(|| panic!("the agent logged no ring_bytes at its stop:\n{log}"));
-    let request_records = agent
-        .records()
+    let records = agent.records();
+    let request_records = records
         .iter()
         .filter(|r| r["event"]["dataset"] == "lbwitness.request")
         .count();
+    let lost = records
+        .iter()
+        .filter_map(|r| r["lbwitness"]["gap"]["count"].as_u64())
+        .sum();
     let cost = Cost {
         cpu_secs: (cpu1.0 + cpu1.1) - (cpu0.0 + cpu0.1),
         sys_secs: cpu1.1 - cpu0.1,
         wall_secs,
         ring_bytes,
         request_records,
+        lost,
     };
     (w, cost)
 }
@@ -295,6 +301,7 @@ fn summary(detached: &[Wrk], attached: &[(Wrk, Cost)]) {
     let ring: u64 = attached.iter().map(|(_, c)| c.ring_bytes).sum();
     let served: u64 = attached.iter().map(|(w, _)| w.requests).sum();
     let records: usize = attached.iter().map(|(_, c)| c.request_records).sum();
+    let lost: u64 = attached.iter().map(|(_, c)| c.lost).sum();
     // CPU in % of one core, per 1 000 requests/s of the attached phases.
     let cpu_pct = 100.0 * cpu / wall;
     let per_krps = cpu_pct / (served as f64 / wall / 1000.0);
@@ -314,7 +321,7 @@ fn summary(detached: &[Wrk], attached: &[(Wrk, Cost)]) {
         "requests_lb ratio={:.3} (target >= 0.97) p99_added_ms={:.3} (target < 1) \
          agent_cpu_pct={cpu_pct:.1} (of which kernel {:.1}) cpu_pct_per_1k_rps={per_krps:.2} \
          agent_cpu_us_per_request={:.1} \
-         ring_bytes_per_request={:.0} request_records={records} of {served} served",
+         ring_bytes_per_request={:.0} request_records={records} of {served} served lost_events={lost}",
         a_rps / d_rps,
         a_p99 - d_p99,
         100.0 * sys / wall,

@@ -104,11 +104,9 @@ pub(super) fn final_parts(
         }
     }
     let mut root_blocked = vec![false; n];
-    for v in 0..n {
-        if blocked[v] {
-            let r = sets.find(v);
-            root_blocked[r] = true;
-        }
+    for (v, _) in blocked.iter().enumerate().filter(|(_, b)| **b) {
+        let r = sets.find(v);
+        root_blocked[r] = true;
     }
     let mut free = |v: usize| {
         let r = sets.find(v);
