@@ -75,6 +75,22 @@ struct Cost {
     lost: u64,
 }
 
+/// The gap records' `reason=count`, for the phase line.
+fn gap_reasons(records: &[serde_json::Value]) -> String {
+    let mut by_reason = std::collections::BTreeMap::<String, u64>::new();
+    for gap in records.iter().map(|r| &r["lbwitness"]["gap"]) {
+        if let (Some(reason), Some(count)) = (gap["reason"].as_str(), gap["count"].as_u64()) {
+            *by_reason.entry(reason.to_owned()).or_default() += count;
+        }
+    }
+    let parts: Vec<String> = by_reason.iter().map(|(r, n)| format!("{r}={n}")).collect();
+    if parts.is_empty() {
+        "none".into()
+    } else {
+        parts.join(",")
+    }
+}
+
 fn main() {
     require_root();
     let lab = LbLab::new("bnrq").expect("build the lb lab");
@@ -149,6 +165,9 @@ fn attached_phase(lab: &LbLab, lb: u32, url: &str) -> (Wrk, Cost) {
         .iter()
         .filter_map(|r| r["lbwitness"]["gap"]["count"].as_u64())
         .sum();
+    if lost > 0 {
+        println!("requests_lb gaps {}", gap_reasons(&records));
+    }
     let cost = Cost {
         cpu_secs: (cpu1.0 + cpu1.1) - (cpu0.0 + cpu0.1),
         sys_secs: cpu1.1 - cpu0.1,
