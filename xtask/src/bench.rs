@@ -8,7 +8,12 @@
 //! (agent/benches/delivery.rs), the agent's memory at 100 000 and
 //! 1 000 000 flows (tests/benches/agent_memory.rs), and the real agent's
 //! stop time with 100 000, 500 000 and 1 000 000 open flows
-//! (tests/benches/stop.rs).
+//! (tests/benches/stop.rs), and request capture (#12): HAProxy's throughput
+//! and p99 under `wrk` with the real agent attached and detached in the
+//! same run, with the agent's CPU per 1 000 requests/s and its ring-buffer
+//! bytes per request (tests/benches/requests_lb.rs, needs haproxy, nginx
+//! and wrk from `cargo xtask setup`), and the request correlator's
+//! throughput on one core (agent/benches/correlate.rs).
 
 use anyhow::Result;
 
@@ -18,7 +23,7 @@ use crate::{setup, util};
 pub fn run() -> Result<()> {
     setup::build_tools()?;
     util::require_root("BPF_PROG_TEST_RUN loads eBPF programs")?;
-    // The stop benchmark runs the real agent binary.
+    // The stop and requests_lb benchmarks run the real agent binary.
     util::build_release()?;
     util::cargo(&[
         "bench",
@@ -30,6 +35,8 @@ pub fn run() -> Result<()> {
         "agent_memory",
         "--bench",
         "stop",
+        "--bench",
+        "requests_lb",
     ])?;
     util::cargo(&["bench", "-p", "lbwitness-trail", "--bench", "verify"])?;
     util::cargo(&["bench", "-p", "lbwitness-delivery", "--bench", "spool"])?;
@@ -41,5 +48,7 @@ pub fn run() -> Result<()> {
         "chain",
         "--bench",
         "delivery",
+        "--bench",
+        "correlate",
     ])
 }

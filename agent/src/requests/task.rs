@@ -73,11 +73,15 @@ impl RequestStage {
         let filter = probes.take_procs()?;
         let counters = probes.take_counters()?;
         let decode_errors = Arc::new(Counter::default());
+        let ring_bytes = Arc::new(Counter::default());
         let (tx, rx) = mpsc::channel(BATCHES);
         let reader = tokio::spawn(read_ring(
             ring,
             tx,
-            decode_errors.clone(),
+            Read {
+                decode_errors: decode_errors.clone(),
+                ring_bytes: ring_bytes.clone(),
+            },
             stop_reading.clone(),
         ));
         let stage = Stage {
@@ -89,6 +93,7 @@ impl RequestStage {
             reported: BTreeMap::new(),
             decode_errors,
             decode_reported: 0,
+            ring_bytes,
             since: SystemTime::now(),
             records: RequestRecords::new(hostname.clone(), settings.privacy.clone()),
             gaps: Enricher::new(hostname, Default::default()),
@@ -135,20 +140,31 @@ impl RequestStage {
 async fn read_ring(
     ring: RingBuf<MapData>,
     tx: mpsc::Sender<Vec<ReqEvent>>,
-    decode_errors: Arc<Counter>,
+    counters: Read,
     stop: CancellationToken,
 ) -> std::io::Result<()> {
-    ringbuf::read(ring, tx, stop, |ring| read_batch(ring, &decode_errors)).await
+    ringbuf::read(ring, tx, stop, |ring| read_batch(ring, &counters)).await
 }
 
-fn read_batch(ring: &mut RingBuf<MapData>, decode_errors: &Counter) -> Vec<ReqEvent> {
+/// What the reader counts.
+struct Read {
+    /// Events the decoder rejected.
+    decode_errors: Arc<Counter>,
+    /// Bytes of every event read from the ring (item lengths, without the
+    /// ring's own 8-byte record header and 8-byte alignment), for the
+    /// benchmark's cost per request.
+    ring_bytes: Arc<Counter>,
+}
+
+fn read_batch(ring: &mut RingBuf<MapData>, counters: &Read) -> Vec<ReqEvent> {
     let mut batch = Vec::new();
     while batch.len() < BATCH {
         let Some(item) = ring.next() else { break };
+        counters.ring_bytes.add(item.len() as u64);
         match decode(&item) {
             Ok(ev) => batch.push(ev),
             Err(err) => {
-                decode_errors.inc();
+                counters.decode_errors.inc();
                 warn!(%err, "rejected a request event");
             }
         }
@@ -166,6 +182,8 @@ struct Stage {
     reported: BTreeMap<&'static str, u64>,
     decode_errors: Arc<Counter>,
     decode_reported: u64,
+    /// Bytes read from the ring, reported when the stage stops.
+    ring_bytes: Arc<Counter>,
     /// When the losses not yet declared began.
     since: SystemTime,
     records: RequestRecords,
@@ -215,6 +233,7 @@ impl Stage {
             framing_lost = u.framing_lost,
             unclaimed_backend = u.unclaimed_backend,
             tls_records = u.tls_records,
+            ring_bytes = self.ring_bytes.get(),
             "request capture stopped"
         );
         Ok(())
