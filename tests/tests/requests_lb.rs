@@ -11,6 +11,7 @@
 //! Needs root, haproxy and nginx (`cargo xtask setup`).
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use integration_tests::agent::Agent;
@@ -21,6 +22,7 @@ use integration_tests::lb::lab::LbLab;
 use integration_tests::lb::log_entry::LbLogEntry;
 use integration_tests::lb::nginx_lb::{NginxLb, NginxLbConfig};
 use integration_tests::netns::require_root;
+use rustls::ClientConfig;
 use serde_json::Value;
 
 /// Serialises the tests of this file.
@@ -54,7 +56,15 @@ fn haproxy_run(
         tag,
         agent_config,
         |lab| Haproxy::start(lab, config).unwrap(),
-        |lb| lb.config.frontends()[0],
+        // The TLS frontend when there is one: its requests are read as
+        // plaintext from libssl.
+        |lb| match &lb.cert {
+            Some(cert) => (
+                lb.config.frontends()[1],
+                Some(cert.client_config().unwrap()),
+            ),
+            None => (lb.config.frontends()[0], None),
+        },
         |lb, n| lb.log_entries(n, LOG_WAIT).unwrap(),
         load,
     )
@@ -67,7 +77,7 @@ fn capture_run<L>(
     tag: &str,
     agent_config: &str,
     start: impl FnOnce(&LbLab) -> L,
-    frontend: impl Fn(&L) -> SocketAddr,
+    frontend: impl Fn(&L) -> (SocketAddr, Option<Arc<ClientConfig>>),
     log: impl Fn(&L, usize) -> Vec<LbLogEntry>,
     load: impl FnOnce(&mut Load),
 ) -> (Comparison, Vec<Value>) {
@@ -86,7 +96,9 @@ fn capture_run<L>(
         &["--config", config_arg],
     );
     wait_following(&agent);
-    let mut spec = Load::new(frontend(&lb), lab.client_ips());
+    let (target, tls) = frontend(&lb);
+    let mut spec = Load::new(target, lab.client_ips());
+    spec.tls = tls;
     load(&mut spec);
     let report = spec.run(&lab.net.client);
     assert!(report.errors().is_empty(), "{:?}", report.errors().first());
@@ -202,7 +214,7 @@ fn nginx_upstream_keepalive_distinct_requests_all_map() {
         "rqnx",
         "",
         |lab| NginxLb::start(lab, NginxLbConfig::default()).unwrap(),
-        |lb| lb.config.frontend(),
+        |lb| (lb.config.frontend(), None),
         |lb, n| lb.log_entries(n, LOG_WAIT).unwrap(),
         |load| {
             load.requests = 200;
@@ -219,7 +231,7 @@ fn nginx_identical_requests_all_map() {
         "rqnxid",
         "",
         |lab| NginxLb::start(lab, NginxLbConfig::default()).unwrap(),
-        |lb| lb.config.frontend(),
+        |lb| (lb.config.frontend(), None),
         |lb, n| lb.log_entries(n, LOG_WAIT).unwrap(),
         |load| {
             load.requests = 200;
@@ -246,4 +258,38 @@ fn haproxy_exact_mode_maps_identical_requests_all() {
     });
     assert_sound(&c);
     assert_eq!(c.exact, c.total, "exact mode must map every request:\n{c}");
+}
+
+/// A TLS-terminating frontend: the client connections carry only TLS
+/// records, and the libssl uprobes give HAProxy's plaintext. Every request
+/// still maps, with the log's fields.
+#[test]
+fn haproxy_tls_terminated_distinct_requests_all_map() {
+    let mut config = HaproxyConfig::http();
+    config.tls = true;
+    let (c, records) = haproxy_run("rqtls", config, |load| {
+        load.requests = 200;
+        load.connections = 20;
+    });
+    assert_sound(&c);
+    assert_eq!(c.mapped, c.total, "{c}");
+    assert!(c.total >= 200, "{c}");
+    // The client connections count the TLS bytes on the wire: more than
+    // the plaintext the requests and responses carried.
+    let plaintext: u64 = request_records(&records)
+        .iter()
+        .map(|r| {
+            r["http"]["request"]["bytes"].as_u64().unwrap_or(0)
+                + r["http"]["response"]["bytes"].as_u64().unwrap_or(0)
+        })
+        .sum();
+    let wire: u64 = records
+        .iter()
+        .filter(|r| r["lbwitness"]["connection"]["role"] == "client-side")
+        .map(|r| {
+            r["source"]["bytes"].as_u64().unwrap_or(0)
+                + r["destination"]["bytes"].as_u64().unwrap_or(0)
+        })
+        .sum();
+    assert!(wire > plaintext, "wire {wire} B, plaintext {plaintext} B");
 }

@@ -11,7 +11,7 @@ use super::{
     http::Limits,
     input::{Call, CallKind, Data, Input, Layer, State, TcpKind, TcpState, Thread, Way},
     sockets::{Ends, Role},
-    tracker::{ClosedBy, ConnectError, Output, Tracker},
+    tracker::{ClosedBy, ConnOut, ConnectError, Output, Tracker},
 };
 
 const TGID: u32 = 100;
@@ -141,6 +141,16 @@ fn events(n: u32, r: &Req, start: u64, gaps: &[u64; 6], out: &mut Vec<(u64, Inpu
     out.push((t6 + 1, close(cfd)));
 }
 
+/// The client connection's record among `out`.
+fn client_conn(out: &[Output]) -> &ConnOut {
+    out.iter()
+        .find_map(|o| match o {
+            Output::Connection(c) if c.role == Role::Client => Some(&**c),
+            _ => None,
+        })
+        .expect("a client connection record")
+}
+
 fn server(i: usize) -> (SocketAddr, SocketAddr) {
     let base = 4 * (i as u8 % 3);
     (
@@ -258,13 +268,7 @@ fn records_carry_times_sizes_and_roles() {
         })
         .collect();
     assert!(roles.contains(&(Role::Client, 1)) && roles.contains(&(Role::Backend, 1)));
-    let client = out
-        .iter()
-        .find_map(|o| match o {
-            Output::Connection(c) if c.role == Role::Client => Some(c),
-            _ => None,
-        })
-        .unwrap();
+    let client = client_conn(&out);
     assert_eq!(
         client.backends.iter().copied().collect::<Vec<Ends>>(),
         [Ends {
@@ -545,13 +549,7 @@ fn a_tls_client_connection_is_framed_from_the_plaintext() {
         request.mapping
     );
     assert_eq!(request.backend.map(|b| b.remote), Some(r.server));
-    let client = out
-        .iter()
-        .find_map(|o| match o {
-            Output::Connection(c) if c.role == Role::Client => Some(c),
-            _ => None,
-        })
-        .unwrap();
+    let client = client_conn(&out);
     assert_eq!((client.bytes_in, client.bytes_out), wire, "wire bytes only");
     assert_eq!(client.requests, 1);
 }

@@ -422,34 +422,34 @@ fn a_request_in_flight_that_may_claim_a_backend_holds_its_component() {
 
 /// A request whose head is not parsed yet may be any request: every
 /// backend written after its start waits with it.
+/// Request `id` at `id` µs, with its own fingerprint, served by backend
+/// `100 + id` within 30 ns: what the windows decided meanwhile.
+fn quick_request(w: &mut Windows, id: u64) -> Vec<(u64, Mapping)> {
+    let t = id * 1_000;
+    let mut decided = results(w.client_request(open(1, id, t, fp(id))));
+    let mut b = backend(1, 100 + id, t + 10, t + 20);
+    b.fingerprint = fp(id);
+    decided.extend(results(w.backend_done(b)));
+    let mut c = client(1, id, t, t + 30);
+    c.fingerprint = fp(id);
+    decided.extend(results(w.client_done(c)));
+    decided
+}
+
 #[test]
 fn a_request_without_a_head_holds_every_backend_after_its_start() {
     let mut w = Windows::default();
     assert_eq!(w.client_started(1, 1, 500, 5), None);
     let mut decided = Vec::new();
     for id in 1..=2 * EARLY_AT as u64 {
-        let t = id * 1_000;
-        decided.extend(results(w.client_request(open(1, id, t, fp(id)))));
-        let mut b = backend(1, 100 + id, t + 10, t + 20);
-        b.fingerprint = fp(id);
-        decided.extend(results(w.backend_done(b)));
-        let mut c = client(1, id, t, t + 30);
-        c.fingerprint = fp(id);
-        decided.extend(results(w.client_done(c)));
+        decided.extend(quick_request(&mut w, id));
     }
     assert_eq!(decided, Vec::new());
     // Its head comes: it is a different request, so the rest is final,
     // and decided at the next try (the done requests have doubled).
     decided.extend(results(w.client_request(open(1, 500, 5, fp(9_999)))));
     for id in 2 * EARLY_AT as u64 + 1..=4 * EARLY_AT as u64 {
-        let t = id * 1_000;
-        decided.extend(results(w.client_request(open(1, id, t, fp(id)))));
-        let mut b = backend(1, 100 + id, t + 10, t + 20);
-        b.fingerprint = fp(id);
-        decided.extend(results(w.backend_done(b)));
-        let mut c = client(1, id, t, t + 30);
-        c.fingerprint = fp(id);
-        decided.extend(results(w.client_done(c)));
+        decided.extend(quick_request(&mut w, id));
     }
     assert_eq!(decided.len(), 4 * EARLY_AT, "{decided:?}");
     assert!(
