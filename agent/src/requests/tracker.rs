@@ -727,12 +727,24 @@ impl Tracker {
                     established: t,
                 });
             }
-            (TcpState::SynSent, TcpState::Close) if conn.connect_error.is_none() => {
-                conn.connect_error = Some(if conn.reset == Some(false) {
-                    ConnectError::Refused
-                } else {
-                    ConnectError::TimedOut
-                });
+            (TcpState::SynSent, TcpState::Close) => {
+                if conn.connect_error.is_none() {
+                    conn.connect_error = Some(if conn.reset == Some(false) {
+                        ConnectError::Refused
+                    } else {
+                        ConnectError::TimedOut
+                    });
+                }
+                // The source port was chosen by now (SYN_SENT showed 0):
+                // the record names the load balancer's end.
+                if let Some(tuple) = conn.tuple.as_mut()
+                    && tuple.established == 0
+                    && tuple.ends.local.port() == 0
+                    && ends.local.port() != 0
+                    && ends.remote == tuple.ends.remote
+                {
+                    tuple.ends.local = ends.local;
+                }
             }
             (TcpState::Established, TcpState::FinWait1) if conn.closed_by == ClosedBy::Unknown => {
                 conn.closed_by = ClosedBy::Local;
