@@ -194,6 +194,16 @@ fn assert_no_wrong_mapping(c: &Comparison, run: &Run) {
     );
 }
 
+/// The record's `event.duration` agrees with HAProxy's `%Ta`.
+fn assert_close_to_ta(r: &Value, line: &LbLogEntry) {
+    let total = ms(&r["event"]["duration"]);
+    let ta = line.active_ms.unwrap() as f64;
+    assert!(
+        (total - ta).abs() <= TIMER_SLACK_MS,
+        "duration {total:.2} ms, %Ta {ta} ms: {r}\n{line:?}"
+    );
+}
+
 fn ms(ns: &Value) -> f64 {
     ns.as_u64().expect("a duration in ns") as f64 / 1e6
 }
@@ -292,9 +302,11 @@ fn backend_reset_mid_response_is_recorded_and_never_mapped_wrongly() {
     assert_eq!(requests.len(), 1, "{}", run.dump());
     let r = requests[0];
     assert_eq!(r["http"]["response"]["status_code"], 200, "{r}");
-    // The response was cut short: not a success, whatever its status.
+    // The response was cut short by HAProxy's close: not a success,
+    // whatever its status, and over when HAProxy closed.
     assert_eq!(r["event"]["outcome"], "failure", "{r}");
-    assert!(r["error"]["code"].is_string(), "{r}");
+    assert_eq!(r["error"]["code"], "lb-closed", "{r}");
+    assert_close_to_ta(r, line);
     if r["lbwitness"]["backend"]["mapping"] == "mapped" {
         assert_eq!(endpoint(&r["destination"]["nat"]), Some(reset), "{r}");
     }
@@ -321,6 +333,13 @@ fn client_abort_is_recorded() {
     let r = requests[0];
     assert_eq!(r["event"]["outcome"], "failure", "{r}");
     assert_eq!(r["error"]["code"], "client-aborted", "{r}\n{line:?}");
+    // HAProxy noticed when it wrote the slow server's answer (`CD`:
+    // client side, data phase), and so did the record.
+    assert!(
+        line.termination.as_deref().unwrap().starts_with("CD"),
+        "{line:?}"
+    );
+    assert_close_to_ta(r, line);
     // The client's reset reached the load balancer.
     let conn = run
         .client_conn(client)

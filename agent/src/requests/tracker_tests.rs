@@ -464,6 +464,39 @@ fn a_client_that_aborts_gets_a_record_with_the_failure() {
     assert!(matches!(request.mapping, Mapping::Ambiguous { .. }));
 }
 
+/// A backend that resets mid-response: the load balancer forwards the
+/// head and part of the body, then closes the client connection. Found by
+/// the requests_failures test against the real HAProxy, where the record
+/// said `framing-lost` (the framing was whole up to the close) and ended
+/// at the request's first byte (duration 0).
+#[test]
+fn a_response_the_lb_cuts_short_is_lb_closed_and_ends_at_the_close() {
+    let r = req(0, "/cart".into(), 7);
+    let mut inputs = Vec::new();
+    events(0, &r, 10, &[5; 6], &mut inputs);
+    // Both copies of the response lose their last bytes.
+    for i in [5, 6] {
+        let (_, Input::Data(d)) = &mut inputs[i] else {
+            panic!("{:?}", inputs[i])
+        };
+        d.captured.truncate(d.captured.len() - 3);
+        d.total -= 3;
+    }
+    let client_close = inputs.last().unwrap().0;
+    let out = run(&mut inputs);
+    let request = out
+        .iter()
+        .find_map(|o| match o {
+            Output::Request(r) => Some(r),
+            Output::Connection(_) => None,
+        })
+        .unwrap();
+    assert_eq!(request.failure, Some("lb-closed"));
+    assert_eq!(request.status, Some(200));
+    assert!(matches!(request.mapping, Mapping::Ambiguous { .. }));
+    assert_eq!(request.end, client_close);
+}
+
 #[test]
 fn lost_events_make_open_windows_ambiguous() {
     let r = req(0, "/cart".into(), 7);
