@@ -417,7 +417,7 @@ mod tests {
             None,
         );
         assert_eq!(auto.matches("option splice-auto").count(), 2);
-        assert!(text.contains("%ts - - - - - %b %s - %Ta"));
+        assert!(text.contains("%ts - - - - - %b %s\""));
         assert!(!text.contains("capture request header"));
         assert_eq!(config.frontends(), vec!["192.0.2.1:81".parse().unwrap()]);
         let plain = HaproxyConfig::tcp(Splice::Off).render(

@@ -22,10 +22,9 @@ pub const HAPROXY_HTTP_LOG_FORMAT: &str =
 
 /// HAProxy's log-format for TCP mode, one line per connection: the same
 /// shape as [`HAPROXY_HTTP_LOG_FORMAT`] with `-` where TCP mode has no
-/// request (status, method, URI, version, host, `%Tr`) and `%ts` (two
-/// characters); `%Ta` is the connection's whole life there.
-pub const HAPROXY_TCP_LOG_FORMAT: &str =
-    "%ci:%cp %fi:%fp %bi:%bp %si:%sp %ts - - - - - %b %s - %Ta";
+/// request (status, method, URI, version, host) and `%ts` (two
+/// characters), and no timers (HAProxy 2.6 refuses `%Ta` in TCP mode).
+pub const HAPROXY_TCP_LOG_FORMAT: &str = "%ci:%cp %fi:%fp %bi:%bp %si:%sp %ts - - - - - %b %s";
 
 /// nginx's `log_format` body for the nginx load balancer, tab-separated
 /// because `$request` holds spaces and `$upstream_addr` lists retried
