@@ -401,10 +401,18 @@ pub fn lbw_inet_sock_set_state(ctx: TracePointContext) -> u32 {
         // Inside connect(), on the caller's thread: the socket of its fd.
         if let Some(args) = ARGS.get_ptr_mut(tid) {
             // SAFETY: this thread's own map value.
-            unsafe {
-                if (*args).call == call::CONNECT {
+            let in_connect = unsafe {
+                let in_connect = (*args).call == call::CONNECT;
+                if in_connect {
                     (*args).sk = sk;
                 }
+                in_connect
+            };
+            // Followed from here, not from the connect's exit: a refused
+            // connect's RST and its SYN_SENT -> CLOSE can come before
+            // connect() returns, in the softirq the syscall runs.
+            if in_connect {
+                follow_sock(sk);
             }
         }
     }

@@ -202,8 +202,16 @@ impl Input {
         // get the number back from accept or socket and use it before the
         // close returns. So a close takes effect at its entry: stamped at
         // its exit, it would end the connection that reused the fd.
+        // A connect takes effect at its entry too: its socket's state
+        // changes happen inside the syscall. A refused connect to a backend
+        // on this host or next to it is over before connect() returns
+        // -EINPROGRESS (the SYN and the peer's RST are processed in the
+        // softirq that runs as the syscall re-enables bottom halves), so
+        // stamped at its exit the connect would come after the SYN_SENT ->
+        // CLOSE and the reset of a socket no connection owns yet, and the
+        // refused connect would be reported as a success.
         if let ReqEvent::Call(c) = &ev
-            && c.call == call::CLOSE
+            && (c.call == call::CLOSE || c.call == call::CONNECT)
             && c.enter_ns > 0
         {
             t = c.enter_ns;

@@ -621,6 +621,20 @@ impl Tracker {
             }
             // An interim 1xx precedes the final response: nothing to keep.
             Message::Interim { .. } => {}
+            Message::Lost(http::LostReason::ClosedMidMessage)
+                if tuple.role == Role::Client && conn.closed_at.is_some() =>
+            {
+                // The load balancer or the client cut a response short: the
+                // framing was whole up to the close, so the exchange ended
+                // the way the close says, not with lost framing. Its
+                // window is in doubt (its backend exchange may be cut too).
+                conn.lost = true;
+                let failure = close_failure(conn);
+                self.windows
+                    .taint(thread.tgid, Threads::One(thread.tid), Reason::Unfinished);
+                self.abandon_open(id, failure, out);
+                self.drop_unannounced(id, out);
+            }
             Message::Lost(_) => {
                 conn.lost = true;
                 self.unused.framing_lost += 1;
@@ -649,8 +663,10 @@ impl Tracker {
         if tuple.role != Role::Client {
             return;
         }
+        // Cut short by the close: the exchange ended then.
+        let closed_at = conn.closed_at;
         for x in open {
-            let end = x.head.ts_first;
+            let end = closed_at.unwrap_or(x.head.ts_first).max(x.head.ts_first);
             self.waiting.insert(
                 x.id,
                 Waiting {
@@ -755,12 +771,24 @@ impl Tracker {
                     established: t,
                 });
             }
-            (TcpState::SynSent, TcpState::Close) if conn.connect_error.is_none() => {
-                conn.connect_error = Some(if conn.reset == Some(false) {
-                    ConnectError::Refused
-                } else {
-                    ConnectError::TimedOut
-                });
+            (TcpState::SynSent, TcpState::Close) => {
+                if conn.connect_error.is_none() {
+                    conn.connect_error = Some(if conn.reset == Some(false) {
+                        ConnectError::Refused
+                    } else {
+                        ConnectError::TimedOut
+                    });
+                }
+                // The source port was chosen by now (SYN_SENT showed 0):
+                // the record names the load balancer's end.
+                if let Some(tuple) = conn.tuple.as_mut()
+                    && tuple.established == 0
+                    && tuple.ends.local.port() == 0
+                    && ends.local.port() != 0
+                    && ends.remote == tuple.ends.remote
+                {
+                    tuple.ends.local = ends.local;
+                }
             }
             (TcpState::Established, TcpState::FinWait1) if conn.closed_by == ClosedBy::Unknown => {
                 conn.closed_by = ClosedBy::Local;
@@ -822,10 +850,7 @@ impl Tracker {
             self.messages = messages;
         }
         if thread.is_some() {
-            let failure = match self.conns.get(&id).map(|c| c.closed_by) {
-                Some(ClosedBy::Local) => "lb-closed",
-                _ => "client-aborted",
-            };
+            let failure = self.conns.get(&id).map_or("client-aborted", close_failure);
             self.abandon_open(id, failure, out);
         }
         self.drop_unannounced(id, out);
@@ -992,6 +1017,17 @@ pub(super) fn tag_client(tag: &str) -> Option<SocketAddr> {
         let port = rest.split(':').next()?.parse().ok()?;
         Some(SocketAddr::new(ip, port))
     })
+}
+
+/// Why a client connection's open exchanges ended at its close: the
+/// client's doing when it closed first or reset, else the load balancer's.
+/// (The load balancer's own FIN is stamped inside its close(), after the
+/// close's entry, so "not the client" is what the close knows.)
+fn close_failure(conn: &Conn) -> &'static str {
+    match (conn.closed_by, conn.reset) {
+        (ClosedBy::Peer, _) | (_, Some(false)) => "client-aborted",
+        _ => "lb-closed",
+    }
 }
 
 fn connect_error(ret: i64) -> ConnectError {

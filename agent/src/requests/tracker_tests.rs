@@ -342,6 +342,91 @@ fn a_refused_backend_connect_is_a_failed_connection() {
     assert_eq!(c.closed_by, ClosedBy::Unknown);
 }
 
+/// A connect to a backend next door that refuses it: the SYN and the RST
+/// are processed inside connect(), so the kernel stamps the state change
+/// and the reset before the connect's exit event. Found by the
+/// requests_failures test against the real HAProxy, where both refused
+/// connects were reported as successes.
+#[test]
+fn a_connect_refused_before_it_returns_is_a_failed_connection() {
+    use agent_common::{
+        event::{EventHeader, EventKind},
+        request::{SockCallEvent, call},
+    };
+
+    use super::event::ReqEvent;
+
+    let server: SocketAddr = "198.51.100.2:8099".parse().unwrap();
+    let lb_end: SocketAddr = "198.51.100.1:36592".parse().unwrap();
+    let sk = 0xdead;
+    let connect = |call: u8, fd: i32, ret: i64, enter_ns: u64, exit_ns: u64| {
+        let SocketAddr::V4(v4) = server else {
+            unreachable!()
+        };
+        let mut addr = [0; 16];
+        addr[..4].copy_from_slice(&v4.ip().octets());
+        let event = SockCallEvent {
+            header: EventHeader {
+                kind: EventKind::SockCall as u32,
+                len: std::mem::size_of::<SockCallEvent>() as u32,
+                ktime_ns: exit_ns,
+            },
+            lost: 0,
+            tgid: TGID,
+            tid: 7,
+            fd,
+            call,
+            _pad: [0; 7],
+            ret,
+            sk: if call == call::CONNECT { sk } else { 0 },
+            enter_ns,
+            family: if call == call::CONNECT { 2 } else { 0 },
+            port: if call == call::CONNECT { 8099 } else { 0 },
+            addr: if call == call::CONNECT { addr } else { [0; 16] },
+            _pad2: [0; 4],
+        };
+        Input::from_event(ReqEvent::Call(event)).unwrap()
+    };
+    let mut inputs = vec![
+        // connect(9) enters at 10 and returns -EINPROGRESS at 13 ...
+        connect(call::CONNECT, 9, -115, 10, 13),
+        // ... but the RST came back at 11 and closed the socket at 12.
+        (
+            11,
+            Input::Tcp {
+                sk,
+                kind: TcpKind::ReceiveReset,
+            },
+        ),
+        (
+            12,
+            Input::State(State {
+                sk,
+                old: TcpState::SynSent,
+                new: TcpState::Close,
+                local: lb_end,
+                remote: server,
+            }),
+        ),
+        connect(call::CLOSE, 9, 0, 20, 21),
+    ];
+    let out = run(&mut inputs);
+    let [Output::Connection(c)] = out.as_slice() else {
+        panic!("{out:?}")
+    };
+    assert_eq!(c.role, Role::Backend);
+    assert_eq!(c.connect_error, Some(ConnectError::Refused));
+    assert_eq!(c.reset, Some(false));
+    assert_eq!(
+        c.ends,
+        Ends {
+            local: lb_end,
+            remote: server
+        }
+    );
+    assert_eq!((c.start, c.end), (10, 20));
+}
+
 #[test]
 fn a_client_that_aborts_gets_a_record_with_the_failure() {
     let r = req(2, "/slow".into(), 7);
@@ -382,6 +467,39 @@ fn a_client_that_aborts_gets_a_record_with_the_failure() {
         .unwrap();
     assert_eq!(request.failure, Some("client-aborted"));
     assert!(matches!(request.mapping, Mapping::Ambiguous { .. }));
+}
+
+/// A backend that resets mid-response: the load balancer forwards the
+/// head and part of the body, then closes the client connection. Found by
+/// the requests_failures test against the real HAProxy, where the record
+/// said `framing-lost` (the framing was whole up to the close) and ended
+/// at the request's first byte (duration 0).
+#[test]
+fn a_response_the_lb_cuts_short_is_lb_closed_and_ends_at_the_close() {
+    let r = req(0, "/cart".into(), 7);
+    let mut inputs = Vec::new();
+    events(0, &r, 10, &[5; 6], &mut inputs);
+    // Both copies of the response lose their last bytes.
+    for i in [5, 6] {
+        let (_, Input::Data(d)) = &mut inputs[i] else {
+            panic!("{:?}", inputs[i])
+        };
+        d.captured.truncate(d.captured.len() - 3);
+        d.total -= 3;
+    }
+    let client_close = inputs.last().unwrap().0;
+    let out = run(&mut inputs);
+    let request = out
+        .iter()
+        .find_map(|o| match o {
+            Output::Request(r) => Some(r),
+            Output::Connection(_) => None,
+        })
+        .unwrap();
+    assert_eq!(request.failure, Some("lb-closed"));
+    assert_eq!(request.status, Some(200));
+    assert!(matches!(request.mapping, Mapping::Ambiguous { .. }));
+    assert_eq!(request.end, client_close);
 }
 
 #[test]

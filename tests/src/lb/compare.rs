@@ -444,6 +444,8 @@ mod tests {
             host: Some("shop.example:80".into()),
             backend_name: Some("be_app".into()),
             server_name: Some("s1".into()),
+            server_ms: None,
+            active_ms: None,
         }
     }
 

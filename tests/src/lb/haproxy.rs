@@ -384,7 +384,7 @@ mod tests {
             "bind 192.0.2.1:80\n",
             "bind 192.0.2.1:443 ssl crt /x/b.pem",
             "capture request header Host len 64",
-            "log-format \"%ci:%cp %fi:%fp %bi:%bp %si:%sp %tsc %ST %HM %HU %HV %hr %b %s\"",
+            "log-format \"%ci:%cp %fi:%fp %bi:%bp %si:%sp %tsc %ST %HM %HU %HV %hr %b %s %Tr %Ta\"",
             "http-request set-header X-LBW %ci:%cp:%rt",
             "use_backend be_down if { path_beg /fail/down/ }",
             "option http-server-close",
@@ -417,7 +417,7 @@ mod tests {
             None,
         );
         assert_eq!(auto.matches("option splice-auto").count(), 2);
-        assert!(text.contains("%ts - - - - - %b %s"));
+        assert!(text.contains("%ts - - - - - %b %s\""));
         assert!(!text.contains("capture request header"));
         assert_eq!(config.frontends(), vec!["192.0.2.1:81".parse().unwrap()]);
         let plain = HaproxyConfig::tcp(Splice::Off).render(

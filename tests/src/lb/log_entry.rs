@@ -14,13 +14,16 @@ use std::net::{IpAddr, SocketAddr};
 /// server (`%bi:%bp`), the server, termination state with cookies (`%tsc`,
 /// four characters), status, method, URI, version, the captured `Host`
 /// (`%hr` prints `{host}`; needs `capture request header Host len 64`),
-/// backend and server names.
+/// backend and server names, then the timers `%Tr` (ms from the request
+/// sent to the server to its response head; -1 when none came) and `%Ta`
+/// (ms from the request's first byte to the end of the response).
 pub const HAPROXY_HTTP_LOG_FORMAT: &str =
-    "%ci:%cp %fi:%fp %bi:%bp %si:%sp %tsc %ST %HM %HU %HV %hr %b %s";
+    "%ci:%cp %fi:%fp %bi:%bp %si:%sp %tsc %ST %HM %HU %HV %hr %b %s %Tr %Ta";
 
 /// HAProxy's log-format for TCP mode, one line per connection: the same
 /// shape as [`HAPROXY_HTTP_LOG_FORMAT`] with `-` where TCP mode has no
-/// request (status, method, URI, version, host) and `%ts` (two characters).
+/// request (status, method, URI, version, host) and `%ts` (two
+/// characters), and no timers (HAProxy 2.6 refuses `%Ta` in TCP mode).
 pub const HAPROXY_TCP_LOG_FORMAT: &str = "%ci:%cp %fi:%fp %bi:%bp %si:%sp %ts - - - - - %b %s";
 
 /// nginx's `log_format` body for the nginx load balancer, tab-separated
@@ -61,6 +64,14 @@ pub struct LbLogEntry {
     /// HAProxy server name (`<NOSRV>` when none was chosen); `None` for
     /// nginx.
     pub server_name: Option<String>,
+    /// HAProxy's `%Tr`, in ms: the server's response time, from the
+    /// request sent to the response head received. `None` for nginx, for
+    /// a line without timers, or when no response came (`-1`).
+    pub server_ms: Option<u64>,
+    /// HAProxy's `%Ta`, in ms: the request's active time, from its first
+    /// byte to the end of the response. `None` for nginx or a line without
+    /// timers.
+    pub active_ms: Option<u64>,
 }
 
 impl LbLogEntry {
@@ -91,6 +102,8 @@ pub enum LogParseError {
     },
     /// The status is neither `-` nor a number from 100 to 999.
     Status(String),
+    /// A timer is neither `-`, `-1` nor a number of ms.
+    Timer(String),
 }
 
 impl fmt::Display for LogParseError {
@@ -103,6 +116,7 @@ impl fmt::Display for LogParseError {
             ),
             Self::Address { field, text } => write!(f, "{field} is not ip:port: {text:?}"),
             Self::Status(text) => write!(f, "status is not an HTTP status: {text:?}"),
+            Self::Timer(text) => write!(f, "a timer is not a number of ms: {text:?}"),
         }
     }
 }
@@ -110,17 +124,27 @@ impl fmt::Display for LogParseError {
 impl std::error::Error for LogParseError {}
 
 /// Parses a line logged with [`HAPROXY_HTTP_LOG_FORMAT`] or
-/// [`HAPROXY_TCP_LOG_FORMAT`]. A syslog header before the message (`<134>`
-/// and a timestamp, `haproxy[12]: `) is skipped.
+/// [`HAPROXY_TCP_LOG_FORMAT`], or with their first 12 fields only (no
+/// timers). A syslog header before the message (`<134>` and a timestamp,
+/// `haproxy[12]: `) is skipped.
 pub fn parse_haproxy(line: &str) -> Result<LbLogEntry, LogParseError> {
     let message = strip_syslog_header(line.trim_end_matches(['\n', '\r', '\0']));
     let fields: Vec<&str> = message.split(' ').collect();
-    if fields.len() != 12 {
+    if fields.len() != 12 && fields.len() != 14 {
         return Err(LogParseError::FieldCount {
-            expected: 12,
+            expected: 14,
             found: fields.len(),
         });
     }
+    let timer = |i: usize| -> Result<Option<u64>, LogParseError> {
+        match fields.get(i) {
+            None | Some(&"-" | &"-1") => Ok(None),
+            Some(text) => text
+                .parse()
+                .map(Some)
+                .map_err(|_| LogParseError::Timer((*text).to_owned())),
+        }
+    };
     let host = fields[9].trim_start_matches('{').trim_end_matches('}');
     Ok(LbLogEntry {
         client: required_addr("client", fields[0])?,
@@ -135,6 +159,8 @@ pub fn parse_haproxy(line: &str) -> Result<LbLogEntry, LogParseError> {
         host: dash_none(host).filter(|h| !h.is_empty()),
         backend_name: dash_none(fields[10]),
         server_name: dash_none(fields[11]),
+        server_ms: timer(12)?,
+        active_ms: timer(13)?,
     })
 }
 
@@ -164,6 +190,8 @@ pub fn parse_nginx(line: &str) -> Result<LbLogEntry, LogParseError> {
         host: dash_none(fields[6]).filter(|h| !h.is_empty()),
         backend_name: None,
         server_name: None,
+        server_ms: None,
+        active_ms: None,
     })
 }
 
@@ -245,6 +273,18 @@ mod tests {
         assert_eq!(entry.host.as_deref(), Some("shop.example"));
         assert_eq!(entry.backend_name.as_deref(), Some("be_app"));
         assert_eq!(entry.server_name.as_deref(), Some("s1"));
+        assert_eq!((entry.server_ms, entry.active_ms), (None, None));
+        let timed = format!("{line} 12 305");
+        let entry = parse_haproxy(&timed).unwrap();
+        assert_eq!((entry.server_ms, entry.active_ms), (Some(12), Some(305)));
+        let no_response = format!("{line} -1 2001");
+        let entry = parse_haproxy(&no_response).unwrap();
+        assert_eq!((entry.server_ms, entry.active_ms), (None, Some(2001)));
+        assert_eq!(
+            parse_haproxy(&format!("{line} 1 x")),
+            Err(LogParseError::Timer("x".into()))
+        );
+        assert!(parse_haproxy(&format!("{line} 1")).is_err());
     }
 
     #[test]
@@ -277,7 +317,7 @@ mod tests {
         assert_eq!(
             parse_haproxy("a b c"),
             Err(LogParseError::FieldCount {
-                expected: 12,
+                expected: 14,
                 found: 3
             })
         );
