@@ -189,6 +189,9 @@ pub enum Input {
         /// Events lost.
         count: u64,
     },
+    /// An event came after later ones had been released from the reorder
+    /// buffer: every open window's order is in doubt.
+    OutOfOrder,
 }
 
 impl Input {

@@ -11,9 +11,12 @@ use std::collections::BinaryHeap;
 
 /// How long an event waits for earlier ones still in flight from other
 /// CPUs, in kernel ns. A ring-buffer event is visible to the reader within
-/// microseconds of its timestamp; 20 ms leaves room for a reader that was
-/// descheduled, and is far below any request latency that matters.
-pub const HOLD_NS: u64 = 20_000_000;
+/// microseconds of its timestamp, but a close or a connect takes effect at
+/// its entry and is sent at its exit: on a loaded host the syscall itself
+/// can take tens of ms (with 20 ms, HAProxy's closes came up to 1.1 ms too
+/// late in the 4-thread lab on 2 vCPUs). 100 ms leaves room for that and for
+/// a reader that was descheduled; records wait for their windows anyway.
+pub const HOLD_NS: u64 = 100_000_000;
 
 /// Events waiting for their turn, ordered by (time, arrival).
 #[derive(Debug)]

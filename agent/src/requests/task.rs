@@ -262,12 +262,11 @@ impl Stage {
         if late > self.late_seen {
             // An event came after later ones had left: what it belonged
             // to was decided out of order, so every open window is in
-            // doubt, as after a loss (of order, not of events).
+            // doubt (of order, not of events).
             self.late_seen = late;
             if let Some((t, _)) = self.released.first() {
                 let t = *t;
-                self.tracker
-                    .push(t, Input::Lost { count: 0 }, &mut self.outputs);
+                self.tracker.push(t, Input::OutOfOrder, &mut self.outputs);
             }
         }
         for (t, input) in self.released.drain(..) {

@@ -347,13 +347,19 @@ impl Tracker {
                 self.unused.kernel_lost += count;
                 // Which thread lost what is unknown: every traced process
                 // is in doubt.
-                let mut tgids: Vec<u32> = self.conns.values().map(|c| c.tgid).collect();
-                tgids.sort_unstable();
-                tgids.dedup();
-                for tgid in tgids {
-                    self.windows.taint(tgid, Threads::All, Reason::EventsLost);
-                }
+                self.taint_all(Reason::EventsLost);
             }
+            Input::OutOfOrder => self.taint_all(Reason::OutOfOrder),
+        }
+    }
+
+    /// Makes every traced process's open windows ambiguous with `reason`.
+    fn taint_all(&mut self, reason: Reason) {
+        let mut tgids: Vec<u32> = self.conns.values().map(|c| c.tgid).collect();
+        tgids.sort_unstable();
+        tgids.dedup();
+        for tgid in tgids {
+            self.windows.taint(tgid, Threads::All, reason);
         }
     }
 

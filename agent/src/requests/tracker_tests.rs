@@ -7,7 +7,7 @@ use std::net::SocketAddr;
 use proptest::prelude::*;
 
 use super::{
-    correlate::Mapping,
+    correlate::{Mapping, Reason},
     http::Limits,
     input::{Call, CallKind, Data, Input, Layer, State, TcpKind, TcpState, Thread, Way},
     sockets::{Ends, Role},
@@ -504,19 +504,28 @@ fn a_response_the_lb_cuts_short_is_lb_closed_and_ends_at_the_close() {
 
 #[test]
 fn lost_events_make_open_windows_ambiguous() {
-    let r = req(0, "/cart".into(), 7);
-    let mut inputs = Vec::new();
-    events(0, &r, 10, &[5; 6], &mut inputs);
-    inputs.push((17, Input::Lost { count: 3 }));
-    let out = run(&mut inputs);
-    let request = out
-        .iter()
-        .find_map(|o| match o {
-            Output::Request(r) => Some(r),
-            Output::Connection(_) => None,
-        })
-        .unwrap();
-    assert!(matches!(request.mapping, Mapping::Ambiguous { .. }));
+    for (input, reason) in [
+        (Input::Lost { count: 3 }, Reason::EventsLost),
+        (Input::OutOfOrder, Reason::OutOfOrder),
+    ] {
+        let r = req(0, "/cart".into(), 7);
+        let mut inputs = Vec::new();
+        events(0, &r, 10, &[5; 6], &mut inputs);
+        inputs.push((17, input));
+        let out = run(&mut inputs);
+        let request = out
+            .iter()
+            .find_map(|o| match o {
+                Output::Request(r) => Some(r),
+                Output::Connection(_) => None,
+            })
+            .unwrap();
+        assert!(
+            matches!(request.mapping, Mapping::Ambiguous { reason: r, .. } if r == reason),
+            "{:?}",
+            request.mapping
+        );
+    }
 }
 
 proptest! {

@@ -72,6 +72,9 @@ pub enum Reason {
     StartUnseen,
     /// So many candidate pairs that the graph was not built (bounded memory).
     TooManyCandidates,
+    /// An event arrived after later ones had been used: the window's order
+    /// is in doubt (nothing was lost).
+    OutOfOrder,
 }
 
 impl Reason {
@@ -90,11 +93,12 @@ impl Reason {
             Reason::Unfinished => "unfinished",
             Reason::StartUnseen => "start-unseen",
             Reason::TooManyCandidates => "too-many-candidates",
+            Reason::OutOfOrder => "events-out-of-order",
         }
     }
 
     /// Every reason, for exhaustive tests and documentation.
-    pub const ALL: [Reason; 12] = [
+    pub const ALL: [Reason; 13] = [
         Reason::Tie,
         Reason::NoCandidate,
         Reason::EventsLost,
@@ -107,6 +111,7 @@ impl Reason {
         Reason::Unfinished,
         Reason::StartUnseen,
         Reason::TooManyCandidates,
+        Reason::OutOfOrder,
     ];
 }
 
