@@ -24,7 +24,7 @@ use crate::{
         DataMeta, StateChange, current, emit_data, follow_sock, followed, header, known_sock,
         lost_so_far, now_ns, send, send_state, state_wanted,
     },
-    req_maps::{ARGS, Args, PROCS, SOCKS, count},
+    req_maps::{ARGS, Args, PROCS, SOCKS, TLS_CALLS, count},
     uprobe::inside_ssl_call,
 };
 
@@ -555,12 +555,15 @@ pub fn lbw_sched_process_fork(ctx: TracePointContext) -> u32 {
     0
 }
 
-/// sched:sched_process_exit: forget the thread's scratch and, when the
-/// whole group dies (`group_dead`, not merely the leader), the process.
+/// sched:sched_process_exit: forget the thread's scratch (syscall and SSL
+/// call) and, when the whole group dies (`group_dead`, not merely the
+/// leader), the process.
 #[tracepoint]
 pub fn lbw_sched_process_exit(ctx: TracePointContext) -> u32 {
     let (tgid, tid) = current();
     let _ = ARGS.remove(tid);
+    // A thread that dies inside an SSL call never returns from it.
+    let _ = TLS_CALLS.remove(tid);
     if tid != tgid {
         let _ = PROCS.remove(tid);
     }

@@ -65,7 +65,7 @@ fn enter_ssl(ctx: &ProbeContext, write: bool, ex: bool) -> u32 {
         ex: u8::from(ex),
         _pad: [0; 2],
     };
-    if TLS_CALLS.insert(tid, &call, 0).is_err() {
+    if TLS_CALLS.insert(tid, call, 0).is_err() {
         count(RequestCounter::TlsCallsFull);
     }
     0
@@ -100,7 +100,7 @@ fn exit_ssl(ctx: &RetProbeContext) -> u32 {
             fd: call.fd,
             _pad: 0,
         };
-        let _ = TLS_SOCKS.insert(call.ssl, &known, 0);
+        let _ = TLS_SOCKS.insert(call.ssl, known, 0);
         (call.sk, call.fd)
     } else {
         match TLS_SOCKS.get_ptr(call.ssl) {
