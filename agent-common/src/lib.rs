@@ -34,6 +34,8 @@ pub mod names {
         pub const COUNTERS_MAP: &str = "REQ_COUNTERS";
         /// Hash map of tgid (`u32`) to `u32` (1): the processes followed.
         pub const PROCS_MAP: &str = "PROCS";
+        /// The switch the request programs check before every send.
+        pub const ON_MAP: &str = "REQ_ON";
         /// Read-only global (`u32`): payload bytes captured per data event
         /// (at most [`crate::request::DATA_MAX`]).
         pub const CAPTURE_GLOBAL: &str = "CAPTURE";

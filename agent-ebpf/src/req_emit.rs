@@ -12,7 +12,7 @@ use agent_common::{
 };
 use aya_ebpf::helpers::{bpf_get_current_pid_tgid, bpf_ktime_get_ns, bpf_probe_read_user_buf};
 
-use crate::req_maps::{PROCS, REQ_EVENTS, REQ_LOST, REQ_SCRATCH, SOCKS, count};
+use crate::req_maps::{PROCS, REQ_EVENTS, REQ_LOST, REQ_ON, REQ_SCRATCH, SOCKS, count};
 
 /// Payload bytes captured per data event; the agent rewrites it at load
 /// time (`names::requests::CAPTURE_GLOBAL`), at most `DATA_MAX`.
@@ -99,16 +99,27 @@ fn settle(ok: bool) {
     }
 }
 
+/// Whether the agent takes events now (see `REQ_ON`).
+#[inline(always)]
+fn taking() -> bool {
+    REQ_ON.get(0).is_some_and(|on| *on != 0)
+}
+
 /// Sends a fixed-size event whose `lost` field the caller filled from
 /// [`lost_so_far`].
 #[inline(always)]
 pub fn send<T>(event: &T) {
-    settle(REQ_EVENTS.output::<T>(event, 0).is_ok());
+    if taking() {
+        settle(REQ_EVENTS.output::<T>(event, 0).is_ok());
+    }
 }
 
 /// Sends the first `DATA_OFFSET + captured` bytes of the scratch data event.
 #[inline(always)]
 fn send_data(event: *mut DataEvent, captured: u32) {
+    if !taking() {
+        return;
+    }
     // Masked, not only compared: the verifier needs a bound it can see on
     // the register passed as the size (DATA_MAX is a power of two, and the
     // caller already capped `captured` at it).

@@ -5,7 +5,7 @@
 use agent_common::request::{DataEvent, RequestCounter};
 use aya_ebpf::{
     macros::map,
-    maps::{HashMap, LruHashMap, PerCpuArray, RingBuf},
+    maps::{Array, HashMap, LruHashMap, PerCpuArray, RingBuf},
 };
 
 /// What a syscall's entry saw, kept for its exit (per thread).
@@ -58,6 +58,13 @@ pub static SOCKS: LruHashMap<u64, u8> = LruHashMap::with_max_entries(65536, 0);
 /// events never starve each other (4 MiB: about 3,000 requests at ~1.3 KiB).
 #[map(name = "REQ_EVENTS")]
 pub static REQ_EVENTS: RingBuf = RingBuf::with_byte_size(4 * 1024 * 1024, 0);
+
+/// 1 while the agent takes events; 0 (the default) until it is ready and
+/// from the moment it stops. Every send checks it, so the stop is final at
+/// once: it need not wait for the detach, where closing each perf event
+/// waits for an RCU grace period (about 76 ms each here).
+#[map(name = "REQ_ON")]
+pub static REQ_ON: Array<u32> = Array::with_max_entries(1, 0);
 
 /// Drops and skips by reason, per CPU.
 #[map(name = "REQ_COUNTERS")]

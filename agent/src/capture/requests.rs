@@ -31,7 +31,7 @@ use agent_common::{
 };
 use aya::{
     Ebpf, EbpfLoader,
-    maps::{HashMap, MapData, PerCpuArray, RingBuf},
+    maps::{Array, HashMap, MapData, PerCpuArray, RingBuf},
     programs::{
         KProbe, TracePoint, UProbe,
         uprobe::{UProbeLink, UProbeScope},
@@ -207,6 +207,7 @@ impl RequestProbes {
             v6,
         };
         let choices = attacher.choose_all()?;
+        set_taking(&mut attacher.ebpf, true)?;
         for c in &choices {
             tracing::info!(hook = c.hook.as_str(), via = c.via.as_str(), why = %c.why, "request hook");
         }
@@ -221,6 +222,12 @@ impl RequestProbes {
     /// What serves each hook, and why.
     pub fn choices(&self) -> &[HookChoice] {
         &self.choices
+    }
+
+    /// Stops every request program from sending, at once: what the ring
+    /// holds afterwards is final, before the (slow) detach.
+    pub fn switch_off(&mut self) -> Result<(), RequestLoadError> {
+        set_taking(&mut self.ebpf, false)
     }
 
     /// The request events' ring buffer (once: it moves out).
@@ -565,6 +572,18 @@ fn find_library(name: &str) -> Result<std::path::PathBuf, String> {
         .map(|dir| Path::new(dir).join(name))
         .find_map(|p| std::fs::canonicalize(p).ok())
         .ok_or_else(|| format!("{name} is in none of {}", LIBRARY_DIRS.join(", ")))
+}
+
+/// Sets the programs' `REQ_ON` switch.
+fn set_taking(ebpf: &mut Ebpf, on: bool) -> Result<(), RequestLoadError> {
+    let map = ebpf
+        .map_mut(names::ON_MAP)
+        .ok_or(RequestLoadError::Map(names::ON_MAP))?;
+    let mut switch: Array<&mut MapData, u32> =
+        Array::try_from(map).map_err(|_| RequestLoadError::Map(names::ON_MAP))?;
+    switch
+        .set(0, u32::from(on), 0)
+        .map_err(|_| RequestLoadError::Map(names::ON_MAP))
 }
 
 fn choice(hook: Hook, via: Via, why: String) -> HookChoice {

@@ -42,6 +42,8 @@ const BATCH: usize = 512;
 const BATCHES: usize = 64;
 /// How often held events are released and idle windows checked.
 const TICK: Duration = Duration::from_millis(20);
+/// How long after the switch-off the ring is taken as final.
+const SWITCH_SETTLE: Duration = Duration::from_millis(5);
 /// How often `/proc` is rescanned for load-balancer processes.
 const RESCAN: Duration = Duration::from_secs(1);
 /// How often the kernel's loss counters become gap records.
@@ -117,20 +119,28 @@ impl RequestStage {
         self.probes.choices()
     }
 
-    /// Detaches, so what the ring holds is final, then lets the reader
-    /// drain it and the stage flush what is in flight, and waits for both.
-    pub async fn stop(self) -> anyhow::Result<()> {
+    /// Switches the programs off, so what the ring holds is final, lets
+    /// the reader drain it and the stage flush what is in flight, and
+    /// waits for both. The detach (tens of perf events, each close waiting
+    /// for an RCU grace period: seconds in all) runs meanwhile on threads
+    /// of its own; the caller awaits the returned handle last, so the flow
+    /// flush and the trail's end never wait for it.
+    pub async fn stop(self) -> anyhow::Result<JoinHandle<()>> {
         let Self {
-            probes,
+            mut probes,
             stop_reading,
             reader,
             stage,
         } = self;
-        tokio::task::spawn_blocking(move || probes.detach()).await?;
+        probes.switch_off()?;
+        // A program past its check when the switch flipped is still
+        // sending: it runs for microseconds.
+        tokio::time::sleep(SWITCH_SETTLE).await;
+        let detach = tokio::task::spawn_blocking(move || probes.detach());
         stop_reading.cancel();
         reader.await??;
         stage.await??;
-        Ok(())
+        Ok(detach)
     }
 }
 

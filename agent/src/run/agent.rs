@@ -278,11 +278,13 @@ impl Agent {
         watch_stop.cancel();
         // Detach first, so what the maps hold afterwards is final.
         hooks.detach(&records, &control).await?;
-        // Request capture detaches, drains and flushes on its own; its
-        // last records precede the stop.
-        if let Some(requests) = tasks.requests {
-            requests.stop().await.context("request capture")?;
-        }
+        // Request capture switches off, drains and flushes on its own; its
+        // last records precede the stop. Its detach goes on meanwhile and
+        // is awaited last.
+        let detaching = match tasks.requests {
+            Some(requests) => Some(requests.stop().await.context("request capture")?),
+            None => None,
+        };
         let signal = match ending {
             Ending::Signal(signal) => signal,
             Ending::Failed(why) => return Err(anyhow!(why)),
@@ -323,6 +325,9 @@ impl Agent {
         }
         // Everything was reported: nothing is left for a restart to recover.
         hooks.unpin();
+        if let Some(detaching) = detaching {
+            detaching.await.context("detaching request capture")?;
+        }
         info!(sequence = drained, "stopped cleanly");
         Ok(())
     }
