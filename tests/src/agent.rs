@@ -174,6 +174,23 @@ impl Agent {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
+    /// Waits until the agent follows a load-balancer process (request
+    /// capture found one); panics with the log after 10 s.
+    pub fn wait_following(&self) {
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while !self
+            .log_text()
+            .contains("following a load-balancer process")
+        {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the agent never followed the load balancer:\n{}",
+                self.log_text()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
     /// Every record written so far.
     pub fn records(&self) -> Vec<Value> {
         read_records(&self.output)

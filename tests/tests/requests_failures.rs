@@ -129,7 +129,7 @@ fn failure_run(tag: &str, lines: usize, drive: impl FnOnce(&LbLab, SocketAddr)) 
     let lab = LbLab::with(tag, options).unwrap();
     let lb = Haproxy::start(&lab, HaproxyConfig::http()).unwrap();
     let mut agent = Agent::start(&lab.net.lb, lab.net.frontend_iface(), &[]);
-    wait_following(&agent);
+    agent.wait_following();
     drive(&lab, lb.config.frontends()[0]);
     let log = lb.log_entries(lines, LOG_WAIT).unwrap();
     let exit = agent.stop_with(libc::SIGTERM);
@@ -144,22 +144,6 @@ fn failure_run(tag: &str, lines: usize, drive: impl FnOnce(&LbLab, SocketAddr)) 
         std::fs::write(path, run.dump()).unwrap();
     }
     run
-}
-
-/// Waits until the agent follows the load balancer.
-fn wait_following(agent: &Agent) {
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    while !agent
-        .log_text()
-        .contains("following a load-balancer process")
-    {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the agent never followed the load balancer:\n{}",
-            agent.log_text()
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
 }
 
 /// `paths` in turn, one keep-alive connection from the lab's first client

@@ -95,7 +95,7 @@ fn capture_run<L>(
         lab.net.frontend_iface(),
         &["--config", config_arg],
     );
-    wait_following(&agent);
+    agent.wait_following();
     let (target, tls) = frontend(&lb);
     let mut spec = Load::new(target, lab.client_ips());
     spec.tls = tls;
@@ -119,22 +119,6 @@ fn capture_run<L>(
     }
     let _ = std::fs::remove_file(&config);
     (comparison, records)
-}
-
-/// Waits until the agent follows the load balancer.
-fn wait_following(agent: &Agent) {
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    while !agent
-        .log_text()
-        .contains("following a load-balancer process")
-    {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the agent never followed the load balancer:\n{}",
-            agent.log_text()
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
 }
 
 /// Every request has one record and none is mapped wrongly.

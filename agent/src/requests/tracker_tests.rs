@@ -11,7 +11,7 @@ use super::{
     http::Limits,
     input::{Call, CallKind, Data, Input, Layer, State, TcpKind, TcpState, Thread, Way},
     sockets::{Ends, Role},
-    tracker::{ClosedBy, ConnOut, ConnectError, Output, Tracker},
+    tracker::{ClosedBy, ConnOut, ConnectError, Output, RequestOut, Tracker},
 };
 
 const TGID: u32 = 100;
@@ -141,6 +141,16 @@ fn events(n: u32, r: &Req, start: u64, gaps: &[u64; 6], out: &mut Vec<(u64, Inpu
     out.push((t6 + 1, close(cfd)));
 }
 
+/// The first request record among `out`.
+fn first_request(out: &[Output]) -> &RequestOut {
+    out.iter()
+        .find_map(|o| match o {
+            Output::Request(r) => Some(&**r),
+            Output::Connection(_) => None,
+        })
+        .expect("a request record")
+}
+
 /// The client connection's record among `out`.
 fn client_conn(out: &[Output]) -> &ConnOut {
     out.iter()
@@ -247,13 +257,7 @@ fn records_carry_times_sizes_and_roles() {
     let mut inputs = Vec::new();
     events(0, &r, 1000, &[10; 6], &mut inputs);
     let out = run(&mut inputs);
-    let request = out
-        .iter()
-        .find_map(|o| match o {
-            Output::Request(r) => Some(r),
-            Output::Connection(_) => None,
-        })
-        .unwrap();
+    let request = first_request(&out);
     assert_eq!(request.status, Some(404));
     assert_eq!(request.head.method, "GET");
     assert_eq!(request.head.host.as_deref(), Some("shop.example"));
@@ -458,13 +462,7 @@ fn a_client_that_aborts_gets_a_record_with_the_failure() {
         }),
     ));
     let out = run(&mut inputs);
-    let request = out
-        .iter()
-        .find_map(|o| match o {
-            Output::Request(r) => Some(r),
-            Output::Connection(_) => None,
-        })
-        .unwrap();
+    let request = first_request(&out);
     assert_eq!(request.failure, Some("client-aborted"));
     assert!(matches!(request.mapping, Mapping::Ambiguous { .. }));
 }
@@ -489,13 +487,7 @@ fn a_response_the_lb_cuts_short_is_lb_closed_and_ends_at_the_close() {
     }
     let client_close = inputs.last().unwrap().0;
     let out = run(&mut inputs);
-    let request = out
-        .iter()
-        .find_map(|o| match o {
-            Output::Request(r) => Some(r),
-            Output::Connection(_) => None,
-        })
-        .unwrap();
+    let request = first_request(&out);
     assert_eq!(request.failure, Some("lb-closed"));
     assert_eq!(request.status, Some(200));
     assert!(matches!(request.mapping, Mapping::Ambiguous { .. }));
@@ -513,13 +505,7 @@ fn lost_events_make_open_windows_ambiguous() {
         events(0, &r, 10, &[5; 6], &mut inputs);
         inputs.push((17, input));
         let out = run(&mut inputs);
-        let request = out
-            .iter()
-            .find_map(|o| match o {
-                Output::Request(r) => Some(r),
-                Output::Connection(_) => None,
-            })
-            .unwrap();
+        let request = first_request(&out);
         assert!(
             matches!(request.mapping, Mapping::Ambiguous { reason: r, .. } if r == reason),
             "{:?}",
@@ -661,13 +647,7 @@ fn a_tls_client_connection_is_framed_from_the_plaintext() {
         }
     }
     let out = run(&mut inputs);
-    let request = out
-        .iter()
-        .find_map(|o| match o {
-            Output::Request(r) => Some(r),
-            Output::Connection(_) => None,
-        })
-        .expect("a request record from the plaintext");
+    let request = first_request(&out);
     assert_eq!(request.head.target, "/secure");
     assert_eq!(request.status, Some(200));
     assert!(
