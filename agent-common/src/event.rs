@@ -15,6 +15,8 @@ pub enum EventKind {
     SockCall = 4,
     /// A reset, retransmission or socket destruction: [`crate::request::TcpEvent`].
     Tcp = 5,
+    /// A splice between a socket and a pipe: [`crate::request::SpliceEvent`].
+    Splice = 6,
 }
 
 impl EventKind {
@@ -26,6 +28,7 @@ impl EventKind {
             3 => Some(Self::SockState),
             4 => Some(Self::SockCall),
             5 => Some(Self::Tcp),
+            6 => Some(Self::Splice),
             _ => None,
         }
     }

@@ -97,6 +97,20 @@ pub mod names {
             tp("lbw_exit_connect", "syscalls", "sys_exit_connect"),
             tp("lbw_exit_close", "syscalls", "sys_exit_close"),
         ];
+        /// splice(2) and pipe(2)/pipe2(2): how a splicing TCP proxy moves
+        /// data, and the pipes that link its two sockets.
+        pub const SPLICE: &[Tracepoint] = &[
+            tp("lbw_enter_splice", "syscalls", "sys_enter_splice"),
+            tp("lbw_exit_splice", "syscalls", "sys_exit_splice"),
+            tp("lbw_enter_pipe2", "syscalls", "sys_enter_pipe2"),
+            tp("lbw_exit_pipe2", "syscalls", "sys_exit_pipe2"),
+        ];
+        /// pipe(2), which some architectures (arm64) do not have: glibc
+        /// makes its pipes with pipe2 there.
+        pub const PIPE: &[Tracepoint] = &[
+            tp("lbw_enter_pipe", "syscalls", "sys_enter_pipe"),
+            tp("lbw_exit_pipe", "syscalls", "sys_exit_pipe"),
+        ];
         /// sock:sock_send_length (the socket of a send).
         pub const SOCK_SEND_LENGTH: Tracepoint =
             tp("lbw_sock_send_length", "sock", "sock_send_length");

@@ -21,6 +21,8 @@
 //!                 48 sk | 56 enter_ns | 64 family | 66 port | 68 addr | 84 pad[4]  (88)
 //! TcpEvent        0 header | 16 lost | 20 kind | 21 pad[3] | 24 sk | 32 family | 34 sport
 //!                 36 dport | 38 pad | 40 saddr | 56 daddr  (72)
+//! SpliceEvent     0 header | 16 lost | 20 tgid | 24 tid | 28 sock_fd | 32 pipe_fd
+//!                 36 direction | 37 pad[3] | 40 sk | 48 ret | 56 enter_ns  (64)
 //! ```
 
 use crate::event::EventHeader;
@@ -125,6 +127,9 @@ pub mod call {
     pub const CONNECT: u8 = 2;
     /// close(2).
     pub const CLOSE: u8 = 3;
+    /// pipe(2) or pipe2(2) made a pipe: `fd` is its read end and `ret` its
+    /// write end (the syscall returned 0; a failed one is not sent).
+    pub const PIPE: u8 = 4;
 }
 
 /// [`TcpEvent::kind`] values.
@@ -292,6 +297,43 @@ pub struct TcpEvent {
 }
 
 const _: () = assert!(core::mem::size_of::<TcpEvent>() == 72);
+
+/// A splice(2) of a traced process that moved bytes between a socket and a
+/// pipe: how a TCP proxy that splices (HAProxy's `option splice-*`) moves
+/// data without a user buffer, so no bytes are captured, only the count.
+/// The pipe links the socket the bytes came from to the one they went to.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SpliceEvent {
+    /// `kind` is [`crate::event::EventKind::Splice`].
+    pub header: EventHeader,
+    /// Request events this CPU failed to send before this one.
+    pub lost: u32,
+    /// Process id.
+    pub tgid: u32,
+    /// Thread id.
+    pub tid: u32,
+    /// The socket end's fd: `fd_out` when the bytes went to a socket
+    /// ([`direction::SEND`]), else `fd_in`.
+    pub sock_fd: i32,
+    /// The other end's fd (a pipe, for a splice that names a socket).
+    pub pipe_fd: i32,
+    /// [`direction::SEND`]: pipe to socket, seen by sock:sock_send_length
+    /// (so `sk` is the socket); [`direction::RECV`]: socket to pipe (the
+    /// splice read path fires no sock tracepoint, so `sk` is usually 0 and
+    /// the agent finds the socket by its fd).
+    pub direction: u8,
+    /// Explicit padding, always zero.
+    pub _pad: [u8; 3],
+    /// The socket, when a sock tracepoint named it during the call; else 0.
+    pub sk: u64,
+    /// Bytes moved (> 0).
+    pub ret: i64,
+    /// `bpf_ktime_get_ns()` at syscall entry.
+    pub enter_ns: u64,
+}
+
+const _: () = assert!(core::mem::size_of::<SpliceEvent>() == 64);
 
 /// Index into the per-CPU `REQ_COUNTERS` array. Ids are never reused.
 #[repr(u32)]

@@ -14,7 +14,8 @@ use aya_ebpf::{
 pub struct Args {
     /// Data syscalls: the user buffer (read/write/recvfrom/sendto) or the
     /// first iovec's base (readv/writev/recvmsg/sendmsg). accept: the
-    /// caller's sockaddr buffer (0 when none).
+    /// caller's sockaddr buffer (0 when none). pipe/pipe2: the `int[2]`.
+    /// splice: `fd_out`.
     pub buf: u64,
     /// Data syscalls: the length of that buffer.
     pub len: u64,
@@ -34,7 +35,10 @@ pub struct Args {
     pub port: u16,
     /// Non-zero when the receive was a MSG_PEEK: no event.
     pub peek: u8,
-    pub _pad: [u8; 5],
+    /// splice: the `request::direction` of the sock tracepoint that named
+    /// `sk` (0 when none fired).
+    pub sk_way: u8,
+    pub _pad: [u8; 4],
     /// connect: the destination address, network order.
     pub addr: [u8; 16],
 }

@@ -9,7 +9,7 @@
 use agent_common::{
     event::EventKind,
     request::{
-        AF_INET, AF_INET6, RequestCounter, SockCallEvent, TcpEvent, call,
+        AF_INET, AF_INET6, RequestCounter, SockCallEvent, SpliceEvent, TcpEvent, call, direction,
         layout::{
             self, TcpTuple, inet_sock_set_state as iss, sched_process_exit, sched_process_fork,
             sock_length, sys_enter, sys_exit, tcp_send_reset,
@@ -30,6 +30,10 @@ use crate::{
 
 const IPPROTO_TCP: u16 = 6;
 const MSG_PEEK: i32 = 2;
+/// `Args::syscall` of a splice in flight: not a data syscall (it sends a
+/// [`SpliceEvent`], never a `DataEvent`), but the sock tracepoints fill
+/// its `sk` the same way.
+const SPLICE_ARGS: u8 = 0x80;
 
 /// `struct iovec`.
 #[repr(C)]
@@ -82,7 +86,8 @@ fn empty_args(fd: i32) -> Args {
         family: 0,
         port: 0,
         peek: 0,
-        _pad: [0; 5],
+        sk_way: 0,
+        _pad: [0; 4],
         addr: [0; 16],
     }
 }
@@ -195,6 +200,91 @@ data_syscall!(lbw_enter_writev, lbw_exit_writev, syscall::WRITEV);
 data_syscall!(lbw_enter_sendto, lbw_exit_sendto, syscall::SENDTO);
 data_syscall!(lbw_enter_sendmsg, lbw_exit_sendmsg, syscall::SENDMSG);
 
+// ---- splice ----------------------------------------------------------------
+
+/// Entry of splice(2): both fds. Followed for the sock tracepoint inside,
+/// which names the socket when the bytes go to one.
+#[tracepoint]
+pub fn lbw_enter_splice(ctx: TracePointContext) -> u32 {
+    let (tgid, tid) = current();
+    if !followed(tgid) {
+        return 0;
+    }
+    let mut args = empty_args(field::<u64>(&ctx, sys_enter::arg(0)) as i32);
+    args.syscall = SPLICE_ARGS;
+    args.buf = field::<u64>(&ctx, sys_enter::arg(2));
+    store(tid, &args);
+    0
+}
+
+/// Exit of splice(2): one [`SpliceEvent`] when bytes moved. A splice to a
+/// socket fires sock:sock_send_length (splice_to_socket -> sock_sendmsg),
+/// so its socket is known; a splice from a socket reads through
+/// tcp_splice_read, which fires no sock tracepoint (6.18), so the socket
+/// is the `fd_in` the agent already knows.
+#[tracepoint]
+pub fn lbw_exit_splice(ctx: TracePointContext) -> u32 {
+    let (tgid, tid) = current();
+    let Some(ptr) = ARGS.get_ptr(tid) else {
+        return 0;
+    };
+    // SAFETY: this thread's own map value, copied before it is deleted.
+    let args = unsafe { *ptr };
+    let _ = ARGS.remove(tid);
+    if args.syscall != SPLICE_ARGS {
+        return 0;
+    }
+    let ret = field::<i64>(&ctx, sys_exit::RET);
+    if ret <= 0 {
+        return 0;
+    }
+    let fd_out = args.buf as i32;
+    let to_socket = args.sk_way == direction::SEND;
+    let event = SpliceEvent {
+        header: header(EventKind::Splice, core::mem::size_of::<SpliceEvent>()),
+        lost: lost_so_far(),
+        tgid,
+        tid,
+        sock_fd: if to_socket { fd_out } else { args.fd },
+        pipe_fd: if to_socket { args.fd } else { fd_out },
+        direction: if to_socket {
+            direction::SEND
+        } else {
+            direction::RECV
+        },
+        _pad: [0; 3],
+        sk: args.sk,
+        ret,
+        enter_ns: args.enter_ns,
+    };
+    send(&event);
+    0
+}
+
+/// Entry of pipe(2).
+#[tracepoint]
+pub fn lbw_enter_pipe(ctx: TracePointContext) -> u32 {
+    enter_call(&ctx, call::PIPE)
+}
+
+/// Exit of pipe(2).
+#[tracepoint]
+pub fn lbw_exit_pipe(ctx: TracePointContext) -> u32 {
+    exit_call(&ctx)
+}
+
+/// Entry of pipe2(2).
+#[tracepoint]
+pub fn lbw_enter_pipe2(ctx: TracePointContext) -> u32 {
+    enter_call(&ctx, call::PIPE)
+}
+
+/// Exit of pipe2(2).
+#[tracepoint]
+pub fn lbw_exit_pipe2(ctx: TracePointContext) -> u32 {
+    exit_call(&ctx)
+}
+
 // ---- the socket of a send or receive -------------------------------------
 
 /// sock:sock_{send,recv}_length fire inside the syscall, on its thread:
@@ -222,6 +312,11 @@ fn sock_length(ctx: &TracePointContext, recv: bool) -> u32 {
             return 0;
         }
         (*args).sk = sk;
+        (*args).sk_way = if recv {
+            direction::RECV
+        } else {
+            direction::SEND
+        };
     }
     follow_sock(sk);
     0
@@ -252,6 +347,7 @@ fn enter_call(ctx: &TracePointContext, which: u8) -> u32 {
     // close(2) has one argument: its record ends before arg(1).
     match which {
         call::ACCEPT => args.buf = field::<u64>(ctx, sys_enter::arg(1)),
+        call::PIPE => args.buf = field::<u64>(ctx, sys_enter::arg(0)),
         call::CONNECT => {
             let addr = field::<u64>(ctx, sys_enter::arg(1));
             let family = read_sockaddr(addr, &mut args.family, &mut args.port, &mut args.addr);
@@ -310,7 +406,19 @@ fn exit_call(ctx: &TracePointContext) -> u32 {
     if args.call == 0 {
         return 0;
     }
-    let ret = field::<i64>(ctx, sys_exit::RET);
+    let mut ret = field::<i64>(ctx, sys_exit::RET);
+    if args.call == call::PIPE {
+        // The pipe's ends, as the kernel wrote them to the caller's int[2]:
+        // `fd` is the read end, `ret` the write end.
+        if ret != 0 {
+            return 0;
+        }
+        let Some(fds) = user::<[i32; 2]>(args.buf) else {
+            return 0;
+        };
+        args.fd = fds[0];
+        ret = i64::from(fds[1]);
+    }
     if args.call == call::ACCEPT && ret >= 0 {
         let _ = read_sockaddr(args.buf, &mut args.family, &mut args.port, &mut args.addr);
     }

@@ -68,7 +68,11 @@ pub fn decode(buf: &[u8]) -> Result<Event, DecodeError> {
         }
         // Request events travel on their own ring (requests::event decodes
         // them); on the flow ring one is as foreign as an unknown kind.
-        EventKind::SockData | EventKind::SockState | EventKind::SockCall | EventKind::Tcp => {
+        EventKind::SockData
+        | EventKind::SockState
+        | EventKind::SockCall
+        | EventKind::Tcp
+        | EventKind::Splice => {
             Err(DecodeError::UnknownKind { kind: header.kind })
         }
     }

@@ -289,7 +289,10 @@ fn expect(tp: &Tracepoint) -> Expect {
     let fields = |f: &[layout::Field]| Expect::Fields(f.to_vec());
     match (tp.category, tp.name) {
         ("syscalls", n) if n.starts_with("sys_exit_") => fields(layout::sys_exit::FIELDS),
-        ("syscalls", "sys_enter_close") => Expect::Arguments(vec![arg(0)]),
+        ("syscalls", "sys_enter_close" | "sys_enter_pipe" | "sys_enter_pipe2") => {
+            Expect::Arguments(vec![arg(0)])
+        }
+        ("syscalls", "sys_enter_splice") => Expect::Arguments(vec![arg(0), arg(2), arg(4)]),
         ("syscalls", "sys_enter_accept" | "sys_enter_accept4" | "sys_enter_connect") => {
             Expect::Arguments(vec![arg(0), arg(1)])
         }
@@ -414,6 +417,18 @@ impl Attacher<'_> {
         ));
         out.push(self.tracepoint_only(Hook::TcpRetransmits, &[names::TCP_RETRANSMIT_SKB]));
         out.push(self.tracepoint_only(Hook::TcpDestroy, &[names::TCP_DESTROY_SOCK]));
+        let mut splice = self.tracepoint_only(Hook::Splice, names::SPLICE);
+        if splice.via == Via::Unavailable {
+            splice.why.push_str(
+                "; a splicing proxy's connections get records without their backend",
+            );
+        } else {
+            match self.tracepoints(names::PIPE) {
+                Ok(why) => splice.why = format!("{}; {why}", splice.why),
+                Err(why) => splice.why = format!("{}; pipe(2) not followed ({why})", splice.why),
+            }
+        }
+        out.push(splice);
         out.push(match self.libssl() {
             Ok(why) => choice(Hook::TlsPlaintext, Via::Uprobe, why),
             Err(why) => choice(
@@ -670,5 +685,13 @@ mod tests {
         assert!(matches!(reset, Expect::Fields(ref f) if f.len() == 3 && f[1].size == 28));
         let exit = expect(&names::SCHED_PROCESS_EXIT);
         assert!(matches!(exit, Expect::Fields(ref f) if f[0].name == "group_dead"));
+        // splice(fd_in, off_in, fd_out, off_out, len, flags): the fds and len.
+        assert_eq!(names::SPLICE[0].name, "sys_enter_splice");
+        let splice = expect(&names::SPLICE[0]);
+        assert!(matches!(splice, Expect::Arguments(ref a) if a == &[16, 32, 48]));
+        for pipe in [&names::SPLICE[2], &names::PIPE[0]] {
+            assert!(pipe.name.starts_with("sys_enter_pipe"));
+            assert!(matches!(expect(pipe), Expect::Arguments(ref a) if a == &[16]));
+        }
     }
 }

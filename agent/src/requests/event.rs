@@ -9,7 +9,7 @@
 
 use agent_common::{
     event::{EventHeader, EventKind},
-    request::{DATA_MAX, DataEvent, SockCallEvent, SockStateEvent, TcpEvent},
+    request::{DATA_MAX, DataEvent, SockCallEvent, SockStateEvent, SpliceEvent, TcpEvent},
 };
 
 pub use agent_common::request::{call, direction, syscall, tcp_kind, tcp_state, tls};
@@ -54,6 +54,8 @@ pub enum ReqEvent {
     Call(SockCallEvent),
     /// A reset, retransmission or socket destruction.
     Tcp(TcpEvent),
+    /// A splice between a socket and a pipe.
+    Splice(SpliceEvent),
 }
 
 impl ReqEvent {
@@ -64,6 +66,7 @@ impl ReqEvent {
             Self::State(s) => s.lost,
             Self::Call(c) => c.lost,
             Self::Tcp(t) => t.lost,
+            Self::Splice(s) => s.lost,
         }
     }
 
@@ -75,6 +78,7 @@ impl ReqEvent {
             Self::State(s) => s.header.ktime_ns,
             Self::Call(c) => c.header.ktime_ns,
             Self::Tcp(t) => t.header.ktime_ns,
+            Self::Splice(s) => s.header.ktime_ns,
         }
     }
 }
@@ -199,6 +203,7 @@ pub fn decode(buf: &[u8]) -> Result<ReqEvent, ReqDecodeError> {
         EventKind::SockState => fixed(buf, kind, &header).map(ReqEvent::State),
         EventKind::SockCall => fixed(buf, kind, &header).map(ReqEvent::Call),
         EventKind::Tcp => fixed(buf, kind, &header).map(ReqEvent::Tcp),
+        EventKind::Splice => fixed(buf, kind, &header).map(ReqEvent::Splice),
         EventKind::Flow => Err(ReqDecodeError::UnknownKind(header.kind)),
     }
 }
@@ -326,6 +331,34 @@ mod tests {
     }
 
     #[test]
+    fn decodes_a_splice_event() {
+        let ev = SpliceEvent {
+            header: EventHeader {
+                kind: EventKind::Splice as u32,
+                len: size_of::<SpliceEvent>() as u32,
+                ktime_ns: 7,
+            },
+            lost: 1,
+            tgid: 10,
+            tid: 11,
+            sock_fd: 12,
+            pipe_fd: 13,
+            direction: direction::SEND,
+            _pad: [0; 3],
+            sk: 99,
+            ret: 4096,
+            enter_ns: 5,
+        };
+        let item = bytes_of(&ev);
+        assert_eq!(decode(&item), Ok(ReqEvent::Splice(ev)));
+        assert_eq!(decode(&item).map(|e| (e.ktime_ns(), e.lost())), Ok((7, 1)));
+        assert!(matches!(
+            decode(&item[..63]),
+            Err(ReqDecodeError::Short { .. })
+        ));
+    }
+
+    #[test]
     fn rejects_unknown_and_flow_kinds_and_short_headers() {
         let mut item = data_item(0, b"", 0);
         item[..4].copy_from_slice(&99u32.to_ne_bytes());
@@ -346,7 +379,7 @@ mod tests {
 
         #[test]
         fn never_panics_on_any_body_of_a_known_kind(
-            kind in 1u32..=6,
+            kind in 1u32..=7,
             len in 0u32..2000,
             body in proptest::collection::vec(any::<u8>(), 0..1200),
         ) {

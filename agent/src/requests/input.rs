@@ -134,6 +134,8 @@ pub enum CallKind {
     Connect,
     /// close.
     Close,
+    /// pipe/pipe2: `fd` is the new pipe's read end, `ret` its write end.
+    Pipe,
 }
 
 /// A socket call that ended.
@@ -152,6 +154,26 @@ pub struct Call {
     pub sk: u64,
     /// connect: the destination.
     pub addr: Option<SocketAddr>,
+}
+
+/// A splice between a socket and a pipe: bytes moved with no user buffer,
+/// so none are captured.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Splice {
+    /// Who.
+    pub thread: Thread,
+    /// The socket end's fd.
+    pub fd: i32,
+    /// The socket, when the kernel named it (a splice to a socket); else 0.
+    pub sk: u64,
+    /// `Recv`: socket to pipe; `Send`: pipe to socket.
+    pub way: Way,
+    /// The pipe end's fd.
+    pub pipe_fd: i32,
+    /// Kernel ns at the syscall's entry.
+    pub enter: u64,
+    /// Bytes moved.
+    pub total: u64,
 }
 
 /// What the TCP stack did to a socket.
@@ -176,6 +198,8 @@ pub enum Input {
     State(State),
     /// A socket call.
     Call(Call),
+    /// A splice between a socket and a pipe.
+    Splice(Splice),
     /// A TCP stack event.
     Tcp {
         /// The socket.
@@ -259,12 +283,29 @@ impl Input {
                     call::ACCEPT => CallKind::Accept,
                     call::CONNECT => CallKind::Connect,
                     call::CLOSE => CallKind::Close,
+                    call::PIPE => CallKind::Pipe,
                     _ => return None,
                 },
                 fd: c.fd,
                 ret: c.ret,
                 sk: c.sk,
                 addr: socket_addr(c.family, &c.addr, c.port),
+            }),
+            ReqEvent::Splice(s) => Self::Splice(Splice {
+                thread: Thread {
+                    tgid: s.tgid,
+                    tid: s.tid,
+                },
+                fd: s.sock_fd,
+                sk: s.sk,
+                way: match s.direction {
+                    direction::RECV => Way::Recv,
+                    direction::SEND => Way::Send,
+                    _ => return None,
+                },
+                pipe_fd: s.pipe_fd,
+                enter: s.enter_ns,
+                total: u64::try_from(s.ret).ok().filter(|&n| n > 0)?,
             }),
             ReqEvent::Tcp(e) => Self::Tcp {
                 sk: e.sk,

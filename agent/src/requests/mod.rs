@@ -7,12 +7,15 @@
 //! - `http`: the HTTP/1.x framer, a pure parser per connection;
 //! - `correlate`: which backend request served which client request, from
 //!   content, thread and order, keeping only pairings forced in every
-//!   maximum matching.
+//!   maximum matching;
+//! - `pipes`: which connection the bytes in each pipe of a splicing proxy
+//!   came from, linking a TCP-mode client connection to its backend.
 
 pub mod correlate;
 pub mod event;
 pub mod http;
 pub mod input;
+pub mod pipes;
 pub mod procs;
 pub mod records;
 pub mod reorder;

@@ -214,6 +214,7 @@ impl RequestRecords {
             reset: c.reset.map(|sent| if sent { "sent" } else { "received" }),
             retransmits: c.retransmits,
             role: c.role.as_str(),
+            spliced_bytes: (c.spliced > 0).then_some(c.spliced),
         });
         rec
     }
@@ -378,6 +379,7 @@ pub(crate) fn samples() -> Vec<Record> {
         requests: 1,
         connect_error: None,
         backends: BTreeSet::from([backend_ends]),
+        spliced: 0,
     };
     let failed = ConnOut {
         role: Role::Backend,

@@ -67,6 +67,11 @@ pub const UNCLAIMED_TUPLES: usize = 65_536;
 #[derive(Debug, Default)]
 pub struct Tuples {
     by_sk: HashMap<u64, Tuple>,
+    /// Unclaimed accepted sockets by their peer's address, for an accept
+    /// that names the peer but not the socket (no kprobe on
+    /// inet_csk_accept): usually one, a few when one client port reached
+    /// several of this host's addresses.
+    by_peer: HashMap<SocketAddr, Vec<u64>>,
     /// Insertion order, for eviction; may hold sockets already removed.
     order: VecDeque<u64>,
     evicted: u64,
@@ -89,13 +94,17 @@ impl Tuples {
             role,
             established: t,
         };
-        if self.by_sk.insert(sk, tuple).is_none() {
-            self.order.push_back(sk);
+        match self.by_sk.insert(sk, tuple) {
+            None => self.order.push_back(sk),
+            Some(old) => self.unindex(sk, &old),
+        }
+        if role == Role::Client {
+            self.by_peer.entry(ends.remote).or_default().push(sk);
         }
         while self.by_sk.len() > UNCLAIMED_TUPLES {
             match self.order.pop_front() {
                 Some(old) => {
-                    if self.by_sk.remove(&old).is_some() {
+                    if self.remove(old).is_some() {
                         self.evicted += 1;
                     }
                 }
@@ -104,9 +113,36 @@ impl Tuples {
         }
     }
 
+    /// The one unclaimed accepted socket whose peer is `peer`, if exactly
+    /// one is.
+    pub fn accepted_from(&self, peer: SocketAddr) -> Option<u64> {
+        match self.by_peer.get(&peer).map(Vec::as_slice) {
+            Some(&[sk]) => Some(sk),
+            _ => None,
+        }
+    }
+
+    fn remove(&mut self, sk: u64) -> Option<Tuple> {
+        let tuple = self.by_sk.remove(&sk)?;
+        self.unindex(sk, &tuple);
+        Some(tuple)
+    }
+
+    fn unindex(&mut self, sk: u64, tuple: &Tuple) {
+        if tuple.role != Role::Client {
+            return;
+        }
+        if let Some(sks) = self.by_peer.get_mut(&tuple.ends.remote) {
+            sks.retain(|&s| s != sk);
+            if sks.is_empty() {
+                self.by_peer.remove(&tuple.ends.remote);
+            }
+        }
+    }
+
     /// Takes the tuple of `sk`, if its ESTABLISHED was seen.
     pub fn claim(&mut self, sk: u64) -> Option<Tuple> {
-        let tuple = self.by_sk.remove(&sk);
+        let tuple = self.remove(sk);
         if self.order.len() > 2 * self.by_sk.len() + 1024 {
             let live = &self.by_sk;
             self.order.retain(|sk| live.contains_key(sk));
@@ -116,7 +152,7 @@ impl Tuples {
 
     /// Forgets `sk` (it was destroyed before anyone claimed it).
     pub fn forget(&mut self, sk: u64) {
-        self.by_sk.remove(&sk);
+        self.remove(sk);
     }
 
     /// Unclaimed tuples dropped to stay within [`UNCLAIMED_TUPLES`].
@@ -209,6 +245,11 @@ impl Table {
     /// Forgets `tgid`'s `fd` without a close (its connection is gone).
     pub fn unbind_fd(&mut self, tgid: u32, fd: i32) {
         self.fds.remove(&(tgid, fd));
+    }
+
+    /// The connection `tgid`'s `fd` is.
+    pub fn by_fd(&self, tgid: u32, fd: i32) -> Option<ConnId> {
+        self.fds.get(&(tgid, fd)).copied()
     }
 
     /// The connection on socket `sk`.

@@ -243,6 +243,8 @@ impl Stage {
             framing_lost = u.framing_lost,
             unclaimed_backend = u.unclaimed_backend,
             tls_records = u.tls_records,
+            splice_unknown_socket = u.splice_unknown_socket,
+            splice_unlinked = u.splice_unlinked,
             ring_bytes = self.ring_bytes.get(),
             "request capture stopped"
         );

@@ -19,7 +19,8 @@ use super::{
         WindowLimits, Windows,
     },
     http::{self, Dir, Message, RequestHead, ResponseHead},
-    input::{Call, CallKind, Data, Input, Layer, TcpKind, TcpState, Thread, Way},
+    input::{Call, CallKind, Data, Input, Layer, Splice, TcpKind, TcpState, Thread, Way},
+    pipes::{Drained, Pipes},
     sockets::{Bound, ConnId, Ends, Role, Table, Tuple, Tuples},
 };
 
@@ -129,8 +130,11 @@ pub struct ConnOut {
     pub requests: u64,
     /// For a failed connect.
     pub connect_error: Option<ConnectError>,
-    /// Client side: the backend connections its requests were mapped to.
+    /// Client side: the backend connections its requests were mapped to,
+    /// or that its bytes were spliced to and from.
     pub backends: BTreeSet<Ends>,
+    /// Bytes moved by splice (no payload seen), both ways.
+    pub spliced: u64,
 }
 
 /// What the tracker produced.
@@ -164,6 +168,11 @@ pub struct Unused {
     /// Chunks of TLS records on a TLS connection: counted as bytes, not
     /// framed (the plaintext is, when the libssl probes are attached).
     pub tls_records: u64,
+    /// Splices on an fd that is no connection the agent knows.
+    pub splice_unknown_socket: u64,
+    /// Splices into a socket whose bytes' origin the pipe could not tell
+    /// (made before the agent, fed by two connections, or events lost).
+    pub splice_unlinked: u64,
 }
 
 #[derive(Debug)]
@@ -198,6 +207,11 @@ struct Conn {
     backends: BTreeSet<Ends>,
     /// Client exchanges of this connection the correlator has not decided.
     undecided: u64,
+    /// Bytes spliced through it.
+    spliced: u64,
+    /// Spliced from its first byte on: a TCP-mode relay, never framed as
+    /// HTTP (no request of it was ever seen).
+    relayed: bool,
     /// Closed by the load balancer at this time; the record waits for
     /// `undecided` to reach 0.
     closed_at: Option<u64>,
@@ -228,6 +242,8 @@ impl Conn {
             lost: false,
             backends: BTreeSet::new(),
             undecided: 0,
+            spliced: 0,
+            relayed: false,
             closed_at: None,
             unannounced: None,
             tls: false,
@@ -277,6 +293,7 @@ pub struct Tracker {
     /// Pending connects: the socket `connect` returned on, by (tgid, fd).
     unused: Unused,
     messages: Vec<Message>,
+    pipes: Pipes,
 }
 
 impl Tracker {
@@ -294,6 +311,7 @@ impl Tracker {
             next_exchange: 0,
             unused: Unused::default(),
             messages: Vec::new(),
+            pipes: Pipes::default(),
         }
     }
 
@@ -342,14 +360,19 @@ impl Tracker {
                 }
             }
             Input::Call(c) => self.on_call(t, c, out),
+            Input::Splice(sp) => self.on_splice(t, sp, out),
             Input::Tcp { sk, kind } => self.on_tcp(sk, kind),
             Input::Lost { count } => {
                 self.unused.kernel_lost += count;
+                self.pipes.doubt_all();
                 // Which thread lost what is unknown: every traced process
                 // is in doubt.
                 self.taint_all(Reason::EventsLost);
             }
-            Input::OutOfOrder => self.taint_all(Reason::OutOfOrder),
+            Input::OutOfOrder => {
+                self.pipes.doubt_all();
+                self.taint_all(Reason::OutOfOrder);
+            }
         }
     }
 
@@ -404,16 +427,22 @@ impl Tracker {
         }
     }
 
-    fn on_data(&mut self, t: u64, d: Data, out: &mut Vec<Output>) {
-        let mut bound = self.table.bind(d.thread.tgid, d.fd, d.sk);
-        if let Bound::Known(id) = bound
-            && !self.conns.contains_key(&id)
-        {
-            // Its connection was reported and let go: this is a new one.
-            self.table.unbind_fd(d.thread.tgid, d.fd);
-            self.table.forget_sk(d.sk);
-            bound = self.table.bind(d.thread.tgid, d.fd, d.sk);
+    /// The connection `tgid`'s `fd` on socket `sk` is, for bytes it moved.
+    fn bind_data(&mut self, tgid: u32, fd: i32, sk: u64) -> Bound {
+        let bound = self.table.bind(tgid, fd, sk);
+        match bound {
+            Bound::Known(id) if !self.conns.contains_key(&id) => {
+                // Its connection was reported and let go: this is a new one.
+                self.table.unbind_fd(tgid, fd);
+                self.table.forget_sk(sk);
+                self.table.bind(tgid, fd, sk)
+            }
+            _ => bound,
         }
+    }
+
+    fn on_data(&mut self, t: u64, d: Data, out: &mut Vec<Output>) {
+        let bound = self.bind_data(d.thread.tgid, d.fd, d.sk);
         let id = self.adopt(bound, d.thread.tgid, d.sk, t, out);
         let Some(conn) = self.conns.get_mut(&id) else {
             return;
@@ -447,7 +476,7 @@ impl Tracker {
             }
             return;
         };
-        if conn.lost {
+        if conn.lost || conn.relayed {
             return;
         }
         // Requests come in on a client connection and go out on a backend
@@ -695,7 +724,25 @@ impl Tracker {
 
     fn on_call(&mut self, t: u64, c: Call, out: &mut Vec<Output>) {
         match c.kind {
-            CallKind::Accept => {}
+            CallKind::Accept => {
+                // The accepted socket, when the kprobe named it, or else
+                // the one unclaimed accepted socket from the peer accept
+                // wrote back: bound now, so a connection whose first
+                // bytes are spliced (no sock tracepoint names the socket
+                // of a splice read) is known from its start.
+                let Ok(fd) = i32::try_from(c.ret) else { return };
+                let sk = match (c.sk, c.addr) {
+                    (0, Some(peer)) => self.tuples.accepted_from(peer),
+                    (0, None) => None,
+                    (sk, _) => Some(sk),
+                };
+                if let Some(sk) = sk
+                    && fd >= 0
+                {
+                    let bound = self.table.bind_new(c.thread.tgid, fd, sk);
+                    self.adopt(bound, c.thread.tgid, sk, t, out);
+                }
+            }
             CallKind::Connect => {
                 if c.sk == 0 {
                     return;
@@ -724,14 +771,101 @@ impl Tracker {
                 }
                 self.replay_early(id, out);
             }
+            CallKind::Pipe => {
+                // `ret` is the write end; fds fit i32.
+                let write = i32::try_from(c.ret).unwrap_or(-1);
+                if c.fd >= 0 && write >= 0 {
+                    self.pipes.made(c.thread.tgid, c.fd, write);
+                }
+            }
             CallKind::Close => {
                 if c.ret < 0 {
+                    return;
+                }
+                if self.pipes.closed(c.thread.tgid, c.fd) {
                     return;
                 }
                 if let Some(id) = self.table.close(c.thread.tgid, c.fd) {
                     self.end_conn(id, t, out);
                 }
             }
+        }
+    }
+
+    /// A splice between a socket and a pipe: its bytes count for the
+    /// socket's connection, and the pipe links the connection they came
+    /// from to the one they go to.
+    fn on_splice(&mut self, t: u64, s: Splice, out: &mut Vec<Output>) {
+        let tgid = s.thread.tgid;
+        let id = if s.sk != 0 {
+            let bound = self.bind_data(tgid, s.fd, s.sk);
+            Some(self.adopt(bound, tgid, s.sk, t, out))
+        } else {
+            self.table.by_fd(tgid, s.fd)
+        };
+        let id = id.filter(|id| self.conns.contains_key(id));
+        match s.way {
+            Way::Recv => self.pipes.fed(tgid, s.pipe_fd, id, s.total),
+            Way::Send => match (self.pipes.drained(tgid, s.pipe_fd, s.total), id) {
+                (Drained::From(from), Some(to)) => self.link(from, to),
+                _ => self.unused.splice_unlinked += 1,
+            },
+        }
+        let Some(id) = id else {
+            self.unused.splice_unknown_socket += 1;
+            return;
+        };
+        let Some(conn) = self.conns.get_mut(&id) else {
+            return;
+        };
+        conn.spliced += s.total;
+        match s.way {
+            Way::Recv => conn.bytes_in += s.total,
+            Way::Send => conn.bytes_out += s.total,
+        }
+        if conn.lost || conn.relayed || conn.tls {
+            return;
+        }
+        let Some(role) = conn.role() else { return };
+        if conn.requests == 0 && conn.open.is_empty() && conn.unannounced.is_none() {
+            // Spliced from the first byte: a TCP proxy relays this
+            // connection and never parses it, so no request is recorded.
+            conn.relayed = true;
+            return;
+        }
+        // Spliced in the middle of HTTP (a body the proxy splices): the
+        // framer counts the bytes it cannot see, or declares its framing
+        // lost when they hide what it needs.
+        let (dir, ts) = match (role, s.way) {
+            (Role::Client, Way::Recv) => (Dir::Request, t),
+            (Role::Client, Way::Send) => (Dir::Response, s.enter),
+            (Role::Backend, Way::Send) => (Dir::Request, s.enter),
+            (Role::Backend, Way::Recv) => (Dir::Response, t),
+        };
+        let mut messages = std::mem::take(&mut self.messages);
+        conn.framer.feed(dir, ts, s.total, &[], &mut messages);
+        for m in messages.drain(..) {
+            self.on_message(id, s.thread, m, out);
+        }
+        self.messages = messages;
+    }
+
+    /// Bytes of connection `from` went out on connection `to` through a
+    /// pipe: the client side of the two names the backend side.
+    fn link(&mut self, from: ConnId, to: ConnId) {
+        let tuple = |id: &ConnId| self.conns.get(id).and_then(|c| c.tuple);
+        let (Some(a), Some(b)) = (tuple(&from), tuple(&to)) else {
+            self.unused.splice_unlinked += 1;
+            return;
+        };
+        let (client, backend) = match (a.role, b.role) {
+            (Role::Client, Role::Backend) => (from, b.ends),
+            (Role::Backend, Role::Client) => (to, a.ends),
+            // Client to client, or backend to backend: not a proxy's relay.
+            _ => return,
+        };
+        if let Some(c) = self.conns.get_mut(&client) {
+            c.backends.insert(backend);
         }
     }
 
@@ -898,6 +1032,7 @@ impl Tracker {
                 requests: conn.requests,
                 connect_error: conn.connect_error,
                 backends: conn.backends,
+                spliced: conn.spliced,
             })));
         }
     }

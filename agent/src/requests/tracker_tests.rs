@@ -660,3 +660,176 @@ fn a_tls_client_connection_is_framed_from_the_plaintext() {
     assert_eq!((client.bytes_in, client.bytes_out), wire, "wire bytes only");
     assert_eq!(client.requests, 1);
 }
+
+/// A TCP-mode proxy that splices: the client's bytes go through a pipe to
+/// the backend and the answer through another pipe back, with no payload
+/// seen. The accept names the client socket by its peer.
+#[test]
+fn a_spliced_tcp_relay_names_its_backend_and_has_no_request_records() {
+    use super::input::Splice;
+    let thread = Thread { tgid: TGID, tid: 7 };
+    let frontend: SocketAddr = FRONTEND.parse().unwrap();
+    let client: SocketAddr = "203.0.113.9:40000".parse().unwrap();
+    let (server, lb_src) = server(1);
+    let (cfd, bfd, csk, bsk) = (30, 31, 0xc1, 0xb1);
+    let call = |kind, fd, ret, sk, addr| {
+        Input::Call(Call {
+            thread,
+            kind,
+            fd,
+            ret,
+            sk,
+            addr,
+        })
+    };
+    let splice = |fd, sk, way, pipe_fd, total| {
+        Input::Splice(Splice {
+            thread,
+            fd,
+            sk,
+            way,
+            pipe_fd,
+            enter: 0,
+            total,
+        })
+    };
+    let state = |sk, old, local, remote| {
+        Input::State(State {
+            sk,
+            old,
+            new: TcpState::Established,
+            local,
+            remote,
+        })
+    };
+    let mut inputs = vec![
+        (10, state(csk, TcpState::SynRecv, frontend, client)),
+        (11, call(CallKind::Accept, 5, i64::from(cfd), 0, Some(client))),
+        (12, state(bsk, TcpState::SynSent, lb_src, server)),
+        (13, call(CallKind::Connect, bfd, -115, bsk, Some(server))),
+        (14, call(CallKind::Pipe, 40, 41, 0, None)),
+        (15, call(CallKind::Pipe, 42, 43, 0, None)),
+        // Request: client -> pipe 41/40 -> backend.
+        (20, splice(cfd, 0, Way::Recv, 41, 300)),
+        (21, splice(bfd, bsk, Way::Send, 40, 300)),
+        // Response: backend -> pipe 43/42 -> client, in two parts.
+        (30, splice(bfd, 0, Way::Recv, 43, 5000)),
+        (31, splice(cfd, csk, Way::Send, 42, 4000)),
+        (32, splice(cfd, csk, Way::Send, 42, 1000)),
+        (40, call(CallKind::Close, bfd, 0, 0, None)),
+        (41, call(CallKind::Close, cfd, 0, 0, None)),
+    ];
+    let out = run(&mut inputs);
+    assert!(
+        !out.iter().any(|o| matches!(o, Output::Request(_))),
+        "a relay has no request records: {out:?}"
+    );
+    let c = client_conn(&out);
+    assert_eq!(c.ends.remote, client);
+    assert_eq!((c.bytes_in, c.bytes_out, c.spliced), (300, 5000, 5300));
+    assert_eq!(
+        c.backends.iter().copied().collect::<Vec<_>>(),
+        vec![Ends {
+            local: lb_src,
+            remote: server
+        }]
+    );
+}
+
+/// Two clients' bytes in one pipe before it drained link neither; bytes
+/// from a pipe made before the agent link nothing either.
+#[test]
+fn a_pipe_in_doubt_links_no_backend() {
+    use super::input::Splice;
+    let thread = Thread { tgid: TGID, tid: 7 };
+    let frontend: SocketAddr = FRONTEND.parse().unwrap();
+    let (server, lb_src) = server(1);
+    let mut inputs = Vec::new();
+    for (i, port) in [40001u16, 40002].into_iter().enumerate() {
+        let client = SocketAddr::from(([203, 0, 113, 9], port));
+        let t = 10 * i as u64;
+        let fd = 30 + i as i32;
+        inputs.push((
+            t,
+            Input::State(State {
+                sk: 0xc0 + i as u64,
+                old: TcpState::SynRecv,
+                new: TcpState::Established,
+                local: frontend,
+                remote: client,
+            }),
+        ));
+        inputs.push((
+            t + 1,
+            Input::Call(Call {
+                thread,
+                kind: CallKind::Accept,
+                fd: 5,
+                ret: i64::from(fd),
+                sk: 0,
+                addr: Some(client),
+            }),
+        ));
+    }
+    inputs.push((
+        50,
+        Input::State(State {
+            sk: 0xb1,
+            old: TcpState::SynSent,
+            new: TcpState::Established,
+            local: lb_src,
+            remote: server,
+        }),
+    ));
+    inputs.push((
+        51,
+        Input::Call(Call {
+            thread,
+            kind: CallKind::Connect,
+            fd: 39,
+            ret: 0,
+            sk: 0xb1,
+            addr: Some(server),
+        }),
+    ));
+    inputs.push((
+        52,
+        Input::Call(Call {
+            thread,
+            kind: CallKind::Pipe,
+            fd: 40,
+            ret: 41,
+            sk: 0,
+            addr: None,
+        }),
+    ));
+    let splice = |fd, sk, way, pipe_fd| {
+        Input::Splice(Splice {
+            thread,
+            fd,
+            sk,
+            way,
+            pipe_fd,
+            enter: 0,
+            total: 10,
+        })
+    };
+    inputs.push((60, splice(30, 0, Way::Recv, 41)));
+    inputs.push((61, splice(31, 0, Way::Recv, 41)));
+    inputs.push((62, splice(39, 0xb1, Way::Send, 40)));
+    inputs.push((63, splice(39, 0xb1, Way::Send, 40)));
+    // A pipe the agent never saw made.
+    inputs.push((70, splice(30, 0, Way::Recv, 77)));
+    inputs.push((71, splice(39, 0xb1, Way::Send, 76)));
+    let out = run(&mut inputs);
+    let clients: Vec<&ConnOut> = out
+        .iter()
+        .filter_map(|o| match o {
+            Output::Connection(c) if c.role == Role::Client => Some(&**c),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(clients.len(), 2);
+    assert!(clients.iter().all(|c| c.backends.is_empty()), "{clients:?}");
+    assert_eq!(clients.iter().map(|c| c.bytes_in).sum::<u64>(), 30);
+}

@@ -121,4 +121,10 @@ pub struct Connection {
     pub retransmits: u64,
     /// `client-side` (accepted) or `backend-side` (opened).
     pub role: &'static str,
+    /// Bytes the load balancer moved with splice(2), both ways: relayed
+    /// through a pipe, never seen. A client connection spliced from its
+    /// first byte is a TCP-mode relay: it names its backend and has no
+    /// request records.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub spliced_bytes: Option<u64>,
 }

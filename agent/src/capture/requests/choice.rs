@@ -26,11 +26,14 @@ pub enum Hook {
     TcpDestroy,
     /// The plaintext of TLS connections (libssl's `SSL_read`/`SSL_write`).
     TlsPlaintext,
+    /// Splices between sockets and pipes, and the pipes' ends (a TCP proxy
+    /// that splices, such as HAProxy with `option splice-*`).
+    Splice,
 }
 
 impl Hook {
     /// Every hook, in the order the loader decides them.
-    pub const ALL: [Hook; 10] = [
+    pub const ALL: [Hook; 11] = [
         Self::Syscalls,
         Self::ProcessFollow,
         Self::SockOfData,
@@ -41,6 +44,7 @@ impl Hook {
         Self::TcpRetransmits,
         Self::TcpDestroy,
         Self::TlsPlaintext,
+        Self::Splice,
     ];
 
     /// Stable snake_case name.
@@ -56,6 +60,7 @@ impl Hook {
             Self::TcpRetransmits => "tcp_retransmits",
             Self::TcpDestroy => "tcp_destroy",
             Self::TlsPlaintext => "tls_plaintext",
+            Self::Splice => "splice",
         }
     }
 }
