@@ -72,9 +72,7 @@ pub fn decode(buf: &[u8]) -> Result<Event, DecodeError> {
         | EventKind::SockState
         | EventKind::SockCall
         | EventKind::Tcp
-        | EventKind::Splice => {
-            Err(DecodeError::UnknownKind { kind: header.kind })
-        }
+        | EventKind::Splice => Err(DecodeError::UnknownKind { kind: header.kind }),
     }
 }
 

@@ -280,11 +280,87 @@ fn a_pipe_read_sends_no_data_event() {
     }
     let events = p.drain();
     assert!(data_of(&events, tid).is_empty(), "a pipe has no socket");
-    let closes = calls_of(&events, tid);
+    let calls = calls_of(&events, tid);
+    // The pipe call names both ends (read end in `fd`, write end in `ret`).
+    assert_eq!(calls[0].call, call::PIPE);
+    assert_eq!((calls[0].fd, calls[0].ret), (fds[0], i64::from(fds[1])));
     assert_eq!(
-        closes.iter().map(|c| c.fd).collect::<Vec<_>>(),
-        fds.to_vec(),
+        calls[1..]
+            .iter()
+            .map(|c| (c.call, c.fd))
+            .collect::<Vec<_>>(),
+        vec![(call::CLOSE, fds[0]), (call::CLOSE, fds[1])],
         "closes are sent"
+    );
+}
+
+/// A splicing relay, as HAProxy's `option splice-*` moves bytes: socket ->
+/// pipe -> socket. Each splice is one event with the socket's and the
+/// pipe's fds and the exact count; the splice into a socket names it.
+#[test]
+fn splices_between_sockets_and_a_pipe_are_sent_with_their_fds() {
+    let mut p = Probes::load(256).follow_me();
+    let tid = gettid();
+    let (_listener, mut client, server) = pair();
+    let (_l2, upstream, _peer) = pair();
+    let mut fds = [0i32; 2];
+    // SAFETY: pipe2(2) writes two fds into the array.
+    assert_eq!(unsafe { libc::pipe2(fds.as_mut_ptr(), 0) }, 0);
+    client.write_all(REQUEST).unwrap();
+    std::thread::sleep(Duration::from_millis(50));
+    let (sfd, ufd) = (server.as_raw_fd(), upstream.as_raw_fd());
+    // SAFETY: splice(2) between our own sockets and pipe, no offsets.
+    let (moved_in, moved_out) = unsafe {
+        let null = std::ptr::null_mut();
+        let i = libc::splice(sfd, null, fds[1], null, 65536, 0);
+        let o = libc::splice(fds[0], null, ufd, null, 65536, 0);
+        (i, o)
+    };
+    assert_eq!(
+        (moved_in, moved_out),
+        (REQUEST.len() as isize, REQUEST.len() as isize)
+    );
+    // SAFETY: closing our own pipe.
+    unsafe {
+        libc::close(fds[0]);
+        libc::close(fds[1]);
+    }
+    let events = p.drain();
+    let splices: Vec<_> = events
+        .iter()
+        .filter_map(|e| match e {
+            ReqEvent::Splice(s) if s.tid == tid => Some(*s),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(splices.len(), 2, "{splices:?}");
+    let (into, out) = (splices[0], splices[1]);
+    assert_eq!(
+        (into.direction, into.sock_fd, into.pipe_fd),
+        (direction::RECV, sfd, fds[1])
+    );
+    assert_eq!(
+        (out.direction, out.sock_fd, out.pipe_fd),
+        (direction::SEND, ufd, fds[0])
+    );
+    assert_eq!(
+        (into.ret, out.ret),
+        (REQUEST.len() as i64, REQUEST.len() as i64)
+    );
+    assert_ne!(out.sk, 0, "sock_send_length names the socket spliced into");
+    // The socket spliced into is the one a plain send names.
+    let sent = {
+        let mut u = &upstream;
+        u.write_all(b"x").unwrap();
+        p.drain()
+    };
+    let data = data_of(&sent, tid);
+    assert_eq!(data.last().map(|d| (d.fd, d.sk)), Some((ufd, out.sk)));
+    assert!(
+        calls_of(&events, tid)
+            .iter()
+            .any(|c| c.call == call::PIPE && (c.fd, c.ret) == (fds[0], i64::from(fds[1]))),
+        "pipe2 names both ends"
     );
 }
 
@@ -518,6 +594,7 @@ fn hooks_are_chosen_with_a_reason() {
     assert_eq!(via(Hook::SockOfConnect), Via::Tracepoint);
     assert_eq!(via(Hook::ProcessFollow), Via::Tracepoint);
     assert_eq!(via(Hook::TcpResets), Via::Tracepoint);
+    assert_eq!(via(Hook::Splice), Via::Tracepoint);
     // This kernel has no kprobes: the only variant of the accept hook loads
     // (the verifier accepts it) but cannot attach, and the choice says so.
     let accept = choices

@@ -15,9 +15,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use integration_tests::agent::Agent;
-use integration_tests::lb::client::{Load, Requests};
+use integration_tests::lb::client::{Load, LoadReport, Requests};
 use integration_tests::lb::compare::{Comparison, compare};
-use integration_tests::lb::haproxy::{Haproxy, HaproxyConfig, Reuse};
+use integration_tests::lb::haproxy::{Haproxy, HaproxyConfig, Reuse, Splice};
 use integration_tests::lb::lab::LbLab;
 use integration_tests::lb::log_entry::LbLogEntry;
 use integration_tests::lb::nginx_lb::{NginxLb, NginxLbConfig};
@@ -65,9 +65,26 @@ fn haproxy_run(
             ),
             None => (lb.config.frontends()[0], None),
         },
-        |lb, n| lb.log_entries(n, LOG_WAIT).unwrap(),
+        |lb, report| lb.log_entries(report.exchanges.len(), LOG_WAIT).unwrap(),
         load,
     )
+    .into()
+}
+
+/// What a capture run gives.
+struct Captured {
+    /// The agent's request records against the load balancer's log.
+    comparison: Comparison,
+    /// Every record of the agent.
+    records: Vec<Value>,
+    /// The load balancer's log.
+    log: Vec<LbLogEntry>,
+}
+
+impl From<Captured> for (Comparison, Vec<Value>) {
+    fn from(c: Captured) -> Self {
+        (c.comparison, c.records)
+    }
 }
 
 /// Starts the load balancer `start` makes in a fresh lab, attaches the
@@ -78,9 +95,9 @@ fn capture_run<L>(
     agent_config: &str,
     start: impl FnOnce(&LbLab) -> L,
     frontend: impl Fn(&L) -> (SocketAddr, Option<Arc<ClientConfig>>),
-    log: impl Fn(&L, usize) -> Vec<LbLogEntry>,
+    log: impl Fn(&L, &LoadReport) -> Vec<LbLogEntry>,
     load: impl FnOnce(&mut Load),
-) -> (Comparison, Vec<Value>) {
+) -> Captured {
     require_root();
     // An agent follows every process named like a load balancer on the
     // host, so two of these tests at once would see each other's requests.
@@ -102,7 +119,7 @@ fn capture_run<L>(
     load(&mut spec);
     let report = spec.run(&lab.net.client);
     assert!(report.errors().is_empty(), "{:?}", report.errors().first());
-    let log = log(&lb, report.exchanges.len());
+    let log = log(&lb, &report);
     let exit = agent.stop_with(libc::SIGTERM);
     assert!(exit.status.success(), "{}", agent.log_text());
     let records = agent.records();
@@ -118,7 +135,11 @@ fn capture_run<L>(
         std::fs::write(dir.join(format!("{tag}-lb.log")), log_lines.join("\n")).unwrap();
     }
     let _ = std::fs::remove_file(&config);
-    (comparison, records)
+    Captured {
+        comparison,
+        records,
+        log,
+    }
 }
 
 /// Every request has one record and none is mapped wrongly.
@@ -194,12 +215,12 @@ fn haproxy_reuse_always_four_threads_identical_requests_never_map_wrongly() {
 
 #[test]
 fn nginx_upstream_keepalive_distinct_requests_all_map() {
-    let (c, _) = capture_run(
+    let Captured { comparison: c, .. } = capture_run(
         "rqnx",
         "",
         |lab| NginxLb::start(lab, NginxLbConfig::default()).unwrap(),
         |lb| (lb.config.frontend(), None),
-        |lb, n| lb.log_entries(n, LOG_WAIT).unwrap(),
+        |lb, report| lb.log_entries(report.exchanges.len(), LOG_WAIT).unwrap(),
         |load| {
             load.requests = 200;
             load.connections = 20;
@@ -211,12 +232,12 @@ fn nginx_upstream_keepalive_distinct_requests_all_map() {
 
 #[test]
 fn nginx_identical_requests_all_map() {
-    let (c, _) = capture_run(
+    let Captured { comparison: c, .. } = capture_run(
         "rqnxid",
         "",
         |lab| NginxLb::start(lab, NginxLbConfig::default()).unwrap(),
         |lb| (lb.config.frontend(), None),
-        |lb, n| lb.log_entries(n, LOG_WAIT).unwrap(),
+        |lb, report| lb.log_entries(report.exchanges.len(), LOG_WAIT).unwrap(),
         |load| {
             load.requests = 200;
             load.connections = 50;
@@ -276,4 +297,91 @@ fn haproxy_tls_terminated_distinct_requests_all_map() {
         })
         .sum();
     assert!(wire > plaintext, "wire {wire} B, plaintext {plaintext} B");
+}
+
+/// HAProxy in TCP mode, splicing or not: every client connection gets one
+/// record naming the backend connection the log names (`%bi:%bp` to
+/// `%si:%sp`), and there are no request records (a TCP proxy never parses
+/// HTTP, so the agent records connections only).
+/// Returns the run and how many connections named their backend.
+fn haproxy_tcp_run(tag: &str, splice: Splice) -> (Captured, usize) {
+    let run = capture_run(
+        tag,
+        "",
+        |lab| Haproxy::start(lab, HaproxyConfig::tcp(splice)).unwrap(),
+        |lb| (lb.config.frontends()[0], None),
+        // One line per connection, written when it closes.
+        |lb, report| {
+            lb.log_entries(report.client_addrs().len(), LOG_WAIT)
+                .unwrap()
+        },
+        |load| {
+            load.requests = 200;
+            load.connections = 40;
+        },
+    );
+    assert!(
+        request_records(&run.records).is_empty(),
+        "a TCP-mode proxy's connections have no request records"
+    );
+    let clients: Vec<&Value> = run
+        .records
+        .iter()
+        .filter(|r| r["lbwitness"]["connection"]["role"] == "client-side")
+        .collect();
+    assert_eq!(
+        clients.len(),
+        run.log.len(),
+        "one record per logged connection"
+    );
+    let mut named = 0;
+    for entry in &run.log {
+        let record = clients
+            .iter()
+            .find(|r| {
+                r["source"]["ip"] == entry.client.ip().to_string()
+                    && r["source"]["port"] == entry.client.port()
+            })
+            .unwrap_or_else(|| panic!("no record for {entry:?}"));
+        let expect = format!("{}->{}", entry.backend_src.unwrap(), entry.server.unwrap());
+        let backends = &record["lbwitness"]["connection"]["backends"];
+        match backends.as_array() {
+            // Never a wrong backend, and never more than one.
+            Some(b) => {
+                assert_eq!(b.len(), 1, "{record}");
+                assert_eq!(b[0], expect, "{record}");
+                named += 1;
+            }
+            None => eprintln!("{tag}: no backend for {}", entry.client),
+        }
+    }
+    eprintln!(
+        "{tag}: {named} of {} connections name their backend",
+        run.log.len()
+    );
+    (run, named)
+}
+
+#[test]
+fn haproxy_tcp_splice_connections_name_their_backends() {
+    let (run, named) = haproxy_tcp_run("rqsp", Splice::Always);
+    assert_eq!(named, run.log.len(), "every spliced connection maps");
+    assert!(
+        run.records
+            .iter()
+            .any(|r| r["lbwitness"]["connection"]["spliced_bytes"].as_u64() > Some(0)),
+        "HAProxy spliced nothing"
+    );
+}
+
+#[test]
+fn haproxy_tcp_copy_connections_name_their_backends() {
+    let (run, named) = haproxy_tcp_run("rqtcp", Splice::Off);
+    assert_eq!(named, run.log.len(), "every relayed connection maps");
+}
+
+#[test]
+fn haproxy_tcp_splice_auto_connections_name_their_backends() {
+    let (run, named) = haproxy_tcp_run("rqspa", Splice::Auto);
+    assert_eq!(named, run.log.len(), "every relayed connection maps");
 }

@@ -419,9 +419,9 @@ impl Attacher<'_> {
         out.push(self.tracepoint_only(Hook::TcpDestroy, &[names::TCP_DESTROY_SOCK]));
         let mut splice = self.tracepoint_only(Hook::Splice, names::SPLICE);
         if splice.via == Via::Unavailable {
-            splice.why.push_str(
-                "; a splicing proxy's connections get records without their backend",
-            );
+            splice
+                .why
+                .push_str("; a splicing proxy's connections get records without their backend");
         } else {
             match self.tracepoints(names::PIPE) {
                 Ok(why) => splice.why = format!("{}; {why}", splice.why),

@@ -9,7 +9,8 @@
 //!   content, thread and order, keeping only pairings forced in every
 //!   maximum matching;
 //! - `pipes`: which connection the bytes in each pipe of a splicing proxy
-//!   came from, linking a TCP-mode client connection to its backend.
+//!   came from, linking a TCP-mode client connection to its backend;
+//! - `relay`: telling a TCP-mode relay from an HTTP proxy by its first bytes.
 
 pub mod correlate;
 pub mod event;
@@ -18,6 +19,7 @@ pub mod input;
 pub mod pipes;
 pub mod procs;
 pub mod records;
+pub mod relay;
 pub mod reorder;
 pub mod sockets;
 pub mod task;

@@ -153,7 +153,8 @@ impl Pipes {
     }
 
     /// Pipes known.
-    pub fn len(&self) -> usize {
+    #[cfg(test)]
+    fn len(&self) -> usize {
         self.pipes.len()
     }
 

@@ -21,6 +21,7 @@ use super::{
     http::{self, Dir, Message, RequestHead, ResponseHead},
     input::{Call, CallKind, Data, Input, Layer, Splice, TcpKind, TcpState, Thread, Way},
     pipes::{Drained, Pipes},
+    relay::Relays,
     sockets::{Bound, ConnId, Ends, Role, Table, Tuple, Tuples},
 };
 
@@ -272,6 +273,8 @@ struct Waiting {
 /// A backend exchange, for the request record that is mapped to it.
 #[derive(Debug)]
 struct BackendDone {
+    conn: ConnId,
+    thread: Thread,
     ends: Ends,
     span: (u64, u64),
 }
@@ -294,6 +297,7 @@ pub struct Tracker {
     unused: Unused,
     messages: Vec<Message>,
     pipes: Pipes,
+    relays: Relays,
 }
 
 impl Tracker {
@@ -312,6 +316,7 @@ impl Tracker {
             unused: Unused::default(),
             messages: Vec::new(),
             pipes: Pipes::default(),
+            relays: Relays::default(),
         }
     }
 
@@ -479,6 +484,30 @@ impl Tracker {
         if conn.lost || conn.relayed {
             return;
         }
+        // The first chunk each way tells a TCP relay (see `relay`).
+        if !conn.tls {
+            let tgid = d.thread.tgid;
+            match (role, d.way) {
+                (Role::Client, Way::Recv) if conn.bytes_in == d.total => {
+                    self.relays.client_head(id, tgid, &d.captured);
+                }
+                (Role::Backend, Way::Send) if conn.bytes_out == d.total => {
+                    self.relays.backend_head(id, tgid, &d.captured);
+                }
+                (Role::Backend, Way::Recv) if conn.bytes_in == d.total => {
+                    self.relays.backend_reply(id, &d.captured);
+                }
+                (Role::Client, Way::Send) if conn.bytes_out == d.total => {
+                    if let Some(backend) = self.relays.client_reply(id, &d.captured) {
+                        return self.relay(id, backend, out);
+                    }
+                }
+                _ => {}
+            }
+        }
+        let Some(conn) = self.conns.get_mut(&id) else {
+            return;
+        };
         // Requests come in on a client connection and go out on a backend
         // one. Reads are stamped at their exit (the bytes exist from then),
         // writes at their entry (the bytes existed by then): that keeps
@@ -645,6 +674,8 @@ impl Tracker {
                         self.backends.insert(
                             x.id,
                             BackendDone {
+                                conn: id,
+                                thread: x.thread,
                                 ends: tuple.ends,
                                 span: (x.head.ts_first, t_resp),
                             },
@@ -827,6 +858,18 @@ impl Tracker {
             return;
         }
         let Some(role) = conn.role() else { return };
+        if let Some(twin) = self.relays.twin(id) {
+            // Its first bytes were copied to (or from) its twin, and now
+            // go through a pipe: a TCP relay, whatever it carries.
+            let (client, backend) = match role {
+                Role::Client => (id, twin),
+                Role::Backend => (twin, id),
+            };
+            return self.relay(client, backend, out);
+        }
+        let Some(conn) = self.conns.get_mut(&id) else {
+            return;
+        };
         if conn.requests == 0 && conn.open.is_empty() && conn.unannounced.is_none() {
             // Spliced from the first byte: a TCP proxy relays this
             // connection and never parses it, so no request is recorded.
@@ -848,6 +891,55 @@ impl Tracker {
             self.on_message(id, s.thread, m, out);
         }
         self.messages = messages;
+    }
+
+    /// Client connection `client` and backend connection `backend` are a
+    /// TCP relay: neither is framed from now on, the exchanges framed so
+    /// far on them are taken back from the correlator (they were each
+    /// other's, and the proxy never parsed them), and the client's record
+    /// names the backend.
+    fn relay(&mut self, client: ConnId, backend: ConnId, out: &mut Vec<Output>) {
+        self.relays.forget(client);
+        self.relays.forget(backend);
+        let Some(b) = self.conns.get_mut(&backend) else {
+            return;
+        };
+        if b.role() != Some(Role::Backend) {
+            return;
+        }
+        b.relayed = true;
+        b.requests = 0;
+        b.open.clear();
+        let b_ends = b.tuple.map(|t| t.ends);
+        let done: Vec<u64> = self
+            .backends
+            .iter()
+            .filter(|(_, d)| d.conn == backend)
+            .map(|(&x, _)| x)
+            .collect();
+        for x in done {
+            if let Some(d) = self.backends.remove(&x) {
+                self.windows
+                    .withdraw_backend(d.thread.tgid, d.thread.tid, x);
+            }
+        }
+        let Some(c) = self.conns.get_mut(&client) else {
+            return;
+        };
+        c.relayed = true;
+        c.requests = 0;
+        if let Some(ends) = b_ends {
+            c.backends.insert(ends);
+        }
+        let mut taken: Vec<(u64, Thread)> = c.open.drain(..).map(|x| (x.id, x.thread)).collect();
+        c.undecided = c.undecided.saturating_sub(taken.len() as u64);
+        taken.extend(c.unannounced.take());
+        for (x, thread) in taken {
+            self.waiting.remove(&x);
+            let r = self.windows.withdraw_client(thread.tgid, thread.tid, x);
+            self.decided(r, out);
+        }
+        self.release_closed(out);
     }
 
     /// Bytes of connection `from` went out on connection `to` through a
@@ -1009,6 +1101,7 @@ impl Tracker {
             let Some(conn) = self.conns.remove(&id) else {
                 continue;
             };
+            self.relays.forget(id);
             let Some(tuple) = conn.tuple else {
                 self.unused.untupled_chunks += conn.early.len() as u64;
                 continue;

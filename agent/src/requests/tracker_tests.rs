@@ -704,7 +704,10 @@ fn a_spliced_tcp_relay_names_its_backend_and_has_no_request_records() {
     };
     let mut inputs = vec![
         (10, state(csk, TcpState::SynRecv, frontend, client)),
-        (11, call(CallKind::Accept, 5, i64::from(cfd), 0, Some(client))),
+        (
+            11,
+            call(CallKind::Accept, 5, i64::from(cfd), 0, Some(client)),
+        ),
         (12, state(bsk, TcpState::SynSent, lb_src, server)),
         (13, call(CallKind::Connect, bfd, -115, bsk, Some(server))),
         (14, call(CallKind::Pipe, 40, 41, 0, None)),
@@ -832,4 +835,82 @@ fn a_pipe_in_doubt_links_no_backend() {
     assert_eq!(clients.len(), 2);
     assert!(clients.iter().all(|c| c.backends.is_empty()), "{clients:?}");
     assert_eq!(clients.iter().map(|c| c.bytes_in).sum::<u64>(), 30);
+}
+
+/// A TCP-mode proxy that copies with read and write: the first bytes each
+/// way are the same on both connections, so the pair is a relay: no
+/// request records, and the client's record names the backend.
+#[test]
+fn a_copying_tcp_relay_names_its_backend_and_has_no_request_records() {
+    let thread = Thread { tgid: TGID, tid: 7 };
+    let frontend: SocketAddr = FRONTEND.parse().unwrap();
+    let client: SocketAddr = "203.0.113.9:40000".parse().unwrap();
+    let (server, lb_src) = server(1);
+    let (cfd, bfd, csk, bsk) = (30, 31, 0xc1, 0xb1);
+    let req = b"GET /x HTTP/1.1\r\nHost: shop.example\r\nUser-Agent: sim/1\r\n\r\n";
+    let resp = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok";
+    let data = |fd, sk, way, bytes: &[u8]| {
+        Input::Data(Data {
+            thread,
+            fd,
+            sk,
+            way,
+            enter: 0,
+            total: bytes.len() as u64,
+            captured: bytes.to_vec(),
+            layer: Layer::Wire,
+        })
+    };
+    let state = |sk, old, local, remote| {
+        Input::State(State {
+            sk,
+            old,
+            new: TcpState::Established,
+            local,
+            remote,
+        })
+    };
+    let call = |kind, fd, ret, sk, addr| {
+        Input::Call(Call {
+            thread,
+            kind,
+            fd,
+            ret,
+            sk,
+            addr,
+        })
+    };
+    let mut inputs = vec![
+        (10, state(csk, TcpState::SynRecv, frontend, client)),
+        (
+            11,
+            call(CallKind::Accept, 5, i64::from(cfd), 0, Some(client)),
+        ),
+        (12, state(bsk, TcpState::SynSent, lb_src, server)),
+        (13, call(CallKind::Connect, bfd, -115, bsk, Some(server))),
+        (20, data(cfd, csk, Way::Recv, req)),
+        (21, data(bfd, bsk, Way::Send, req)),
+        (30, data(bfd, bsk, Way::Recv, resp)),
+        (31, data(cfd, csk, Way::Send, resp)),
+        // The second request on the same connection, copied too.
+        (40, data(cfd, csk, Way::Recv, req)),
+        (41, data(bfd, bsk, Way::Send, req)),
+        (50, call(CallKind::Close, bfd, 0, 0, None)),
+        (51, call(CallKind::Close, cfd, 0, 0, None)),
+    ];
+    let out = run(&mut inputs);
+    assert!(
+        !out.iter().any(|o| matches!(o, Output::Request(_))),
+        "a relay has no request records: {out:?}"
+    );
+    let c = client_conn(&out);
+    assert_eq!(c.requests, 0);
+    assert_eq!(c.bytes_in, 2 * req.len() as u64);
+    assert_eq!(
+        c.backends.iter().copied().collect::<Vec<_>>(),
+        vec![Ends {
+            local: lb_src,
+            remote: server
+        }]
+    );
 }

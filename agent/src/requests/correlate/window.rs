@@ -290,6 +290,32 @@ impl Windows {
         self.settle(key)
     }
 
+    /// Takes back client request `id` of thread (`tgid`, `tid`): it turned
+    /// out to be bytes a TCP proxy relayed, not a request the proxy parsed
+    /// and forwarded, so it gets no result. Closes the window if nothing
+    /// else is in flight. Its relayed partner is taken back with
+    /// [`Windows::withdraw_backend`]: the two were each other's only
+    /// partners, so what the rest of the window forces is unchanged.
+    pub fn withdraw_client(&mut self, tgid: u32, tid: u32, id: u64) -> Option<Closed> {
+        let key = (tgid, tid);
+        let window = self.open.get_mut(&key)?;
+        let before = window.done.len();
+        window.done.retain(|c| c.id != id);
+        let removed = window.in_flight.remove(&id).is_some() || window.done.len() != before;
+        if !removed {
+            return None;
+        }
+        self.settle(key)
+    }
+
+    /// Takes back backend request `id` of thread (`tgid`, `tid`): see
+    /// [`Windows::withdraw_client`].
+    pub fn withdraw_backend(&mut self, tgid: u32, tid: u32, id: u64) {
+        if let Some(window) = self.open.get_mut(&(tgid, tid)) {
+            window.backends.retain(|b| b.id != id);
+        }
+    }
+
     /// Makes the open windows of `threads` of process `tgid` ambiguous with
     /// `reason`. For [`Reason::EventsLost`], windows opening within one
     /// timeout from now are tainted too.

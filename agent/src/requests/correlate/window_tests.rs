@@ -459,3 +459,29 @@ fn a_request_without_a_head_holds_every_backend_after_its_start() {
     );
     assert_eq!(w.open_windows(), 1, "request 500 is still in flight");
 }
+
+#[test]
+fn a_withdrawn_relay_pair_leaves_the_rest_of_the_window_as_it_was() {
+    let mut w = Windows::default();
+    // 1 and 2 are identical; 2 and its backend 12 were a TCP relay.
+    w.client_started(1, 1, 1, 10);
+    w.client_started(1, 1, 2, 15);
+    w.backend_done(backend(1, 11, 20, 30));
+    w.backend_done(backend(1, 12, 22, 32));
+    w.withdraw_backend(1, 1, 12);
+    assert_eq!(w.withdraw_client(1, 1, 3), None, "not in the window");
+    assert_eq!(w.withdraw_client(1, 1, 2), None, "1 still in flight");
+    let closed = w.client_done(client(1, 1, 10, 40));
+    assert_eq!(results(closed), vec![(1, Mapping::Mapped { backend: 11 })]);
+    assert_eq!(w.open_windows(), 0);
+    // Withdrawing the last request in flight closes its window.
+    w.client_started(1, 1, 5, 100);
+    w.client_started(1, 1, 6, 101);
+    w.client_done(client(1, 5, 100, 120));
+    let closed = w.withdraw_client(1, 1, 6);
+    assert_eq!(
+        results(closed),
+        vec![(5, ambiguous(&[], Reason::NoCandidate))]
+    );
+    assert_eq!(w.open_windows(), 0);
+}

@@ -1,0 +1,240 @@
+//! Telling a TCP-mode relay from an HTTP proxy. Pure.
+//!
+//! A proxy in TCP mode copies bytes: the first bytes it writes to a new
+//! backend connection are the first bytes it read from the client, and the
+//! first bytes it writes back are the backend's first answer. An HTTP proxy
+//! rewrites both heads (HAProxy lowercases header names and sets
+//! `Connection`; nginx rewrites the request line's version, `Host` and
+//! `Connection`, and its own headers into the response), so a connection
+//! pair whose first bytes are identical both ways is a relay, and so is a
+//! pair identical in the request direction whose bytes then go through a
+//! pipe (splice).
+//!
+//! The pairing is by content, so it is kept only when it is unique: a
+//! backend head identical to the heads of two clients waiting to be paired
+//! pairs with neither (identical requests through a TCP proxy stay HTTP
+//! exchanges, which the correlator then decides or declares ambiguous).
+
+use std::{
+    collections::HashMap,
+    hash::{BuildHasher, RandomState},
+};
+
+use super::sockets::ConnId;
+
+/// Shortest prefix two first chunks of different lengths must share (a
+/// relay may forward a client's first two reads in one write): shorter
+/// ones must be identical.
+const MIN_PREFIX: usize = 16;
+
+#[derive(Debug)]
+struct First {
+    tgid: u32,
+    /// The first bytes in the request direction (client: read; backend:
+    /// written).
+    head: Vec<u8>,
+    /// Backend: the first bytes read back.
+    reply: Option<Vec<u8>>,
+    twin: Option<ConnId>,
+    /// Client: its key in `waiting`, while unpaired.
+    key: Option<(u32, u64)>,
+}
+
+/// First chunks of the connections not yet told apart, and the pairs
+/// whose request heads are identical.
+#[derive(Debug, Default)]
+pub struct Relays {
+    hasher: RandomState,
+    firsts: HashMap<ConnId, First>,
+    /// Unpaired clients by (tgid, hash of the first [`MIN_PREFIX`] bytes of
+    /// their head, or all of a shorter one).
+    waiting: HashMap<(u32, u64), Vec<ConnId>>,
+}
+
+/// Whether two first chunks are the same bytes, allowing one to be a
+/// longer read or write of the same stream.
+fn same(a: &[u8], b: &[u8]) -> bool {
+    let n = a.len().min(b.len());
+    n > 0 && a[..n] == b[..n] && (a.len() == b.len() || n >= MIN_PREFIX)
+}
+
+impl Relays {
+    fn key(&self, tgid: u32, head: &[u8]) -> (u32, u64) {
+        (
+            tgid,
+            self.hasher.hash_one(&head[..head.len().min(MIN_PREFIX)]),
+        )
+    }
+
+    /// Client connection `id` of `tgid` read its first bytes.
+    pub fn client_head(&mut self, id: ConnId, tgid: u32, head: &[u8]) {
+        if head.is_empty() || self.firsts.contains_key(&id) {
+            return;
+        }
+        let key = self.key(tgid, head);
+        self.waiting.entry(key).or_default().push(id);
+        self.firsts.insert(
+            id,
+            First {
+                tgid,
+                head: head.to_vec(),
+                reply: None,
+                twin: None,
+                key: Some(key),
+            },
+        );
+    }
+
+    /// Backend connection `id` of `tgid` wrote its first bytes: it pairs
+    /// with the one unpaired client of the process whose head is the same.
+    pub fn backend_head(&mut self, id: ConnId, tgid: u32, head: &[u8]) {
+        if head.is_empty() || self.firsts.contains_key(&id) {
+            return;
+        }
+        let key = self.key(tgid, head);
+        let matches: Vec<ConnId> = self
+            .waiting
+            .get(&key)
+            .into_iter()
+            .flatten()
+            .copied()
+            .filter(|c| self.firsts.get(c).is_some_and(|f| same(&f.head, head)))
+            .collect();
+        let twin = match matches.as_slice() {
+            &[c] => Some(c),
+            _ => None,
+        };
+        if let Some(c) = twin {
+            self.unwait(c);
+            if let Some(f) = self.firsts.get_mut(&c) {
+                f.twin = Some(id);
+            }
+        }
+        self.firsts.insert(
+            id,
+            First {
+                tgid,
+                head: head.to_vec(),
+                reply: None,
+                twin,
+                key: None,
+            },
+        );
+    }
+
+    /// Backend connection `id` read its first bytes back.
+    pub fn backend_reply(&mut self, id: ConnId, reply: &[u8]) {
+        if let Some(f) = self.firsts.get_mut(&id)
+            && f.twin.is_some()
+            && f.reply.is_none()
+        {
+            f.reply = Some(reply.to_vec());
+        }
+    }
+
+    /// Client connection `id` wrote its first bytes: its twin backend, when
+    /// they are that backend's first answer (the pair is a relay).
+    pub fn client_reply(&self, id: ConnId, reply: &[u8]) -> Option<ConnId> {
+        let b = self.twin(id)?;
+        let theirs = self.firsts.get(&b)?.reply.as_deref()?;
+        same(theirs, reply).then_some(b)
+    }
+
+    /// The connection whose first request bytes were the same as `id`'s.
+    pub fn twin(&self, id: ConnId) -> Option<ConnId> {
+        let f = self.firsts.get(&id)?;
+        let twin = f.twin?;
+        // Both alive and of one process.
+        (self.firsts.get(&twin)?.tgid == f.tgid).then_some(twin)
+    }
+
+    /// Connection `id` ended, or was told apart: forgets it.
+    pub fn forget(&mut self, id: ConnId) {
+        self.unwait(id);
+        if let Some(f) = self.firsts.remove(&id)
+            && let Some(twin) = f.twin
+            && let Some(t) = self.firsts.get_mut(&twin)
+        {
+            t.twin = None;
+        }
+    }
+
+    /// Connections remembered.
+    #[cfg(test)]
+    fn len(&self) -> usize {
+        self.firsts.len()
+    }
+
+    fn unwait(&mut self, id: ConnId) {
+        let Some(key) = self.firsts.get_mut(&id).and_then(|f| f.key.take()) else {
+            return;
+        };
+        if let Some(ids) = self.waiting.get_mut(&key) {
+            ids.retain(|&c| c != id);
+            if ids.is_empty() {
+                self.waiting.remove(&key);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const REQ: &[u8] = b"GET /a HTTP/1.1\r\nHost: x\r\n\r\n";
+    const RESP: &[u8] = b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n";
+
+    #[test]
+    fn identical_heads_both_ways_are_a_relay() {
+        let mut r = Relays::default();
+        r.client_head(1, 100, REQ);
+        r.backend_head(2, 100, REQ);
+        assert_eq!(r.twin(1), Some(2));
+        assert_eq!(r.twin(2), Some(1));
+        r.backend_reply(2, RESP);
+        assert_eq!(r.client_reply(1, RESP), Some(2));
+        assert_eq!(
+            r.client_reply(1, b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n"),
+            None
+        );
+        r.forget(1);
+        assert_eq!(r.twin(2), None);
+        r.forget(2);
+        assert_eq!(r.len(), 0);
+    }
+
+    #[test]
+    fn a_rewritten_head_another_process_or_two_identical_clients_pair_nothing() {
+        let mut r = Relays::default();
+        r.client_head(1, 100, REQ);
+        r.backend_head(2, 100, b"GET /a HTTP/1.1\r\nhost: x\r\n\r\n");
+        assert_eq!(r.twin(1), None, "rewritten");
+        r.backend_head(3, 101, REQ);
+        assert_eq!(r.twin(1), None, "another process");
+        r.client_head(4, 100, REQ);
+        r.backend_head(5, 100, REQ);
+        assert_eq!((r.twin(1), r.twin(4), r.twin(5)), (None, None, None));
+    }
+
+    #[test]
+    fn a_forwarded_write_may_join_two_reads_but_a_short_prefix_is_not_enough() {
+        let mut r = Relays::default();
+        r.client_head(1, 100, &REQ[..20]);
+        r.backend_head(2, 100, REQ);
+        assert_eq!(r.twin(1), Some(2));
+        r.client_head(3, 100, b"GET ");
+        r.backend_head(4, 100, b"GET /b");
+        assert_eq!(r.twin(3), None);
+        assert!(!same(b"", b""));
+    }
+
+    #[test]
+    fn a_paired_client_is_not_paired_again() {
+        let mut r = Relays::default();
+        r.client_head(1, 100, REQ);
+        r.backend_head(2, 100, REQ);
+        r.backend_head(3, 100, REQ);
+        assert_eq!((r.twin(1), r.twin(3)), (Some(2), None));
+    }
+}
