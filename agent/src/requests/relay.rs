@@ -10,9 +10,10 @@
 //! pair identical in the request direction whose bytes then go through a
 //! pipe (splice).
 //!
-//! The pairing is by content, so it is kept only when it is unique: a
-//! backend head identical to the heads of two clients waiting to be paired
-//! pairs with neither (identical requests through a TCP proxy stay HTTP
+//! The pairing is by content and thread (a relay forwards a stream on the
+//! thread that reads it, as the HTTP proxies do per request), so it is kept
+//! only when it is unique: a backend head identical to the heads of two
+//! clients of its thread waiting to be paired pairs with neither (identical requests through a TCP proxy stay HTTP
 //! exchanges, which the correlator then decides or declares ambiguous).
 
 use std::{
@@ -30,6 +31,8 @@ const MIN_PREFIX: usize = 16;
 #[derive(Debug)]
 struct First {
     tgid: u32,
+    /// The thread that read (client) or wrote (backend) the head.
+    tid: u32,
     /// The first bytes in the request direction (client: read; backend:
     /// written).
     head: Vec<u8>,
@@ -66,8 +69,8 @@ impl Relays {
         )
     }
 
-    /// Client connection `id` of `tgid` read its first bytes.
-    pub fn client_head(&mut self, id: ConnId, tgid: u32, head: &[u8]) {
+    /// Client connection `id` read its first bytes on thread `tid` of `tgid`.
+    pub fn client_head(&mut self, id: ConnId, tgid: u32, tid: u32, head: &[u8]) {
         if head.is_empty() || self.firsts.contains_key(&id) {
             return;
         }
@@ -77,6 +80,7 @@ impl Relays {
             id,
             First {
                 tgid,
+                tid,
                 head: head.to_vec(),
                 reply: None,
                 twin: None,
@@ -85,9 +89,10 @@ impl Relays {
         );
     }
 
-    /// Backend connection `id` of `tgid` wrote its first bytes: it pairs
-    /// with the one unpaired client of the process whose head is the same.
-    pub fn backend_head(&mut self, id: ConnId, tgid: u32, head: &[u8]) {
+    /// Backend connection `id` wrote its first bytes on thread `tid` of
+    /// `tgid`: it pairs with the one unpaired client whose head that
+    /// thread read is the same.
+    pub fn backend_head(&mut self, id: ConnId, tgid: u32, tid: u32, head: &[u8]) {
         if head.is_empty() || self.firsts.contains_key(&id) {
             return;
         }
@@ -98,7 +103,11 @@ impl Relays {
             .into_iter()
             .flatten()
             .copied()
-            .filter(|c| self.firsts.get(c).is_some_and(|f| same(&f.head, head)))
+            .filter(|c| {
+                self.firsts
+                    .get(c)
+                    .is_some_and(|f| f.tid == tid && same(&f.head, head))
+            })
             .collect();
         let twin = match matches.as_slice() {
             &[c] => Some(c),
@@ -114,6 +123,7 @@ impl Relays {
             id,
             First {
                 tgid,
+                tid,
                 head: head.to_vec(),
                 reply: None,
                 twin,
@@ -188,8 +198,8 @@ mod tests {
     #[test]
     fn identical_heads_both_ways_are_a_relay() {
         let mut r = Relays::default();
-        r.client_head(1, 100, REQ);
-        r.backend_head(2, 100, REQ);
+        r.client_head(1, 100, 1, REQ);
+        r.backend_head(2, 100, 1, REQ);
         assert_eq!(r.twin(1), Some(2));
         assert_eq!(r.twin(2), Some(1));
         r.backend_reply(2, RESP);
@@ -207,24 +217,29 @@ mod tests {
     #[test]
     fn a_rewritten_head_another_process_or_two_identical_clients_pair_nothing() {
         let mut r = Relays::default();
-        r.client_head(1, 100, REQ);
-        r.backend_head(2, 100, b"GET /a HTTP/1.1\r\nhost: x\r\n\r\n");
+        r.client_head(1, 100, 1, REQ);
+        r.backend_head(2, 100, 1, b"GET /a HTTP/1.1\r\nhost: x\r\n\r\n");
         assert_eq!(r.twin(1), None, "rewritten");
-        r.backend_head(3, 101, REQ);
+        r.backend_head(3, 101, 1, REQ);
         assert_eq!(r.twin(1), None, "another process");
-        r.client_head(4, 100, REQ);
-        r.backend_head(5, 100, REQ);
+        r.client_head(4, 100, 1, REQ);
+        r.backend_head(5, 100, 1, REQ);
         assert_eq!((r.twin(1), r.twin(4), r.twin(5)), (None, None, None));
+        // Another thread's identical client is no candidate.
+        r.client_head(6, 100, 2, REQ);
+        r.client_head(7, 100, 3, REQ);
+        r.backend_head(8, 100, 3, REQ);
+        assert_eq!((r.twin(6), r.twin(7)), (None, Some(8)));
     }
 
     #[test]
     fn a_forwarded_write_may_join_two_reads_but_a_short_prefix_is_not_enough() {
         let mut r = Relays::default();
-        r.client_head(1, 100, &REQ[..20]);
-        r.backend_head(2, 100, REQ);
+        r.client_head(1, 100, 1, &REQ[..20]);
+        r.backend_head(2, 100, 1, REQ);
         assert_eq!(r.twin(1), Some(2));
-        r.client_head(3, 100, b"GET ");
-        r.backend_head(4, 100, b"GET /b");
+        r.client_head(3, 100, 1, b"GET ");
+        r.backend_head(4, 100, 1, b"GET /b");
         assert_eq!(r.twin(3), None);
         assert!(!same(b"", b""));
     }
@@ -232,9 +247,9 @@ mod tests {
     #[test]
     fn a_paired_client_is_not_paired_again() {
         let mut r = Relays::default();
-        r.client_head(1, 100, REQ);
-        r.backend_head(2, 100, REQ);
-        r.backend_head(3, 100, REQ);
+        r.client_head(1, 100, 1, REQ);
+        r.backend_head(2, 100, 1, REQ);
+        r.backend_head(3, 100, 1, REQ);
         assert_eq!((r.twin(1), r.twin(3)), (Some(2), None));
     }
 }

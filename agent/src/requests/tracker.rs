@@ -489,10 +489,11 @@ impl Tracker {
             let tgid = d.thread.tgid;
             match (role, d.way) {
                 (Role::Client, Way::Recv) if conn.bytes_in == d.total => {
-                    self.relays.client_head(id, tgid, &d.captured);
+                    self.relays.client_head(id, tgid, d.thread.tid, &d.captured);
                 }
                 (Role::Backend, Way::Send) if conn.bytes_out == d.total => {
-                    self.relays.backend_head(id, tgid, &d.captured);
+                    self.relays
+                        .backend_head(id, tgid, d.thread.tid, &d.captured);
                 }
                 (Role::Backend, Way::Recv) if conn.bytes_in == d.total => {
                     self.relays.backend_reply(id, &d.captured);
