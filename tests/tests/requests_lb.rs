@@ -385,3 +385,69 @@ fn haproxy_tcp_splice_auto_connections_name_their_backends() {
     let (run, named) = haproxy_tcp_run("rqspa", Splice::Auto);
     assert_eq!(named, run.log.len(), "every relayed connection maps");
 }
+
+/// Keep-alive connections opened before the agent started: the agent
+/// finds them in `/proc` when it follows HAProxy, so the requests sent on
+/// them afterwards are recorded and mapped like any other, and their
+/// connection records say they are older than the agent.
+#[test]
+fn connections_older_than_the_agent_are_captured() {
+    use integration_tests::lb::http1::{Request, read_response};
+    use integration_tests::netns::in_netns;
+    use std::io::{BufReader, Write as _};
+    use std::net::TcpStream;
+
+    require_root();
+    let _one_at_a_time = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let lab = LbLab::new("rqold").unwrap();
+    let lb = Haproxy::start(&lab, HaproxyConfig::http()).unwrap();
+    let frontend = lb.config.frontends()[0];
+    let request = |path: String| Request {
+        method: "GET".into(),
+        path,
+        host: "shop.example".into(),
+        user_agent: "lbw-old/1".into(),
+        keep_alive: true,
+        body: Vec::new(),
+    };
+    let exchange = |conn: &mut BufReader<TcpStream>, path: String| {
+        conn.get_mut().write_all(&request(path).to_bytes()).unwrap();
+        read_response(conn, "GET").unwrap();
+    };
+    // Ten connections, each with one request before the agent.
+    let mut conns: Vec<BufReader<TcpStream>> = in_netns(&lab.net.client, || {
+        (0..10)
+            .map(|_| BufReader::new(TcpStream::connect(frontend).unwrap()))
+            .collect()
+    });
+    for (i, c) in conns.iter_mut().enumerate() {
+        exchange(c, format!("/r/before-{i}"));
+    }
+    let mut agent = Agent::start(&lab.net.lb, lab.net.frontend_iface(), &[]);
+    agent.wait_following();
+    for round in 0..3 {
+        for (i, c) in conns.iter_mut().enumerate() {
+            exchange(c, format!("/r/after-{round}-{i}"));
+        }
+    }
+    drop(conns);
+    let log = lb.log_entries(40, LOG_WAIT).unwrap();
+    let exit = agent.stop_with(libc::SIGTERM);
+    assert!(exit.status.success(), "{}", agent.log_text());
+    let records = agent.records();
+    let after: Vec<LbLogEntry> = log
+        .into_iter()
+        .filter(|e| e.path().is_some_and(|p| p.starts_with("/r/after-")))
+        .collect();
+    assert_eq!(after.len(), 30);
+    let c = compare(&after, &request_records(&records));
+    eprintln!("rqold: {c}");
+    assert_sound(&c);
+    assert_eq!(c.mapped, c.total, "{c}");
+    let older = records
+        .iter()
+        .filter(|r| r["lbwitness"]["connection"]["role"] == "client-side")
+        .filter(|r| r["lbwitness"]["connection"]["before_agent"] == true)
+        .count();
+    assert_eq!(older, 10, "every client connection is older than the agent");
+}

@@ -200,6 +200,14 @@ pub enum Input {
     Call(Call),
     /// A splice between a socket and a pipe.
     Splice(Splice),
+    /// What `/proc` showed of a process when it was first followed: its
+    /// connections and pipes older than the agent.
+    Seed {
+        /// The process.
+        tgid: u32,
+        /// Its connections and pipes.
+        seed: super::seed::Seed,
+    },
     /// A TCP stack event.
     Tcp {
         /// The socket.

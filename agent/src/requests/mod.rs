@@ -10,7 +10,8 @@
 //!   maximum matching;
 //! - `pipes`: which connection the bytes in each pipe of a splicing proxy
 //!   came from, linking a TCP-mode client connection to its backend;
-//! - `relay`: telling a TCP-mode relay from an HTTP proxy by its first bytes.
+//! - `relay`: telling a TCP-mode relay from an HTTP proxy by its first bytes;
+//! - `seed`: connections and pipes older than the agent, from `/proc`.
 
 pub mod correlate;
 pub mod event;
@@ -21,6 +22,7 @@ pub mod procs;
 pub mod records;
 pub mod relay;
 pub mod reorder;
+pub mod seed;
 pub mod sockets;
 pub mod task;
 pub mod tracker;

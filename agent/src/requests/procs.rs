@@ -106,6 +106,11 @@ pub struct Changes {
 }
 
 impl Processes {
+    /// The `/proc` it reads.
+    pub fn proc_root(&self) -> &Path {
+        &self.proc_root
+    }
+
     /// Processes named `names`, under `proc_root`.
     pub fn new(proc_root: PathBuf, names: Vec<String>) -> Self {
         Self {

@@ -207,6 +207,7 @@ impl RequestRecords {
         });
         rec.process = Some(process_of(process, None));
         rec.lbwitness.connection = Some(Connection {
+            before_agent: c.before_agent.then_some(true),
             backends: (c.role == Role::Client && !c.backends.is_empty())
                 .then(|| c.backends.iter().map(backend_conn).collect()),
             closed_by: c.closed_by.as_str(),
@@ -380,6 +381,7 @@ pub(crate) fn samples() -> Vec<Record> {
         connect_error: None,
         backends: BTreeSet::from([backend_ends]),
         spliced: 0,
+        before_agent: false,
     };
     let failed = ConnOut {
         role: Role::Backend,

@@ -18,6 +18,7 @@ use super::{
     procs::Processes,
     records::RequestRecords,
     reorder::Reorder,
+    seed,
     tracker::{Output, Tracker},
 };
 use crate::{
@@ -245,6 +246,7 @@ impl Stage {
             tls_records = u.tls_records,
             splice_unknown_socket = u.splice_unknown_socket,
             splice_unlinked = u.splice_unlinked,
+            seeds_dropped = u.seeds_dropped,
             ring_bytes = self.ring_bytes.get(),
             "request capture stopped"
         );
@@ -313,7 +315,20 @@ impl Stage {
         }
         for pid in &changes.added {
             match self.filter.add(*pid) {
-                Ok(()) => info!(pid, "following a load-balancer process"),
+                Ok(()) => {
+                    // Read after the filter took it: a socket opened or
+                    // closed from here on is also an event, which the
+                    // tracker orders against this snapshot.
+                    let at = monotonic_ns();
+                    let seed = seed::read(self.processes.proc_root(), *pid);
+                    info!(
+                        pid,
+                        older_connections = seed.conns.len(),
+                        older_pipes = seed.pipes.len(),
+                        "following a load-balancer process"
+                    );
+                    self.reorder.push(at, Input::Seed { tgid: *pid, seed });
+                }
                 Err(err) => {
                     warn!(pid, %err, "could not follow a load-balancer process; its requests are not captured")
                 }

@@ -22,6 +22,7 @@ use super::{
     input::{Call, CallKind, Data, Input, Layer, Splice, TcpKind, TcpState, Thread, Way},
     pipes::{Drained, Pipes},
     relay::Relays,
+    seed::Seed,
     sockets::{Bound, ConnId, Ends, Role, Table, Tuple, Tuples},
 };
 
@@ -34,6 +35,10 @@ const ETIMEDOUT: i64 = -110;
 
 /// Chunks kept for a connection whose tuple is not known yet.
 const EARLY_CHUNKS: usize = 16;
+
+/// Most tuples from `/proc` kept for fds no event has named yet (a
+/// forked worker's inherited fds, never used, stay until closed).
+const MAX_SEEDED: usize = 65_536;
 
 /// Backend exchanges no client exchange claimed are forgotten after this
 /// long (kernel ns): longer than any window stays open.
@@ -136,6 +141,9 @@ pub struct ConnOut {
     pub backends: BTreeSet<Ends>,
     /// Bytes moved by splice (no payload seen), both ways.
     pub spliced: u64,
+    /// Open before the agent followed the process (found in `/proc`): its
+    /// start is when it was found, and its counts start there.
+    pub before_agent: bool,
 }
 
 /// What the tracker produced.
@@ -174,6 +182,9 @@ pub struct Unused {
     /// Splices into a socket whose bytes' origin the pipe could not tell
     /// (made before the agent, fed by two connections, or events lost).
     pub splice_unlinked: u64,
+    /// Connections found in `/proc` not kept (more than [`MAX_SEEDED`]
+    /// waiting): their requests are not framed.
+    pub seeds_dropped: u64,
 }
 
 #[derive(Debug)]
@@ -213,6 +224,8 @@ struct Conn {
     /// Spliced from its first byte on: a TCP-mode relay, never framed as
     /// HTTP (no request of it was ever seen).
     relayed: bool,
+    /// Its tuple came from `/proc`: open before the agent.
+    before_agent: bool,
     /// Closed by the load balancer at this time; the record waits for
     /// `undecided` to reach 0.
     closed_at: Option<u64>,
@@ -245,6 +258,7 @@ impl Conn {
             undecided: 0,
             spliced: 0,
             relayed: false,
+            before_agent: false,
             closed_at: None,
             unannounced: None,
             tls: false,
@@ -254,6 +268,14 @@ impl Conn {
     fn role(&self) -> Option<Role> {
         self.tuple.map(|t| t.role)
     }
+}
+
+/// Where an event found a socket: the process's fd and the kernel's socket.
+#[derive(Clone, Copy, Debug)]
+struct FdOf {
+    tgid: u32,
+    fd: i32,
+    sk: u64,
 }
 
 /// A client exchange handed to the correlator, until it decides.
@@ -298,6 +320,9 @@ pub struct Tracker {
     messages: Vec<Message>,
     pipes: Pipes,
     relays: Relays,
+    /// Tuples of connections older than the agent, by (tgid, fd), until
+    /// the fd's first event (or its close) claims them.
+    seeded: HashMap<(u32, i32), Tuple>,
 }
 
 impl Tracker {
@@ -317,6 +342,7 @@ impl Tracker {
             messages: Vec::new(),
             pipes: Pipes::default(),
             relays: Relays::default(),
+            seeded: HashMap::new(),
         }
     }
 
@@ -366,6 +392,7 @@ impl Tracker {
             }
             Input::Call(c) => self.on_call(t, c, out),
             Input::Splice(sp) => self.on_splice(t, sp, out),
+            Input::Seed { tgid, seed } => self.on_seed(t, tgid, seed),
             Input::Tcp { sk, kind } => self.on_tcp(sk, kind),
             Input::Lost { count } => {
                 self.unused.kernel_lost += count;
@@ -417,17 +444,47 @@ impl Tracker {
     /// The connection a bind found: a new one gets its state (and the
     /// tuple its socket's ESTABLISHED left), and the one its fd replaced
     /// ends.
-    fn adopt(&mut self, bound: Bound, tgid: u32, sk: u64, t: u64, out: &mut Vec<Output>) -> ConnId {
+    fn adopt(&mut self, bound: Bound, at: FdOf, t: u64, out: &mut Vec<Output>) -> ConnId {
         match bound {
             Bound::Known(id) => id,
             Bound::New { id, replaced } => {
                 if let Some(old) = replaced {
                     self.end_conn(old, t, out);
                 }
-                let tuple = self.tuples.claim(sk);
-                self.conns
-                    .insert(id, Conn::new(tgid, tuple, self.limits.clone()));
+                let seeded = self.seeded.remove(&(at.tgid, at.fd));
+                let claimed = self.tuples.claim(at.sk);
+                let mut conn = Conn::new(at.tgid, claimed.or(seeded), self.limits.clone());
+                conn.before_agent = claimed.is_none() && seeded.is_some();
+                self.conns.insert(id, conn);
                 id
+            }
+        }
+    }
+
+    /// A snapshot of a process's connections and pipes from `/proc`: the
+    /// fds no event has named yet get their tuples (claimed by their first
+    /// event), and the pipes their ends.
+    fn on_seed(&mut self, t: u64, tgid: u32, seed: Seed) {
+        for c in seed.conns {
+            if self.table.by_fd(tgid, c.fd).is_some() {
+                continue;
+            }
+            if self.seeded.len() >= MAX_SEEDED {
+                self.unused.seeds_dropped += 1;
+                continue;
+            }
+            self.seeded.insert(
+                (tgid, c.fd),
+                Tuple {
+                    ends: c.ends,
+                    role: c.role,
+                    established: t,
+                },
+            );
+        }
+        for (read, write) in seed.pipes {
+            if !self.pipes.is_pipe(tgid, read) && !self.pipes.is_pipe(tgid, write) {
+                self.pipes.made(tgid, read, write);
             }
         }
     }
@@ -448,7 +505,12 @@ impl Tracker {
 
     fn on_data(&mut self, t: u64, d: Data, out: &mut Vec<Output>) {
         let bound = self.bind_data(d.thread.tgid, d.fd, d.sk);
-        let id = self.adopt(bound, d.thread.tgid, d.sk, t, out);
+        let at = FdOf {
+            tgid: d.thread.tgid,
+            fd: d.fd,
+            sk: d.sk,
+        };
+        let id = self.adopt(bound, at, t, out);
         let Some(conn) = self.conns.get_mut(&id) else {
             return;
         };
@@ -772,7 +834,13 @@ impl Tracker {
                     && fd >= 0
                 {
                     let bound = self.table.bind_new(c.thread.tgid, fd, sk);
-                    self.adopt(bound, c.thread.tgid, sk, t, out);
+                    self.seeded.remove(&(c.thread.tgid, fd));
+                    let at = FdOf {
+                        tgid: c.thread.tgid,
+                        fd,
+                        sk,
+                    };
+                    self.adopt(bound, at, t, out);
                 }
             }
             CallKind::Connect => {
@@ -780,7 +848,13 @@ impl Tracker {
                     return;
                 }
                 let bound = self.table.bind_new(c.thread.tgid, c.fd, c.sk);
-                let id = self.adopt(bound, c.thread.tgid, c.sk, t, out);
+                self.seeded.remove(&(c.thread.tgid, c.fd));
+                let at = FdOf {
+                    tgid: c.thread.tgid,
+                    fd: c.fd,
+                    sk: c.sk,
+                };
+                let id = self.adopt(bound, at, t, out);
                 if let Some(conn) = self.conns.get_mut(&id) {
                     conn.connect_at.get_or_insert(t);
                     if c.ret < 0 && c.ret != EINPROGRESS {
@@ -814,6 +888,7 @@ impl Tracker {
                 if c.ret < 0 {
                     return;
                 }
+                self.seeded.remove(&(c.thread.tgid, c.fd));
                 if self.pipes.closed(c.thread.tgid, c.fd) {
                     return;
                 }
@@ -831,7 +906,12 @@ impl Tracker {
         let tgid = s.thread.tgid;
         let id = if s.sk != 0 {
             let bound = self.bind_data(tgid, s.fd, s.sk);
-            Some(self.adopt(bound, tgid, s.sk, t, out))
+            let at = FdOf {
+                tgid,
+                fd: s.fd,
+                sk: s.sk,
+            };
+            Some(self.adopt(bound, at, t, out))
         } else {
             self.table.by_fd(tgid, s.fd)
         };
@@ -1127,6 +1207,7 @@ impl Tracker {
                 connect_error: conn.connect_error,
                 backends: conn.backends,
                 spliced: conn.spliced,
+                before_agent: conn.before_agent,
             })));
         }
     }

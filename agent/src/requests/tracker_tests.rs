@@ -914,3 +914,57 @@ fn a_copying_tcp_relay_names_its_backend_and_has_no_request_records() {
         }]
     );
 }
+
+/// Connections open before the agent: no ESTABLISHED or connect was seen,
+/// but `/proc` named their fds, so their requests are framed and mapped,
+/// and their records say they are older than the agent.
+#[test]
+fn connections_older_than_the_agent_are_seeded_from_proc() {
+    use super::seed::{Seed, SeededConn};
+    let r = req(0, "/old".into(), 7);
+    let mut inputs = Vec::new();
+    events(0, &r, 100, &[1; 6], &mut inputs);
+    inputs.retain(|(_, i)| {
+        !matches!(
+            i,
+            Input::State(_)
+                | Input::Call(Call {
+                    kind: CallKind::Connect,
+                    ..
+                })
+        )
+    });
+    let frontend: SocketAddr = FRONTEND.parse().unwrap();
+    let seed = Seed {
+        conns: vec![
+            SeededConn {
+                fd: 1000,
+                ends: Ends {
+                    local: frontend,
+                    remote: r.client,
+                },
+                role: Role::Client,
+            },
+            SeededConn {
+                fd: 1001,
+                ends: Ends {
+                    local: r.lb_src,
+                    remote: r.server,
+                },
+                role: Role::Backend,
+            },
+        ],
+        pipes: Vec::new(),
+    };
+    inputs.push((50, Input::Seed { tgid: TGID, seed }));
+    let out = run(&mut inputs);
+    let request = first_request(&out);
+    assert!(
+        matches!(request.mapping, Mapping::Mapped { .. }),
+        "{request:?}"
+    );
+    assert_eq!(request.backend.map(|b| b.remote), Some(r.server));
+    let c = client_conn(&out);
+    assert!(c.before_agent);
+    assert_eq!(c.start, 50, "found at the snapshot");
+}

@@ -106,6 +106,11 @@ pub struct Backend {
 /// `lbwitness.connection`: a TCP connection of the load balancer.
 #[derive(Clone, Debug, Serialize)]
 pub struct Connection {
+    /// `true` for a connection open before the agent followed its process
+    /// (found in `/proc`): its start is when it was found, and its byte
+    /// counts start there.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub before_agent: Option<bool>,
     /// For a client connection: the backend connections
     /// (`lb-ip:port->backend-ip:port`) its requests were mapped to.
     #[serde(skip_serializing_if = "Option::is_none")]
