@@ -931,3 +931,36 @@ fn a_changed_record_makes_its_hook_unavailable_never_a_wrong_read() {
     assert_eq!(find(Hook::SockOfData).via, Via::Tracepoint);
     assert_eq!(find(Hook::TcpResets).via, Via::Tracepoint);
 }
+
+/// `[requests] tls_libraries`: each configured libssl is probed, and one
+/// that is missing is named in the hook's reason (the others still serve);
+/// with only missing ones the hook is unavailable, saying why.
+#[test]
+fn configured_tls_libraries_are_probed_and_a_missing_one_is_named() {
+    require_root();
+    let system = std::fs::canonicalize("/usr/lib/x86_64-linux-gnu/libssl.so.3")
+        .expect("Debian's libssl.so.3");
+    let missing = std::path::PathBuf::from("/nonexistent/libssl.so.3");
+    let tls = |libraries: Vec<std::path::PathBuf>| {
+        let settings = RequestSettings::try_new(1 << 16, 256)
+            .unwrap()
+            .with_tls_libraries(libraries);
+        let probes = RequestProbes::load(&settings).expect("load");
+        probes
+            .choices()
+            .iter()
+            .find(|c| c.hook == Hook::TlsPlaintext)
+            .cloned()
+            .expect("the TLS hook")
+    };
+    let both = tls(vec![missing.clone(), system.clone()]);
+    assert_eq!(both.via, Via::Uprobe, "{both}");
+    assert!(both.why.contains(&*system.to_string_lossy()), "{both}");
+    assert!(
+        both.why.contains("not probed: /nonexistent/libssl.so.3"),
+        "{both}"
+    );
+    let none = tls(vec![missing]);
+    assert_eq!(none.via, Via::Unavailable, "{none}");
+    assert!(none.why.contains("/nonexistent/libssl.so.3"), "{none}");
+}

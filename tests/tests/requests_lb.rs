@@ -366,6 +366,16 @@ fn haproxy_tcp_run(tag: &str, splice: Splice) -> (Captured, usize) {
 fn haproxy_tcp_splice_connections_name_their_backends() {
     let (run, named) = haproxy_tcp_run("rqsp", Splice::Always);
     assert_eq!(named, run.log.len(), "every spliced connection maps");
+    // The start record names the request hooks that serve this run.
+    let start = run
+        .records
+        .iter()
+        .find(|r| r["event"]["action"] == "agent-start")
+        .expect("an agent-start record");
+    let hooks = start["lbwitness"]["start"]["hooks"].to_string();
+    for h in ["requests/syscalls/tracepoint", "requests/splice/tracepoint"] {
+        assert!(hooks.contains(h), "{h} not in {hooks}");
+    }
     assert!(
         run.records
             .iter()

@@ -45,10 +45,13 @@ pub static REQUEST_OBJECT: &[u8] =
     aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/agent-ebpf-requests"));
 
 /// Validated load settings.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct RequestSettings {
     ring_bytes: u32,
     capture_bytes: u32,
+    /// The TLS libraries to probe; empty: `libssl.so.3` where the dynamic
+    /// loader finds it.
+    tls_libraries: Vec<std::path::PathBuf>,
 }
 
 /// An invalid [`RequestSettings`] value.
@@ -77,7 +80,15 @@ impl RequestSettings {
         Ok(Self {
             ring_bytes,
             capture_bytes,
+            tls_libraries: Vec::new(),
         })
+    }
+
+    /// Probes these libssl builds (e.g. a load balancer's own OpenSSL
+    /// under `/opt`) instead of the system's `libssl.so.3`.
+    pub fn with_tls_libraries(mut self, libraries: Vec<std::path::PathBuf>) -> Self {
+        self.tls_libraries = libraries;
+        self
     }
 
     /// Ring buffer size in bytes.
@@ -96,6 +107,7 @@ impl Default for RequestSettings {
         Self {
             ring_bytes: Self::DEFAULT_RING_BYTES,
             capture_bytes: agent_common::request::CAPTURE_DEFAULT,
+            tls_libraries: Vec::new(),
         }
     }
 }
@@ -202,6 +214,7 @@ impl RequestProbes {
         let mut attacher = Attacher {
             ebpf,
             root,
+            tls_libraries: &settings.tls_libraries,
             perf: Vec::new(),
             uprobes: Vec::new(),
             v6,
@@ -317,6 +330,7 @@ fn check(format: &Format, expected: &Expect) -> Result<(), Mismatch> {
 struct Attacher<'r> {
     ebpf: Ebpf,
     root: &'r Path,
+    tls_libraries: &'r [std::path::PathBuf],
     perf: Vec<OwnedFd>,
     uprobes: Vec<UProbeLink>,
     v6: V6Offsets,
@@ -440,11 +454,44 @@ impl Attacher<'_> {
         Ok(out)
     }
 
-    /// Attaches the libssl uprobes, all or none, for every process that
-    /// maps the library (the programs filter on the followed processes).
-    /// A load balancer linked statically to its TLS library is not seen.
+    /// Attaches the libssl uprobes to each configured library (else the
+    /// system's `libssl.so.3`), all or none per library, for every process
+    /// that maps it (the programs filter on the followed processes). A load
+    /// balancer linked statically to its TLS library is not seen.
     fn libssl(&mut self) -> Result<String, String> {
-        let library = find_library(names::LIBSSL)?;
+        let libraries: Vec<Result<std::path::PathBuf, String>> = if self.tls_libraries.is_empty() {
+            vec![find_library(names::LIBSSL)]
+        } else {
+            self.tls_libraries
+                .iter()
+                .map(|p| std::fs::canonicalize(p).map_err(|e| format!("{}: {e}", p.display())))
+                .collect()
+        };
+        let mut done = Vec::new();
+        let mut failed = Vec::new();
+        for library in libraries {
+            match library.and_then(|l| self.probe_library(&l).map(|()| l)) {
+                Ok(l) => done.push(l.display().to_string()),
+                Err(why) => failed.push(why),
+            }
+        }
+        if done.is_empty() {
+            return Err(failed.join("; "));
+        }
+        let functions: Vec<&str> = names::SSL_ENTRIES.iter().map(|(_, f)| *f).collect();
+        let mut why = format!(
+            "uprobe and uretprobe on {} in {}",
+            functions.join(", "),
+            done.join(", ")
+        );
+        if !failed.is_empty() {
+            why = format!("{why}; not probed: {}", failed.join("; "));
+        }
+        Ok(why)
+    }
+
+    /// The uprobes on one library, all or none.
+    fn probe_library(&mut self, library: &Path) -> Result<(), String> {
         let mut links = Vec::new();
         let mut attach = |program: &str, function: &str| -> Result<(), String> {
             let prog: &mut UProbe = self
@@ -458,7 +505,7 @@ impl Attacher<'_> {
                     .map_err(|e| format!("{program}: loading failed: {}", error_chain(&e)))?;
             }
             let id = prog
-                .attach(function, &library, UProbeScope::AllProcesses)
+                .attach(function, library, UProbeScope::AllProcesses)
                 .map_err(|e| format!("{}:{function}: {}", library.display(), error_chain(&e)))?;
             links.push(
                 prog.take_link(id)
@@ -470,13 +517,9 @@ impl Attacher<'_> {
             attach(program, function)?;
             attach(names::SSL_RETURN, function)?;
         }
+        // Dropping `links` on an error above detaches what was attached.
         self.uprobes.extend(links);
-        let functions: Vec<&str> = names::SSL_ENTRIES.iter().map(|(_, f)| *f).collect();
-        Ok(format!(
-            "uprobe and uretprobe on {} in {}",
-            functions.join(", "),
-            library.display()
-        ))
+        Ok(())
     }
 
     /// Tracepoints first, then kprobes.

@@ -57,6 +57,10 @@ pub struct RequestsFile {
     /// and a request maps only to the backend request carrying its
     /// client's address. Default off.
     pub exact_tag: Option<bool>,
+    /// Absolute paths of the libssl builds to probe for TLS plaintext
+    /// (e.g. a load balancer's own OpenSSL); default: the system's
+    /// `libssl.so.3` where the dynamic loader finds it.
+    pub tls_libraries: Option<Vec<String>>,
 }
 
 /// `[requests]`, validated.
@@ -74,6 +78,8 @@ pub struct RequestSettings {
     pub privacy: Privacy,
     /// See [`RequestsFile::exact_tag`].
     pub exact_tag: bool,
+    /// See [`RequestsFile::tls_libraries`]; empty for the default.
+    pub tls_libraries: Vec<std::path::PathBuf>,
 }
 
 impl RequestSettings {
@@ -90,6 +96,16 @@ impl RequestSettings {
                     format!("has `{p}`: give an executable's file name or its absolute path"),
                 ));
             }
+        }
+        let tls_libraries = file.tls_libraries.unwrap_or_default();
+        if let Some(bad) = tls_libraries
+            .iter()
+            .find(|p| !p.starts_with('/') || p.contains('\0'))
+        {
+            return Err((
+                "requests.tls_libraries",
+                format!("has `{bad}`: give the library's absolute path"),
+            ));
         }
         let capture_bytes = file.capture_bytes.unwrap_or(DEFAULT_CAPTURE_BYTES);
         if !(64..=MAX_CAPTURE_BYTES).contains(&capture_bytes) {
@@ -115,6 +131,7 @@ impl RequestSettings {
             }
         };
         Ok(Self {
+            tls_libraries: tls_libraries.into_iter().map(Into::into).collect(),
             exact_tag: file.exact_tag.unwrap_or(false),
             enabled: file.enabled.unwrap_or(true),
             processes,
@@ -176,6 +193,10 @@ mod tests {
                 max_path_bytes: Some(0),
                 ..Default::default()
             },
+            RequestsFile {
+                tls_libraries: Some(vec!["libssl.so.3".into()]),
+                ..Default::default()
+            },
         ];
         let keys: Vec<_> = bad
             .into_iter()
@@ -187,7 +208,8 @@ mod tests {
                 "requests.capture_bytes",
                 "requests.processes",
                 "requests.ring_buffer_bytes",
-                "requests.max_path_bytes"
+                "requests.max_path_bytes",
+                "requests.tls_libraries"
             ]
         );
     }

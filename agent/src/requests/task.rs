@@ -70,6 +70,7 @@ impl RequestStage {
     ) -> Result<Self, RequestLoadError> {
         let stop_reading = CancellationToken::new();
         let load = LoadSettings::try_new(settings.ring_buffer_bytes, settings.capture_bytes)
+            .map(|l| l.with_tls_libraries(settings.tls_libraries.clone()))
             .map_err(|e| RequestLoadError::Syscalls(e.to_string()))?;
         let mut probes = RequestProbes::load(&load)?;
         let ring = probes.take_ring()?;

@@ -116,12 +116,17 @@ impl Agent {
 
         let host = hostname();
         let records = AuditRecords::new(host.clone());
+        let (record_tx, record_rx) = mpsc::channel(RECORDS);
+        // Before the start record, which names its hooks; its records wait
+        // in the channel until the audit task has chained the prelude.
+        let requests = start_requests(&config, &host, &record_tx);
         let prelude = Prelude {
             records: &records,
             resume: &chain.resume,
             config_sha256: &config.sha256,
             key_id: chain.signer.key_id(),
             attachments: hooks.attachments(),
+            request_hooks: requests.as_ref().map_or(&[], |r| r.choices()),
             startup: &startup,
             previous_chain: chain.previous_chain,
             spool_losses: &chain.opened.losses,
@@ -131,7 +136,6 @@ impl Agent {
         let telemetry = Arc::new(Telemetry::default());
         let shutdown = CancellationToken::new();
         let (event_tx, event_rx) = mpsc::channel(EVENT_BATCHES);
-        let (record_tx, record_rx) = mpsc::channel(RECORDS);
         let (control_tx, control_rx) = mpsc::channel(CONTROL);
         let (batch_tx, batch_rx) = mpsc::channel(BATCHES);
         let (durable_tx, durable_rx) = watch::channel(chain.resume.head.sequence);
@@ -163,7 +167,6 @@ impl Agent {
         )
         .declaring(book);
         let audit = tokio::spawn(audit.run(prelude, record_rx, control_rx));
-        let requests = start_requests(&config, &host, &record_tx);
         let flow_task = FlowTask::new(
             (taken.maps, taken.recovered),
             Enricher::new(

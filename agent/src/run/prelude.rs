@@ -13,7 +13,10 @@ use lbwitness_trail::record::{
 use super::hooks::hook;
 use crate::{
     audit::{records::AuditRecords, state::Resume},
-    capture::attach::Attachment,
+    capture::{
+        attach::Attachment,
+        requests::{HookChoice, Via},
+    },
     watch::{PathNote, Startup},
 };
 
@@ -29,6 +32,9 @@ pub(super) struct Prelude<'a> {
     pub(super) key_id: &'a str,
     /// The XDP attachments.
     pub(super) attachments: &'a [Attachment],
+    /// How each request-capture hook is served (empty when request
+    /// capture is off).
+    pub(super) request_hooks: &'a [HookChoice],
     /// What the file watcher found at start.
     pub(super) startup: &'a Startup,
     /// The chain this one replaced, if it is new.
@@ -75,9 +81,17 @@ impl Prelude<'_> {
                 })
                 .collect(),
             config_sha256: self.config_sha256.to_owned(),
+            // XDP per interface, then each request hook that is served
+            // (`requests/<hook>/<tracepoint|kprobe|uprobe>`).
             hooks: attachments
                 .iter()
                 .map(|a| format!("xdp/{}/{}", a.iface, a.mode.as_str()))
+                .chain(
+                    self.request_hooks
+                        .iter()
+                        .filter(|c| c.via != Via::Unavailable)
+                        .map(|c| format!("requests/{}/{}", c.hook.as_str(), c.via.as_str())),
+                )
                 .collect(),
             interfaces: attachments.iter().map(|a| a.iface.clone()).collect(),
             key_id: self.key_id.to_owned(),
