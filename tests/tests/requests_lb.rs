@@ -461,3 +461,32 @@ fn connections_older_than_the_agent_are_captured() {
         .count();
     assert_eq!(older, 10, "every client connection is older than the agent");
 }
+
+/// 150 concurrent keep-alive connections, 4 threads, `http-reuse always`:
+/// backend connections shared across threads and clients. Distinct
+/// requests all map.
+#[test]
+fn haproxy_four_threads_reuse_always_150_connections_distinct_all_map() {
+    let mut config = HaproxyConfig::http();
+    config.nbthread = 4;
+    config.reuse = Reuse::Always;
+    let (c, _) = haproxy_run("rq150", config, |load| {
+        load.requests = 600;
+        load.connections = 150;
+    });
+    assert_sound(&c);
+    assert_eq!(c.mapped, c.total, "{c}");
+}
+
+/// Clients that send `Connection: close`: one request per client
+/// connection, backend connections kept (`http-reuse safe`).
+#[test]
+fn haproxy_connection_close_clients_distinct_all_map() {
+    let (c, _) = haproxy_run("rqcc", HaproxyConfig::http(), |load| {
+        load.requests = 200;
+        load.connections = 40;
+        load.keep_alive = false;
+    });
+    assert_sound(&c);
+    assert_eq!(c.mapped, c.total, "{c}");
+}
