@@ -847,6 +847,13 @@ impl Tracker {
                 if c.sk == 0 {
                     return;
                 }
+                // The socket is new from this connect's entry: a tuple
+                // waiting at its address is an older socket's (another
+                // process's, whose SYN_SENT -> ESTABLISHED ran in a softirq
+                // on a traced thread and was sent; it died unseen, and the
+                // kernel reused its address). This socket's own ESTABLISHED
+                // comes after.
+                self.tuples.forget(c.sk);
                 let bound = self.table.bind_new(c.thread.tgid, c.fd, c.sk);
                 self.seeded.remove(&(c.thread.tgid, c.fd));
                 let at = FdOf {

@@ -99,8 +99,9 @@ fn events(n: u32, r: &Req, start: u64, gaps: &[u64; 6], out: &mut Vec<(u64, Inpu
     let t1 = at(gaps[0] + 1);
     out.push((t1, data(cfd, csk, Way::Recv, t1 - 1, &req)));
     let t2 = at(gaps[1] + 1);
+    // The connect is stamped at its entry, before its socket's ESTABLISHED.
     out.push((
-        t2,
+        t2 + 1,
         Input::State(State {
             sk: bsk,
             old: TcpState::SynSent,
@@ -110,7 +111,7 @@ fn events(n: u32, r: &Req, start: u64, gaps: &[u64; 6], out: &mut Vec<(u64, Inpu
         }),
     ));
     out.push((
-        t2 + 1,
+        t2,
         Input::Call(Call {
             thread,
             kind: CallKind::Connect,
@@ -708,8 +709,8 @@ fn a_spliced_tcp_relay_names_its_backend_and_has_no_request_records() {
             11,
             call(CallKind::Accept, 5, i64::from(cfd), 0, Some(client)),
         ),
-        (12, state(bsk, TcpState::SynSent, lb_src, server)),
-        (13, call(CallKind::Connect, bfd, -115, bsk, Some(server))),
+        (12, call(CallKind::Connect, bfd, -115, bsk, Some(server))),
+        (13, state(bsk, TcpState::SynSent, lb_src, server)),
         (14, call(CallKind::Pipe, 40, 41, 0, None)),
         (15, call(CallKind::Pipe, 42, 43, 0, None)),
         // Request: client -> pipe 41/40 -> backend.
@@ -775,7 +776,7 @@ fn a_pipe_in_doubt_links_no_backend() {
         ));
     }
     inputs.push((
-        50,
+        51,
         Input::State(State {
             sk: 0xb1,
             old: TcpState::SynSent,
@@ -785,7 +786,7 @@ fn a_pipe_in_doubt_links_no_backend() {
         }),
     ));
     inputs.push((
-        51,
+        50,
         Input::Call(Call {
             thread,
             kind: CallKind::Connect,
@@ -886,8 +887,8 @@ fn a_copying_tcp_relay_names_its_backend_and_has_no_request_records() {
             11,
             call(CallKind::Accept, 5, i64::from(cfd), 0, Some(client)),
         ),
-        (12, state(bsk, TcpState::SynSent, lb_src, server)),
-        (13, call(CallKind::Connect, bfd, -115, bsk, Some(server))),
+        (12, call(CallKind::Connect, bfd, -115, bsk, Some(server))),
+        (13, state(bsk, TcpState::SynSent, lb_src, server)),
         (20, data(cfd, csk, Way::Recv, req)),
         (21, data(bfd, bsk, Way::Send, req)),
         (30, data(bfd, bsk, Way::Recv, resp)),
@@ -967,4 +968,49 @@ fn connections_older_than_the_agent_are_seeded_from_proc() {
     let c = client_conn(&out);
     assert!(c.before_agent);
     assert_eq!(c.start, 50, "found at the snapshot");
+}
+
+/// A socket address the kernel reused: another process's socket at `sk`
+/// reached ESTABLISHED from SYN_SENT in a softirq that ran on the load
+/// balancer's thread (so it was sent), then died unseen; the load
+/// balancer's next connect gets the same address. Its connection must have
+/// its own tuple, not the stale one (seen in the lab as backend-side
+/// records carrying a client's tuple).
+#[test]
+fn a_connect_never_takes_a_stale_tuple_left_at_its_socket_address() {
+    let r = req(0, "/fresh".into(), 7);
+    let mut inputs = Vec::new();
+    events(0, &r, 1000, &[1; 6], &mut inputs);
+    let bsk = 0x2_0000;
+    let frontend: SocketAddr = FRONTEND.parse().unwrap();
+    // The foreign socket, at the backend socket's address, long before.
+    inputs.push((
+        10,
+        Input::State(State {
+            sk: bsk,
+            old: TcpState::SynSent,
+            new: TcpState::Established,
+            local: SocketAddr::from(([203, 0, 113, 50], 50000)),
+            remote: frontend,
+        }),
+    ));
+    let out = run(&mut inputs);
+    let backend = out
+        .iter()
+        .find_map(|o| match o {
+            Output::Connection(c) if c.role == Role::Backend => Some(&**c),
+            _ => None,
+        })
+        .expect("a backend connection record");
+    assert_eq!(backend.ends.remote, r.server, "{backend:?}");
+    assert_eq!(backend.ends.local, r.lb_src);
+    let backends = out
+        .iter()
+        .filter(|o| matches!(o, Output::Connection(c) if c.role == Role::Backend))
+        .count();
+    assert_eq!(backends, 1, "no phantom: {out:?}");
+    assert!(matches!(
+        first_request(&out).mapping,
+        Mapping::Mapped { .. }
+    ));
 }
