@@ -123,6 +123,7 @@ fn capture_run<L>(
     let exit = agent.stop_with(libc::SIGTERM);
     assert!(exit.status.success(), "{}", agent.log_text());
     let records = agent.records();
+    assert_connections_sound(&lab, &records);
     let requests = request_records(&records);
     let comparison = compare(&log, &requests);
     eprintln!("{tag}: {comparison}");
@@ -139,6 +140,36 @@ fn capture_run<L>(
         comparison,
         records,
         log,
+    }
+}
+
+/// Every connection record is one the load balancer had: a client-side
+/// one from a client address to the frontend, a backend-side one to a
+/// backend (a record with another socket's tuple would be a wrong record).
+fn assert_connections_sound(lab: &LbLab, records: &[Value]) {
+    let servers: Vec<SocketAddr> = lab.servers().into_iter().map(|(_, a)| a).collect();
+    let ip = |r: &Value, end: &str| r[end]["ip"].as_str().unwrap_or_default().to_owned();
+    let port = |r: &Value, end: &str| r[end]["port"].as_u64().unwrap_or_default();
+    for r in records
+        .iter()
+        .filter(|r| r["event"]["dataset"] == "lbwitness.connection")
+    {
+        match r["lbwitness"]["connection"]["role"].as_str() {
+            Some("client-side") => assert!(
+                lab.client_ips()
+                    .iter()
+                    .any(|c| c.to_string() == ip(r, "source")),
+                "a client-side record not from a client: {r}"
+            ),
+            Some("backend-side") => assert!(
+                servers
+                    .iter()
+                    .any(|s| s.ip().to_string() == ip(r, "destination")
+                        && u64::from(s.port()) == port(r, "destination")),
+                "a backend-side record not to a backend: {r}"
+            ),
+            _ => panic!("a connection record without its role: {r}"),
+        }
     }
 }
 
