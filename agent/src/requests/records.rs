@@ -1,9 +1,12 @@
 //! Request and connection outcomes as ECS records.
 
-use std::net::SocketAddr;
+use std::{
+    net::{IpAddr, SocketAddr},
+    sync::Arc,
+};
 
 use lbwitness_trail::record::{
-    Endpoint, Event, Network, Observer, Record,
+    Endpoint, Event, Network, Observer, PrivacyExtra, Record,
     audit::Process,
     http::{
         Backend, Connection, Error, Http, HttpRequest, HttpResponse, Nat, Thread, Url, UserAgent,
@@ -20,6 +23,7 @@ use super::{
 use crate::{
     clock::{Clock, rfc3339},
     enrich::community_id::community_id_v1,
+    privacy::{Pseudonymiser, id_pair},
 };
 
 /// IANA protocol number of TCP.
@@ -41,12 +45,54 @@ pub struct Privacy {
 pub struct RequestRecords {
     hostname: String,
     privacy: Privacy,
+    pseudonyms: Option<Arc<Pseudonymiser>>,
+}
+
+/// The client connection's ends as a record shows them.
+struct ClientEnds {
+    /// The client: its address or its pseudonym.
+    client: IpAddr,
+    /// The load balancer's frontend address.
+    frontend: IpAddr,
+    /// `lbwitness.privacy`, when either is a pseudonym.
+    mark: Option<PrivacyExtra>,
 }
 
 impl RequestRecords {
-    /// Records for `hostname`, showing what `privacy` allows.
-    pub fn new(hostname: String, privacy: Privacy) -> Self {
-        Self { hostname, privacy }
+    /// Records for `hostname`, showing what `privacy` allows, with clients'
+    /// pseudonyms in place of their addresses when `pseudonyms` is given.
+    pub fn new(hostname: String, privacy: Privacy, pseudonyms: Option<Arc<Pseudonymiser>>) -> Self {
+        Self {
+            hostname,
+            privacy,
+            pseudonyms,
+        }
+    }
+
+    /// A client connection's ends as records show them: by the same
+    /// address rule as flow records ([`crate::privacy`]), so the client's
+    /// pseudonym, and the Community ID over it, are the flow's. The rule,
+    /// not the role, decides, so a client the operator declared not one
+    /// (`privacy.keep_networks`) is shown alike everywhere.
+    fn client_ends(&self, ends: &Ends) -> ClientEnds {
+        let Some(p) = &self.pseudonyms else {
+            return ClientEnds {
+                client: ends.remote.ip(),
+                frontend: ends.local.ip(),
+                mark: None,
+            };
+        };
+        let (client, frontend) = (p.show(ends.remote.ip()), p.show(ends.local.ip()));
+        let fields = [("source.ip", client), ("destination.ip", frontend)]
+            .into_iter()
+            .filter(|(_, shown)| shown.is_pseudonym())
+            .map(|(name, _)| name)
+            .collect();
+        ClientEnds {
+            client: client.ip(),
+            frontend: frontend.ip(),
+            mark: p.mark(fields),
+        }
     }
 
     fn base(&self, event: Event, timestamp: String) -> Record {
@@ -86,21 +132,27 @@ impl RequestRecords {
             Some(b) => (Some(nat(b.local)), Some(nat(b.remote))),
             None => (None, None),
         };
+        let shown = self.client_ends(&r.client);
         rec.source = Some(Endpoint {
             bytes: None,
-            ip: r.client.remote.ip(),
+            ip: shown.client,
             nat: nat_src,
             packets: None,
             port: Some(r.client.remote.port()),
         });
         rec.destination = Some(Endpoint {
             bytes: None,
-            ip: r.client.local.ip(),
+            ip: shown.frontend,
             nat: nat_dst,
             packets: None,
             port: Some(r.client.local.port()),
         });
-        rec.network = Some(network(r.client.remote, r.client.local));
+        rec.network = Some(network(
+            SocketAddr::new(shown.client, r.client.remote.port()),
+            SocketAddr::new(shown.frontend, r.client.local.port()),
+            r.client.remote.is_ipv4(),
+        ));
+        rec.lbwitness.privacy = shown.mark;
         let (path, query) = url_path(
             &r.head.target,
             self.privacy.max_path_bytes,
@@ -169,9 +221,20 @@ impl RequestRecords {
             "success"
         });
         let mut rec = self.base(event, rfc3339(end));
-        // ECS: the source opened the connection.
+        // ECS: the source opened the connection. A client connection shows
+        // its client as request records do; a backend connection is the
+        // load balancer's own and a backend's, shown as they are.
         let (src, dst, src_bytes, dst_bytes) = match c.role {
-            Role::Client => (c.ends.remote, c.ends.local, c.bytes_in, c.bytes_out),
+            Role::Client => {
+                let shown = self.client_ends(&c.ends);
+                rec.lbwitness.privacy = shown.mark;
+                (
+                    SocketAddr::new(shown.client, c.ends.remote.port()),
+                    SocketAddr::new(shown.frontend, c.ends.local.port()),
+                    c.bytes_in,
+                    c.bytes_out,
+                )
+            }
             Role::Backend => (c.ends.local, c.ends.remote, c.bytes_out, c.bytes_in),
         };
         rec.source = Some(Endpoint {
@@ -189,7 +252,7 @@ impl RequestRecords {
             port: Some(dst.port()),
         });
         if src.port() != 0 {
-            rec.network = Some(network(src, dst));
+            rec.network = Some(network(src, dst, c.ends.remote.is_ipv4()));
         }
         rec.error = c.connect_error.map(|e| match e {
             ConnectError::Refused => Error {
@@ -226,15 +289,19 @@ fn nat(a: SocketAddr) -> Nat {
     }
 }
 
-fn network(src: SocketAddr, dst: SocketAddr) -> Network {
+/// `network.*` of a TCP connection between the addresses a record shows
+/// (the Community ID over them, as flow records compute it); `ipv4` is the
+/// real connection's family, which a pseudonym (IPv6) does not change.
+fn network(src: SocketAddr, dst: SocketAddr, ipv4: bool) -> Network {
+    let (a, b) = id_pair(src.ip(), dst.ip());
     Network {
         bytes: None,
-        community_id: community_id_v1(0, src.ip(), dst.ip(), TCP, src.port(), dst.port()),
+        community_id: community_id_v1(0, a, b, TCP, src.port(), dst.port()),
         iana_number: TCP.to_string(),
         inner: None,
         packets: None,
         transport: Some("tcp"),
-        ip_type: if src.is_ipv4() { "ipv4" } else { "ipv6" },
+        ip_type: if ipv4 { "ipv4" } else { "ipv6" },
         vlan: None,
     }
 }
@@ -393,6 +460,7 @@ pub(crate) fn samples() -> Vec<Record> {
             max_path_bytes: 512,
             max_user_agent_bytes: 256,
         },
+        None,
     );
     let clock = Clock::from_offset(1_700_000_000_000_000_000);
     let p = ProcInfo {
@@ -401,11 +469,19 @@ pub(crate) fn samples() -> Vec<Record> {
         executable: Some("/usr/sbin/haproxy".into()),
         start_ticks: 1,
     };
+    let private = RequestRecords::new(
+        "lb1".into(),
+        all.privacy.clone(),
+        Some(crate::privacy::sample()),
+    );
     vec![
         all.request(&clock, &mapped, &p),
         all.request(&clock, &ambiguous, &p),
         all.connection(&clock, &conn, &p),
         all.connection(&clock, &failed, &p),
+        private.request(&clock, &mapped, &p),
+        private.connection(&clock, &conn, &p),
+        private.connection(&clock, &failed, &p),
     ]
 }
 
@@ -413,11 +489,100 @@ pub(crate) fn samples() -> Vec<Record> {
 mod tests {
     use super::*;
 
+    /// 192.0.2.10 under the sample key `[9; 32]`: `100::` and the first 8
+    /// bytes of its HMAC-SHA256, from Python's `hmac`.
+    const PSEUDONYM_OF_SAMPLE_CLIENT: &str = "100::bc29:f905:4b5c:3ae8";
+
+    /// See `the_community_id_is_the_reference_one_over_the_shown_tuple`.
+    const COMMUNITY_ID_OF_SAMPLE: &str = "1:Xi1ISOEVloWCkYnm7gob+HML5tc=";
+
     #[test]
     fn the_domain_loses_its_port_and_case() {
         assert_eq!(domain("Shop.Example:8080"), "shop.example");
         assert_eq!(domain("[2001:db8::1]:443"), "2001:db8::1");
         assert_eq!(domain("example"), "example");
+    }
+
+    /// The samples' pseudonymised request, client connection and backend
+    /// connection records, as JSON.
+    fn private_samples() -> [serde_json::Value; 3] {
+        let all = samples();
+        [4, 5, 6].map(|i| serde_json::to_value(&all[i]).unwrap())
+    }
+
+    #[test]
+    fn a_pseudonymised_request_shows_no_client_address() {
+        let [request, client_conn, backend_conn] = private_samples();
+        for r in [&request, &client_conn] {
+            let text = r.to_string();
+            assert!(!text.contains("192.0.2.10"), "{text}");
+            let source: IpAddr = r["source"]["ip"].as_str().unwrap().parse().unwrap();
+            assert!(crate::privacy::is_pseudonym(source), "{source}");
+            assert_eq!(r["source"]["port"], 40000);
+            // The frontend is this host's: shown as it is.
+            assert_eq!(r["destination"]["ip"], "192.0.2.1");
+            assert_eq!(r["network"]["type"], "ipv4");
+            assert_eq!(r["lbwitness"]["privacy"]["pseudonymised"], true);
+            assert_eq!(
+                r["lbwitness"]["privacy"]["fields"],
+                serde_json::json!(["source.ip"])
+            );
+        }
+        assert_eq!(request["source"]["ip"], client_conn["source"]["ip"]);
+        assert_eq!(
+            request["network"]["community_id"],
+            client_conn["network"]["community_id"]
+        );
+        // The backend side is not pseudonymised.
+        assert_eq!(request["destination"]["nat"]["ip"], "198.51.100.2");
+        assert_eq!(request["source"]["nat"]["ip"], "198.51.100.1");
+        assert_eq!(backend_conn["destination"]["ip"], "198.51.100.2");
+        assert!(backend_conn["lbwitness"].get("privacy").is_none());
+    }
+
+    #[test]
+    fn request_and_flow_records_of_a_connection_share_the_community_id() {
+        use agent_common::flow::{FlowKey, IP_V4, proto};
+
+        let [request, ..] = private_samples();
+        // The client's packets as XDP saw them: 192.0.2.10:40000 -> 192.0.2.1:80.
+        let mut key = FlowKey {
+            ifindex: 3,
+            src_port: 40000,
+            dst_port: 80,
+            ip_version: IP_V4,
+            protocol: proto::TCP,
+            ..FlowKey::default()
+        };
+        key.src_addr[..4].copy_from_slice(&[192, 0, 2, 10]);
+        key.dst_addr[..4].copy_from_slice(&[192, 0, 2, 1]);
+        let flows = crate::enrich::tests::enricher().pseudonymising(Some(crate::privacy::sample()));
+        let flow = flows.flow_record(
+            &Clock::from_offset(0),
+            &crate::enrich::tests::flow_report(key),
+        );
+        let flow = serde_json::to_value(&flow).unwrap();
+        assert!(!flow.to_string().contains("192.0.2.10"));
+        assert_eq!(flow["source"]["ip"], request["source"]["ip"]);
+        assert_eq!(
+            flow["network"]["community_id"],
+            request["network"]["community_id"]
+        );
+        assert_eq!(
+            flow["lbwitness"]["privacy"],
+            request["lbwitness"]["privacy"]
+        );
+    }
+
+    #[test]
+    fn the_community_id_is_the_reference_one_over_the_shown_tuple() {
+        let [request, ..] = private_samples();
+        let source = request["source"]["ip"].as_str().unwrap();
+        // Python `communityid` 1.5.0 over what the record shows, the
+        // frontend as its IPv4-mapped form:
+        // FlowTuple.make_tcp(source, "::ffff:192.0.2.1", 40000, 80).
+        assert_eq!(source, PSEUDONYM_OF_SAMPLE_CLIENT);
+        assert_eq!(request["network"]["community_id"], COMMUNITY_ID_OF_SAMPLE);
     }
 
     #[test]

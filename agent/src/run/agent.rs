@@ -34,6 +34,7 @@ use crate::{
     enrich::{Captured, Enricher},
     flows::{FlowSettings, FlowTask, WriterGone},
     preflight,
+    privacy::{self, Keep, Pseudonymiser},
     requests::task::RequestStage,
     telemetry::Telemetry,
     watch::{FileChange, WatchError, Watcher},
@@ -108,6 +109,7 @@ impl Agent {
 
         // The chain's state, before anything can produce a record.
         let chain = Resumed::open(&config, overrides.new_chain)?;
+        let pseudonyms = open_pseudonyms(&config)?;
         let (watcher, startup) = Watcher::new(
             config.audit.watch_files.clone(),
             config.state_dir.join("watch.state"),
@@ -163,7 +165,7 @@ impl Agent {
         )
         .declaring(book);
         let audit = tokio::spawn(audit.run(prelude, record_rx, control_rx));
-        let requests = start_requests(&config, &host, &record_tx);
+        let requests = start_requests(&config, &host, pseudonyms.clone(), &record_tx);
         let flow_task = FlowTask::new(
             (taken.maps, taken.recovered),
             Enricher::new(
@@ -173,7 +175,8 @@ impl Agent {
                     .iter()
                     .map(|a| (a.ifindex, Captured::new(&a.iface, a.mode)))
                     .collect(),
-            ),
+            )
+            .pseudonymising(pseudonyms),
             FlowSettings {
                 timeouts: config.timeouts,
                 sweep_interval: config.sweep_interval,
@@ -403,15 +406,50 @@ async fn ended<T>(task: &mut Option<JoinHandle<T>>) -> Result<T, JoinError> {
 /// Starts request capture when configured. A kernel that cannot run it
 /// leaves the agent capturing flows, with the reason logged: flows are
 /// what the agent has always promised, requests are more.
+/// With `[privacy] pseudonymise_clients`, the pseudonymiser every record
+/// builder shares: the key from the (locked) state directory, made on the
+/// first such start, and this host's addresses, which are not clients.
+fn open_pseudonyms(config: &Config) -> anyhow::Result<Option<Arc<Pseudonymiser>>> {
+    if !config.privacy.pseudonymise_clients {
+        return Ok(None);
+    }
+    let (key, made) = privacy::key::load_or_create(&config.state_dir)?;
+    let local = privacy::local::addresses()
+        .context("reading this host's addresses (getifaddrs), which are never pseudonymised")?;
+    let local_count = local.len();
+    let p = Pseudonymiser::new(
+        &key,
+        Keep {
+            local,
+            networks: config.privacy.keep_networks.clone(),
+        },
+    );
+    info!(
+        key = %config.state_dir.join(privacy::key::FILE_NAME).display(),
+        key_id = p.key_id(),
+        made,
+        local_addresses = local_count,
+        keep_networks = config.privacy.keep_networks.len(),
+        "client addresses are pseudonymised"
+    );
+    Ok(Some(Arc::new(p)))
+}
+
 fn start_requests(
     config: &Config,
     host: &str,
+    pseudonyms: Option<Arc<Pseudonymiser>>,
     records: &mpsc::Sender<lbwitness_trail::record::Record>,
 ) -> Option<RequestStage> {
     if !config.requests.enabled {
         return None;
     }
-    match RequestStage::start(&config.requests, host.to_owned(), records.clone()) {
+    match RequestStage::start(
+        &config.requests,
+        host.to_owned(),
+        pseudonyms,
+        records.clone(),
+    ) {
         Ok(stage) => {
             info!(processes = ?config.requests.processes, "capturing requests");
             Some(stage)
