@@ -17,7 +17,7 @@ use super::{
     correlate::Mapping,
     http::{QueryMode, Version, url_path},
     procs::ProcInfo,
-    sockets::{Ends, Role},
+    sockets::Role,
     tracker::{ConnOut, ConnectError, RequestOut},
 };
 use crate::{
@@ -48,14 +48,39 @@ pub struct RequestRecords {
     pseudonyms: Option<Arc<Pseudonymiser>>,
 }
 
-/// The client connection's ends as a record shows them.
-struct ClientEnds {
-    /// The client: its address or its pseudonym.
-    client: IpAddr,
-    /// The load balancer's frontend address.
-    frontend: IpAddr,
-    /// `lbwitness.privacy`, when either is a pseudonym.
-    mark: Option<PrivacyExtra>,
+/// The addresses of one record as it shows them, by the address rule of
+/// [`crate::privacy`] (every field alike, so a record never holds an
+/// address that is not this host's, declared in `keep_networks`, no
+/// one's, or a pseudonym, whatever role the tracker gave its socket), and
+/// which fields hold pseudonyms.
+struct Showing<'a> {
+    pseudonyms: Option<&'a Pseudonymiser>,
+    fields: Vec<&'static str>,
+}
+
+impl Showing<'_> {
+    /// What `field` shows for `ip`.
+    fn ip(&mut self, field: &'static str, ip: IpAddr) -> IpAddr {
+        let Some(p) = self.pseudonyms else {
+            return ip;
+        };
+        let shown = p.show(ip);
+        if shown.is_pseudonym() && !self.fields.contains(&field) {
+            self.fields.push(field);
+        }
+        shown.ip()
+    }
+
+    /// What `field` (an address) shows for `addr`; the port stays.
+    fn addr(&mut self, field: &'static str, addr: SocketAddr) -> SocketAddr {
+        SocketAddr::new(self.ip(field, addr.ip()), addr.port())
+    }
+
+    /// `lbwitness.privacy`, when a field holds a pseudonym.
+    fn mark(mut self) -> Option<PrivacyExtra> {
+        self.fields.sort_unstable();
+        self.pseudonyms.and_then(|p| p.mark(self.fields))
+    }
 }
 
 impl RequestRecords {
@@ -69,29 +94,10 @@ impl RequestRecords {
         }
     }
 
-    /// A client connection's ends as records show them: by the same
-    /// address rule as flow records ([`crate::privacy`]), so the client's
-    /// pseudonym, and the Community ID over it, are the flow's. The rule,
-    /// not the role, decides, so a client the operator declared not one
-    /// (`privacy.keep_networks`) is shown alike everywhere.
-    fn client_ends(&self, ends: &Ends) -> ClientEnds {
-        let Some(p) = &self.pseudonyms else {
-            return ClientEnds {
-                client: ends.remote.ip(),
-                frontend: ends.local.ip(),
-                mark: None,
-            };
-        };
-        let (client, frontend) = (p.show(ends.remote.ip()), p.show(ends.local.ip()));
-        let fields = [("source.ip", client), ("destination.ip", frontend)]
-            .into_iter()
-            .filter(|(_, shown)| shown.is_pseudonym())
-            .map(|(name, _)| name)
-            .collect();
-        ClientEnds {
-            client: client.ip(),
-            frontend: frontend.ip(),
-            mark: p.mark(fields),
+    fn showing(&self) -> Showing<'_> {
+        Showing {
+            pseudonyms: self.pseudonyms.as_deref(),
+            fields: Vec::new(),
         }
     }
 
@@ -128,31 +134,31 @@ impl RequestRecords {
             (None, None) => "unknown",
         });
         let mut rec = self.base(event, rfc3339(end));
+        let mut show = self.showing();
         let (nat_src, nat_dst) = match r.backend {
-            Some(b) => (Some(nat(b.local)), Some(nat(b.remote))),
+            Some(b) => (
+                Some(nat(show.addr("source.nat.ip", b.local))),
+                Some(nat(show.addr("destination.nat.ip", b.remote))),
+            ),
             None => (None, None),
         };
-        let shown = self.client_ends(&r.client);
+        let client = show.addr("source.ip", r.client.remote);
+        let frontend = show.addr("destination.ip", r.client.local);
         rec.source = Some(Endpoint {
             bytes: None,
-            ip: shown.client,
+            ip: client.ip(),
             nat: nat_src,
             packets: None,
-            port: Some(r.client.remote.port()),
+            port: Some(client.port()),
         });
         rec.destination = Some(Endpoint {
             bytes: None,
-            ip: shown.frontend,
+            ip: frontend.ip(),
             nat: nat_dst,
             packets: None,
-            port: Some(r.client.local.port()),
+            port: Some(frontend.port()),
         });
-        rec.network = Some(network(
-            SocketAddr::new(shown.client, r.client.remote.port()),
-            SocketAddr::new(shown.frontend, r.client.local.port()),
-            r.client.remote.is_ipv4(),
-        ));
-        rec.lbwitness.privacy = shown.mark;
+        rec.network = Some(network(client, frontend, r.client.remote.is_ipv4()));
         let (path, query) = url_path(
             &r.head.target,
             self.privacy.max_path_bytes,
@@ -187,11 +193,17 @@ impl RequestRecords {
             Mapping::Exact { .. } => backend("exact", None, None, r.backend_span),
             Mapping::Ambiguous { reason, .. } => backend(
                 "ambiguous",
-                Some(r.candidates.iter().map(ToString::to_string).collect()),
+                Some(
+                    r.candidates
+                        .iter()
+                        .map(|c| show.addr("lbwitness.backend.candidates", *c).to_string())
+                        .collect(),
+                ),
                 Some(reason.as_str()),
                 None,
             ),
         });
+        rec.lbwitness.privacy = show.mark();
         rec
     }
 
@@ -221,22 +233,16 @@ impl RequestRecords {
             "success"
         });
         let mut rec = self.base(event, rfc3339(end));
-        // ECS: the source opened the connection. A client connection shows
-        // its client as request records do; a backend connection is the
-        // load balancer's own and a backend's, shown as they are.
+        // ECS: the source opened the connection.
         let (src, dst, src_bytes, dst_bytes) = match c.role {
-            Role::Client => {
-                let shown = self.client_ends(&c.ends);
-                rec.lbwitness.privacy = shown.mark;
-                (
-                    SocketAddr::new(shown.client, c.ends.remote.port()),
-                    SocketAddr::new(shown.frontend, c.ends.local.port()),
-                    c.bytes_in,
-                    c.bytes_out,
-                )
-            }
+            Role::Client => (c.ends.remote, c.ends.local, c.bytes_in, c.bytes_out),
             Role::Backend => (c.ends.local, c.ends.remote, c.bytes_out, c.bytes_in),
         };
+        let mut show = self.showing();
+        let (src, dst) = (
+            show.addr("source.ip", src),
+            show.addr("destination.ip", dst),
+        );
         rec.source = Some(Endpoint {
             bytes: Some(src_bytes),
             ip: src.ip(),
@@ -270,14 +276,26 @@ impl RequestRecords {
         });
         rec.process = Some(process_of(process, None));
         rec.lbwitness.connection = Some(Connection {
-            backends: (c.role == Role::Client && !c.backends.is_empty())
-                .then(|| c.backends.iter().map(backend_conn).collect()),
+            backends: (c.role == Role::Client && !c.backends.is_empty()).then(|| {
+                c.backends
+                    .iter()
+                    .map(|e| {
+                        let field = "lbwitness.connection.backends";
+                        format!(
+                            "{}->{}",
+                            show.addr(field, e.local),
+                            show.addr(field, e.remote)
+                        )
+                    })
+                    .collect()
+            }),
             closed_by: c.closed_by.as_str(),
             requests: c.requests,
             reset: c.reset.map(|sent| if sent { "sent" } else { "received" }),
             retransmits: c.retransmits,
             role: c.role.as_str(),
         });
+        rec.lbwitness.privacy = show.mark();
         rec
     }
 }
@@ -318,10 +336,6 @@ fn backend(
         mapping,
         reason,
     }
-}
-
-fn backend_conn(e: &Ends) -> String {
-    format!("{}->{}", e.local, e.remote)
 }
 
 fn process_of(p: &ProcInfo, tid: Option<u32>) -> Process {
@@ -374,12 +388,26 @@ fn failure_message(code: &str) -> &'static str {
 /// field set somewhere (for the agent's record-kind checks).
 #[cfg(test)]
 pub(crate) fn samples() -> Vec<Record> {
+    let mut all = built_with(None);
+    let private = built_with(Some(crate::privacy::sample()));
+    all.truncate(4);
+    all.extend([private[0].clone(), private[2].clone(), private[3].clone()]);
+    all
+}
+
+/// The sample records, made with `pseudonyms`: a mapped request, an
+/// ambiguous one, a client connection, a failed backend connection, and a
+/// backend-side connection whose tuple is a client's (a role the tracker
+/// got wrong: seen once in the lab).
+#[cfg(test)]
+fn built_with(pseudonyms: Option<Arc<Pseudonymiser>>) -> Vec<Record> {
     use std::collections::BTreeSet;
 
     use super::{
         correlate::Reason,
         http::{RequestHead, Version},
         input::Thread,
+        sockets::Ends,
         tracker::ClosedBy,
     };
 
@@ -469,19 +497,22 @@ pub(crate) fn samples() -> Vec<Record> {
         executable: Some("/usr/sbin/haproxy".into()),
         start_ticks: 1,
     };
-    let private = RequestRecords::new(
-        "lb1".into(),
-        all.privacy.clone(),
-        Some(crate::privacy::sample()),
-    );
+    let all = RequestRecords { pseudonyms, ..all };
+    let mislabelled = ConnOut {
+        role: Role::Backend,
+        ends: Ends {
+            local: "192.0.2.10:58199".parse().unwrap(),
+            remote: client.local,
+        },
+        backends: BTreeSet::new(),
+        ..conn.clone()
+    };
     vec![
         all.request(&clock, &mapped, &p),
         all.request(&clock, &ambiguous, &p),
         all.connection(&clock, &conn, &p),
         all.connection(&clock, &failed, &p),
-        private.request(&clock, &mapped, &p),
-        private.connection(&clock, &conn, &p),
-        private.connection(&clock, &failed, &p),
+        all.connection(&clock, &mislabelled, &p),
     ]
 }
 
@@ -538,6 +569,69 @@ mod tests {
         assert_eq!(request["source"]["nat"]["ip"], "198.51.100.1");
         assert_eq!(backend_conn["destination"]["ip"], "198.51.100.2");
         assert!(backend_conn["lbwitness"].get("privacy").is_none());
+    }
+
+    #[test]
+    fn every_field_follows_the_rule_whatever_the_role() {
+        use crate::privacy::{Keep, is_pseudonym};
+
+        // Backends not declared in keep_networks: pseudonymised too,
+        // everywhere they appear, and the mark names each field.
+        let undeclared = Arc::new(Pseudonymiser::new(
+            &[9; 32],
+            Keep {
+                local: ["192.0.2.1", "198.51.100.1"]
+                    .map(|a| a.parse().unwrap())
+                    .into(),
+                networks: Vec::new(),
+            },
+        ));
+        let records: Vec<serde_json::Value> = built_with(Some(undeclared))
+            .iter()
+            .map(|r| serde_json::to_value(r).unwrap())
+            .collect();
+        for r in &records {
+            let text = r.to_string();
+            assert!(!text.contains("192.0.2.10"), "{text}");
+            assert!(!text.contains("198.51.100.2"), "{text}");
+        }
+        let [mapped, ambiguous, client_conn, backend_conn, mislabelled] = &records[..] else {
+            panic!("five samples");
+        };
+        assert_eq!(
+            mapped["lbwitness"]["privacy"]["fields"],
+            serde_json::json!(["destination.nat.ip", "source.ip"])
+        );
+        assert_eq!(mapped["source"]["nat"]["ip"], "198.51.100.1");
+        let candidate = ambiguous["lbwitness"]["backend"]["candidates"][0]
+            .as_str()
+            .unwrap();
+        let candidate: SocketAddr = candidate.parse().unwrap();
+        assert!(is_pseudonym(candidate.ip()) && candidate.port() == 8080);
+        assert_eq!(
+            ambiguous["lbwitness"]["privacy"]["fields"],
+            serde_json::json!(["lbwitness.backend.candidates", "source.ip"])
+        );
+        let backends = client_conn["lbwitness"]["connection"]["backends"][0]
+            .as_str()
+            .unwrap();
+        assert!(
+            backends.starts_with("198.51.100.1:30000->[100::"),
+            "{backends}"
+        );
+        assert_eq!(backend_conn["source"]["ip"], "198.51.100.1");
+        assert_eq!(
+            backend_conn["lbwitness"]["privacy"]["fields"],
+            serde_json::json!(["destination.ip"])
+        );
+        // A tuple the tracker gave the wrong role still shows no client.
+        let source: IpAddr = mislabelled["source"]["ip"]
+            .as_str()
+            .unwrap()
+            .parse()
+            .unwrap();
+        assert!(is_pseudonym(source));
+        assert_eq!(mislabelled["destination"]["ip"], "192.0.2.1");
     }
 
     #[test]

@@ -432,6 +432,12 @@ fn open_pseudonyms(config: &Config) -> anyhow::Result<Option<Arc<Pseudonymiser>>
         keep_networks = config.privacy.keep_networks.len(),
         "client addresses are pseudonymised"
     );
+    if config.privacy.keep_networks.is_empty() {
+        tracing::warn!(
+            "privacy.keep_networks is empty: backend addresses are pseudonymised too; \
+             list the backend networks there to show them"
+        );
+    }
     Ok(Some(Arc::new(p)))
 }
 
