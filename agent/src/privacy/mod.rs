@@ -32,7 +32,7 @@ use std::{
     net::{IpAddr, Ipv4Addr, Ipv6Addr},
 };
 
-use lbwitness_trail::record::PrivacyExtra;
+use lbwitness_trail::record::{PrivacyExtra, audit::StartPseudonyms};
 
 use self::{hmac::HmacSha256, prefix::Prefix};
 
@@ -108,6 +108,15 @@ impl Pseudonymiser {
     /// when the ids are equal too. It tells nothing about the key.
     pub fn key_id(&self) -> &str {
         &self.key_id
+    }
+
+    /// What this run pseudonymises, for its `agent-start` record.
+    pub fn start_record(&self) -> StartPseudonyms {
+        StartPseudonyms {
+            keep_networks: self.keep.networks.iter().map(ToString::to_string).collect(),
+            key_id: self.key_id.clone(),
+            local_addresses: self.keep.local.iter().map(ToString::to_string).collect(),
+        }
     }
 
     /// The pseudonym of `ip`, whoever it is.

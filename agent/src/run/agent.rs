@@ -127,6 +127,7 @@ impl Agent {
             startup: &startup,
             previous_chain: chain.previous_chain,
             spool_losses: &chain.opened.losses,
+            pseudonyms: pseudonyms.as_deref().map(Pseudonymiser::start_record),
         }
         .into_records();
 
