@@ -141,9 +141,11 @@ impl Pseudonymiser {
         }
     }
 
-    /// `lbwitness.privacy` of a record whose `fields` hold pseudonyms;
-    /// `None` when none does.
-    pub fn mark(&self, fields: Vec<&'static str>) -> Option<PrivacyExtra> {
+    /// `lbwitness.privacy` of a record whose `fields` hold pseudonyms
+    /// (listed sorted); `None` when none does.
+    pub fn mark(&self, mut fields: Vec<&'static str>) -> Option<PrivacyExtra> {
+        fields.sort_unstable();
+        fields.dedup();
         (!fields.is_empty()).then(|| PrivacyExtra {
             fields,
             key_id: self.key_id.clone(),
@@ -302,6 +304,10 @@ mod tests {
         let m = p.mark(vec!["source.ip"]).unwrap();
         assert!(m.pseudonymised);
         assert_eq!(m.fields, ["source.ip"]);
+        let both = p
+            .mark(vec!["source.ip", "destination.ip", "source.ip"])
+            .unwrap();
+        assert_eq!(both.fields, ["destination.ip", "source.ip"]);
         assert_eq!(m.key_id, p.key_id());
     }
 

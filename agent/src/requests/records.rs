@@ -77,8 +77,7 @@ impl Showing<'_> {
     }
 
     /// `lbwitness.privacy`, when a field holds a pseudonym.
-    fn mark(mut self) -> Option<PrivacyExtra> {
-        self.fields.sort_unstable();
+    fn mark(self) -> Option<PrivacyExtra> {
         self.pseudonyms.and_then(|p| p.mark(self.fields))
     }
 }
