@@ -397,7 +397,7 @@ pub(crate) fn samples() -> Vec<Record> {
 /// The sample records, made with `pseudonyms`: a mapped request, an
 /// ambiguous one, a client connection, a failed backend connection, and a
 /// backend-side connection whose tuple is a client's (a role the tracker
-/// got wrong: seen once in the lab).
+/// got wrong: seen in the lab, ARCHITECTURE.md "Known gaps").
 #[cfg(test)]
 fn built_with(pseudonyms: Option<Arc<Pseudonymiser>>) -> Vec<Record> {
     use std::collections::BTreeSet;
