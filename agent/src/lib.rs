@@ -19,6 +19,7 @@ pub mod enrich;
 pub mod flows;
 pub mod logging;
 pub mod preflight;
+pub mod privacy;
 #[cfg(test)]
 mod record_kinds;
 pub mod requests;

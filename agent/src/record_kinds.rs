@@ -114,6 +114,11 @@ fn every_kind() -> Vec<Record> {
                     agent_id: "0c988380-51f7-4f0b-9894-7275e8fd63f0".into(),
                     reason: "head-lost",
                 }),
+                pseudonyms: Some(StartPseudonyms {
+                    keep_networks: vec!["198.51.100.0/24".into()],
+                    key_id: "88".repeat(8),
+                    local_addresses: vec!["192.0.2.1".into()],
+                }),
                 version: "0.1.0",
                 watch_problems: vec![WatchProblem {
                     path: "/etc/y".into(),

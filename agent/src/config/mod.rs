@@ -2,6 +2,7 @@
 //! and validation in [`Config::try_new`] so an invalid config cannot exist.
 
 pub mod delivery;
+pub mod privacy;
 pub mod requests;
 mod spans;
 pub mod summary;
@@ -141,6 +142,9 @@ pub struct ConfigFile {
     /// Audit trail settings.
     #[serde(default)]
     pub audit: AuditFile,
+    /// Client-address pseudonyms.
+    #[serde(default)]
+    pub privacy: privacy::PrivacyFile,
     /// Request capture.
     #[serde(default)]
     pub requests: requests::RequestsFile,
@@ -271,6 +275,8 @@ pub struct Config {
     pub delivery: delivery::Delivery,
     /// Request capture.
     pub requests: requests::RequestSettings,
+    /// Client-address pseudonyms.
+    pub privacy: privacy::PrivacySettings,
     /// The config file, when there is one.
     pub path: Option<PathBuf>,
     /// Hex SHA-256 of the config file's bytes (of nothing without one).
@@ -534,10 +540,13 @@ impl Config {
         .map_err(|(key, problem)| invalid(&key, problem))?;
         let requests = requests::RequestSettings::try_new(file.requests)
             .map_err(|(key, problem)| invalid(key, problem))?;
+        let privacy = privacy::PrivacySettings::try_new(file.privacy)
+            .map_err(|(key, problem)| invalid(&key, problem))?;
         Ok(Self {
             audit,
             delivery,
             requests,
+            privacy,
             path: None,
             sha256: String::new(),
             state_dir,

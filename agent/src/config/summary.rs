@@ -48,6 +48,7 @@ pub fn summary(config: &Config) -> String {
         audit.checkpoint_records,
         audit.checkpoint_interval.as_secs()
     ));
+    line(privacy_line(config));
     if !audit.watch_files.is_empty() {
         let files: Vec<_> = audit
             .watch_files
@@ -90,6 +91,23 @@ pub fn summary(config: &Config) -> String {
         line(format!("warning: {warning}"));
     }
     out
+}
+
+fn privacy_line(config: &Config) -> String {
+    let p = &config.privacy;
+    if !p.pseudonymise_clients {
+        return "privacy: client addresses shown as they are".into();
+    }
+    let mut kept = vec!["this host's addresses".to_owned()];
+    kept.extend(p.keep_networks.iter().map(ToString::to_string));
+    format!(
+        "privacy: client addresses pseudonymised in every record (key {}, made on first start when missing); shown as they are: {}",
+        config
+            .state_dir
+            .join(crate::privacy::key::FILE_NAME)
+            .display(),
+        kept.join(", ")
+    )
 }
 
 fn group_line(g: &GroupConfig) -> String {
@@ -194,6 +212,7 @@ mod tests {
             "/etc/lbw.toml: valid (sha256 ",
             "capture: XDP (auto) on eth1, eth2;",
             "signing key /var/lib/lbwitness/signing.key",
+            "privacy: client addresses shown as they are",
             "spool /var/lib/lbwitness/spool",
             "when full drop_newest, fsync always",
             "group siem: consistent_hash on source.ip (load factor 1.25) over \
@@ -206,6 +225,26 @@ mod tests {
         ] {
             assert!(text.contains(needle), "no {needle:?} in:\n{text}");
         }
+    }
+
+    #[test]
+    fn pseudonyms_are_named_with_what_is_kept() {
+        let config = Config::from_text(
+            Path::new("t.toml"),
+            "[capture]\ninterfaces = [\"a\"]\n[privacy]\npseudonymise_clients = true\n\
+             keep_networks = [\"198.51.100.0/24\"]\n",
+            Overrides::default(),
+        )
+        .unwrap();
+        let text = summary(&config);
+        assert!(
+            text.contains(
+                "privacy: client addresses pseudonymised in every record (key \
+                 /var/lib/lbwitness/pseudonym.key, made on first start when missing); shown \
+                 as they are: this host's addresses, 198.51.100.0/24"
+            ),
+            "{text}"
+        );
     }
 
     #[test]

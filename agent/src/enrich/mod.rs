@@ -3,7 +3,10 @@
 
 pub mod community_id;
 
-use std::collections::{BTreeMap, HashMap};
+use std::{
+    collections::{BTreeMap, HashMap},
+    sync::Arc,
+};
 
 use agent_common::flow::{FlowEvent, FlowKey, IP_V4, proto, reason, tcp_flag};
 use lbwitness_trail::record::{
@@ -15,6 +18,7 @@ use crate::{
     capture::attach::AttachedMode,
     clock::{Clock, rfc3339},
     flows::table::FlowReport,
+    privacy::{Pseudonymiser, id_pair},
 };
 
 /// Static context for records: host, and the interfaces captured on.
@@ -22,6 +26,7 @@ use crate::{
 pub struct Enricher {
     hostname: String,
     interfaces: HashMap<u32, Captured>,
+    pseudonyms: Option<Arc<Pseudonymiser>>,
 }
 
 /// An interface the XDP program is attached to, as records name it.
@@ -91,7 +96,15 @@ impl Enricher {
         Self {
             hostname,
             interfaces,
+            pseudonyms: None,
         }
+    }
+
+    /// The same context, showing clients' pseudonyms in place of their
+    /// addresses (`[privacy] pseudonymise_clients`).
+    pub fn pseudonymising(mut self, pseudonyms: Option<Arc<Pseudonymiser>>) -> Self {
+        self.pseudonyms = pseudonyms;
+        self
     }
 
     fn observer(&self, ifindex: Option<u32>) -> Observer {
@@ -125,18 +138,35 @@ impl Enricher {
         rec
     }
 
-    /// Fills source, destination and network from a flow key.
-    fn flow_fields(rec: &mut Record, key: &FlowKey, counts: Option<(u64, u64)>) {
+    /// Fills source, destination and network from a flow key. A flow has
+    /// no roles, so with pseudonyms on each end is shown by the address
+    /// rule alone ([`crate::privacy`]), and the Community ID is computed
+    /// over what the record shows: the request and connection records of
+    /// the same connection show, and hash, the same.
+    fn flow_fields(&self, rec: &mut Record, key: &FlowKey, counts: Option<(u64, u64)>) {
         let ports = has_ports(key.protocol);
+        let (src, dst) = match &self.pseudonyms {
+            Some(p) => {
+                let (src, dst) = (p.show(key.src_ip()), p.show(key.dst_ip()));
+                let fields = [("source.ip", src), ("destination.ip", dst)]
+                    .into_iter()
+                    .filter(|(_, shown)| shown.is_pseudonym())
+                    .map(|(name, _)| name)
+                    .collect();
+                rec.lbwitness.privacy = p.mark(fields);
+                (src.ip(), dst.ip())
+            }
+            None => (key.src_ip(), key.dst_ip()),
+        };
         rec.source = Some(Endpoint {
-            ip: key.src_ip(),
+            ip: src,
             nat: None,
             port: ports.then_some(key.src_port),
             bytes: counts.map(|c| c.1),
             packets: counts.map(|c| c.0),
         });
         rec.destination = Some(Endpoint {
-            ip: key.dst_ip(),
+            ip: dst,
             nat: None,
             port: ports.then_some(key.dst_port),
             bytes: None,
@@ -154,14 +184,10 @@ impl Enricher {
             iana_number: key.protocol.to_string(),
             bytes: counts.map(|c| c.1),
             packets: counts.map(|c| c.0),
-            community_id: community_id::community_id_v1(
-                0,
-                key.src_ip(),
-                key.dst_ip(),
-                key.protocol,
-                key.src_port,
-                key.dst_port,
-            ),
+            community_id: {
+                let (a, b) = id_pair(src, dst);
+                community_id::community_id_v1(0, a, b, key.protocol, key.src_port, key.dst_port)
+            },
             vlan: vlan(1, key.vlan_outer),
             inner: vlan(2, key.vlan_inner).map(|vlan| Inner { vlan }),
         });
@@ -189,7 +215,7 @@ impl Enricher {
         event.end = Some(end_text.clone());
         event.duration = Some(report.end_ns.saturating_sub(report.start_ns));
         let mut rec = self.flow_base(event, end_text, report.key.ifindex);
-        Self::flow_fields(&mut rec, &report.key, Some((report.packets, report.bytes)));
+        self.flow_fields(&mut rec, &report.key, Some((report.packets, report.bytes)));
         if report.key.protocol == proto::TCP {
             rec.lbwitness.tcp_flags = Some(tcp_flag_names(report.tcp_flags));
         }
@@ -212,7 +238,7 @@ impl Enricher {
         let mut event = Event::new("lbwitness.lifecycle", action, "event", &["network"], types);
         event.reason = (ev.reasons & reason::NEW != 0).then_some("new-flow");
         let mut rec = self.flow_base(event, at, ev.key.ifindex);
-        Self::flow_fields(&mut rec, &ev.key, None);
+        self.flow_fields(&mut rec, &ev.key, None);
         if ev.key.protocol == proto::TCP {
             rec.lbwitness.tcp_flags = Some(tcp_flag_names(ev.tcp_flags));
         }

@@ -33,6 +33,7 @@ use crate::{
     config::requests::RequestSettings,
     enrich::Enricher,
     flows::WriterGone,
+    privacy::Pseudonymiser,
     telemetry::Counter,
 };
 
@@ -61,11 +62,12 @@ pub struct RequestStage {
 
 impl RequestStage {
     /// Loads and attaches the request programs, then spawns the reader and
-    /// the stage. Records go to `out`; both tasks end after
-    /// [`RequestStage::stop`].
+    /// the stage. Records go to `out`, with clients' pseudonyms when
+    /// `pseudonyms` is given; both tasks end after [`RequestStage::stop`].
     pub fn start(
         settings: &RequestSettings,
         hostname: String,
+        pseudonyms: Option<Arc<Pseudonymiser>>,
         out: mpsc::Sender<Record>,
     ) -> Result<Self, RequestLoadError> {
         let stop_reading = CancellationToken::new();
@@ -99,7 +101,7 @@ impl RequestStage {
             decode_reported: 0,
             ring_bytes,
             since: SystemTime::now(),
-            records: RequestRecords::new(hostname.clone(), settings.privacy.clone()),
+            records: RequestRecords::new(hostname.clone(), settings.privacy.clone(), pseudonyms),
             gaps: Enricher::new(hostname, Default::default()),
             clock: Clock::sample(),
             out,

@@ -34,6 +34,7 @@ use crate::{
     enrich::{Captured, Enricher},
     flows::{FlowSettings, FlowTask, WriterGone},
     preflight,
+    privacy::{self, Keep, Pseudonymiser},
     requests::task::RequestStage,
     telemetry::Telemetry,
     watch::{FileChange, WatchError, Watcher},
@@ -108,6 +109,7 @@ impl Agent {
 
         // The chain's state, before anything can produce a record.
         let chain = Resumed::open(&config, overrides.new_chain)?;
+        let pseudonyms = open_pseudonyms(&config)?;
         let (watcher, startup) = Watcher::new(
             config.audit.watch_files.clone(),
             config.state_dir.join("watch.state"),
@@ -119,7 +121,7 @@ impl Agent {
         let (record_tx, record_rx) = mpsc::channel(RECORDS);
         // Before the start record, which names its hooks; its records wait
         // in the channel until the audit task has chained the prelude.
-        let requests = start_requests(&config, &host, &record_tx);
+        let requests = start_requests(&config, &host, pseudonyms.clone(), &record_tx);
         let prelude = Prelude {
             records: &records,
             resume: &chain.resume,
@@ -130,6 +132,7 @@ impl Agent {
             startup: &startup,
             previous_chain: chain.previous_chain,
             spool_losses: &chain.opened.losses,
+            pseudonyms: pseudonyms.as_deref().map(Pseudonymiser::start_record),
         }
         .into_records();
 
@@ -176,7 +179,8 @@ impl Agent {
                     .iter()
                     .map(|a| (a.ifindex, Captured::new(&a.iface, a.mode)))
                     .collect(),
-            ),
+            )
+            .pseudonymising(pseudonyms),
             FlowSettings {
                 timeouts: config.timeouts,
                 sweep_interval: config.sweep_interval,
@@ -406,15 +410,56 @@ async fn ended<T>(task: &mut Option<JoinHandle<T>>) -> Result<T, JoinError> {
 /// Starts request capture when configured. A kernel that cannot run it
 /// leaves the agent capturing flows, with the reason logged: flows are
 /// what the agent has always promised, requests are more.
+/// With `[privacy] pseudonymise_clients`, the pseudonymiser every record
+/// builder shares: the key from the (locked) state directory, made on the
+/// first such start, and this host's addresses, which are not clients.
+fn open_pseudonyms(config: &Config) -> anyhow::Result<Option<Arc<Pseudonymiser>>> {
+    if !config.privacy.pseudonymise_clients {
+        return Ok(None);
+    }
+    let (key, made) = privacy::key::load_or_create(&config.state_dir)?;
+    let local = privacy::local::addresses()
+        .context("reading this host's addresses (getifaddrs), which are never pseudonymised")?;
+    let local_count = local.len();
+    let p = Pseudonymiser::new(
+        &key,
+        Keep {
+            local,
+            networks: config.privacy.keep_networks.clone(),
+        },
+    );
+    info!(
+        key = %config.state_dir.join(privacy::key::FILE_NAME).display(),
+        key_id = p.key_id(),
+        made,
+        local_addresses = local_count,
+        keep_networks = config.privacy.keep_networks.len(),
+        "client addresses are pseudonymised"
+    );
+    if config.privacy.keep_networks.is_empty() {
+        tracing::warn!(
+            "privacy.keep_networks is empty: backend addresses are pseudonymised too; \
+             list the backend networks there to show them"
+        );
+    }
+    Ok(Some(Arc::new(p)))
+}
+
 fn start_requests(
     config: &Config,
     host: &str,
+    pseudonyms: Option<Arc<Pseudonymiser>>,
     records: &mpsc::Sender<lbwitness_trail::record::Record>,
 ) -> Option<RequestStage> {
     if !config.requests.enabled {
         return None;
     }
-    match RequestStage::start(&config.requests, host.to_owned(), records.clone()) {
+    match RequestStage::start(
+        &config.requests,
+        host.to_owned(),
+        pseudonyms,
+        records.clone(),
+    ) {
         Ok(stage) => {
             info!(processes = ?config.requests.processes, "capturing requests");
             Some(stage)

@@ -7,7 +7,9 @@ use std::time::SystemTime;
 
 use lbwitness_trail::record::{
     Record,
-    audit::{CaptureInterface, Gap, PreviousChain, Start, WatchProblem, WatchedFile},
+    audit::{
+        CaptureInterface, Gap, PreviousChain, Start, StartPseudonyms, WatchProblem, WatchedFile,
+    },
 };
 
 use super::hooks::hook;
@@ -41,6 +43,8 @@ pub(super) struct Prelude<'a> {
     pub(super) previous_chain: Option<PreviousChain>,
     /// What the spool lost while the agent was down.
     pub(super) spool_losses: &'a [Gap],
+    /// What this run pseudonymises, when it does.
+    pub(super) pseudonyms: Option<StartPseudonyms>,
 }
 
 impl Prelude<'_> {
@@ -96,6 +100,7 @@ impl Prelude<'_> {
             interfaces: attachments.iter().map(|a| a.iface.clone()).collect(),
             key_id: self.key_id.to_owned(),
             previous_chain: self.previous_chain.clone(),
+            pseudonyms: self.pseudonyms.clone(),
             version: env!("CARGO_PKG_VERSION"),
             watch_problems: watch_problems(self.startup),
             watched_files: self

@@ -97,6 +97,8 @@ fn apply(
             "audit.watch_files",
             new.audit.watch_files != running.audit.watch_files,
         ),
+        // Every record builder holds the pseudonymiser made at start.
+        ("privacy", new.privacy != running.privacy),
         // Groups own durable ack state in the spool; changing them while
         // records are in flight is done by a restart, which re-reads it.
         (

@@ -113,4 +113,9 @@ impl Topology {
     pub fn frontend_iface(&self) -> &str {
         &self.links[0].a.name
     }
+
+    /// The LB's interfaces toward the backends, in backend order.
+    pub fn backend_ifaces(&self) -> Vec<&str> {
+        self.links[1..].iter().map(|l| l.a.name.as_str()).collect()
+    }
 }

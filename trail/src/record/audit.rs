@@ -137,6 +137,9 @@ pub struct Start {
     /// first `agent-start`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub previous_chain: Option<PreviousChain>,
+    /// With `[privacy] pseudonymise_clients`: what this run pseudonymises.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pseudonyms: Option<StartPseudonyms>,
     /// The agent's version.
     pub version: &'static str,
     /// Watched paths that are not watched, not attributed or not readable,
@@ -145,6 +148,18 @@ pub struct Start {
     pub watch_problems: Vec<WatchProblem>,
     /// Watched files and their content now.
     pub watched_files: Vec<WatchedFile>,
+}
+
+/// `lbwitness.start.pseudonyms`: this run shows client pseudonyms; every
+/// address but these is pseudonymised.
+#[derive(Clone, Debug, Serialize)]
+pub struct StartPseudonyms {
+    /// `privacy.keep_networks`.
+    pub keep_networks: Vec<String>,
+    /// The pseudonym key's id, as pseudonymised records carry it.
+    pub key_id: String,
+    /// This host's addresses, read at start.
+    pub local_addresses: Vec<String>,
 }
 
 /// One interface in `lbwitness.start.capture`.

@@ -329,6 +329,9 @@ pub struct Extra {
     /// A key rotation.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub key: Option<audit::KeyRotation>,
+    /// Which addresses are pseudonyms (`[privacy] pseudonymise_clients`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub privacy: Option<PrivacyExtra>,
     /// An agent start.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub start: Option<audit::Start>,
@@ -357,6 +360,7 @@ impl Extra {
             && self.icmp.is_none()
             && self.kernel.is_none()
             && self.key.is_none()
+            && self.privacy.is_none()
             && self.start.is_none()
             && self.stop.is_none()
             && self.tcp_flags.is_none()
@@ -370,6 +374,20 @@ pub struct CaptureExtra {
     /// The XDP mode of the attachment that measured the flow: `native`
     /// counts wire packets; `generic` counts GRO/GSO super-packets as one.
     pub xdp_mode: &'static str,
+}
+
+/// `lbwitness.privacy` of a record that shows client pseudonyms in place
+/// of client addresses: IPv6 addresses in `100::/64` (RFC 6666, discard
+/// only) that stand for a client under the agent's pseudonym key.
+#[derive(Clone, Debug, Serialize)]
+pub struct PrivacyExtra {
+    /// The fields that hold a pseudonym, e.g. `["source.ip"]`.
+    pub fields: Vec<&'static str>,
+    /// The pseudonym key's public id: equal pseudonyms under equal ids are
+    /// one client.
+    pub key_id: String,
+    /// Always `true`.
+    pub pseudonymised: bool,
 }
 
 /// `lbwitness.icmp`.
