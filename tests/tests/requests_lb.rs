@@ -332,8 +332,10 @@ fn haproxy_tls_terminated_distinct_requests_all_map() {
 
 /// HAProxy in TCP mode, splicing or not: every client connection gets one
 /// record naming the backend connection the log names (`%bi:%bp` to
-/// `%si:%sp`), and there are no request records (a TCP proxy never parses
-/// HTTP, so the agent records connections only).
+/// `%si:%sp`). A splicing one has no request records (the agent sees it
+/// relay); a copying one carrying HTTP is told from an HTTP proxy by
+/// nothing the kernel sees, so its requests are recorded, each with its
+/// connection's backend.
 /// Returns the run and how many connections named their backend.
 fn haproxy_tcp_run(tag: &str, splice: Splice) -> (Captured, usize) {
     let run = capture_run(
@@ -351,10 +353,38 @@ fn haproxy_tcp_run(tag: &str, splice: Splice) -> (Captured, usize) {
             load.connections = 40;
         },
     );
-    assert!(
-        request_records(&run.records).is_empty(),
-        "a TCP-mode proxy's connections have no request records"
-    );
+    let requests = request_records(&run.records);
+    if splice != Splice::Always {
+        // A copying proxy forwards HTTP byte for byte both ways, as an HTTP
+        // proxy that rewrites nothing would: its requests are recorded,
+        // each with the backend the log names for its connection.
+        for r in &requests {
+            let entry = run
+                .log
+                .iter()
+                .find(|e| {
+                    r["source"]["ip"] == e.client.ip().to_string()
+                        && r["source"]["port"] == e.client.port()
+                })
+                .unwrap_or_else(|| panic!("no logged connection for {r}"));
+            let server = entry.server.unwrap();
+            assert_eq!(
+                r["destination"]["nat"]["ip"],
+                server.ip().to_string(),
+                "{r}"
+            );
+            assert_eq!(r["destination"]["nat"]["port"], server.port(), "{r}");
+        }
+        eprintln!(
+            "{tag}: {} request records, each to its connection's backend",
+            requests.len()
+        );
+    } else {
+        assert!(
+            requests.is_empty(),
+            "a splicing proxy's connections have no request records"
+        );
+    }
     let clients: Vec<&Value> = run
         .records
         .iter()

@@ -10,6 +10,16 @@
 //! pair identical in the request direction whose bytes then go through a
 //! pipe (splice).
 //!
+//! Not every HTTP proxy rewrites visibly, though: nginx in the lab, with
+//! `Host` as the client sent it and a backend that is nginx too, forwards
+//! heads byte for byte both ways (its own `Server` and `Date` are the
+//! backend's). So identity both ways makes a relay only when the client's
+//! first bytes are not an HTTP/1 request line (TLS passthrough, databases,
+//! any other protocol): HTTP carried by a copying proxy stays HTTP, and its
+//! requests are recorded and mapped as any other. A splice is the proxy's
+//! own word that it relays, so a twin that splices is a relay whatever it
+//! carries.
+//!
 //! The pairing is by content and thread (a relay forwards a stream on the
 //! thread that reads it, as the HTTP proxies do per request), so it is kept
 //! only when it is unique: a backend head identical to the heads of two
@@ -24,12 +34,35 @@ use std::{
 use super::sockets::ConnId;
 
 /// Shortest prefix two first chunks of different lengths must share (a
-/// relay may forward a client's first two reads in one write): shorter
-/// ones must be identical.
+/// relay may forward a client's first two reads in one write).
 const MIN_PREFIX: usize = 16;
+
+/// The captured start of a chunk, and whether it is the whole chunk. A
+/// vectored write is captured from its first buffer only (nginx writes a
+/// status line or request line there, and the rewritten headers after), so
+/// a short capture proves nothing about the rest of the chunk.
+#[derive(Clone, Copy, Debug)]
+pub struct Chunk<'a> {
+    /// The bytes captured.
+    pub bytes: &'a [u8],
+    /// Bytes the syscall moved.
+    pub total: u64,
+}
+
+impl Chunk<'_> {
+    fn whole(&self) -> bool {
+        self.bytes.len() as u64 == self.total
+    }
+}
 
 #[derive(Debug)]
 struct First {
+    /// Client: its first bytes start an HTTP/1 request line.
+    http: bool,
+    /// Whether `head` is the whole first chunk.
+    head_whole: bool,
+    /// Whether `reply` is the whole first answer chunk.
+    reply_whole: bool,
     tgid: u32,
     /// The thread that read (client) or wrote (backend) the head.
     tid: u32,
@@ -55,10 +88,36 @@ pub struct Relays {
 }
 
 /// Whether two first chunks are the same bytes, allowing one to be a
-/// longer read or write of the same stream.
-fn same(a: &[u8], b: &[u8]) -> bool {
+/// longer read or write of the same stream. Captures of equal length are
+/// compared whole (both whole chunks, or both cut at the capture limit);
+/// of different lengths, the shorter must be a whole chunk of at least
+/// [`MIN_PREFIX`] bytes, not a first buffer of a vectored write.
+fn same(a: (&[u8], bool), b: (&[u8], bool)) -> bool {
+    let ((a, a_whole), (b, b_whole)) = (a, b);
     let n = a.len().min(b.len());
-    n > 0 && a[..n] == b[..n] && (a.len() == b.len() || n >= MIN_PREFIX)
+    if n == 0 || a[..n] != b[..n] {
+        return false;
+    }
+    if a.len() == b.len() {
+        return a_whole == b_whole;
+    }
+    let shorter_whole = if a.len() < b.len() { a_whole } else { b_whole };
+    shorter_whole && n >= MIN_PREFIX
+}
+
+/// Whether `head` starts an HTTP/1 request line: a method token, a space,
+/// a target, a space and `HTTP/1.` (within the captured bytes).
+fn is_request_line(head: &[u8]) -> bool {
+    let line = head.split(|&b| b == b'\r').next().unwrap_or_default();
+    let mut parts = line.splitn(3, |&b| b == b' ');
+    let (Some(method), Some(target), Some(version)) = (parts.next(), parts.next(), parts.next())
+    else {
+        return false;
+    };
+    !method.is_empty()
+        && method.iter().all(u8::is_ascii_uppercase)
+        && !target.is_empty()
+        && version.starts_with(b"HTTP/1.")
 }
 
 impl Relays {
@@ -70,7 +129,8 @@ impl Relays {
     }
 
     /// Client connection `id` read its first bytes on thread `tid` of `tgid`.
-    pub fn client_head(&mut self, id: ConnId, tgid: u32, tid: u32, head: &[u8]) {
+    pub fn client_head(&mut self, id: ConnId, tgid: u32, tid: u32, chunk: Chunk<'_>) {
+        let head = chunk.bytes;
         if head.is_empty() || self.firsts.contains_key(&id) {
             return;
         }
@@ -79,6 +139,9 @@ impl Relays {
         self.firsts.insert(
             id,
             First {
+                http: is_request_line(head),
+                head_whole: chunk.whole(),
+                reply_whole: false,
                 tgid,
                 tid,
                 head: head.to_vec(),
@@ -92,7 +155,8 @@ impl Relays {
     /// Backend connection `id` wrote its first bytes on thread `tid` of
     /// `tgid`: it pairs with the one unpaired client whose head that
     /// thread read is the same.
-    pub fn backend_head(&mut self, id: ConnId, tgid: u32, tid: u32, head: &[u8]) {
+    pub fn backend_head(&mut self, id: ConnId, tgid: u32, tid: u32, chunk: Chunk<'_>) {
+        let head = chunk.bytes;
         if head.is_empty() || self.firsts.contains_key(&id) {
             return;
         }
@@ -104,9 +168,9 @@ impl Relays {
             .flatten()
             .copied()
             .filter(|c| {
-                self.firsts
-                    .get(c)
-                    .is_some_and(|f| f.tid == tid && same(&f.head, head))
+                self.firsts.get(c).is_some_and(|f| {
+                    f.tid == tid && same((&f.head, f.head_whole), (head, chunk.whole()))
+                })
             })
             .collect();
         let twin = match matches.as_slice() {
@@ -122,6 +186,9 @@ impl Relays {
         self.firsts.insert(
             id,
             First {
+                http: false,
+                head_whole: chunk.whole(),
+                reply_whole: false,
                 tgid,
                 tid,
                 head: head.to_vec(),
@@ -133,21 +200,27 @@ impl Relays {
     }
 
     /// Backend connection `id` read its first bytes back.
-    pub fn backend_reply(&mut self, id: ConnId, reply: &[u8]) {
+    pub fn backend_reply(&mut self, id: ConnId, reply: Chunk<'_>) {
         if let Some(f) = self.firsts.get_mut(&id)
             && f.twin.is_some()
             && f.reply.is_none()
         {
-            f.reply = Some(reply.to_vec());
+            f.reply = Some(reply.bytes.to_vec());
+            f.reply_whole = reply.whole();
         }
     }
 
     /// Client connection `id` wrote its first bytes: its twin backend, when
-    /// they are that backend's first answer (the pair is a relay).
-    pub fn client_reply(&self, id: ConnId, reply: &[u8]) -> Option<ConnId> {
+    /// they are that backend's first answer and the client's first bytes
+    /// were not HTTP (the pair is a relay).
+    pub fn client_reply(&self, id: ConnId, reply: Chunk<'_>) -> Option<ConnId> {
+        if self.firsts.get(&id)?.http {
+            return None;
+        }
         let b = self.twin(id)?;
-        let theirs = self.firsts.get(&b)?.reply.as_deref()?;
-        same(theirs, reply).then_some(b)
+        let f = self.firsts.get(&b)?;
+        let theirs = f.reply.as_deref()?;
+        same((theirs, f.reply_whole), (reply.bytes, reply.whole())).then_some(b)
     }
 
     /// The connection whose first request bytes were the same as `id`'s.
@@ -195,17 +268,32 @@ mod tests {
     const REQ: &[u8] = b"GET /a HTTP/1.1\r\nHost: x\r\n\r\n";
     const RESP: &[u8] = b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n";
 
+    /// A whole chunk.
+    fn ch(bytes: &[u8]) -> Chunk<'_> {
+        Chunk {
+            bytes,
+            total: bytes.len() as u64,
+        }
+    }
+
     #[test]
-    fn identical_heads_both_ways_are_a_relay() {
+    fn identical_heads_both_ways_are_a_relay_unless_they_are_http() {
         let mut r = Relays::default();
-        r.client_head(1, 100, 1, REQ);
-        r.backend_head(2, 100, 1, REQ);
+        r.client_head(1, 100, 1, ch(REQ));
+        r.backend_head(2, 100, 1, ch(REQ));
         assert_eq!(r.twin(1), Some(2));
         assert_eq!(r.twin(2), Some(1));
-        r.backend_reply(2, RESP);
-        assert_eq!(r.client_reply(1, RESP), Some(2));
+        r.backend_reply(2, ch(RESP));
+        assert_eq!(r.client_reply(1, ch(RESP)), None, "HTTP stays HTTP");
+        let hello = b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03 random bytes of a hello";
+        r.client_head(5, 100, 1, ch(hello));
+        r.backend_head(6, 100, 1, ch(hello));
+        r.backend_reply(6, ch(b"\x16\x03\x03 server hello"));
+        assert_eq!(r.client_reply(5, ch(b"\x16\x03\x03 server hello")), Some(6));
+        r.forget(5);
+        r.forget(6);
         assert_eq!(
-            r.client_reply(1, b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n"),
+            r.client_reply(1, ch(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n")),
             None
         );
         r.forget(1);
@@ -217,39 +305,70 @@ mod tests {
     #[test]
     fn a_rewritten_head_another_process_or_two_identical_clients_pair_nothing() {
         let mut r = Relays::default();
-        r.client_head(1, 100, 1, REQ);
-        r.backend_head(2, 100, 1, b"GET /a HTTP/1.1\r\nhost: x\r\n\r\n");
+        r.client_head(1, 100, 1, ch(REQ));
+        r.backend_head(2, 100, 1, ch(b"GET /a HTTP/1.1\r\nhost: x\r\n\r\n"));
         assert_eq!(r.twin(1), None, "rewritten");
-        r.backend_head(3, 101, 1, REQ);
+        r.backend_head(3, 101, 1, ch(REQ));
         assert_eq!(r.twin(1), None, "another process");
-        r.client_head(4, 100, 1, REQ);
-        r.backend_head(5, 100, 1, REQ);
+        r.client_head(4, 100, 1, ch(REQ));
+        r.backend_head(5, 100, 1, ch(REQ));
         assert_eq!((r.twin(1), r.twin(4), r.twin(5)), (None, None, None));
         // Another thread's identical client is no candidate.
-        r.client_head(6, 100, 2, REQ);
-        r.client_head(7, 100, 3, REQ);
-        r.backend_head(8, 100, 3, REQ);
+        r.client_head(6, 100, 2, ch(REQ));
+        r.client_head(7, 100, 3, ch(REQ));
+        r.backend_head(8, 100, 3, ch(REQ));
         assert_eq!((r.twin(6), r.twin(7)), (None, Some(8)));
     }
 
     #[test]
     fn a_forwarded_write_may_join_two_reads_but_a_short_prefix_is_not_enough() {
         let mut r = Relays::default();
-        r.client_head(1, 100, 1, &REQ[..20]);
-        r.backend_head(2, 100, 1, REQ);
+        r.client_head(1, 100, 1, ch(&REQ[..20]));
+        r.backend_head(2, 100, 1, ch(REQ));
         assert_eq!(r.twin(1), Some(2));
-        r.client_head(3, 100, 1, b"GET ");
-        r.backend_head(4, 100, 1, b"GET /b");
+        r.client_head(3, 100, 1, ch(b"GET "));
+        r.backend_head(4, 100, 1, ch(b"GET /b"));
         assert_eq!(r.twin(3), None);
-        assert!(!same(b"", b""));
+        assert!(!same((b"", true), (b"", true)));
+        assert!(is_request_line(REQ) && is_request_line(b"PRI * HTTP/1.1"));
+        assert!(!is_request_line(b"\x16\x03\x01") && !is_request_line(b"get / HTTP/1.1"));
+    }
+
+    /// nginx writes the upstream request with writev: the capture is its
+    /// first buffer (the request line), the same start as the client's
+    /// request but not the same bytes. No twin.
+    #[test]
+    fn a_first_buffer_of_a_vectored_write_is_no_proof() {
+        let mut r = Relays::default();
+        r.client_head(1, 100, 1, ch(REQ));
+        let line = &REQ[..17];
+        r.backend_head(
+            2,
+            100,
+            1,
+            Chunk {
+                bytes: line,
+                total: 200,
+            },
+        );
+        assert_eq!(r.twin(1), None);
+        // Both cut at the capture limit: compared whole.
+        let long = [b'x'; 300];
+        let cut = |id: u64| Chunk {
+            bytes: &long[..256],
+            total: 300 + id,
+        };
+        r.client_head(3, 100, 1, cut(0));
+        r.backend_head(4, 100, 1, cut(1));
+        assert_eq!(r.twin(3), Some(4));
     }
 
     #[test]
     fn a_paired_client_is_not_paired_again() {
         let mut r = Relays::default();
-        r.client_head(1, 100, 1, REQ);
-        r.backend_head(2, 100, 1, REQ);
-        r.backend_head(3, 100, 1, REQ);
+        r.client_head(1, 100, 1, ch(REQ));
+        r.backend_head(2, 100, 1, ch(REQ));
+        r.backend_head(3, 100, 1, ch(REQ));
         assert_eq!((r.twin(1), r.twin(3)), (Some(2), None));
     }
 }

@@ -316,26 +316,31 @@ impl Stage {
                 warn!(pid, %err, "could not stop following a process");
             }
         }
+        // Every new process into the filter first, then their snapshots:
+        // reading /proc takes milliseconds per process, and a process not
+        // yet in the filter loses its events meanwhile.
+        let mut followed = Vec::new();
         for pid in &changes.added {
             match self.filter.add(*pid) {
-                Ok(()) => {
-                    // Read after the filter took it: a socket opened or
-                    // closed from here on is also an event, which the
-                    // tracker orders against this snapshot.
-                    let at = monotonic_ns();
-                    let seed = seed::read(self.processes.proc_root(), *pid);
-                    info!(
-                        pid,
-                        older_connections = seed.conns.len(),
-                        older_pipes = seed.pipes.len(),
-                        "following a load-balancer process"
-                    );
-                    self.reorder.push(at, Input::Seed { tgid: *pid, seed });
-                }
+                Ok(()) => followed.push(*pid),
                 Err(err) => {
                     warn!(pid, %err, "could not follow a load-balancer process; its requests are not captured")
                 }
             }
+        }
+        for pid in followed {
+            // Read after the filter took it: a socket opened or closed from
+            // here on is also an event, which the tracker orders against
+            // this snapshot.
+            let at = monotonic_ns();
+            let seed = seed::read(self.processes.proc_root(), pid);
+            info!(
+                pid,
+                older_connections = seed.conns.len(),
+                older_pipes = seed.pipes.len(),
+                "following a load-balancer process"
+            );
+            self.reorder.push(at, Input::Seed { tgid: pid, seed });
         }
     }
 

@@ -21,7 +21,7 @@ use super::{
     http::{self, Dir, Message, RequestHead, ResponseHead},
     input::{Call, CallKind, Data, Input, Layer, Splice, TcpKind, TcpState, Thread, Way},
     pipes::{Drained, Pipes},
-    relay::Relays,
+    relay::{Chunk, Relays},
     seed::Seed,
     sockets::{Bound, ConnId, Ends, Role, Table, Tuple, Tuples},
 };
@@ -520,6 +520,41 @@ impl Tracker {
             (_, Way::Recv) => conn.bytes_in += d.total,
             (_, Way::Send) => conn.bytes_out += d.total,
         }
+        if conn.relayed {
+            return;
+        }
+        // The first chunk each way tells a TCP relay (see `relay`): wire
+        // bytes only, TLS records included (a TLS passthrough is a relay).
+        if d.layer == Layer::Wire
+            && !conn.lost
+            && let Some(role) = conn.role()
+        {
+            let tgid = d.thread.tgid;
+            let chunk = Chunk {
+                bytes: &d.captured,
+                total: d.total,
+            };
+            match (role, d.way) {
+                (Role::Client, Way::Recv) if conn.bytes_in == d.total => {
+                    self.relays.client_head(id, tgid, d.thread.tid, chunk);
+                }
+                (Role::Backend, Way::Send) if conn.bytes_out == d.total => {
+                    self.relays.backend_head(id, tgid, d.thread.tid, chunk);
+                }
+                (Role::Backend, Way::Recv) if conn.bytes_in == d.total => {
+                    self.relays.backend_reply(id, chunk);
+                }
+                (Role::Client, Way::Send) if conn.bytes_out == d.total => {
+                    if let Some(backend) = self.relays.client_reply(id, chunk) {
+                        return self.relay(id, backend, out);
+                    }
+                }
+                _ => {}
+            }
+        }
+        let Some(conn) = self.conns.get_mut(&id) else {
+            return;
+        };
         // TLS records never reach the framer: a syscall inside an SSL
         // call, or a handshake record (0x16) before anything was framed.
         // Then only the plaintext is framed.
@@ -545,28 +580,6 @@ impl Tracker {
         };
         if conn.lost || conn.relayed {
             return;
-        }
-        // The first chunk each way tells a TCP relay (see `relay`).
-        if !conn.tls {
-            let tgid = d.thread.tgid;
-            match (role, d.way) {
-                (Role::Client, Way::Recv) if conn.bytes_in == d.total => {
-                    self.relays.client_head(id, tgid, d.thread.tid, &d.captured);
-                }
-                (Role::Backend, Way::Send) if conn.bytes_out == d.total => {
-                    self.relays
-                        .backend_head(id, tgid, d.thread.tid, &d.captured);
-                }
-                (Role::Backend, Way::Recv) if conn.bytes_in == d.total => {
-                    self.relays.backend_reply(id, &d.captured);
-                }
-                (Role::Client, Way::Send) if conn.bytes_out == d.total => {
-                    if let Some(backend) = self.relays.client_reply(id, &d.captured) {
-                        return self.relay(id, backend, out);
-                    }
-                }
-                _ => {}
-            }
         }
         let Some(conn) = self.conns.get_mut(&id) else {
             return;

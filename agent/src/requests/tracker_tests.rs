@@ -838,9 +838,10 @@ fn a_pipe_in_doubt_links_no_backend() {
     assert_eq!(clients.iter().map(|c| c.bytes_in).sum::<u64>(), 30);
 }
 
-/// A TCP-mode proxy that copies with read and write: the first bytes each
-/// way are the same on both connections, so the pair is a relay: no
-/// request records, and the client's record names the backend.
+/// A TCP-mode proxy that copies a protocol other than HTTP (here a TLS
+/// passthrough) with read and write: the first bytes each way are the same
+/// on both connections, so the pair is a relay, and the client's record
+/// names the backend.
 #[test]
 fn a_copying_tcp_relay_names_its_backend_and_has_no_request_records() {
     let thread = Thread { tgid: TGID, tid: 7 };
@@ -848,8 +849,8 @@ fn a_copying_tcp_relay_names_its_backend_and_has_no_request_records() {
     let client: SocketAddr = "203.0.113.9:40000".parse().unwrap();
     let (server, lb_src) = server(1);
     let (cfd, bfd, csk, bsk) = (30, 31, 0xc1, 0xb1);
-    let req = b"GET /x HTTP/1.1\r\nHost: shop.example\r\nUser-Agent: sim/1\r\n\r\n";
-    let resp = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok";
+    let req = b"\x16\x03\x01\x00\xc8\x01\x00\x00\xc4\x03\x03 a client hello's random";
+    let resp = b"\x16\x03\x03\x00\x7a\x02\x00\x00\x76\x03\x03 a server hello";
     let data = |fd, sk, way, bytes: &[u8]| {
         Input::Data(Data {
             thread,
