@@ -71,6 +71,22 @@ pub fn key_id(key: &VerifyingKey) -> String {
     hex::encode(Sha256::digest(key.as_bytes()))
 }
 
+/// Writes `bytes` to `path` through a private (0600) temporary file that is
+/// synced and renamed: a key is never readable by others, not even for an
+/// instant, and never half-written.
+pub fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    let tmp = path.with_extension("tmp");
+    let _ = std::fs::remove_file(&tmp);
+    let mut file = OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&tmp)?;
+    file.write_all(bytes)?;
+    file.sync_all()?;
+    std::fs::rename(&tmp, path)
+}
+
 /// Where the public half of `private` is written: `<private>.pub`.
 pub fn public_path(private: &Path) -> PathBuf {
     let mut name = private.as_os_str().to_owned();
@@ -101,19 +117,7 @@ pub fn generate(path: &Path, force: bool) -> Result<SigningKey, KeyError> {
     if path.exists() && !force {
         return Err(KeyError::Exists(path.to_owned()));
     }
-    // Written to a private temporary file, then renamed: the key is never
-    // readable by others, not even for an instant, and never half-written.
-    let tmp = path.with_extension("tmp");
-    let _ = std::fs::remove_file(&tmp);
-    let mut file = OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(&tmp)
-        .map_err(io)?;
-    file.write_all(pem.as_bytes()).map_err(io)?;
-    file.sync_all().map_err(io)?;
-    std::fs::rename(&tmp, path).map_err(io)?;
+    write_private(path, pem.as_bytes()).map_err(io)?;
     let pub_path = public_path(path);
     std::fs::write(&pub_path, public.as_bytes()).map_err(|error| KeyError::Io {
         path: pub_path,

@@ -5,9 +5,8 @@
 //! a new pseudonym (and records carry the new `lbwitness.privacy.key_id`).
 
 use std::{
-    fs::OpenOptions,
-    io::{Read as _, Write as _},
-    os::unix::fs::{MetadataExt as _, OpenOptionsExt as _},
+    io::Read as _,
+    os::unix::fs::MetadataExt as _,
     path::{Path, PathBuf},
 };
 
@@ -109,17 +108,7 @@ fn create(path: &Path) -> Result<[u8; KEY_BYTES], KeyError> {
     };
     let mut key = [0u8; KEY_BYTES];
     getrandom::fill(&mut key).map_err(|e| KeyError::Random(e.to_string()))?;
-    let tmp = path.with_extension("key.tmp");
-    let _ = std::fs::remove_file(&tmp);
-    let mut file = OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(&tmp)
-        .map_err(io)?;
-    file.write_all(&key).map_err(io)?;
-    file.sync_all().map_err(io)?;
-    std::fs::rename(&tmp, path).map_err(io)?;
+    lbwitness_trail::keys::write_private(path, &key).map_err(io)?;
     // The rename is durable before any pseudonym made with the key is: a
     // power loss must not bring back no key (a new one would change every
     // client's pseudonym without anyone deleting the file).
