@@ -74,6 +74,7 @@ pub fn key_id(key: &VerifyingKey) -> String {
 /// Writes `bytes` to `path` through a private (0600) temporary file that is
 /// synced and renamed: a key is never readable by others, not even for an
 /// instant, and never half-written.
+#[cfg(unix)]
 pub fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     let tmp = path.with_extension("tmp");
     let _ = std::fs::remove_file(&tmp);
