@@ -39,6 +39,12 @@ pub mod names {
         /// Read-only global (`u32`): payload bytes captured per data event
         /// (at most [`crate::request::DATA_MAX`]).
         pub const CAPTURE_GLOBAL: &str = "CAPTURE";
+        /// Read-only global (`u32`): bytes waiting in the ring at which a
+        /// send wakes the reader. Below, sends do not wake it (a wakeup per
+        /// event cost the load balancer an interrupt and the agent a
+        /// context switch each) and the reader polls on a timer; 0 wakes
+        /// it on every send.
+        pub const WAKE_GLOBAL: &str = "WAKE_BYTES";
         /// Read-only global (`u32`): offset of `skc_v6_daddr` in `struct
         /// sock_common`, from the kernel's BTF; 0 when unknown, and the
         /// kprobe on tcp_set_state then skips IPv6 sockets (counted).

@@ -10,7 +10,10 @@ use agent_common::{
     event::{EventHeader, EventKind},
     request::{DATA_MAX, DataEvent, RequestCounter, SockStateEvent, syscall, tcp_state},
 };
-use aya_ebpf::helpers::{bpf_get_current_pid_tgid, bpf_ktime_get_ns, bpf_probe_read_user_buf};
+use aya_ebpf::{
+    bindings::{BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP},
+    helpers::{bpf_get_current_pid_tgid, bpf_ktime_get_ns, bpf_probe_read_user_buf},
+};
 
 use crate::req_maps::{PROCS, REQ_EVENTS, REQ_LOST, REQ_ON, REQ_SCRATCH, SOCKS, count};
 
@@ -18,6 +21,29 @@ use crate::req_maps::{PROCS, REQ_EVENTS, REQ_LOST, REQ_ON, REQ_SCRATCH, SOCKS, c
 /// time (`names::requests::CAPTURE_GLOBAL`), at most `DATA_MAX`.
 #[unsafe(no_mangle)]
 static CAPTURE: u32 = agent_common::request::CAPTURE_DEFAULT;
+
+/// Bytes waiting at which a send wakes the reader
+/// (`names::requests::WAKE_GLOBAL`); 0 wakes it on every send.
+#[unsafe(no_mangle)]
+static WAKE_BYTES: u32 = 0;
+
+/// `bpf_ringbuf_output` flags: wake the reader only once
+/// [`WAKE_BYTES`] wait. The reader polls on a timer for less, and since it
+/// holds every event for the reorder window anyway, waking it sooner buys
+/// nothing.
+#[inline(always)]
+fn wake_flags() -> u64 {
+    // SAFETY: a plain read of a static the loader rewrites in .rodata.
+    let wake = unsafe { core::ptr::read_volatile(&raw const WAKE_BYTES) };
+    if wake == 0 {
+        return 0;
+    }
+    if REQ_EVENTS.query(u64::from(BPF_RB_AVAIL_DATA)) >= u64::from(wake) {
+        u64::from(BPF_RB_FORCE_WAKEUP)
+    } else {
+        u64::from(BPF_RB_NO_WAKEUP)
+    }
+}
 
 /// The capture limit, read volatile so the default is not folded in.
 #[inline(always)]
@@ -110,7 +136,7 @@ fn taking() -> bool {
 #[inline(always)]
 pub fn send<T>(event: &T) {
     if taking() {
-        settle(REQ_EVENTS.output::<T>(event, 0).is_ok());
+        settle(REQ_EVENTS.output::<T>(event, wake_flags()).is_ok());
     }
 }
 
@@ -128,7 +154,7 @@ fn send_data(event: *mut DataEvent, captured: u32) {
             .min(agent_common::request::DATA_MAX as u64);
     // SAFETY: `event` is the per-CPU scratch value, at least `len` bytes.
     let bytes = unsafe { core::slice::from_raw_parts(event.cast::<u8>(), len as usize) };
-    let rc = REQ_EVENTS.output::<[u8]>(bytes, 0).is_ok();
+    let rc = REQ_EVENTS.output::<[u8]>(bytes, wake_flags()).is_ok();
     settle(rc);
 }
 

@@ -15,6 +15,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use integration_tests::agent::Agent;
+use integration_tests::lb::cgroup::TestCgroup;
 use integration_tests::lb::client::{Load, LoadReport, Requests};
 use integration_tests::lb::compare::{Comparison, compare};
 use integration_tests::lb::haproxy::{Haproxy, HaproxyConfig, Reuse, Splice};
@@ -550,4 +551,63 @@ fn haproxy_connection_close_clients_distinct_all_map() {
     });
     assert_sound(&c);
     assert_eq!(c.mapped, c.total, "{c}");
+}
+
+/// `[requests] cgroups`: HAProxy runs from a copy no default process name
+/// selects, in a cgroup below the configured one, and only the cgroup
+/// makes the agent follow it. Every request maps, and every record names
+/// that process and no other.
+#[test]
+fn haproxy_in_a_configured_cgroup_is_followed_under_any_name() {
+    require_root();
+    let cgroup = TestCgroup::new(&format!("lbw-test-{}", std::process::id()), "edge").unwrap();
+    let bin = integration_tests::Scratch::path("edge-bin");
+    std::fs::create_dir(&bin.0).unwrap();
+    let mut config = HaproxyConfig::http();
+    config.executable = Some(
+        integration_tests::lb::daemon::renamed_copy(
+            std::path::Path::new(integration_tests::lb::haproxy::HAPROXY),
+            &bin.0,
+            "lbw-edge",
+        )
+        .unwrap(),
+    );
+    let agent_config = format!("[requests]\ncgroups = [\"{}\"]\n", cgroup.path());
+    let pid = std::cell::Cell::new(0);
+    let captured = capture_run(
+        "rqcg",
+        &agent_config,
+        |lab| {
+            let lb = Haproxy::start(lab, config).unwrap();
+            // HAProxy runs as one process (`-db`): moving it moves all
+            // its threads, before the agent starts.
+            pid.set(lb.pid().unwrap());
+            cgroup.add(pid.get()).unwrap();
+            lb
+        },
+        |lb| (lb.config.frontends()[0], None),
+        |lb, report| lb.log_entries(report.exchanges.len(), LOG_WAIT).unwrap(),
+        |load| {
+            load.requests = 120;
+            load.connections = 12;
+        },
+    );
+    let c = &captured.comparison;
+    assert_sound(c);
+    assert_eq!(c.total, 120, "{c}");
+    assert_eq!(c.mapped, c.total, "{c}");
+    let cgroup_line =
+        std::fs::read_to_string(format!("/proc/{}/cgroup", std::process::id())).unwrap_or_default();
+    assert!(
+        !cgroup_line.contains(&cgroup.child_path()),
+        "the test itself must stay outside"
+    );
+    for r in captured.records.iter().filter(|r| {
+        r["event"]["dataset"]
+            .as_str()
+            .is_some_and(|d| d.starts_with("lbwitness.request") || d == "lbwitness.connection")
+    }) {
+        assert_eq!(r["process"]["pid"], pid.get(), "{r}");
+        assert_eq!(r["process"]["name"], "lbw-edge", "{r}");
+    }
 }

@@ -52,6 +52,9 @@ pub struct RequestSettings {
     /// The TLS libraries to probe; empty: `libssl.so.3` where the dynamic
     /// loader finds it.
     tls_libraries: Vec<std::path::PathBuf>,
+    /// Bytes waiting at which a send wakes the reader; 0 (the default)
+    /// wakes it on every send.
+    wake_bytes: u32,
 }
 
 /// An invalid [`RequestSettings`] value.
@@ -81,7 +84,16 @@ impl RequestSettings {
             ring_bytes,
             capture_bytes,
             tls_libraries: Vec::new(),
+            wake_bytes: 0,
         })
+    }
+
+    /// Sends wake the reader only once an eighth of the ring waits: for a
+    /// reader that also polls on a timer (the agent's), which then takes
+    /// a batch per wakeup instead of an event or two.
+    pub fn with_batched_wakeups(mut self) -> Self {
+        self.wake_bytes = self.ring_bytes / 8;
+        self
     }
 
     /// Probes these libssl builds (e.g. a load balancer's own OpenSSL
@@ -108,6 +120,7 @@ impl Default for RequestSettings {
             ring_bytes: Self::DEFAULT_RING_BYTES,
             capture_bytes: agent_common::request::CAPTURE_DEFAULT,
             tls_libraries: Vec::new(),
+            wake_bytes: 0,
         }
     }
 }
@@ -208,7 +221,8 @@ impl RequestProbes {
             .set(
                 EbpfLoader::new()
                     .map_max_entries(names::EVENTS_MAP, settings.ring_bytes)
-                    .override_global(names::CAPTURE_GLOBAL, &settings.capture_bytes, true),
+                    .override_global(names::CAPTURE_GLOBAL, &settings.capture_bytes, true)
+                    .override_global(names::WAKE_GLOBAL, &settings.wake_bytes, true),
             )
             .load(REQUEST_OBJECT)?;
         let mut attacher = Attacher {

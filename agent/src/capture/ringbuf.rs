@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use agent_common::flow::FlowEvent;
 use aya::maps::{MapData, RingBuf};
-use tokio::{io::unix::AsyncFd, sync::mpsc};
+use tokio::{io::unix::AsyncFd, sync::mpsc, time::Duration};
 use tokio_util::sync::CancellationToken;
 
 use crate::{
@@ -27,43 +27,66 @@ pub async fn run(
     telemetry: Arc<Telemetry>,
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
-    read(ring, tx, shutdown, |ring| read_batch(ring, &telemetry)).await
+    read(ring, tx, shutdown, None, |ring| {
+        read_batch(ring, &telemetry)
+    })
+    .await
 }
 
-/// The reader loop of any ring buffer: waits for epoll readiness, hands
-/// each batch `read_batch` decodes to `tx`, and after `shutdown` drains
-/// what is left. A full `tx` makes it wait, never drop.
+/// The reader loop of any ring buffer: waits for epoll readiness, or
+/// with `poll` also for that interval to pass (for a ring whose producers
+/// do not wake the reader on every event), hands each batch `read_batch`
+/// decodes to `tx`, and after `shutdown` drains what is left. A full `tx`
+/// makes it wait, never drop.
 pub async fn read<E>(
     ring: RingBuf<MapData>,
     tx: mpsc::Sender<Vec<E>>,
     shutdown: CancellationToken,
+    poll: Option<Duration>,
     mut read_batch: impl FnMut(&mut RingBuf<MapData>) -> Vec<E>,
 ) -> std::io::Result<()> {
     // SAFETY: the ring buffer owns its map fd and keeps it open, unchanged,
     // for as long as the AsyncFd owns the ring buffer.
     let mut fd = unsafe { AsyncFd::register_with_interest(ring, tokio::io::Interest::READABLE) }
         .map_err(std::io::Error::from)?;
+    let mut tick = tokio::time::interval(poll.unwrap_or(Duration::from_secs(3600)));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
-        let mut guard = tokio::select! {
+        let woken = tokio::select! {
             () = shutdown.cancelled() => break,
-            guard = fd.readable_mut() => guard?,
+            guard = fd.readable_mut() => Some(guard?),
+            _ = tick.tick(), if poll.is_some() => None,
         };
-        loop {
-            let batch = read_batch(guard.get_inner_mut());
-            if batch.is_empty() {
-                break;
+        let open = match woken {
+            Some(mut guard) => {
+                let open = drain(guard.get_inner_mut(), &tx, &mut read_batch).await;
+                guard.clear_ready();
+                open
             }
-            if tx.send(batch).await.is_err() {
-                return Ok(());
-            }
+            None => drain(fd.get_mut(), &tx, &mut read_batch).await,
+        };
+        if !open {
+            return Ok(());
         }
-        guard.clear_ready();
     }
     // The program is detached by now: whatever the ring holds is final.
+    drain(fd.get_mut(), &tx, &mut read_batch).await;
+    Ok(())
+}
+
+/// Hands `tx` batches until the ring is empty; false once `tx` is closed.
+async fn drain<E>(
+    ring: &mut RingBuf<MapData>,
+    tx: &mpsc::Sender<Vec<E>>,
+    read_batch: &mut impl FnMut(&mut RingBuf<MapData>) -> Vec<E>,
+) -> bool {
     loop {
-        let batch = read_batch(fd.get_mut());
-        if batch.is_empty() || tx.send(batch).await.is_err() {
-            return Ok(());
+        let batch = read_batch(ring);
+        if batch.is_empty() {
+            return true;
+        }
+        if tx.send(batch).await.is_err() {
+            return false;
         }
     }
 }

@@ -40,8 +40,13 @@ pub struct RequestsFile {
     /// Capture requests at all. Default on.
     pub enabled: Option<bool>,
     /// Executable names (matched against the executable's file name) or
-    /// absolute paths of the load-balancer processes.
+    /// absolute paths of the load-balancer processes. Default haproxy,
+    /// nginx and envoy, unless `cgroups` is given.
     pub processes: Option<Vec<String>>,
+    /// cgroups whose processes (and those of every cgroup below) are the
+    /// load balancer, as `/proc/<pid>/cgroup` and `systemctl status` show
+    /// them: `/system.slice/haproxy.service`. Default none.
+    pub cgroups: Option<Vec<String>>,
     /// Bytes copied from each read and write, 64 to 1024.
     pub capture_bytes: Option<u32>,
     /// The request events' ring buffer, a power of two.
@@ -70,6 +75,8 @@ pub struct RequestSettings {
     pub enabled: bool,
     /// See [`RequestsFile::processes`].
     pub processes: Vec<String>,
+    /// See [`RequestsFile::cgroups`], without trailing `/`.
+    pub cgroups: Vec<String>,
     /// See [`RequestsFile::capture_bytes`].
     pub capture_bytes: u32,
     /// See [`RequestsFile::ring_buffer_bytes`].
@@ -85,9 +92,19 @@ pub struct RequestSettings {
 impl RequestSettings {
     /// Validates `file`; an error is `(key, problem)`.
     pub fn try_new(file: RequestsFile) -> Result<Self, (&'static str, String)> {
-        let processes = file
-            .processes
-            .unwrap_or_else(|| DEFAULT_PROCESSES.iter().map(|s| (*s).to_owned()).collect());
+        let cgroups = file
+            .cgroups
+            .unwrap_or_default()
+            .into_iter()
+            .map(|c| cgroup(&c).map_err(|why| ("requests.cgroups", format!("has `{c}`: {why}"))))
+            .collect::<Result<Vec<_>, _>>()?;
+        let processes = file.processes.unwrap_or_else(|| {
+            if cgroups.is_empty() {
+                DEFAULT_PROCESSES.iter().map(|s| (*s).to_owned()).collect()
+            } else {
+                Vec::new()
+            }
+        });
         for p in &processes {
             let path_like = p.contains('/');
             if p.is_empty() || (path_like && !p.starts_with('/')) || p.contains('\0') {
@@ -135,6 +152,7 @@ impl RequestSettings {
             exact_tag: file.exact_tag.unwrap_or(false),
             enabled: file.enabled.unwrap_or(true),
             processes,
+            cgroups,
             capture_bytes,
             ring_buffer_bytes,
             privacy: Privacy {
@@ -152,6 +170,34 @@ impl RequestSettings {
             },
         })
     }
+}
+
+/// A configured cgroup path, normalised (no trailing `/`), or why not.
+fn cgroup(c: &str) -> Result<String, &'static str> {
+    let trimmed = c.trim_end_matches('/');
+    if !c.starts_with('/') || c.contains('\0') {
+        return Err(
+            "give the path as /proc/<pid>/cgroup shows it, e.g. /system.slice/haproxy.service",
+        );
+    }
+    if trimmed.is_empty() {
+        return Err(
+            "the root cgroup holds every process on the host, the agent's too; name the load balancer's own",
+        );
+    }
+    if trimmed.starts_with("/sys/fs/cgroup/") {
+        return Err(
+            "give the path below the cgroup mount, as /proc/<pid>/cgroup shows it, without /sys/fs/cgroup",
+        );
+    }
+    if trimmed
+        .split('/')
+        .skip(1)
+        .any(|part| part.is_empty() || part == "." || part == "..")
+    {
+        return Err("has an empty, `.` or `..` component");
+    }
+    Ok(trimmed.to_owned())
 }
 
 impl Default for RequestSettings {
@@ -172,6 +218,24 @@ mod tests {
         assert_eq!(s.processes, ["haproxy", "nginx", "envoy"]);
         assert_eq!(s.capture_bytes, 256);
         assert_eq!(s.privacy.query, QueryMode::None);
+    }
+
+    #[test]
+    fn cgroups_alone_trace_only_their_processes() {
+        let s = RequestSettings::try_new(RequestsFile {
+            cgroups: Some(vec!["/system.slice/haproxy.service/".into()]),
+            ..Default::default()
+        })
+        .unwrap();
+        assert_eq!(s.cgroups, ["/system.slice/haproxy.service"]);
+        assert!(s.processes.is_empty(), "no default names beside cgroups");
+        let both = RequestSettings::try_new(RequestsFile {
+            cgroups: Some(vec!["/lb.slice".into()]),
+            processes: Some(vec!["haproxy".into()]),
+            ..Default::default()
+        })
+        .unwrap();
+        assert_eq!(both.processes, ["haproxy"]);
     }
 
     #[test]
@@ -197,6 +261,22 @@ mod tests {
                 tls_libraries: Some(vec!["libssl.so.3".into()]),
                 ..Default::default()
             },
+            RequestsFile {
+                cgroups: Some(vec!["system.slice/haproxy.service".into()]),
+                ..Default::default()
+            },
+            RequestsFile {
+                cgroups: Some(vec!["/".into()]),
+                ..Default::default()
+            },
+            RequestsFile {
+                cgroups: Some(vec!["/sys/fs/cgroup/system.slice".into()]),
+                ..Default::default()
+            },
+            RequestsFile {
+                cgroups: Some(vec!["/a/../b".into()]),
+                ..Default::default()
+            },
         ];
         let keys: Vec<_> = bad
             .into_iter()
@@ -209,7 +289,11 @@ mod tests {
                 "requests.processes",
                 "requests.ring_buffer_bytes",
                 "requests.max_path_bytes",
-                "requests.tls_libraries"
+                "requests.tls_libraries",
+                "requests.cgroups",
+                "requests.cgroups",
+                "requests.cgroups",
+                "requests.cgroups"
             ]
         );
     }

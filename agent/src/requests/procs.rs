@@ -5,6 +5,12 @@
 //! kernel adds forked children of a traced process itself (new workers
 //! after a reload are traced from their first syscall), so the rescan here
 //! only has to find processes started by exec, and to drop the dead.
+//!
+//! A process is the load balancer when its executable is one of the
+//! configured names or paths, or when it runs in one of the configured
+//! cgroups or below one (a systemd unit, a container). The agent itself is
+//! never traced, whatever the configuration: its own reads and writes would
+//! feed it events about themselves.
 
 use std::{
     collections::HashMap,
@@ -59,6 +65,62 @@ pub fn is_traced(exe: Option<&str>, comm: Option<&str>, names: &[String]) -> boo
     })
 }
 
+/// The cgroup a `/proc/<pid>/cgroup` file names: the unified (v2) line
+/// `0::<path>`, or on a host with only v1 hierarchies the
+/// `name=systemd` one, which systemd keeps in step with its units.
+pub fn cgroup_path(file: &str) -> Option<&str> {
+    let path = |prefix: &str| {
+        file.lines()
+            .find_map(|l| l.strip_prefix(prefix))
+            .filter(|p| p.starts_with('/'))
+    };
+    path("0::").or_else(|| {
+        file.lines()
+            .find_map(|l| l.split_once(":name=systemd:").map(|(_, p)| p))
+    })
+}
+
+/// Whether cgroup `path` is one of `cgroups` or below one. The configured
+/// paths are normalised: absolute, no trailing `/` (so `/a` does not
+/// contain `/ab`).
+pub fn in_cgroups(path: &str, cgroups: &[String]) -> bool {
+    cgroups.iter().any(|c| {
+        path.strip_prefix(c.as_str())
+            .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
+    })
+}
+
+/// Which processes are the load balancer.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Selector {
+    /// Executable names or absolute paths ([`is_traced`]).
+    pub names: Vec<String>,
+    /// cgroup paths as `/proc/<pid>/cgroup` shows them ([`in_cgroups`]).
+    pub cgroups: Vec<String>,
+}
+
+impl Selector {
+    /// Whether the process `info` describes, under `proc_root`, is selected.
+    /// Its cgroup is read only when no name matched and cgroups are
+    /// configured.
+    fn selects(&self, proc_root: &Path, info: &ProcInfo) -> bool {
+        if is_traced(
+            info.executable.as_deref(),
+            info.name.as_deref(),
+            &self.names,
+        ) {
+            return true;
+        }
+        if self.cgroups.is_empty() {
+            return false;
+        }
+        let file = proc_root.join(info.pid.to_string()).join("cgroup");
+        fs::read_to_string(file)
+            .ok()
+            .is_some_and(|f| cgroup_path(&f).is_some_and(|p| in_cgroups(p, &self.cgroups)))
+    }
+}
+
 /// The start time field of a `/proc/<pid>/stat` line. The command name
 /// (field 2) is in parentheses and may hold spaces and parentheses, so
 /// fields are counted after its last `)`.
@@ -92,7 +154,9 @@ pub fn read(proc_root: &Path, pid: u32) -> Option<ProcInfo> {
 #[derive(Debug)]
 pub struct Processes {
     proc_root: PathBuf,
-    names: Vec<String>,
+    selector: Selector,
+    /// This agent's pid under `proc_root`, never traced.
+    me: u32,
     known: HashMap<u32, ProcInfo>,
 }
 
@@ -111,17 +175,18 @@ impl Processes {
         &self.proc_root
     }
 
-    /// Processes named `names`, under `proc_root`.
-    pub fn new(proc_root: PathBuf, names: Vec<String>) -> Self {
+    /// The processes `selector` selects, under `proc_root`.
+    pub fn new(proc_root: PathBuf, selector: Selector) -> Self {
         Self {
             proc_root,
-            names,
+            selector,
+            me: std::process::id(),
             known: HashMap::new(),
         }
     }
 
-    /// Scans `/proc`: every process group leader whose executable is one of
-    /// the names. `also` are pids the kernel added by itself (children of
+    /// Scans `/proc`: every process group leader the selector selects.
+    /// `also` are pids the kernel added by itself (children of
     /// traced processes): they are kept while they live, whatever their
     /// name, since a worker may exec nothing.
     pub fn rescan(&mut self, also: &[u32]) -> Changes {
@@ -135,25 +200,25 @@ impl Processes {
                 else {
                     continue;
                 };
+                if pid == self.me {
+                    continue;
+                }
                 let Some(info) = read(&self.proc_root, pid) else {
                     continue;
                 };
-                let traced = is_traced(
-                    info.executable.as_deref(),
-                    info.name.as_deref(),
-                    &self.names,
-                ) || (also.contains(&pid)
-                    && self
-                        .known
-                        .get(&pid)
-                        .is_none_or(|k| k.start_ticks == info.start_ticks));
+                let traced = self.selector.selects(&self.proc_root, &info)
+                    || (also.contains(&pid)
+                        && self
+                            .known
+                            .get(&pid)
+                            .is_none_or(|k| k.start_ticks == info.start_ticks));
                 if traced && seen.len() < MAX_PROCESSES {
                     seen.insert(pid, info);
                 }
             }
         }
         for &pid in also {
-            if seen.contains_key(&pid) {
+            if pid == self.me || seen.contains_key(&pid) {
                 continue;
             }
             // A child the kernel added, listed under its own pid only if it
@@ -240,10 +305,65 @@ mod tests {
         let me = std::process::id();
         let exe = std::env::current_exe().unwrap();
         let name = exe.file_name().unwrap().to_str().unwrap().to_owned();
-        let mut p = Processes::new("/proc".into(), vec![name]);
+        let mut p = Processes::new(
+            "/proc".into(),
+            Selector {
+                names: vec![name],
+                cgroups: vec![],
+            },
+        );
+        // The agent never traces itself.
+        assert!(!p.rescan(&[]).added.contains(&me));
+        p.me = 0;
         let changes = p.rescan(&[]);
         assert!(changes.added.contains(&me), "{changes:?}");
         assert_eq!(p.info(me).pid, me);
         assert_eq!(p.rescan(&[]), Changes::default(), "nothing changed");
+    }
+
+    #[test]
+    fn the_cgroup_is_the_unified_line_or_else_systemd_s() {
+        let hybrid = "9:name=systemd:/system.slice/haproxy.service\n4:memory:/x\n0::/system.slice/haproxy.service\n";
+        assert_eq!(cgroup_path(hybrid), Some("/system.slice/haproxy.service"));
+        let v1 = "5:memory:/m\n1:name=systemd:/system.slice/nginx.service\n";
+        assert_eq!(cgroup_path(v1), Some("/system.slice/nginx.service"));
+        assert_eq!(cgroup_path("0::/a/b\n"), Some("/a/b"));
+        assert_eq!(cgroup_path("3:cpu:/x\n"), None);
+        assert_eq!(cgroup_path(""), None);
+    }
+
+    #[test]
+    fn a_cgroup_contains_itself_and_what_is_below_it_only() {
+        let c = names(&["/system.slice/haproxy.service", "/kubepods/pod1"]);
+        assert!(in_cgroups("/system.slice/haproxy.service", &c));
+        assert!(in_cgroups("/kubepods/pod1/ctr-a", &c));
+        assert!(!in_cgroups("/system.slice/haproxy.service2", &c));
+        assert!(!in_cgroups("/system.slice", &c));
+        assert!(!in_cgroups("/kubepods/pod10", &c));
+    }
+
+    #[test]
+    fn a_process_in_a_configured_cgroup_is_selected_whatever_its_name() {
+        let root = std::env::temp_dir().join(format!("lbw-procs-{}", std::process::id()));
+        let dir = root.join("77");
+        fs::create_dir_all(&dir).unwrap();
+        fs::write(dir.join("cgroup"), "0::/lb.slice/edge.service/worker\n").unwrap();
+        let info = ProcInfo {
+            pid: 77,
+            name: Some("edge-proxy".into()),
+            executable: Some("/opt/edge/bin/edge-proxy".into()),
+            start_ticks: 1,
+        };
+        let by_cgroup = Selector {
+            names: vec![],
+            cgroups: names(&["/lb.slice/edge.service"]),
+        };
+        assert!(by_cgroup.selects(&root, &info));
+        let elsewhere = Selector {
+            names: names(&["haproxy"]),
+            cgroups: names(&["/lb.slice/other.service"]),
+        };
+        assert!(!elsewhere.selects(&root, &info));
+        fs::remove_dir_all(&root).unwrap();
     }
 }

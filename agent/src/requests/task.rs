@@ -15,7 +15,7 @@ use tracing::{info, warn};
 use super::{
     event::{ReqEvent, decode},
     input::Input,
-    procs::Processes,
+    procs::{Processes, Selector},
     records::RequestRecords,
     reorder::Reorder,
     seed,
@@ -44,6 +44,11 @@ const BATCH: usize = 512;
 const BATCHES: usize = 64;
 /// How often held events are released and idle windows checked.
 const TICK: Duration = Duration::from_millis(20);
+/// How often the reader looks at the ring without being woken: the kernel
+/// wakes it only once an eighth of the ring waits
+/// ([`LoadSettings::with_batched_wakeups`]). Far below the reorder hold
+/// ([`super::reorder::HOLD_NS`], 100 ms), so no event waits longer for it.
+const POLL: Duration = Duration::from_millis(10);
 /// How long after the switch-off the ring is taken as final.
 const SWITCH_SETTLE: Duration = Duration::from_millis(5);
 /// How often `/proc` is rescanned for load-balancer processes.
@@ -72,7 +77,10 @@ impl RequestStage {
     ) -> Result<Self, RequestLoadError> {
         let stop_reading = CancellationToken::new();
         let load = LoadSettings::try_new(settings.ring_buffer_bytes, settings.capture_bytes)
-            .map(|l| l.with_tls_libraries(settings.tls_libraries.clone()))
+            .map(|l| {
+                l.with_tls_libraries(settings.tls_libraries.clone())
+                    .with_batched_wakeups()
+            })
             .map_err(|e| RequestLoadError::Syscalls(e.to_string()))?;
         let mut probes = RequestProbes::load(&load)?;
         let ring = probes.take_ring()?;
@@ -93,7 +101,13 @@ impl RequestStage {
         let stage = Stage {
             tracker: Tracker::new(super::http::Limits::default(), settings.exact_tag),
             reorder: Reorder::default(),
-            processes: Processes::new("/proc".into(), settings.processes.clone()),
+            processes: Processes::new(
+                "/proc".into(),
+                Selector {
+                    names: settings.processes.clone(),
+                    cgroups: settings.cgroups.clone(),
+                },
+            ),
             filter,
             counters,
             reported: BTreeMap::new(),
@@ -157,7 +171,10 @@ async fn read_ring(
     counters: Read,
     stop: CancellationToken,
 ) -> std::io::Result<()> {
-    ringbuf::read(ring, tx, stop, |ring| read_batch(ring, &counters)).await
+    ringbuf::read(ring, tx, stop, Some(POLL), |ring| {
+        read_batch(ring, &counters)
+    })
+    .await
 }
 
 /// What the reader counts.

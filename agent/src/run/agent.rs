@@ -461,7 +461,11 @@ fn start_requests(
         records.clone(),
     ) {
         Ok(stage) => {
-            info!(processes = ?config.requests.processes, "capturing requests");
+            info!(
+                processes = ?config.requests.processes,
+                cgroups = ?config.requests.cgroups,
+                "capturing requests"
+            );
             Some(stage)
         }
         Err(err) => {

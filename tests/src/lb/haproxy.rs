@@ -87,6 +87,9 @@ pub struct HaproxyConfig {
     pub exact_header: bool,
     /// `retries` for a failed server connect.
     pub retries: u32,
+    /// The executable, when not [`HAPROXY`] (a renamed copy, which the
+    /// agent's default process names do not select).
+    pub executable: Option<PathBuf>,
 }
 
 impl HaproxyConfig {
@@ -100,6 +103,7 @@ impl HaproxyConfig {
             tls: false,
             exact_header: false,
             retries: 1,
+            executable: None,
         }
     }
 
@@ -262,15 +266,19 @@ impl Haproxy {
         let conf = dir.0.join("haproxy.cfg");
         std::fs::write(&conf, &text)?;
         let conf_arg = conf.display().to_string();
+        let program = config
+            .executable
+            .clone()
+            .unwrap_or_else(|| PathBuf::from(HAPROXY));
         check(
             lab.net
                 .lb
-                .command(HAPROXY)
+                .command(&program)
                 .args(["-c", "-q", "-f", &conf_arg]),
         )?;
         let daemon = Daemon::start(
             &lab.net.lb,
-            Path::new(HAPROXY),
+            &program,
             &["-db", "-f", &conf_arg],
             &dir.0.join("haproxy.log"),
             &config.frontends(),

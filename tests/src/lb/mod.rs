@@ -14,6 +14,7 @@
 //! * [`client`]: the load generator ([`http1`] is its codec, [`tls`] the
 //!   frontend's certificate).
 //! * [`compare`]: the agent's request records against the log.
+//! * [`cgroup`]: a cgroup of the test's own, for the cgroup filter.
 //!
 //! An agent under test runs in the LB's namespace, `lab.net.lb`, e.g.
 //! [`crate::agent::Agent::start`] on `lab.net.frontend_iface()`; the LB's
@@ -37,6 +38,7 @@
 //! ```
 
 pub mod backend;
+pub mod cgroup;
 pub mod client;
 pub mod compare;
 pub mod connect;
