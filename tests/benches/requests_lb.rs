@@ -4,8 +4,11 @@
 //! The lab is the request tests' (tests/src/lb): HAProxy in HTTP mode
 //! (2 threads, `http-reuse safe`) in front of three nginx backends. `wrk`
 //! runs in the client namespace for [`PHASE`] with [`CONNECTIONS`]
-//! keep-alive connections on [`WRK_THREADS`] threads, on a path every
-//! backend answers 200. Phases alternate detached / attached [`ROUNDS`]
+//! keep-alive connections on [`WRK_THREADS`] threads, on paths every
+//! backend answers 200, in two workloads: `identical` (one path, the
+//! correlator's worst case: every request in flight on a thread is a
+//! candidate for every other) and `distinct` (a path per request, through
+//! a wrk Lua script: what a load balancer mostly sees). Phases alternate detached / attached [`ROUNDS`]
 //! times (ABAB...), after one unmeasured warm-up, so drift in the shared
 //! machine's load falls on both sides alike. Attached means the real agent
 //! binary runs in the LB's namespace (XDP on the frontend interface and the
@@ -70,10 +73,45 @@ struct Cost {
     wall_secs: f64,
     ring_bytes: u64,
     request_records: usize,
+    /// Of `request_records`, those mapped to their backend.
+    mapped: usize,
     /// Events the agent declared lost (its gap records' counts): a request
     /// whose events were lost has no record, and the gap says so.
     lost: u64,
 }
+
+/// What wrk asks for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Workload {
+    /// Every request is `GET` [`PATH`].
+    Identical,
+    /// Every request has a path of its own: `PATH-<thread>-<n>`.
+    Distinct,
+}
+
+impl Workload {
+    fn name(self) -> &'static str {
+        match self {
+            Self::Identical => "identical",
+            Self::Distinct => "distinct",
+        }
+    }
+}
+
+/// wrk's Lua script for [`Workload::Distinct`]: each thread numbers its
+/// requests, and the thread's own id keeps the paths of two threads apart.
+const DISTINCT_LUA: &str = r#"
+local counter = 1
+local threads = 0
+function setup(thread)
+    thread:set("id", threads)
+    threads = threads + 1
+end
+function request()
+    counter = counter + 1
+    return wrk.format("GET", "PATH-" .. id .. "-" .. counter)
+end
+"#;
 
 /// The gap records' `reason=count`, for the phase line.
 fn gap_reasons(records: &[serde_json::Value]) -> String {
@@ -97,58 +135,80 @@ fn main() {
     let haproxy = Haproxy::start(&lab, HaproxyConfig::http()).expect("start haproxy");
     let frontend = haproxy.config.frontends()[0];
     let lb = haproxy.pid().expect("haproxy's pid");
-    let url = format!("http://{frontend}{PATH}");
+    let script =
+        integration_tests::Scratch::file("distinct.lua", &DISTINCT_LUA.replace("PATH", PATH));
+    let target = Target {
+        url: format!("http://{frontend}{PATH}"),
+        script: script.0.display().to_string(),
+    };
     // Warm-up: HAProxy's and the backends' connections and caches.
-    let warm = wrk(&lab.net.client, lb, &url, Duration::from_secs(2));
+    let warm = wrk(
+        &lab.net.client,
+        lb,
+        &target,
+        Workload::Identical,
+        Duration::from_secs(2),
+    );
     assert_valid(&warm, "warm-up");
+    for workload in [Workload::Identical, Workload::Distinct] {
+        let mut detached = Vec::new();
+        let mut attached = Vec::new();
+        let name = workload.name();
+        for round in 1..=ROUNDS {
+            let d = wrk(&lab.net.client, lb, &target, workload, PHASE);
+            assert_valid(&d, "detached");
+            println!(
+                "requests_lb workload={name} round={round} agent=detached rps={:.0} p99_ms={:.3} \
+                 requests={} haproxy_cpu_us_per_request={:.1}",
+                d.rps,
+                d.p99_ms,
+                d.requests,
+                lb_us(&d)
+            );
+            detached.push(d);
 
-    let mut detached = Vec::new();
-    let mut attached = Vec::new();
-    for round in 1..=ROUNDS {
-        let d = wrk(&lab.net.client, lb, &url, PHASE);
-        assert_valid(&d, "detached");
-        println!(
-            "requests_lb round={round} agent=detached rps={:.0} p99_ms={:.3} requests={} \
-             haproxy_cpu_us_per_request={:.1}",
-            d.rps,
-            d.p99_ms,
-            d.requests,
-            lb_us(&d)
-        );
-        detached.push(d);
-
-        let (a, cost) = attached_phase(&lab, lb, &url);
-        assert_valid(&a, "attached");
-        println!(
-            "requests_lb round={round} agent=attached rps={:.0} p99_ms={:.3} requests={} \
-             haproxy_cpu_us_per_request={:.1} agent_cpu_s={:.3} agent_sys_s={:.3} ring_bytes={} \
-             request_records={} lost_events={}",
-            a.rps,
-            a.p99_ms,
-            a.requests,
-            lb_us(&a),
-            cost.cpu_secs,
-            cost.sys_secs,
-            cost.ring_bytes,
-            cost.request_records,
-            cost.lost
-        );
-        attached.push((a, cost));
+            let (a, cost) = attached_phase(&lab, lb, &target, workload);
+            assert_valid(&a, "attached");
+            println!(
+                "requests_lb workload={name} round={round} agent=attached rps={:.0} p99_ms={:.3} \
+                 requests={} haproxy_cpu_us_per_request={:.1} agent_cpu_s={:.3} agent_sys_s={:.3} \
+                 ring_bytes={} request_records={} mapped={} lost_events={}",
+                a.rps,
+                a.p99_ms,
+                a.requests,
+                lb_us(&a),
+                cost.cpu_secs,
+                cost.sys_secs,
+                cost.ring_bytes,
+                cost.request_records,
+                cost.mapped,
+                cost.lost
+            );
+            attached.push((a, cost));
+        }
+        summary(workload, &detached, &attached);
     }
-    summary(&detached, &attached);
     drop(haproxy);
+}
+
+/// Where wrk sends its requests.
+struct Target {
+    /// The identical workload's URL (the distinct one's base).
+    url: String,
+    /// The distinct workload's Lua script.
+    script: String,
 }
 
 /// One phase with the agent attached: start it, wait until it follows
 /// HAProxy, run wrk while sampling its CPU time, stop it and read its
 /// ring-byte count.
-fn attached_phase(lab: &LbLab, lb: u32, url: &str) -> (Wrk, Cost) {
+fn attached_phase(lab: &LbLab, lb: u32, target: &Target, workload: Workload) -> (Wrk, Cost) {
     let mut agent = Agent::start(&lab.net.lb, lab.net.frontend_iface(), &[]);
     wait_following(&agent);
     let pid = agent.pid();
     let cpu0 = cpu_secs(pid);
     let t0 = Instant::now();
-    let w = wrk(&lab.net.client, lb, url, PHASE);
+    let w = wrk(&lab.net.client, lb, target, workload, PHASE);
     let cpu1 = cpu_secs(pid);
     let wall_secs = t0.elapsed().as_secs_f64();
     let exit = agent.stop_within(libc::SIGTERM, Duration::from_secs(30));
@@ -157,9 +217,14 @@ fn attached_phase(lab: &LbLab, lb: u32, url: &str) -> (Wrk, Cost) {
     let ring_bytes = field(&log, "ring_bytes=")
         .unwrap_or_else(|| panic!("the agent logged no ring_bytes at its stop:\n{log}"));
     let records = agent.records();
-    let request_records = records
+    let requests: Vec<_> = records
         .iter()
         .filter(|r| r["event"]["dataset"] == "lbwitness.request")
+        .collect();
+    let request_records = requests.len();
+    let mapped = requests
+        .iter()
+        .filter(|r| r["lbwitness"]["backend"]["mapping"] == "mapped")
         .count();
     let lost = records
         .iter()
@@ -174,6 +239,7 @@ fn attached_phase(lab: &LbLab, lb: u32, url: &str) -> (Wrk, Cost) {
         wall_secs,
         ring_bytes,
         request_records,
+        mapped,
         lost,
     };
     (w, cost)
@@ -195,19 +261,22 @@ fn wait_following(agent: &Agent) {
     }
 }
 
-/// Runs wrk in `ns` against `url` for `duration` and parses its report,
-/// with the CPU time process `lb` spent meanwhile.
-fn wrk(ns: &NetNs, lb: u32, url: &str, duration: Duration) -> Wrk {
+/// Runs wrk in `ns` against `target` for `duration` and parses its
+/// report, with the CPU time process `lb` spent meanwhile.
+fn wrk(ns: &NetNs, lb: u32, target: &Target, workload: Workload, duration: Duration) -> Wrk {
     let cpu0 = cpu_secs(lb);
-    let out = ns
-        .command("wrk")
-        .args([
-            &format!("-t{WRK_THREADS}"),
-            &format!("-c{CONNECTIONS}"),
-            &format!("-d{}s", duration.as_secs()),
-            "--latency",
-            url,
-        ])
+    let mut cmd = ns.command("wrk");
+    cmd.args([
+        &format!("-t{WRK_THREADS}"),
+        &format!("-c{CONNECTIONS}"),
+        &format!("-d{}s", duration.as_secs()),
+        "--latency",
+    ]);
+    if workload == Workload::Distinct {
+        cmd.args(["-s", &target.script]);
+    }
+    let out = cmd
+        .arg(&target.url)
         .output()
         .expect("run wrk (installed by `cargo xtask setup`)");
     let text = String::from_utf8_lossy(&out.stdout).into_owned();
@@ -310,7 +379,7 @@ fn mean(xs: impl Iterator<Item = f64>) -> f64 {
     v.iter().sum::<f64>() / v.len() as f64
 }
 
-fn summary(detached: &[Wrk], attached: &[(Wrk, Cost)]) {
+fn summary(workload: Workload, detached: &[Wrk], attached: &[(Wrk, Cost)]) {
     let d_rps = mean(detached.iter().map(|w| w.rps));
     let a_rps = mean(attached.iter().map(|(w, _)| w.rps));
     let d_p99 = mean(detached.iter().map(|w| w.p99_ms));
@@ -320,14 +389,16 @@ fn summary(detached: &[Wrk], attached: &[(Wrk, Cost)]) {
     let ring: u64 = attached.iter().map(|(_, c)| c.ring_bytes).sum();
     let served: u64 = attached.iter().map(|(w, _)| w.requests).sum();
     let records: usize = attached.iter().map(|(_, c)| c.request_records).sum();
+    let mapped: usize = attached.iter().map(|(_, c)| c.mapped).sum();
     let lost: u64 = attached.iter().map(|(_, c)| c.lost).sum();
     // CPU in % of one core, per 1 000 requests/s of the attached phases.
     let cpu_pct = 100.0 * cpu / wall;
     let per_krps = cpu_pct / (served as f64 / wall / 1000.0);
     let sys: f64 = attached.iter().map(|(_, c)| c.sys_secs).sum();
     println!(
-        "\nHAProxy HTTP (2 threads, http-reuse safe), wrk -t{WRK_THREADS} -c{CONNECTIONS} -d{}s, \
-         {ROUNDS} rounds, means:",
+        "\nHAProxy HTTP (2 threads, http-reuse safe), {} requests, wrk -t{WRK_THREADS} \
+         -c{CONNECTIONS} -d{}s, {ROUNDS} rounds, means:",
+        workload.name(),
         PHASE.as_secs()
     );
     let d_lb = mean(detached.iter().map(lb_us));
@@ -337,14 +408,17 @@ fn summary(detached: &[Wrk], attached: &[(Wrk, Cost)]) {
     println!("| detached | {d_rps:>10.0} | {d_p99:>6.3} | {d_lb:>22.1} |");
     println!("| attached | {a_rps:>10.0} | {a_p99:>6.3} | {a_lb:>22.1} |");
     println!(
-        "requests_lb ratio={:.3} (target >= 0.97) p99_added_ms={:.3} (target < 1) \
+        "requests_lb workload={} ratio={:.3} (target >= 0.97) p99_added_ms={:.3} (target < 1) \
          agent_cpu_pct={cpu_pct:.1} (of which kernel {:.1}) cpu_pct_per_1k_rps={per_krps:.2} \
          agent_cpu_us_per_request={:.1} \
-         ring_bytes_per_request={:.0} request_records={records} of {served} served lost_events={lost}",
+         ring_bytes_per_request={:.0} request_records={records} of {served} served \
+         mapped={:.3} lost_events={lost}",
+        workload.name(),
         a_rps / d_rps,
         a_p99 - d_p99,
         100.0 * sys / wall,
         1e6 * cpu / served as f64,
         ring as f64 / served as f64,
+        mapped as f64 / records.max(1) as f64,
     );
 }

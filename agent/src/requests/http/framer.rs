@@ -312,6 +312,9 @@ impl Conn {
         // Never hold more than one byte past the limit (`buf.len() <= max`
         // on entry, or the head would have been refused).
         let rest = &rest[..rest.len().min(max + 1 - buf.len())];
+        // A head usually arrives in one chunk: one allocation, not one per
+        // doubling.
+        buf.reserve(rest.len());
         let mut used = 0;
         let mut done = false;
         while let Some(lf) = rest[used..].iter().position(|&b| b == b'\n') {
