@@ -72,8 +72,9 @@ pub fn key_id(key: &VerifyingKey) -> String {
 }
 
 /// Writes `bytes` to `path` through a private (0600) temporary file that is
-/// synced and renamed: a key is never readable by others, not even for an
-/// instant, and never half-written.
+/// synced and renamed, then syncs the directory: a key is never readable
+/// by others, not even for an instant, never half-written, and once this
+/// returns a power loss cannot bring back the old key or none.
 #[cfg(unix)]
 pub fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     let tmp = path.with_extension("tmp");
@@ -85,7 +86,11 @@ pub fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
         .open(&tmp)?;
     file.write_all(bytes)?;
     file.sync_all()?;
-    std::fs::rename(&tmp, path)
+    std::fs::rename(&tmp, path)?;
+    match path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        Some(dir) => std::fs::File::open(dir)?.sync_all(),
+        None => Ok(()),
+    }
 }
 
 /// Where the public half of `private` is written: `<private>.pub`.

@@ -52,9 +52,9 @@ pub struct RequestSettings {
     /// The TLS libraries to probe; empty: `libssl.so.3` where the dynamic
     /// loader finds it.
     tls_libraries: Vec<std::path::PathBuf>,
-    /// Bytes waiting at which a send wakes the reader; 0 (the default)
-    /// wakes it on every send.
-    wake_bytes: u32,
+    /// Whether sends wake the reader only once an eighth of the ring
+    /// waits; off (the default), every send wakes it.
+    batched_wakeups: bool,
 }
 
 /// An invalid [`RequestSettings`] value.
@@ -84,7 +84,7 @@ impl RequestSettings {
             ring_bytes,
             capture_bytes,
             tls_libraries: Vec::new(),
-            wake_bytes: 0,
+            batched_wakeups: false,
         })
     }
 
@@ -92,7 +92,7 @@ impl RequestSettings {
     /// reader that also polls on a timer (the agent's), which then takes
     /// a batch per wakeup instead of an event or two.
     pub fn with_batched_wakeups(mut self) -> Self {
-        self.wake_bytes = self.ring_bytes / 8;
+        self.batched_wakeups = true;
         self
     }
 
@@ -120,7 +120,7 @@ impl Default for RequestSettings {
             ring_bytes: Self::DEFAULT_RING_BYTES,
             capture_bytes: agent_common::request::CAPTURE_DEFAULT,
             tls_libraries: Vec::new(),
-            wake_bytes: 0,
+            batched_wakeups: false,
         }
     }
 }
@@ -217,12 +217,18 @@ impl RequestProbes {
         root: &Path,
     ) -> Result<Self, RequestLoadError> {
         let v6 = V6Offsets::from_kernel();
+        // What the programs read as `WAKE_BYTES`: 0 wakes on every send.
+        let wake_bytes = if settings.batched_wakeups {
+            settings.ring_bytes / 8
+        } else {
+            0
+        };
         let ebpf = v6
             .set(
                 EbpfLoader::new()
                     .map_max_entries(names::EVENTS_MAP, settings.ring_bytes)
                     .override_global(names::CAPTURE_GLOBAL, &settings.capture_bytes, true)
-                    .override_global(names::WAKE_GLOBAL, &settings.wake_bytes, true),
+                    .override_global(names::WAKE_GLOBAL, &wake_bytes, true),
             )
             .load(REQUEST_OBJECT)?;
         let mut attacher = Attacher {

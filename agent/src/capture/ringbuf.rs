@@ -49,13 +49,16 @@ pub async fn read<E>(
     // for as long as the AsyncFd owns the ring buffer.
     let mut fd = unsafe { AsyncFd::register_with_interest(ring, tokio::io::Interest::READABLE) }
         .map_err(std::io::Error::from)?;
-    let mut tick = tokio::time::interval(poll.unwrap_or(Duration::from_secs(3600)));
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut tick = poll.map(|every| {
+        let mut tick = tokio::time::interval(every);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        tick
+    });
     loop {
         let woken = tokio::select! {
             () = shutdown.cancelled() => break,
             guard = fd.readable_mut() => Some(guard?),
-            _ = tick.tick(), if poll.is_some() => None,
+            () = next_tick(&mut tick) => None,
         };
         let open = match woken {
             Some(mut guard) => {
@@ -72,6 +75,16 @@ pub async fn read<E>(
     // The program is detached by now: whatever the ring holds is final.
     drain(fd.get_mut(), &tx, &mut read_batch).await;
     Ok(())
+}
+
+/// The next tick of `tick`; never without one.
+async fn next_tick(tick: &mut Option<tokio::time::Interval>) {
+    match tick {
+        Some(tick) => {
+            tick.tick().await;
+        }
+        None => std::future::pending().await,
+    }
 }
 
 /// Hands `tx` batches until the ring is empty; false once `tx` is closed.

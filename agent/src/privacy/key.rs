@@ -108,15 +108,10 @@ fn create(path: &Path) -> Result<[u8; KEY_BYTES], KeyError> {
     };
     let mut key = [0u8; KEY_BYTES];
     getrandom::fill(&mut key).map_err(|e| KeyError::Random(e.to_string()))?;
+    // Durable, directory included, before any pseudonym made with the key
+    // is: a power loss must not bring back no key (a new one would change
+    // every client's pseudonym without anyone deleting the file).
     lbwitness_trail::keys::write_private(path, &key).map_err(io)?;
-    // The rename is durable before any pseudonym made with the key is: a
-    // power loss must not bring back no key (a new one would change every
-    // client's pseudonym without anyone deleting the file).
-    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        std::fs::File::open(dir)
-            .and_then(|d| d.sync_all())
-            .map_err(io)?;
-    }
     Ok(key)
 }
 

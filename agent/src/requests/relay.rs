@@ -76,6 +76,24 @@ struct First {
     key: Option<(u32, u64)>,
 }
 
+impl First {
+    /// A connection's first chunk, read or written on `tid` of `tgid`,
+    /// neither paired nor answered yet.
+    fn new(tgid: u32, tid: u32, chunk: Chunk<'_>) -> Self {
+        Self {
+            http: false,
+            head_whole: chunk.whole(),
+            reply_whole: false,
+            tgid,
+            tid,
+            head: chunk.bytes.to_vec(),
+            reply: None,
+            twin: None,
+            key: None,
+        }
+    }
+}
+
 /// First chunks of the connections not yet told apart, and the pairs
 /// whose request heads are identical.
 #[derive(Debug, Default)]
@@ -140,14 +158,8 @@ impl Relays {
             id,
             First {
                 http: is_request_line(head),
-                head_whole: chunk.whole(),
-                reply_whole: false,
-                tgid,
-                tid,
-                head: head.to_vec(),
-                reply: None,
-                twin: None,
                 key: Some(key),
+                ..First::new(tgid, tid, chunk)
             },
         );
     }
@@ -186,15 +198,8 @@ impl Relays {
         self.firsts.insert(
             id,
             First {
-                http: false,
-                head_whole: chunk.whole(),
-                reply_whole: false,
-                tgid,
-                tid,
-                head: head.to_vec(),
-                reply: None,
                 twin,
-                key: None,
+                ..First::new(tgid, tid, chunk)
             },
         );
     }
